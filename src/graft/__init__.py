@@ -1,0 +1,56 @@
+"""graft: a folder of labelled images in, an accurate image classifier out.
+
+Transfer learning on a frozen ImageNet backbone (features cached on disk, a head
+trained in seconds), optional fine-tuning of the top blocks, and a self-describing,
+pickle-free model directory that predict, export and serve all read.
+
+Example:
+    >>> import graft
+    >>> clf = graft.Classifier(backbone="efficientnet_lite0").fit("data/flowers")
+    >>> clf.fine_tune(epochs=5)          # optional stage 2
+    >>> clf.evaluate("data/flowers")["accuracy"]
+    >>> clf.predict(["rose.jpg"], top_k=3)
+    >>> clf.save("flowers-model"); clf = graft.load("flowers-model")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+from .exceptions import (  # noqa: E402
+    DataError,
+    ExportError,
+    GraftError,
+    ImageDecodeError,
+    ModelFileError,
+    NotFittedError,
+    UnknownBackboneError,
+    WeightsMismatchError,
+    WeightsNotFoundError,
+)
+
+__all__ = [
+    "__version__",
+    "Classifier",
+    "load",
+    "GraftError",
+    "DataError",
+    "ImageDecodeError",
+    "UnknownBackboneError",
+    "WeightsNotFoundError",
+    "WeightsMismatchError",
+    "NotFittedError",
+    "ModelFileError",
+    "ExportError",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `import graft` stays light (no torch) for the ONNX runtime and the CLI's --help.
+    if name in {"Classifier", "load"}:
+        from . import classifier
+
+        return getattr(classifier, name)
+    raise AttributeError(f"module 'graft' has no attribute {name!r}")

@@ -1,0 +1,9 @@
+"""The ``graft`` command line."""
+
+__all__ = ["main"]
+
+
+def main() -> None:
+    from .main import main as _main
+
+    _main()

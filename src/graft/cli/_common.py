@@ -1,0 +1,115 @@
+"""Shared CLI plumbing: rich progress, console output, error handling."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+__all__ = ["console", "err_console", "RichProgress", "QuietProgress", "make_progress", "process_seconds"]
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def process_seconds() -> float:
+    """Wall time since this process started (interpreter start-up and imports included)."""
+    try:
+        import os
+
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter()
+
+
+class _RichTask:
+    def __init__(self, owner: "RichProgress", task_id: int) -> None:
+        self.owner, self.task_id = owner, task_id
+
+    def advance(self, n: int = 1) -> None:
+        self.owner.bars.advance(self.task_id, n)
+
+    def update(self, *, total: int | None = None, info: str | None = None) -> None:
+        kw: dict[str, Any] = {}
+        if total is not None:
+            kw["total"] = total
+        if info is not None:
+            kw["info"] = info
+        self.owner.bars.update(self.task_id, **kw)
+
+    def close(self) -> None:
+        self.owner.bars.stop_task(self.task_id)
+        self.owner.bars.update(self.task_id, visible=False)
+
+
+class RichProgress:
+    """Progress bars with ETA on stderr; messages and warnings printed above them."""
+
+    def __init__(self) -> None:
+        self.bars = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=err_console,
+            transient=False,
+        )
+        self.warnings: list[str] = []
+
+    def __enter__(self) -> "RichProgress":
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bars.stop()
+
+    def task(self, description: str, total: int | None = None) -> _RichTask:
+        return _RichTask(self, self.bars.add_task(description, total=total, info=""))
+
+    def message(self, text: str) -> None:
+        self.bars.console.print(text, highlight=False, markup=False)
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+        self.bars.console.print(f"[yellow]warning:[/yellow] {text}", highlight=False)
+
+
+class QuietProgress:
+    """--quiet: no bars, no messages; warnings still go to stderr (one line each)."""
+
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def __enter__(self) -> "QuietProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def task(self, description: str, total: int | None = None):
+        from ..progress import NullProgress
+
+        return NullProgress().task(description, total)
+
+    def message(self, text: str) -> None:
+        pass
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+        print(f"warning: {text}", file=sys.stderr)
+
+
+def make_progress(quiet: bool) -> RichProgress | QuietProgress:
+    return QuietProgress() if quiet else RichProgress()

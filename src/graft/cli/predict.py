@@ -1,0 +1,62 @@
+"""``graft predict MODEL PATH...``: top-k labels for files, folders and globs.
+
+MODEL is a model directory, or an exported ``.onnx`` file (then torch is never imported).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import List
+
+import typer
+
+from ._common import console
+
+
+def predict(
+    model: Path = typer.Argument(..., help="Model directory (RUN_DIR/model) or an exported .onnx file."),
+    paths: List[str] = typer.Argument(..., help="Image files, folders or glob patterns."),
+    top_k: int = typer.Option(1, "--top-k", "-k", help="How many labels per image."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+    as_csv: bool = typer.Option(False, "--csv", help="CSV with a header row."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda (model directories only)."),
+) -> None:
+    """Predict labels; unreadable files are reported and the others still predicted."""
+    if str(model).lower().endswith(".onnx"):
+        from ..onnx_predictor import OnnxClassifier
+
+        results = OnnxClassifier(model).predict(paths, top_k=top_k)
+    else:
+        from ..classifier import load
+
+        results = load(model, device=device).predict(paths, top_k=top_k)
+    failed = [r for r in results if "error" in r]
+    if as_json:
+        for r in results:
+            print(json.dumps(r))
+    elif as_csv:
+        w = csv.writer(sys.stdout)
+        w.writerow(["path", "label", "probability", "top_k", "error"])
+        for r in results:
+            tk = ";".join(f"{t['label']}:{t['probability']:.4f}" for t in r.get("top_k", []))
+            w.writerow([r["path"], r.get("label", ""), f"{r['probability']:.6f}" if "probability" in r else "", tk, r.get("error", "")])
+    else:
+        from rich.table import Table
+
+        t = Table(show_header=True)
+        t.add_column("image")
+        t.add_column("prediction")
+        t.add_column("probability", justify="right")
+        for r in results:
+            if "error" in r:
+                t.add_row(r["path"], f"[red]error: {r['error']}", "")
+                continue
+            t.add_row(r["path"], r["label"], f"{r['probability']:.3f}")
+            for extra in r["top_k"][1:]:
+                t.add_row("", f"  {extra['label']}", f"{extra['probability']:.3f}")
+        console.print(t)
+    if failed and len(failed) == len(results):
+        raise typer.Exit(1)

@@ -1,0 +1,160 @@
+"""``graft train DATA_DIR``: fit a classifier and write a run directory."""
+
+from __future__ import annotations
+
+import json
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ._common import console, make_progress, process_seconds
+
+
+class HeadType(str, Enum):
+    linear = "linear"
+    mlp = "mlp"
+    flatten = "flatten"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Schedule(str, Enum):
+    cosine = "cosine"
+    onecycle = "onecycle"
+    constant = "constant"
+
+
+class Augment(str, Enum):
+    default = "default"
+    light = "light"
+    none = "none"
+
+
+def default_run_dir(data_dir: Path) -> Path:
+    return Path("runs") / f"{data_dir.resolve().name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def train(
+    data_dir: Optional[Path] = typer.Argument(None, help="Dataset folder: train/ val/ [test/] of class folders, or class folders."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<dataset>-<time>)."),
+    backbone: str = typer.Option("efficientnet_lite0", help="Any timm model name."),
+    weights: Optional[Path] = typer.Option(None, help="Local weights file for the backbone (.safetensors, .pth)."),
+    head: HeadType = typer.Option(HeadType.linear, help="Head on the frozen features."),
+    c: Optional[float] = typer.Option(None, "--C", help="Inverse L2 strength of the linear head (default: chosen by CV)."),
+    dropout: float = typer.Option(0.2, help="Dropout before the head."),
+    hidden: int = typer.Option(512, help="Hidden width of the mlp head."),
+    augment_views: int = typer.Option(0, help="Extra augmented feature views per training image."),
+    class_weight: Optional[str] = typer.Option(None, help="'balanced' weights the loss by inverse class frequency."),
+    val_fraction: float = typer.Option(0.2, help="Validation share when the folder has no val split."),
+    test_fraction: float = typer.Option(0.0, help="Test share when the folder has no test split."),
+    seed: int = typer.Option(0, help="Seed for splits, views and training."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    precision: Precision = typer.Option(Precision.auto, help="Backbone precision; auto picks the fastest accurate one here."),
+    batch_size: Optional[int] = typer.Option(None, help="Embedding batch size (default: auto)."),
+    workers: Optional[int] = typer.Option(None, help="Decoder processes (default: auto)."),
+    strict: bool = typer.Option(False, help="Fail on any unreadable image instead of skipping it."),
+    fine_tune: bool = typer.Option(False, "--fine-tune", help="Stage 2: fine-tune the last block group(s)."),
+    unfreeze: int = typer.Option(1, help="Block groups to unfreeze when fine-tuning (-1: all)."),
+    epochs: int = typer.Option(6, help="Fine-tuning epochs (early stopping may end sooner)."),
+    lr: float = typer.Option(1e-3, help="Head learning rate when fine-tuning."),
+    backbone_lr_ratio: float = typer.Option(0.1, help="Backbone LR as a fraction of the head LR."),
+    schedule: Schedule = typer.Option(Schedule.cosine, help="LR schedule after warm-up."),
+    patience: int = typer.Option(3, help="Early-stopping patience (epochs without val-loss gain)."),
+    augment: Augment = typer.Option(Augment.default, help="Augmentation when fine-tuning."),
+    baseline: Optional[str] = typer.Option(None, help="'scratch': also train the same network from random init."),
+    baseline_epochs: Optional[int] = typer.Option(None, help="Epochs of the scratch baseline (default: --epochs)."),
+    resume: Optional[Path] = typer.Option(None, help="Continue an interrupted run in this run directory."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
+    no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary."),
+) -> None:
+    """Train a classifier on DATA_DIR and write RUN_DIR (model/, metrics.json, report.html)."""
+    import sys
+
+    started = time.perf_counter() - process_seconds()
+    from ..classifier import Classifier
+    from ..exceptions import DataError
+    from ..run import RunOptions, train_run
+
+    params: dict = {}
+    if resume is not None:
+        run_file = resume / "run.json"
+        if not run_file.exists():
+            raise DataError(f"{resume} is not a graft run directory (no run.json); pass the RUN_DIR of the interrupted run")
+        saved = json.loads(run_file.read_text())
+        data_dir = data_dir or Path(saved["data_dir"])
+        out = resume
+        params = dict(saved["params"])
+        opts = RunOptions(**{**saved["options"], "resume": True})
+    if data_dir is None:
+        raise DataError("missing DATA_DIR: pass a dataset folder (or try `graft demo`)")
+    if baseline not in (None, "scratch"):
+        raise DataError(f"--baseline must be 'scratch', got {baseline!r}")
+    out = out or default_run_dir(data_dir)
+    if resume is None:
+        params = dict(
+            backbone=backbone, weights=str(weights) if weights else None, head=head.value, C=c, dropout=dropout,
+            hidden=hidden, augment_views=augment_views, class_weight=class_weight, val_fraction=val_fraction,
+            test_fraction=test_fraction, seed=seed, device=device, precision=precision.value,
+            batch_size=batch_size, num_workers=workers, strict=strict, use_cache=not no_cache,
+        )
+        opts = RunOptions(
+            fine_tune=fine_tune, epochs=epochs, unfreeze=unfreeze, lr=lr, backbone_lr_ratio=backbone_lr_ratio,
+            schedule=schedule.value, patience=patience, augment=augment.value, baseline=baseline,
+            baseline_epochs=baseline_epochs,
+        )
+    params.pop("progress", None)
+    params.pop("cache_dir", None)
+    clf = Classifier(**params)
+    with make_progress(quiet) as prog:
+        metrics = train_run(data_dir, out, clf, opts, argv=sys.argv, progress=prog, started=started)
+    if not no_report:
+        _write_report(out, quiet)
+    if not quiet:
+        _summary(out, metrics)
+
+
+def _write_report(out: Path, quiet: bool) -> None:
+    try:
+        from ..report import write_report
+    except ImportError:  # the report extra is part of graft; this only guards partial installs
+        return
+    path = write_report(out)
+    if not quiet:
+        console.print(f"report: {path}")
+
+
+def _summary(out: Path, m: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"graft train -> {out}", show_header=True)
+    t.add_column("")
+    t.add_column("value", justify="right")
+    counts = m.get("counts") or {}
+    for split, per in counts.items():
+        total = sum(per.values()) if isinstance(per, dict) else per
+        t.add_row(f"{split} images", str(total))
+    t.add_row("classes", str(len(m["classes"])))
+    t.add_row("skipped files", str(len(m["skipped"])))
+    for name, st in m["stages"].items():
+        t.add_row(f"{name} val accuracy", f"{st['val_accuracy']:.4f}")
+        if "seconds" in st:
+            t.add_row(f"{name} seconds", f"{st['seconds']:.1f}")
+    t.add_row("kept", m["kept_stage"])
+    t.add_row("[bold]val accuracy", f"[bold]{m['val_accuracy']:.4f}")
+    t.add_row("embedding seconds", f"{m['timings'].get('embed', 0):.1f}")
+    t.add_row("total seconds", f"{m['train_seconds']:.1f}")
+    console.print(t)
+    for s in m["skipped"][:20]:
+        console.print(f"  skipped {s['path']}: {s['reason']}", highlight=False)
+    if len(m["skipped"]) > 20:
+        console.print(f"  ... and {len(m['skipped']) - 20} more (see {out / 'metrics.json'})")
+    console.print(f"model: {out / 'model'}")

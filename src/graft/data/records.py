@@ -1,0 +1,91 @@
+"""Plain result types of dataset scanning: records, skips and splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ImageRecord", "SkippedFile", "DatasetSplits"]
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of a dataset.
+
+    Attributes:
+        path: the image file.
+        label: index into the dataset's class list; -1 when unlabelled.
+        width: displayed width from the header probe (0 if unknown).
+        height: displayed height from the header probe (0 if unknown).
+    """
+
+    path: Path
+    label: int
+    width: int = 0
+    height: int = 0
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file that was left out, and why."""
+
+    path: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        """JSON-ready form."""
+        return {"path": self.path, "reason": self.reason}
+
+
+@dataclass
+class DatasetSplits:
+    """Result of :func:`scan_dataset`.
+
+    Attributes:
+        root: the dataset folder.
+        classes: class names; a record's ``label`` indexes this list.
+        splits: ``"train"``, ``"val"`` and optionally ``"test"`` -> records.
+        skipped: image files that could not be used.
+        ignored: non-image files found (README, LICENSE, .DS_Store, ...).
+        layout: ``"split-folders"`` or ``"auto-split"``.
+        split_dirs: canonical split -> actual folder name, for splits read from a folder;
+            splits absent here were carved out of train (or the root) automatically.
+    """
+
+    root: Path
+    classes: list[str]
+    splits: dict[str, list[ImageRecord]]
+    skipped: list[SkippedFile] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    layout: str = "auto-split"
+    split_dirs: dict[str, str] = field(default_factory=dict)
+
+    def class_counts(self, split: str) -> dict[str, int]:
+        """Images per class (every class listed, zeros included) in ``split``."""
+        counts = dict.fromkeys(self.classes, 0)
+        for rec in self.splits.get(split, []):
+            counts[self.classes[rec.label]] += 1
+        return counts
+
+    def imbalance_ratio(self, split: str = "train") -> float:
+        """Largest over smallest class count (``inf`` if a class has no image)."""
+        counts = list(self.class_counts(split).values())
+        if not counts:
+            return float("nan")
+        smallest = min(counts)
+        return float("inf") if smallest == 0 else max(counts) / smallest
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready overview: counts per split and class, skips, layout."""
+        return {
+            "root": str(self.root),
+            "layout": self.layout,
+            "classes": list(self.classes),
+            "split_dirs": dict(self.split_dirs),
+            "counts": {name: self.class_counts(name) for name in self.splits},
+            "totals": {name: len(recs) for name, recs in self.splits.items()},
+            "n_skipped": len(self.skipped),
+            "n_ignored": len(self.ignored),
+            "imbalance_ratio": self.imbalance_ratio("train"),
+        }

@@ -1,0 +1,89 @@
+"""Classification metrics from probabilities: the numbers every report and command shows."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_support, top_k_accuracy_score
+
+__all__ = ["compute_metrics", "expected_calibration_error", "format_metrics_table"]
+
+
+def expected_calibration_error(probs: np.ndarray, y: np.ndarray, n_bins: int = 15) -> tuple[float, list[dict[str, float]]]:
+    """ECE of the top-1 confidence, and the reliability-diagram bins."""
+    conf = probs.max(1)
+    correct = (probs.argmax(1) == y).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    ece, bins = 0.0, []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf > lo) & (conf <= hi) if lo > 0 else (conf >= lo) & (conf <= hi)
+        if m.any():
+            acc, c = float(correct[m].mean()), float(conf[m].mean())
+            ece += m.mean() * abs(acc - c)
+            bins.append({"lo": float(lo), "hi": float(hi), "count": int(m.sum()), "accuracy": acc, "confidence": c})
+    return float(ece), bins
+
+
+def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str], top_k: int = 5) -> dict[str, Any]:
+    """Accuracy, top-k accuracy, per-class precision/recall/F1/support, confusion matrix, ECE.
+
+    Args:
+        y_true: (n,) integer labels.
+        probs: (n, n_classes) probabilities.
+        classes: class names (label order).
+        top_k: k of the top-k accuracy (capped at the number of classes).
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    if len(probs):
+        probs = probs / probs.sum(1, keepdims=True)  # float32 softmax sums to 1 +- 1e-7
+    n_classes = len(classes)
+    labels = list(range(n_classes))
+    y_pred = probs.argmax(1) if len(probs) else np.zeros(0, np.int64)
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    k = min(top_k, n_classes)
+    out: dict[str, Any] = {
+        "n": int(len(y_true)),
+        "accuracy": float((y_pred == y_true).mean()) if len(y_true) else float("nan"),
+        f"top{k}_accuracy": (
+            float(top_k_accuracy_score(y_true, probs, k=k, labels=labels)) if len(y_true) and n_classes > 2 else
+            (1.0 if n_classes <= k else float("nan"))
+        ),
+        "top_k": k,
+        "macro_f1": float(np.mean(f)),
+        "balanced_accuracy": float(np.mean([r[i] for i in labels if s[i] > 0])) if len(y_true) else float("nan"),
+        "per_class": {
+            c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            for i, c in enumerate(classes)
+        },
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "classes": list(classes),
+    }
+    if len(y_true):
+        out["log_loss"] = float(log_loss(y_true, np.clip(probs, 1e-12, 1.0), labels=labels))
+        out["ece"], out["reliability"] = expected_calibration_error(probs, y_true)
+    return out
+
+
+def format_metrics_table(m: dict[str, Any]) -> str:
+    """Plain-text per-class table and confusion matrix for people."""
+    classes = m["classes"]
+    w = max(9, max(len(c) for c in classes))
+    k = m["top_k"]
+    topk = m.get(f"top{k}_accuracy", float("nan"))
+    lines = [
+        f"accuracy {m['accuracy']:.4f}   top-{k} {topk:.4f}   "
+        f"macro F1 {m['macro_f1']:.4f}   n={m['n']}",
+        "",
+        f"{'class':<{w}}  precision  recall     f1  support",
+    ]
+    for c in classes:
+        pc = m["per_class"][c]
+        lines.append(f"{c:<{w}}  {pc['precision']:9.3f}  {pc['recall']:6.3f}  {pc['f1']:5.3f}  {pc['support']:7d}")
+    lines += ["", "confusion matrix (rows: true, columns: predicted)"]
+    cw = max(5, max(len(c) for c in classes))
+    lines.append(" " * (w + 2) + " ".join(f"{c[:cw]:>{cw}}" for c in classes))
+    for c, row in zip(classes, m["confusion_matrix"]):
+        lines.append(f"{c:<{w}}  " + " ".join(f"{v:>{cw}d}" for v in row))
+    return "\n".join(lines)

@@ -1,0 +1,79 @@
+"""All errors graft raises on purpose.
+
+Every class subclasses a built-in so callers can catch either the graft type or the
+familiar built-in (``except ValueError`` keeps working). Messages follow one rule:
+say what was expected, what was found, and how to fix it, naming the file or folder.
+The CLI turns any :class:`GraftError` into a one-line message and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "GraftError",
+    "DataError",
+    "ImageDecodeError",
+    "UnknownBackboneError",
+    "WeightsNotFoundError",
+    "WeightsMismatchError",
+    "NotFittedError",
+    "ModelFileError",
+    "ExportError",
+]
+
+
+class GraftError(Exception):
+    """Base class of every error graft raises deliberately."""
+
+    exit_code: int = 1
+
+
+class DataError(GraftError, ValueError):
+    """The dataset folder or an input file is not usable as given."""
+
+    exit_code = 2
+
+
+class ImageDecodeError(DataError):
+    """One image could not be decoded (corrupt, truncated, empty, too large, not an image).
+
+    Attributes:
+        path: the offending file.
+        reason: short human-readable reason, also used in skip lists.
+    """
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class UnknownBackboneError(GraftError, ValueError):
+    """The backbone name is not a timm architecture."""
+
+    exit_code = 2
+
+
+class WeightsNotFoundError(GraftError, FileNotFoundError):
+    """No pretrained weights could be found for a backbone (offline, no file given)."""
+
+    exit_code = 3
+
+
+class WeightsMismatchError(GraftError, ValueError):
+    """A weights file does not fit the backbone architecture."""
+
+    exit_code = 3
+
+
+class NotFittedError(GraftError, AttributeError):
+    """A method that needs a trained model was called before ``fit``."""
+
+
+class ModelFileError(GraftError, ValueError):
+    """A saved model directory or file is missing, incomplete or from an unknown format."""
+
+    exit_code = 2
+
+
+class ExportError(GraftError, RuntimeError):
+    """Export failed, or the exported model does not match the PyTorch model."""

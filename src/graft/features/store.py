@@ -1,0 +1,100 @@
+"""Features for a list of records: from the cache where present, embedded otherwise."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..config import graft_home
+from ..data.records import SkippedFile
+from .cache import FeatureCache, embedder_key, file_key
+from .runtime import Embedder
+
+__all__ = ["FeatureSet", "extract_features"]
+
+
+class FeatureSet:
+    """Features of the records that decoded, with the positions they came from.
+
+    Attributes:
+        X: (n_ok, dim) float32.
+        ok: positions into the input list whose image decoded.
+        failed: the files that did not decode, with reasons.
+        n_embedded: how many were embedded now (the rest came from the cache).
+    """
+
+    def __init__(self, X: np.ndarray, ok: np.ndarray, failed: list[SkippedFile], n_embedded: int) -> None:
+        self.X, self.ok, self.failed, self.n_embedded = X, ok, failed, n_embedded
+
+
+def extract_features(
+    paths: Sequence[str | os.PathLike],
+    embedder: Embedder,
+    spec: Mapping[str, Any],
+    *,
+    view: int = 0,
+    seed: int = 0,
+    transform: Callable | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> FeatureSet:
+    """Embed ``paths`` with ``embedder``, reusing and filling the on-disk cache.
+
+    Args:
+        paths: image files.
+        embedder: the runtime that embeds missing files.
+        spec: JSON-ready description of the embedder (architecture, weights hash,
+            preprocessing, precision, feature kind); hashed into the cache key.
+        view: augmentation view (0 = plain eval preprocessing).
+        seed: seed of the augmented views.
+        transform: PIL -> array transform for this view.
+        cache_dir: root of the feature cache (default ``$GRAFT_HOME/features``).
+        use_cache: False embeds everything and writes nothing.
+        progress: called with the number of images done (cached ones count at once).
+    """
+    paths = [str(p) for p in paths]
+    n = len(paths)
+    if not use_cache:
+        res = embedder.embed_paths(paths, transform=transform, progress=progress)
+        return FeatureSet(res.features, res.ok_indices, res.failed, len(res.ok_indices))
+
+    # Files that vanished since the scan are reported like any unreadable file.
+    keys: list[str | None] = []
+    failed: list[SkippedFile] = []
+    for p in paths:
+        try:
+            keys.append(file_key(p, view, seed))
+        except OSError as e:
+            keys.append(None)
+            failed.append(SkippedFile(p, f"could not be read: {e.strerror or e}"))
+
+    root = _cache_root(cache_dir) / embedder_key(spec)
+    dim_hint = int(spec.get("dim", 0))
+    cache = FeatureCache(root, dim_hint, meta=dict(spec))
+    todo = [i for i, k in enumerate(keys) if k is not None and k not in cache]
+    if progress is not None and n - len(todo) - len(failed) > 0:
+        progress(n - len(todo) - len(failed))
+
+    failed_pos: set[int] = {i for i, k in enumerate(keys) if k is None}
+    if todo:
+        todo_paths = [paths[i] for i in todo]
+
+        def write(ids: np.ndarray, feats: np.ndarray) -> None:
+            cache.add([keys[todo[j]] for j in ids], feats)  # type: ignore[misc]
+
+        res = embedder.embed_paths(todo_paths, transform=transform, progress=progress, on_batch=write)
+        failed.extend(res.failed)
+        bad = {f.path for f in res.failed}
+        failed_pos.update(i for i in todo if paths[i] in bad)
+
+    ok = np.array([i for i in range(n) if i not in failed_pos], dtype=np.int64)
+    X = cache.get([keys[i] for i in ok])  # type: ignore[misc]
+    return FeatureSet(X, ok, failed, len(todo))
+
+
+def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
+    return Path(cache_dir) if cache_dir is not None else graft_home() / "features"

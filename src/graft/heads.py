@@ -1,0 +1,84 @@
+"""Classification heads grafted onto a headless backbone, and the full network."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+__all__ = ["HEAD_TYPES", "HeadSpec", "build_head", "GraftNet"]
+
+#: linear: dropout + linear on pooled features (the default).
+#: mlp: dropout + linear + ReLU + dropout + linear on pooled features.
+#: flatten: dropout + linear on the flattened (un-pooled) feature map, as the classic
+#: Keras "Flatten + Dense" recipe does; many more inputs, so it needs more data.
+HEAD_TYPES = ("linear", "mlp", "flatten")
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """Everything needed to rebuild a head (stored in the model's config.json)."""
+
+    type: str
+    in_features: int
+    num_classes: int
+    dropout: float = 0.2
+    hidden: int = 512
+
+    def __post_init__(self) -> None:
+        if self.type not in HEAD_TYPES:
+            raise ValueError(f"head must be one of {', '.join(HEAD_TYPES)}, got {self.type!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def spatial(self) -> bool:
+        """True if the head reads the un-pooled feature map."""
+        return self.type == "flatten"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "HeadSpec":
+        return cls(**{k: d[k] for k in ("type", "in_features", "num_classes", "dropout", "hidden") if k in d})
+
+
+def build_head(spec: HeadSpec) -> nn.Sequential:
+    """A freshly initialised head for ``spec``."""
+    if spec.type == "mlp":
+        return nn.Sequential(
+            nn.Dropout(spec.dropout),
+            nn.Linear(spec.in_features, spec.hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(spec.dropout),
+            nn.Linear(spec.hidden, spec.num_classes),
+        )
+    return nn.Sequential(nn.Dropout(spec.dropout), nn.Linear(spec.in_features, spec.num_classes))
+
+
+class GraftNet(nn.Module):
+    """Backbone + head: images in, logits out.
+
+    Args:
+        backbone: headless timm model (``num_classes=0``).
+        head: module mapping features to logits.
+        spatial: feed the flattened feature map instead of pooled features.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, spatial: bool = False) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.spatial = spatial
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's input for images ``x``."""
+        if self.spatial:
+            return self.backbone.forward_features(x).flatten(1)
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

@@ -1,0 +1,154 @@
+"""Evaluation preprocessing that travels with every model.
+
+This module imports only numpy and Pillow, never torch, so the exact same code
+prepares images for the PyTorch path, the ONNX Runtime path and the HTTP server.
+The spec mirrors timm's ``PretrainedCfg`` (input size, crop_pct, interpolation,
+mean, std) and is stored in every saved model and export, so predict never guesses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["Preprocessing", "PIL_INTERPOLATION"]
+
+PIL_INTERPOLATION: dict[str, int] = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resize, centre-crop and normalise, as timm's eval transform does.
+
+    Attributes:
+        input_size: (height, width) of the network input.
+        crop_pct: fraction of the resized image kept by the centre crop; the shorter
+            side is first resized to ``floor(size / crop_pct)``.
+        interpolation: one of :data:`PIL_INTERPOLATION`.
+        mean: per-channel mean subtracted after scaling to [0, 1].
+        std: per-channel standard deviation divided by.
+        crop_mode: ``"center"`` (timm's default) or ``"squash"`` (resize to the
+            input size directly, ignoring aspect ratio).
+    """
+
+    input_size: tuple[int, int] = (224, 224)
+    crop_pct: float = 0.875
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    crop_mode: str = "center"
+    _mean_arr: np.ndarray = field(init=False, repr=False, compare=False)
+    _std_arr: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in PIL_INTERPOLATION:
+            raise ValueError(
+                f"interpolation must be one of {sorted(PIL_INTERPOLATION)}, got {self.interpolation!r}"
+            )
+        if not 0.0 < self.crop_pct <= 1.0:
+            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+        object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        object.__setattr__(self, "_mean_arr", np.asarray(self.mean, np.float32).reshape(3, 1, 1))
+        object.__setattr__(self, "_std_arr", np.asarray(self.std, np.float32).reshape(3, 1, 1))
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_timm_config(cls, cfg: Mapping[str, Any]) -> "Preprocessing":
+        """Build from a timm data config (``timm.data.resolve_data_config`` output)."""
+        size = cfg.get("input_size", (3, 224, 224))
+        crop_mode = cfg.get("crop_mode", "center") or "center"
+        return cls(
+            input_size=(int(size[-2]), int(size[-1])),
+            crop_pct=float(cfg.get("crop_pct", 0.875) or 0.875),
+            interpolation=str(cfg.get("interpolation", "bicubic") or "bicubic"),
+            mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),  # type: ignore[arg-type]
+            std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),  # type: ignore[arg-type]
+            crop_mode="squash" if crop_mode == "squash" else "center",
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Preprocessing":
+        """Inverse of :meth:`to_dict`; unknown keys are ignored for forward compatibility."""
+        known = {"input_size", "crop_pct", "interpolation", "mean", "std", "crop_mode"}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (lists, floats, strings)."""
+        d = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        d["input_size"] = list(self.input_size)
+        d["mean"] = list(self.mean)
+        d["std"] = list(self.std)
+        d["resize_size"] = self.resize_size
+        return d
+
+    def with_input_size(self, size: int | tuple[int, int]) -> "Preprocessing":
+        """A copy at another input size (same crop_pct, mean, std)."""
+        hw = (size, size) if isinstance(size, int) else tuple(size)
+        return Preprocessing(hw, self.crop_pct, self.interpolation, self.mean, self.std, self.crop_mode)
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def resize_size(self) -> int:
+        """Shorter-side size before the centre crop (timm: ``floor(size / crop_pct)``)."""
+        return int(math.floor(min(self.input_size) / self.crop_pct))
+
+    @property
+    def decode_size(self) -> tuple[int, int]:
+        """Smallest (width, height) a decoder may shrink to without hurting the result.
+
+        JPEG draft decoding (a DCT-domain downscale by 2, 4 or 8) keeps at least this
+        size; twice the resize target keeps the final bicubic resize doing the real work.
+        """
+        s = 2 * self.resize_size
+        return (s, s)
+
+    def resize_crop(self, img: Image.Image) -> Image.Image:
+        """Resize the shorter side then centre-crop, exactly like torchvision on PIL."""
+        h_out, w_out = self.input_size
+        resample = PIL_INTERPOLATION[self.interpolation]
+        if self.crop_mode == "squash":
+            return img.resize((w_out, h_out), resample)
+        w, h = img.size
+        short, long = (w, h) if w <= h else (h, w)
+        size = self.resize_size
+        new_short, new_long = size, int(size * long / short)
+        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+        if (new_w, new_h) != (w, h):
+            img = img.resize((new_w, new_h), resample)
+        top = int(round((new_h - h_out) / 2.0))
+        left = int(round((new_w - w_out) / 2.0))
+        if top < 0 or left < 0:  # tiny image: pad like torchvision's CenterCrop would
+            canvas = Image.new("RGB", (max(new_w, w_out), max(new_h, h_out)))
+            canvas.paste(img, (max(0, -left), max(0, -top)))
+            img, left, top = canvas, max(0, left), max(0, top)
+        return img.crop((left, top, left + w_out, top + h_out))
+
+    # ------------------------------------------------------------------ arrays
+    def normalize(self, arr_hwc_uint8: np.ndarray) -> np.ndarray:
+        """uint8 HWC RGB -> float32 CHW normalised."""
+        x = arr_hwc_uint8.astype(np.float32).transpose(2, 0, 1) * (1.0 / 255.0)
+        return (x - self._mean_arr) / self._std_arr
+
+    def __call__(self, img: Image.Image) -> np.ndarray:
+        """PIL RGB image -> float32 array of shape (3, H, W), ready for the network."""
+        if img.mode != "RGB":
+            img = img.convert("RGB")
+        return self.normalize(np.asarray(self.resize_crop(img), dtype=np.uint8))
+
+    def denormalize(self, chw: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`normalize` -> uint8 HWC, for pictures of network inputs."""
+        x = chw * self._std_arr + self._mean_arr
+        return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8).transpose(1, 2, 0)

@@ -1,0 +1,98 @@
+"""Tests for graft.data.transforms: train augmentation, eval parity, feature views."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from graft.data import build_eval_transform, build_feature_view_transform, build_train_transform
+from graft.preprocess import Preprocessing
+
+
+@pytest.fixture
+def photo() -> Image.Image:
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:180, 0:260]
+    arr = np.stack([xx % 256, yy % 256, (xx * yy) % 256], -1) + rng.integers(0, 20, (180, 260, 3))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+
+
+PRE = Preprocessing(input_size=(96, 112), crop_pct=0.9)
+
+
+def test_eval_transform_equals_preprocessing(photo: Image.Image) -> None:
+    t = build_eval_transform(PRE)
+    out = t(photo)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.shape == (3, 96, 112)
+    assert np.array_equal(out.numpy(), PRE(photo))
+    assert np.array_equal(t(photo.convert("L")).numpy(), PRE(photo.convert("L")))
+    assert pickle.loads(pickle.dumps(t))(photo).equal(out)
+
+
+@pytest.mark.parametrize("strength", ["default", "light"])
+def test_train_transform_shapes_and_randomness(photo: Image.Image, strength: str) -> None:
+    t = build_train_transform(PRE, strength=strength)
+    torch.manual_seed(0)
+    a, b = t(photo), t(photo)
+    assert a.shape == b.shape == (3, 96, 112) and a.dtype == torch.float32
+    assert not torch.equal(a, b), "augmentation must be random"
+    torch.manual_seed(0)
+    assert torch.equal(t(photo), a), "augmentation must follow torch's seed"
+    assert abs(float(a.mean())) < 3.0  # normalised, not raw 0..1 or 0..255
+    t2 = pickle.loads(pickle.dumps(t))  # DataLoader workers need picklable transforms
+    assert t2(photo.convert("RGBA")).shape == (3, 96, 112)
+
+
+def test_default_recipe_contents() -> None:
+    text = repr(build_train_transform(PRE))
+    for piece in ("RandomResizedCrop", "scale=(0.5, 1.0)", "RandomHorizontalFlip", "RandomAffine",
+                  "degrees=[-15.0, 15.0]", "ColorJitter", "Normalize"):
+        assert piece in text, piece
+    light = repr(build_train_transform(PRE, strength="light"))
+    assert "scale=(0.7, 1.0)" in light and "RandomAffine" not in light and "ColorJitter" not in light
+    assert "bicubic" in text.lower()
+
+
+def test_train_none_is_eval(photo: Image.Image) -> None:
+    assert np.array_equal(build_train_transform(PRE, strength="none")(photo).numpy(), PRE(photo))
+
+
+def test_bad_strength() -> None:
+    with pytest.raises(ValueError, match="default"):
+        build_train_transform(PRE, strength="heavy")
+
+
+def test_feature_view_zero_is_eval(photo: Image.Image) -> None:
+    assert np.array_equal(build_feature_view_transform(PRE, 0, seed=1)(photo), PRE(photo))
+
+
+def test_feature_views_deterministic(photo: Image.Image) -> None:
+    v1 = build_feature_view_transform(PRE, 1, seed=7)
+    out = v1(photo)
+    assert out.dtype == np.float32 and out.shape == (3, 96, 112)
+    assert np.array_equal(out, build_feature_view_transform(PRE, 1, seed=7)(photo))
+    assert np.array_equal(out, pickle.loads(pickle.dumps(v1))(photo))
+    assert not np.array_equal(out, build_feature_view_transform(PRE, 1, seed=8)(photo))
+    assert not np.array_equal(out, build_feature_view_transform(PRE, 2, seed=7)(photo))
+    assert not np.array_equal(out, PRE(photo))
+
+
+def test_feature_view_flip_and_box(photo: Image.Image) -> None:
+    v1, v2 = build_feature_view_transform(PRE, 1, 0), build_feature_view_transform(PRE, 2, 0)
+    assert v1.flip and not v2.flip
+    for v in (v1, v2):
+        left, top, right, bottom = v.box(260, 180)
+        assert 0 <= left < right <= 260 and 0 <= top < bottom <= 180
+        assert 0.55 <= (right - left) * (bottom - top) / (260 * 180) <= 1.0
+    # A uniform image looks the same whatever the crop and flip.
+    sym = Image.new("RGB", (64, 64), (10, 200, 30))
+    assert np.allclose(v1(sym), v1(sym)[:, :, ::-1])
+
+
+def test_feature_view_rejects_negative() -> None:
+    with pytest.raises(ValueError):
+        build_feature_view_transform(PRE, -1, 0)
