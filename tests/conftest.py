@@ -42,3 +42,82 @@ def make_class_tree() -> Callable[..., Path]:
         return root
 
     return build
+
+
+# --------------------------------------------------------------------------- pipeline fixtures
+TINY_BACKBONE = "test_efficientnet"  # timm's ~100k-parameter test network (160 px input)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own GRAFT_HOME (feature cache, weights) and no network."""
+    home = tmp_path_factory.mktemp("graft_home")
+    monkeypatch.setenv("GRAFT_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return home
+
+
+def _colour_image(path: Path, cls: int, seed: int, size: int = 48) -> None:
+    """An image whose dominant colour and stripe direction depend on the class."""
+    rng = np.random.default_rng(seed)
+    palette = [(220, 40, 40), (40, 200, 60), (50, 70, 230), (230, 210, 40)]
+    arr = np.empty((size, size, 3), np.float32)
+    arr[:] = palette[cls % len(palette)]
+    yy, xx = np.mgrid[0:size, 0:size]
+    stripes = np.sin((xx if cls % 2 else yy) / 3.0)[..., None] * 40
+    arr = np.clip(arr + stripes + rng.normal(0, 25, arr.shape), 0, 255)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr.astype(np.uint8)).save(path)
+
+
+def make_synthetic_dataset(root: Path, classes: tuple[str, ...] = ("red", "green", "blue"), per_class: int = 12,
+                           split: bool = True) -> Path:
+    """A learnable dataset: ``train/`` + ``val/`` (split=True) or class folders only."""
+    for c, name in enumerate(classes):
+        for j in range(per_class):
+            sub = ("train" if j < per_class * 2 // 3 else "val") if split else ""
+            _colour_image(root / sub / name / f"{name}_{j:02d}.png", c, seed=100 * c + j)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 colour classes x 12 images, with train/ and val/ folders (read-only: don't modify)."""
+    return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic") / "colours")
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A safetensors file of random-init weights for the tiny backbone (stands in for ImageNet)."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    m = timm.create_model(TINY_BACKBONE, pretrained=False)
+    path = tmp_path_factory.mktemp("weights") / f"{TINY_BACKBONE}.safetensors"
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, synthetic_dataset: Path, tiny_weights: Path) -> Path:
+    """A saved model directory trained on :func:`synthetic_dataset` (session-wide, read-only)."""
+    import os
+
+    import graft
+
+    home = tmp_path_factory.mktemp("tiny_home")
+    old = os.environ.get("GRAFT_HOME")
+    os.environ["GRAFT_HOME"] = str(home)
+    try:
+        clf = graft.Classifier(TINY_BACKBONE, weights=tiny_weights, num_workers=0, precision="fp32")
+        clf.fit(synthetic_dataset)
+        out = tmp_path_factory.mktemp("tiny_model") / "model"
+        clf.save(out)
+    finally:
+        if old is None:
+            os.environ.pop("GRAFT_HOME", None)
+        else:
+            os.environ["GRAFT_HOME"] = old
+    return out

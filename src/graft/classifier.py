@@ -251,6 +251,8 @@ class Classifier:
                 for f in fs.failed:
                     bad.add(f.path)
                     self.data_.skipped.append(f)
+                if bad:  # found only at full decode (e.g. truncated data): drop from the split
+                    self.data_.splits[split] = [r for r in records if str(r.path) not in bad]
                 if fs.failed and self.strict:
                     raise DataError(
                         f"{fs.failed[0].path}: {fs.failed[0].reason} ({len(fs.failed)} unreadable images in {split}); "

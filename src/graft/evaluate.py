@@ -47,8 +47,8 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str
         "n": int(len(y_true)),
         "accuracy": float((y_pred == y_true).mean()) if len(y_true) else float("nan"),
         f"top{k}_accuracy": (
-            float(top_k_accuracy_score(y_true, probs, k=k, labels=labels)) if len(y_true) and n_classes > 2 else
-            (1.0 if n_classes <= k else float("nan"))
+            1.0 if k >= n_classes else
+            float(top_k_accuracy_score(y_true, probs, k=k, labels=labels)) if len(y_true) else float("nan")
         ),
         "top_k": k,
         "macro_f1": float(np.mean(f)),

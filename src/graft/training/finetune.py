@@ -215,7 +215,7 @@ def train_network(
             loss.backward()
             optimizer.step()
             step += 1
-            tot_loss += float(loss) * len(y)
+            tot_loss += loss.item() * len(y)
             tot_ok += int((logits.argmax(1) == y).sum())
             n += len(y)
             task.advance(len(idx) + len(bad))

@@ -1,0 +1,98 @@
+"""Stage 2: the fine-tuning policy, the training loop, checkpoints and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_BACKBONE
+
+import graft
+from graft.backbones import layer_groups
+from graft.training import FineTuneConfig, FineTunePolicy, load_checkpoint, train_network
+
+
+def _fitted(synthetic_dataset: Path, tiny_weights: Path) -> graft.Classifier:
+    return graft.Classifier(TINY_BACKBONE, weights=tiny_weights, num_workers=0, precision="fp32").fit(synthetic_dataset)
+
+
+def test_policy_freezes_all_but_last_group_and_adds_lower_lr_group(synthetic_dataset: Path, tiny_weights: Path) -> None:
+    clf = _fitted(synthetic_dataset, tiny_weights)
+    bb = clf.model_.backbone
+    opt = torch.optim.AdamW([{"params": list(clf.model_.head.parameters()), "lr": 1e-3}])
+    policy = FineTunePolicy(unfreeze=1, backbone_lr_ratio=0.1)
+    params = policy.apply(bb, opt, head_lr=1e-3)
+    groups = layer_groups(bb)
+    assert policy.unfrozen_groups == [len(groups) - 1]
+    trainable = {n for n, p in bb.named_parameters() if p.requires_grad}
+    assert trainable == set(groups[-1]) and len(params) == len(trainable)
+    assert [g["lr"] for g in opt.param_groups] == [1e-3, pytest.approx(1e-4)]
+    with pytest.raises(ValueError, match="unfreeze"):
+        FineTunePolicy(unfreeze=0)
+
+
+def test_fine_tune_keeps_frozen_bn_statistics_and_checkpoints(tmp_path: Path, synthetic_dataset: Path, tiny_weights: Path) -> None:
+    clf = _fitted(synthetic_dataset, tiny_weights)
+    bb = clf.model_.backbone
+    groups = layer_groups(bb)
+    frozen_names = {n for g in groups[:-1] for n in g}
+    bn_before = {k: v.clone() for k, v in bb.state_dict().items() if "running_mean" in k}
+    frozen_before = {n: p.detach().clone() for n, p in bb.named_parameters() if n in frozen_names}
+    ckpt = tmp_path / "ckpt"
+    clf.fine_tune(epochs=2, patience=5, checkpoint_dir=ckpt, batch_size=8)
+    st = clf.stage_metrics_["fine_tune"]
+    assert st["unfrozen_groups"] == [len(groups) - 1]
+    # Statistics everywhere stay fixed (train_bn=False); frozen weights are untouched.
+    for k, v in bn_before.items():
+        torch.testing.assert_close(clf.model_.backbone.state_dict()[k], v)
+    if st["kept"]:
+        for n, p in clf.model_.backbone.named_parameters():
+            if n in frozen_before:
+                torch.testing.assert_close(p.detach(), frozen_before[n])
+    assert (ckpt / "best" / "state.safetensors").exists() and (ckpt / "last" / "state.json").exists()
+    meta = json.loads((ckpt / "last" / "state.json").read_text())
+    assert meta["epoch"] == 2 and meta["policy"]["unfrozen_groups"] == [len(groups) - 1]
+    assert len(clf.history_["fine_tune"]) == 2
+    assert {"train_loss", "val_loss", "val_acc", "lr"} <= set(clf.history_["fine_tune"][0])
+
+
+def test_resume_continues_without_refreezing(tmp_path: Path, synthetic_dataset: Path, tiny_weights: Path) -> None:
+    clf = _fitted(synthetic_dataset, tiny_weights)
+    net, bb = clf.model_, clf.model_.backbone
+    paths = [str(p) for p in sorted((synthetic_dataset / "train").rglob("*.png"))]
+    labels = np.array([clf.classes_.index(Path(p).parent.name) for p in paths])
+    from graft.data.transforms import build_train_transform
+
+    kw = dict(
+        train_transform=build_train_transform(clf.preprocessing_), eval_transform=clf.preprocessing_,
+        num_workers=0, checkpoint_dir=tmp_path / "ck",
+    )
+    # "Interrupted" run: 1 of 3 epochs, with all groups unfrozen.
+    pol = FineTunePolicy(unfreeze=-1)
+    train_network(net, bb, paths, labels, paths, labels, policy=pol, config=FineTuneConfig(epochs=1, batch_size=8), **kw)
+    # Resume with a policy that would, fresh, unfreeze only 1 group: the saved state wins.
+    pol2 = FineTunePolicy(unfreeze=1)
+    res = train_network(
+        net, bb, paths, labels, paths, labels, policy=pol2, config=FineTuneConfig(epochs=3, batch_size=8), resume=True, **kw
+    )
+    assert pol2.unfrozen_groups == list(range(len(layer_groups(bb))))
+    assert [r["epoch"] for r in res.history] == [1, 2, 3]
+    _, optim, meta = load_checkpoint(tmp_path / "ck" / "last")
+    assert meta["epoch"] == 3 and optim  # optimizer state saved too
+
+
+def test_scratch_baseline_trains_same_architecture(synthetic_dataset: Path, tiny_weights: Path) -> None:
+    from graft.training.baseline import train_from_scratch
+
+    clf = _fitted(synthetic_dataset, tiny_weights)
+    paths = [str(p) for p in sorted((synthetic_dataset / "train").rglob("*.png"))]
+    labels = np.array([clf.classes_.index(Path(p).parent.name) for p in paths])
+    net, res = train_from_scratch(
+        TINY_BACKBONE, 3, clf.preprocessing_, (paths, labels), (paths, labels),
+        config=FineTuneConfig(epochs=2, batch_size=8), num_workers=0,
+    )
+    assert len(res.history) == 2 and res.history[0]["stage"] == "baseline"
+    assert all(p.requires_grad for p in net.backbone.parameters())
