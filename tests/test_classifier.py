@@ -48,7 +48,7 @@ def test_save_load_roundtrip_predicts_identically(tmp_path: Path, synthetic_data
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["classes"] == clf.classes_
-    assert cfg["preprocessing"]["input_size"] == [160, 160]
+    assert cfg["preprocessing"]["input_size"] == [160, 160]  # "auto" keeps native for 48 px images
     assert cfg["backbone"]["architecture"] == TINY_BACKBONE and cfg["backbone"]["weights_sha256"]
     assert cfg["head"]["type"] == "linear"
     loaded = graft.load(out, device="cpu")

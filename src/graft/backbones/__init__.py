@@ -11,10 +11,12 @@ from graft.backbones.core import Backbone, create_backbone
 from graft.backbones.groups import imagenet_class_names, layer_groups
 from graft.backbones.names import resolve_architecture
 from graft.backbones.offline import graft_home, list_offline_backbones, weights_dir
+from graft.backbones.resolution import feature_preprocessing
 
 __all__ = [
     "Backbone",
     "create_backbone",
+    "feature_preprocessing",
     "resolve_architecture",
     "list_offline_backbones",
     "layer_groups",

@@ -47,6 +47,8 @@ def train(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<dataset>-<time>)."),
     backbone: str = typer.Option("efficientnet_lite0", help="Any timm model name."),
     weights: Optional[Path] = typer.Option(None, help="Local weights file for the backbone (.safetensors, .pth)."),
+    input_size: str = typer.Option("auto", help="Embedding resolution: auto (FixRes: ~15% above the backbone's), native, or pixels."),
+    crop_pct: Optional[float] = typer.Option(None, help="Centre-crop fraction (default: 1.0 at a changed size)."),
     head: HeadType = typer.Option(HeadType.linear, help="Head on the frozen features."),
     c: Optional[float] = typer.Option(None, "--C", help="Inverse L2 strength of the linear head (default: chosen by CV)."),
     dropout: float = typer.Option(0.2, help="Dropout before the head."),
@@ -101,7 +103,8 @@ def train(
     out = out or default_run_dir(data_dir)
     if resume is None:
         params = dict(
-            backbone=backbone, weights=str(weights) if weights else None, head=head.value, C=c, dropout=dropout,
+            backbone=backbone, weights=str(weights) if weights else None, input_size=input_size,
+            crop_pct=crop_pct, head=head.value, C=c, dropout=dropout,
             hidden=hidden, augment_views=augment_views, class_weight=class_weight, val_fraction=val_fraction,
             test_fraction=test_fraction, seed=seed, device=device, precision=precision.value,
             batch_size=batch_size, num_workers=workers, strict=strict, use_cache=not no_cache,
