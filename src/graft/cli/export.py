@@ -1,0 +1,44 @@
+"""``graft export MODEL --format onnx --out FILE``: a self-contained ONNX file, parity-checked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ._common import console, err_console
+
+
+def export(
+    model: Path = typer.Argument(..., help="Model directory (RUN_DIR/model) or run directory."),
+    out: Path = typer.Option(..., "--out", "-o", help="The .onnx file to write."),
+    fmt: str = typer.Option("onnx", "--format", "-f", help="Export format (onnx)."),
+    quantize: Optional[str] = typer.Option(
+        None, "--quantize", help="int8: quantise (calibrated on training images) and report the accuracy drop."
+    ),
+    check_images: Optional[List[Path]] = typer.Option(
+        None, "--check-images", help="Image file/folder for the parity check (repeatable; default: training data)."
+    ),
+    opset: int = typer.Option(17, help="ONNX opset."),
+    tolerance: float = typer.Option(1e-3, help="Largest accepted |logit difference| between ONNX Runtime and PyTorch."),
+    as_json: bool = typer.Option(False, "--json", help="Print the export report as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Export the full classifier (preprocessing and class names inside) and verify it against PyTorch."""
+    from ..exceptions import ExportError
+    from ..export import export_onnx
+
+    if fmt.lower() != "onnx":
+        raise ExportError(f"--format must be onnx, got {fmt!r}")
+    say = None if (quiet or as_json) else (lambda m: err_console.print(f"[dim]{m}…[/dim]", highlight=False))
+    report = export_onnx(
+        model, out, quantize=quantize, check_images=[str(p) for p in check_images] if check_images else None,
+        opset=opset, tolerance=tolerance, progress=say,
+    )
+    if as_json:
+        print(json.dumps(report.to_dict()))
+    else:
+        for line in report.lines():
+            console.print(line, highlight=False)

@@ -1,0 +1,189 @@
+"""Images and measurements used to verify an export: parity, accuracy, size and speed.
+
+Everything here is torch-free except :func:`torch_logits`, so the ONNX side of each
+check runs exactly as a user's deployment would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..data.decode import load_image
+from ..exceptions import ExportError, ImageDecodeError
+from ..preprocess import Preprocessing
+
+__all__ = [
+    "CheckImages",
+    "training_data_dir",
+    "val_split",
+    "calibration_paths",
+    "choose_check_images",
+    "load_batch",
+    "torch_logits",
+    "latency_ms",
+    "accuracy",
+]
+
+
+@dataclass
+class CheckImages:
+    """Preprocessed images for a parity check and where they came from."""
+
+    batch: np.ndarray  # (N, 3, H, W) float32
+    source: str  # "given", "training data <dir>" or "synthetic"
+    paths: list[str]
+
+
+def _run_dir(model_dir: Path) -> Path:
+    return model_dir.parent
+
+
+def training_data_dir(model_dir: Path, config: Mapping[str, Any]) -> Path | None:
+    """The dataset the model was trained on, if recorded and still present.
+
+    ``graft train`` records it in ``RUN_DIR/run.json`` (the model folder is ``RUN_DIR/model``);
+    a ``training.data_dir`` entry in config.json is honoured too.
+    """
+    candidates = [config.get("training", {}).get("data_dir")]
+    run_json = _run_dir(model_dir) / "run.json"
+    if run_json.is_file():
+        try:
+            candidates.append(json.loads(run_json.read_text()).get("data_dir"))
+        except ValueError:
+            pass
+    for c in candidates:
+        if c and Path(c).is_dir():
+            return Path(c)
+    return None
+
+
+def val_split(model_dir: Path, classes: Sequence[str], data_dir: Path | None) -> tuple[list[str], np.ndarray] | None:
+    """(paths, labels) of the validation split: ``val_predictions.json`` of the run, else ``val/``."""
+    vp = _run_dir(model_dir) / "val_predictions.json"
+    if vp.is_file():
+        try:
+            d = json.loads(vp.read_text())
+            if list(d.get("classes", [])) == list(classes) and d.get("paths"):
+                paths = [p for p in d["paths"] if Path(p).is_file()]
+                if len(paths) == len(d["paths"]):
+                    return list(d["paths"]), np.asarray(d["labels"], dtype=np.int64)
+        except (ValueError, KeyError, TypeError):
+            pass
+    if data_dir is None:
+        return None
+    from ..data.scan import scan_split
+    from ..exceptions import DataError
+
+    try:
+        recs, _, _ = scan_split(data_dir, "val", list(classes), warn=lambda _m: None)
+    except DataError:
+        return None
+    return [str(r.path) for r in recs], np.asarray([r.label for r in recs], dtype=np.int64)
+
+
+def calibration_paths(data_dir: Path | None, exclude: Sequence[str], limit: int = 64) -> list[str]:
+    """Up to ``limit`` training images (never validation ones), spread evenly over the folder."""
+    if data_dir is None:
+        return []
+    from ..data.files import walk_image_files
+
+    images, _ = walk_image_files(data_dir)
+    ex = {os.path.abspath(p) for p in exclude}
+    held_out = {"val", "valid", "validation", "test", "testing"}
+    train = [
+        str(p) for p in images
+        if os.path.abspath(p) not in ex and not held_out & {s.lower() for s in Path(p).relative_to(data_dir).parts[:-1]}
+    ]
+    if len(train) <= limit:
+        return train
+    idx = np.linspace(0, len(train) - 1, limit).round().astype(int)
+    return [train[i] for i in idx]
+
+
+def load_batch(paths: Sequence[str], pre: Preprocessing) -> tuple[np.ndarray, list[str]]:
+    """Decode and preprocess image files exactly as prediction does; unreadable ones are dropped."""
+    arrs, ok = [], []
+    for p in paths:
+        try:
+            arrs.append(pre(load_image(p, draft_size=pre.decode_size)))
+            ok.append(str(p))
+        except ImageDecodeError:
+            continue
+    h, w = pre.input_size
+    return (np.stack(arrs) if arrs else np.zeros((0, 3, h, w), np.float32)), ok
+
+
+def _synthetic(pre: Preprocessing, n: int = 6) -> np.ndarray:
+    """Smooth gradients and noise: a weak check, used only when no real image is available."""
+    rng = np.random.default_rng(0)
+    h, w = pre.input_size
+    imgs = []
+    for i in range(n):
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = rng.integers(0, 256, 3)
+        arr = (base + 120 * np.stack([xx / w, yy / h, (xx + yy) / (w + h)], -1) + rng.normal(0, 20, (h, w, 3))) % 256
+        imgs.append(pre(Image.fromarray(arr.astype(np.uint8), "RGB")))
+    return np.stack(imgs)
+
+
+def choose_check_images(
+    pre: Preprocessing,
+    check_images: Sequence[str | os.PathLike] | None,
+    data_dir: Path | None,
+    n: int = 8,
+) -> CheckImages:
+    """Images for the parity check: the given ones, else training data, else synthetic."""
+    if check_images:
+        from ..data.files import collect_image_paths
+
+        files, _ = collect_image_paths([str(p) for p in check_images])
+        batch, ok = load_batch([str(f) for f in files][: max(n, 1) * 4], pre)
+        if len(batch) == 0:
+            raise ExportError(
+                f"none of the --check-images ({', '.join(map(str, check_images))[:200]}) could be read as an image"
+            )
+        return CheckImages(batch, "given", ok)
+    if data_dir is not None:
+        from ..data.files import walk_image_files
+
+        images, _ = walk_image_files(data_dir)
+        if images:
+            idx = np.linspace(0, len(images) - 1, min(n, len(images))).round().astype(int)
+            batch, ok = load_batch([str(images[i]) for i in sorted(set(idx))], pre)
+            if len(batch):
+                return CheckImages(batch, f"training data {data_dir}", ok)
+    return CheckImages(_synthetic(pre), "synthetic", [])
+
+
+def torch_logits(net: Any, batch: np.ndarray) -> np.ndarray:
+    """Reference logits of the PyTorch network (fp32, eval mode)."""
+    import torch
+
+    with torch.inference_mode():
+        return net.eval()(torch.from_numpy(np.ascontiguousarray(batch))).float().numpy()
+
+
+def latency_ms(session: Any, input_name: str, shape: tuple[int, ...], repeats: int = 20) -> float:
+    """Median single-batch latency of an ONNX Runtime session, in milliseconds."""
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    for _ in range(3):
+        session.run(None, {input_name: x})
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        session.run(None, {input_name: x})
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts) * 1000)
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy."""
+    return float((probs.argmax(1) == labels).mean()) if len(labels) else float("nan")

@@ -1,0 +1,13 @@
+"""``graft serve``: an HTTP API and a web page for a trained model.
+
+``create_app(model_path, **limits)`` returns a FastAPI app (run it with any ASGI
+server); ``graft serve MODEL`` runs it on uvicorn. Given an ``.onnx`` file the server
+never imports torch.
+"""
+
+from __future__ import annotations
+
+from .app import Limits, create_app
+from .backend import BACKENDS, OnnxBackend, TorchBackend, open_backend
+
+__all__ = ["BACKENDS", "Limits", "OnnxBackend", "TorchBackend", "create_app", "open_backend"]

@@ -1,0 +1,194 @@
+"""The HTTP API and web page of ``graft serve``.
+
+Routes: ``POST /predict`` (multipart field ``file``, repeatable; ``?top_k=``),
+``GET /health``, ``GET /model``, ``GET /`` (the web page), plus FastAPI's
+``/openapi.json`` and ``/docs``. Uploads are size-capped while they stream in (413),
+sniffed by content not extension (415), guarded against decompression bombs (413),
+decoded in a thread pool, micro-batched into shared model calls, and time-limited (504).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from importlib import resources
+from typing import Any, AsyncIterator, List
+
+import numpy as np
+from fastapi import FastAPI, File, HTTPException, Query, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from ..data.decode import load_image_bytes, sniff_is_image
+from ..exceptions import ImageDecodeError
+from ..onnx_predictor import top_k_results
+from .backend import Backend, open_backend
+from .batcher import MicroBatcher, QueueFullError
+
+__all__ = ["Limits", "create_app"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Server limits (all configurable from ``graft serve``)."""
+
+    max_upload_mb: float = 10.0  # whole request body
+    max_files: int = 16  # images per request
+    max_pixels: int = 40_000_000  # decoded width*height per image (decompression-bomb guard)
+    timeout_s: float = 30.0  # per request, decode + queue + model
+    max_batch: int = 16
+    batch_wait_ms: float = 2.0
+    max_queue: int = 256  # images waiting for the model before 503
+    default_top_k: int = 3
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+class _UploadLimit:
+    """ASGI middleware capping the request body: by Content-Length up front, else while it streams.
+
+    The streaming check raises HTTPException from ``receive``; FastAPI re-raises those from
+    body parsing, so the client gets a clean 413 before the rest of the body is read.
+    """
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        msg = f"upload too large: the limit is {self.limit / 1048576:g} MB per request (--max-upload-mb)"
+        for k, v in scope.get("headers", []):
+            if k == b"content-length" and v.isdigit() and int(v) > self.limit:
+                return await JSONResponse({"detail": msg}, status_code=413)(scope, receive, send)
+        seen = 0
+
+        async def counting_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise HTTPException(413, msg)
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def _page() -> str:
+    return resources.files("graft.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+
+
+def create_app(model_path: str | os.PathLike | None = None, *, backend: str | Backend = "auto",
+               threads: int | None = None, **limits: Any) -> FastAPI:
+    """Build the FastAPI app serving one model.
+
+    Args:
+        model_path: exported ``.onnx`` file or model directory (ignored when ``backend`` is
+            an already-open :class:`~graft.serve.backend.Backend`).
+        backend: ``auto`` (ONNX Runtime), ``onnx``, ``torch``, or a Backend object.
+        threads: runtime intra-op threads.
+        **limits: fields of :class:`Limits` (max_upload_mb, max_files, max_pixels,
+            timeout_s, max_batch, batch_wait_ms, max_queue, default_top_k).
+    """
+    unknown = set(limits) - set(Limits.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"unknown limit(s) {sorted(unknown)}; known: {sorted(Limits.__dataclass_fields__)}")
+    lim = Limits(**limits)
+    if isinstance(backend, str):
+        if model_path is None:
+            raise ValueError("model_path is required unless an open backend is given")
+        model = open_backend(model_path, backend, threads=threads)
+    else:
+        model = backend
+    batcher = MicroBatcher(model.predict_arrays, max_batch=lim.max_batch, max_wait_ms=lim.batch_wait_ms,
+                           max_queue=lim.max_queue)
+    decoders = ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2)), thread_name_prefix="graft-decode")
+    page = _page()
+    pre = model.preprocessing
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await batcher.start()
+        yield
+        await batcher.stop()
+        decoders.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="graft image classifier",
+        description=f"Classifies images into: {', '.join(model.classes[:50])}.",
+        version=str(model.info.get("graft_version") or ""),
+        lifespan=lifespan,
+    )
+    app.state.backend, app.state.batcher, app.state.limits = model, batcher, lim
+
+    def prepare(data: bytes, name: str) -> np.ndarray:
+        img = load_image_bytes(data, name=name, draft_size=pre.decode_size, max_pixels=lim.max_pixels)
+        return pre(img)
+
+    async def classify(files: list[UploadFile], top_k: int) -> list[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        jobs = []
+        for i, f in enumerate(files):
+            name = f.filename or f"file {i + 1}"
+            data = await f.read()
+            if not data:
+                raise HTTPException(415, f"{name}: empty file (0 bytes)")
+            if not sniff_is_image(data):
+                raise HTTPException(
+                    415, f"{name}: not a supported image (JPEG, PNG, GIF, BMP, WebP, TIFF or PNM); "
+                    f"the content was checked, not the file name or declared type ({f.content_type})",
+                )
+            jobs.append(loop.run_in_executor(decoders, prepare, data, name))
+        try:
+            arrays = await asyncio.gather(*jobs)
+        except ImageDecodeError as e:
+            code = 413 if e.reason.startswith("image too large") else 415
+            raise HTTPException(code, f"{e.path}: {e.reason}") from None
+        probs = await batcher.submit(list(arrays))
+        return [
+            {"filename": f.filename or f"file {i + 1}", **r}
+            for i, (f, r) in enumerate(zip(files, top_k_results(probs, model.classes, top_k)))
+        ]
+
+    @app.post("/predict", summary="Top-k labels for one or more uploaded images")
+    async def predict(
+        file: List[UploadFile] = File(..., description="Image file(s); repeat the field for several images."),
+        top_k: int = Query(lim.default_top_k, ge=1, le=1000, description="Labels per image."),
+    ) -> dict[str, Any]:
+        if len(file) > lim.max_files:
+            raise HTTPException(413, f"too many files: {len(file)} in one request, the limit is {lim.max_files}")
+        t0 = time.perf_counter()
+        try:
+            preds = await asyncio.wait_for(classify(file, top_k), timeout=lim.timeout_s)
+        except asyncio.TimeoutError:
+            raise HTTPException(504, f"prediction took longer than the {lim.timeout_s:g} s request timeout") from None
+        except QueueFullError as e:
+            raise HTTPException(503, f"server busy: {e}; retry shortly", headers={"Retry-After": "1"}) from None
+        return {"predictions": preds, "backend": model.name, "ms": round((time.perf_counter() - t0) * 1000, 2)}
+
+    @app.get("/health", summary="Liveness and batching statistics")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "backend": model.name, "queued": batcher.pending, "batching": batcher.stats.to_dict()}
+
+    @app.get("/model", summary="Classes, backbone and validation metrics of the served model")
+    async def model_info() -> dict[str, Any]:
+        return {
+            "classes": model.classes,
+            "backend": model.name,
+            "preprocessing": pre.to_dict(),
+            "limits": asdict(lim),
+            **model.info,
+        }
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    app.add_middleware(_UploadLimit, limit=lim.max_upload_bytes)
+    return app
