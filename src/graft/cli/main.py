@@ -13,7 +13,11 @@ import typer
 from . import backbones as _backbones
 from . import demo as _demo
 from . import evaluate as _evaluate
+from . import explain as _explain
+from . import export as _export
 from . import predict as _predict
+from . import report as _report
+from . import serve as _serve
 from . import train as _train
 
 app = typer.Typer(
@@ -29,6 +33,13 @@ app.command("evaluate")(_evaluate.evaluate)
 app.command("predict")(_predict.predict)
 app.command("backbones")(_backbones.backbones)
 app.command("demo")(_demo.demo)
+app.command("report")(_report.report)
+app.command("explain")(_explain.explain)
+app.command("features")(_explain.features)
+app.command("dream")(_explain.dream)
+app.command("attack")(_explain.attack)
+app.command("export")(_export.export)
+app.command("serve")(_serve.serve)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,144 @@
+"""Adversarial examples: an invisible perturbation that changes the prediction.
+
+Iterative FGSM / projected gradient descent (Kurakin et al., 2016; Madry et al., 2017)
+under an L-infinity budget in pixel space [0, 1] (before normalisation). Success is
+judged on the image as it would be saved (rounded to uint8), not on floats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .target import ExplainTarget, normalizer
+
+__all__ = ["AttackResult", "attack"]
+
+
+@dataclass
+class AttackResult:
+    """Outcome of :func:`attack`.
+
+    Attributes:
+        original: the network's view of the image (uint8 H x W x 3).
+        adversarial: the perturbed image (uint8, same shape).
+        probs_before: class probabilities of ``original``.
+        probs_after: class probabilities of ``adversarial``.
+        source_index: the class predicted for ``original``.
+        target_index: the class aimed for (None for an untargeted attack).
+        success: targeted: ``adversarial`` is classified as the target; untargeted: its
+            prediction differs from ``source_index``.
+        linf: largest absolute pixel change actually used, in [0, 1] units.
+        epsilon: the L-infinity budget.
+        steps: iterations run (it stops once successful with the asked confidence).
+    """
+
+    original: np.ndarray
+    adversarial: np.ndarray
+    probs_before: np.ndarray
+    probs_after: np.ndarray
+    source_index: int
+    target_index: int | None
+    success: bool
+    linf: float
+    epsilon: float
+    steps: int
+
+    @property
+    def predicted_after(self) -> int:
+        return int(self.probs_after.argmax())
+
+    @property
+    def perturbation(self) -> np.ndarray:
+        """Signed difference, float in [-epsilon, epsilon] (H x W x 3)."""
+        return (self.adversarial.astype(np.float32) - self.original.astype(np.float32)) / 255.0
+
+    def perturbation_image(self) -> np.ndarray:
+        """The perturbation amplified to the full 0..255 range (mid-grey is no change), for pictures."""
+        d = self.perturbation
+        scale = float(np.abs(d).max()) or 1.0
+        return (np.clip(0.5 + 0.5 * d / scale, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def attack(
+    target: ExplainTarget,
+    rgb: np.ndarray,
+    *,
+    target_index: int | None = None,
+    epsilon: float = 8 / 255,
+    steps: int = 40,
+    step_size: float | None = None,
+    confidence: float = 0.5,
+) -> AttackResult:
+    """Targeted (``target_index``) or untargeted iterative-FGSM attack on one image.
+
+    Args:
+        target: the network, preprocessing and classes.
+        rgb: uint8 HWC image at the network input size (see ``prepare_image``).
+        target_index: class to push the prediction to; None pushes it away from the
+            currently predicted class.
+        epsilon: L-infinity budget in [0, 1] pixel units (8/255 by default).
+        steps: most iterations.
+        step_size: per-step change; default ``epsilon / 10``, at least 1/255 (one grey
+            level), so ``steps`` iterations can cross the budget several times.
+        confidence: keep going after the prediction flips until the new class has at
+            least this probability (or ``steps`` run out); 0 stops at the first flip.
+    """
+    if not 0.0 < epsilon <= 1.0:
+        raise ValueError(f"epsilon must be in (0, 1] (pixel units; 8/255 = {8 / 255:.4f}), got {epsilon}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    n_classes = len(target.classes)
+    if target_index is not None and not 0 <= target_index < n_classes:
+        raise ValueError(f"target class index {target_index} out of range 0..{n_classes - 1}")
+    # Images are saved as uint8: work on the 1/255 grid, budget rounded down onto it.
+    budget = np.floor(epsilon * 255.0 + 1e-6) / 255.0
+    if budget <= 0:
+        raise ValueError(f"epsilon {epsilon} is below one grey level (1/255 = {1 / 255:.4f}); use a larger budget")
+    net, dev = target.net, target.device
+    norm = normalizer(target.preprocessing, dev)
+    alpha = max(step_size if step_size is not None else epsilon / 10.0, 1.0 / 255.0)
+    x0 = torch.from_numpy(rgb.astype(np.float32) / 255.0).permute(2, 0, 1)[None].to(dev)
+
+    def probs_of(x: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return torch.softmax(net(norm(x)).float(), 1)[0].double().cpu().numpy()
+
+    def quantised(x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x * 255.0) / 255.0
+
+    before = probs_of(x0)
+    source = int(before.argmax())
+
+    def succeeded(p: np.ndarray) -> bool:
+        return int(p.argmax()) == target_index if target_index is not None else int(p.argmax()) != source
+
+    def confident(p: np.ndarray) -> bool:
+        return succeeded(p) and float(p.max()) >= confidence
+
+    label = torch.tensor([source if target_index is None else target_index], device=dev)
+    x = x0.clone()
+    after, used = before, 0
+    for used in range(1, steps + 1):
+        x.requires_grad_(True)
+        with torch.enable_grad():
+            loss = F.cross_entropy(net(norm(x)).float(), label)
+            (grad,) = torch.autograd.grad(loss, x)
+        # Targeted: descend the loss of the target; untargeted: ascend the loss of the source.
+        direction = -1.0 if target_index is not None else 1.0
+        with torch.no_grad():
+            x = x + direction * alpha * grad.sign()
+            x = quantised(x)
+            x = torch.min(torch.max(x, x0 - budget), x0 + budget).clamp(0.0, 1.0)  # grid points stay on the grid
+        after = probs_of(x)
+        if confident(after):
+            break
+    adv = (x[0].permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    linf = float(np.abs(adv.astype(np.int16) - rgb.astype(np.int16)).max()) / 255.0
+    return AttackResult(
+        original=rgb, adversarial=adv, probs_before=before, probs_after=after, source_index=source,
+        target_index=target_index, success=succeeded(after), linf=linf, epsilon=float(epsilon), steps=used,
+    )
