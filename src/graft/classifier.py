@@ -308,7 +308,7 @@ class Classifier:
         accurate on validation than stage 1, the stage-1 model is kept (and the report
         says so): fine-tuning is used where it pays, never where it hurts.
         """
-        from .data.transforms import build_eval_transform, build_train_transform
+        from .data.transforms import build_train_transform
         from .evaluate import compute_metrics
         from .features.runtime import choose_precision, default_num_workers
         from .training import FineTuneConfig, FineTunePolicy, train_network
@@ -382,20 +382,14 @@ class Classifier:
         """
         from .data.scan import collect_image_paths
 
+        from .onnx_predictor import top_k_results  # torch-free, shared with the ONNX path and the server
+
         files, missing = collect_image_paths([str(p) for p in paths])
         probs, ok_paths, failed = self.predict_proba(files)
-        results: list[dict[str, Any]] = []
-        k = max(1, min(top_k, len(self.classes_)))
-        for path, p in zip(ok_paths, probs):
-            order = np.argsort(-p)[:k]
-            results.append({
-                "path": path,
-                "label": self.classes_[int(order[0])],
-                "probability": float(p[order[0]]),
-                "top_k": [{"label": self.classes_[int(i)], "probability": float(p[i])} for i in order],
-            })
-        for f in list(missing) + list(failed):
-            results.append({"path": f.path, "error": f.reason})
+        results: list[dict[str, Any]] = [
+            {"path": path, **r} for path, r in zip(ok_paths, top_k_results(probs, self.classes_, top_k))
+        ]
+        results.extend({"path": f.path, "error": f.reason} for f in list(missing) + list(failed))
         return results
 
     def evaluate(self, data: str | os.PathLike, split: str | None = None, top_k: int = 5) -> dict[str, Any]:

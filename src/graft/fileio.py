@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_text", "write_json"]
+__all__ = ["atomic_write_text", "write_json", "replace_dir"]
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -27,3 +28,17 @@ def _default(o: Any) -> Any:
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Atomically write ``data`` as indented JSON (numpy values converted)."""
     atomic_write_text(path, json.dumps(data, indent=2, default=_default))
+
+
+def replace_dir(tmp: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Move a fully written folder ``tmp`` into place at ``target``, replacing any old one.
+
+    Renames only: a reader sees the old folder or the new one, never a half-written one.
+    """
+    tmp, target = Path(tmp), Path(target)
+    old = target.with_name(f".{target.name}.old{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target

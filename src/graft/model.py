@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .exceptions import ModelFileError
+from .fileio import replace_dir
 from .heads import GraftNet, HeadSpec, build_head
 from .preprocess import Preprocessing
 
@@ -114,12 +114,7 @@ def save_model(
         "versions": versions(),
     }
     (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=_json_default))
-    old = directory.with_name(f".{directory.name}.old{os.getpid()}")
-    if directory.exists():
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    shutil.rmtree(old, ignore_errors=True)
-    return directory
+    return replace_dir(tmp, directory)
 
 
 def _json_default(o: Any) -> Any:
