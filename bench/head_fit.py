@@ -1,0 +1,77 @@
+"""Head fitting time and accuracy on cached features.
+
+Synthetic 50k x 1280 features (10 classes) for time; and, where the shared datasets
+are present, the linear head's validation accuracy against the scikit-learn
+LogisticRegression(C=1) floors of ``../shared/datasets/README.md``.
+
+    python bench/head_fit.py [--n 50000] [--datasets hymenoptera cats_dogs_filtered flowers_kaggle_128 sign_digits]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DATASETS, machine_line, table  # noqa: E402
+
+FLOORS = {"hymenoptera": 0.948, "cats_dogs_filtered": 0.993, "flowers_kaggle_128": 0.723, "sign_digits": 0.944}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=50000)
+    ap.add_argument("--dim", type=int, default=1280)
+    ap.add_argument("--datasets", nargs="*", default=list(FLOORS))
+    args = ap.parse_args()
+    os.environ.setdefault("GRAFT_HOME", tempfile.mkdtemp(prefix="graft-bench-"))
+    import numpy as np
+
+    from graft.training import fit_linear_head
+
+    print("# linear head fit (L-BFGS, C by cross-validation)")
+    print(f"machine: {machine_line()}")
+    rng = np.random.default_rng(0)
+    k = 10
+    centres = rng.normal(0, 0.15, (k, args.dim))
+    y = rng.integers(0, k, args.n)
+    X = np.abs(centres[y] + rng.normal(0, 1, (args.n, args.dim))).astype(np.float32)  # ReLU-like, non-negative
+    t = time.perf_counter()
+    fit = fit_linear_head(X, y, k)
+    secs = time.perf_counter() - t
+    print(table(["features", "classes", "seconds", "C chosen", "C values tried"], [[f"{args.n} x {args.dim}", k, f"{secs:.1f}", fit.C, len(fit.cv_losses)]]))
+    print()
+
+    if args.datasets:
+        from graft.backbones import create_backbone
+        from graft.data.scan import scan_dataset
+        from graft.inference import model_features
+
+        bb = create_backbone("efficientnet_lite0")
+        rows = []
+        for name in args.datasets:
+            if not (DATASETS / name).is_dir():
+                continue
+            splits = scan_dataset(DATASETS / name, seed=0)
+            data = {}
+            for s in ("train", "val"):
+                recs = splits.splits[s]
+                fs = model_features(bb.model, bb.preprocessing, [str(r.path) for r in recs])
+                data[s] = (fs.X, np.array([recs[i].label for i in fs.ok]))
+            t = time.perf_counter()
+            fit = fit_linear_head(*data["train"], len(splits.classes))
+            secs = time.perf_counter() - t
+            Xv, yv = data["val"]
+            acc = float((fit.logits(Xv).argmax(1) == yv).mean())
+            floor = FLOORS.get(name, float("nan"))
+            rows.append([name, len(data["train"][1]), len(yv), f"{acc:.4f}", f"{floor:.3f}", f"{acc - floor:+.4f}", fit.C, f"{secs:.2f}"])
+        print(table(["dataset", "train", "val", "val acc", "sklearn floor", "delta", "C", "fit s"], rows))
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()

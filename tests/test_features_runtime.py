@@ -1,0 +1,170 @@
+"""Embedding runtime: engines agree, static padding is exact, choices are cached."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from torch import nn
+
+from graft.features import Embedder, choose_precision
+from graft.features import engines
+from graft.features.engines import (
+    OrtEngine,
+    TorchEngine,
+    build_engine,
+    build_ort_engine,
+    onnxruntime_available,
+    resolve_cpu_auto,
+    static_same_padding,
+)
+from graft.features.runtime import EvalCrop
+from graft.preprocess import Preprocessing
+
+needs_ort = pytest.mark.skipif(not onnxruntime_available(), reason="onnxruntime not installed")
+
+
+@pytest.fixture(scope="module")
+def tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model("test_efficientnet", pretrained=False, num_classes=0).eval()
+
+
+@pytest.fixture
+def pre() -> Preprocessing:
+    return Preprocessing(input_size=(64, 64))
+
+
+def _images(root: Path, n: int) -> list[Path]:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        p = root / f"im{i:03d}.jpg"
+        Image.fromarray(rng.integers(0, 255, (40 + i, 70, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+@pytest.mark.parametrize("size", [(224, 224), (225, 131)])
+def test_static_same_padding_is_exact_and_shares_weights(size: tuple[int, int]) -> None:
+    from timm.layers import Conv2dSame
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        Conv2dSame(3, 8, 3, stride=2), nn.ReLU(), Conv2dSame(8, 8, 5, stride=2, groups=8), Conv2dSame(8, 4, 1)
+    ).eval()
+    fixed = static_same_padding(net, size)
+    assert not any(isinstance(m, Conv2dSame) for m in fixed.modules())
+    assert any(isinstance(m, Conv2dSame) for m in net.modules())  # original untouched
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        torch.testing.assert_close(fixed(x), net(x), rtol=0, atol=0)
+    assert fixed[0][1].weight is net[0].weight  # shared, not copied
+
+
+def test_eval_crop_normalised_in_bulk_equals_float_preprocessing(pre: Preprocessing, tmp_path: Path, tiny) -> None:
+    from graft.data.decode import load_image
+
+    img = load_image(_images(tmp_path, 1)[0])
+    emb = Embedder(tiny, pre, precision="fp32", num_workers=0)
+    got = emb.normalize(torch.from_numpy(np.array(EvalCrop(pre)(img)))[None])
+    ref = torch.from_numpy(pre(img))[None]
+    # box-resized crop: within a few grey levels of the full resize + crop, nearly everywhere equal
+    diff = (got - ref).abs() * torch.tensor(pre.std).view(1, 3, 1, 1) * 255
+    assert float(diff.max()) <= 4.5 and float(diff.mean()) < 0.5
+    assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+@needs_ort
+def test_ort_engine_matches_torch(tiny) -> None:
+    ort = build_ort_engine(tiny, (64, 64), key="tiny-test")
+    assert isinstance(ort, OrtEngine)
+    x = torch.randn(5, 3, 64, 64)
+    ref = TorchEngine(tiny, "cpu", "fp32", input_size=(64, 64))(x)
+    torch.testing.assert_close(ort(x), ref, rtol=1e-4, atol=1e-4)
+    # second build reads the cached export
+    cached = list((Path(engines.graft_home()) / "runtime" / "onnx").glob("*.onnx"))
+    assert len(cached) == 1
+    assert engines.onnx_cached("tiny-test", (64, 64), False)
+
+
+@needs_ort
+def test_embedder_engines_agree_end_to_end(tiny, pre: Preprocessing, tmp_path: Path, monkeypatch) -> None:
+    paths = _images(tmp_path, 12)
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    paths.insert(3, tmp_path / "bad.jpg")
+    monkeypatch.setenv("GRAFT_RUNTIME", "onnxruntime")
+    fast = Embedder(tiny, pre, precision="auto", batch_size=4, num_workers=1)
+    a = fast.embed_paths(paths)
+    assert fast.runtime == "onnxruntime-fp32"
+    monkeypatch.setenv("GRAFT_RUNTIME", "torch")
+    slow = Embedder(tiny, pre, precision="fp32", batch_size=5, num_workers=0)
+    b = slow.embed_paths(paths)
+    assert slow.runtime.startswith("torch-fp32")
+    assert [f.path for f in a.failed] == [str(tmp_path / "bad.jpg")] == [f.path for f in b.failed]
+    oa, ob = np.argsort(a.ok_indices), np.argsort(b.ok_indices)
+    np.testing.assert_array_equal(a.ok_indices[oa], np.array([i for i in range(13) if i != 3]))
+    np.testing.assert_allclose(a.features[oa], b.features[ob], rtol=1e-4, atol=1e-4)
+    # a caller-supplied float transform still works
+    c = slow.embed_paths(paths[:2], transform=pre)
+    np.testing.assert_allclose(c.features, b.features[ob][:2], rtol=1e-5, atol=1e-5)
+
+
+def test_small_jobs_skip_the_export_and_failures_fall_back(tiny, monkeypatch) -> None:
+    monkeypatch.delenv("GRAFT_RUNTIME", raising=False)
+    eng = build_engine(tiny, (64, 64), device="cpu", precision="fp32", n_images=3, key=lambda: "k")
+    assert isinstance(eng, TorchEngine)
+
+    def boom(*a, **k):
+        raise RuntimeError("export exploded")
+
+    monkeypatch.setattr(engines, "build_ort_engine", boom)
+    eng = build_engine(tiny, (64, 64), device="cpu", precision="fp32", n_images=1000, key=lambda: "k")
+    assert isinstance(eng, TorchEngine) and eng.precision == "fp32"
+    out = eng(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, tiny.num_features) and out.dtype == torch.float32
+
+
+def test_explicit_bf16_uses_torch_autocast(tiny) -> None:
+    eng = build_engine(tiny, (64, 64), device="cpu", precision="bf16", n_images=1000)
+    assert isinstance(eng, TorchEngine) and eng.label == "torch-bf16-channels_last"
+    ref = TorchEngine(tiny, "cpu", "fp32", input_size=(64, 64))
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(eng(x), ref(x), rtol=0.1, atol=0.1)
+
+
+def test_auto_on_bf16_cpu_benchmarks_once_and_caches(tiny, monkeypatch) -> None:
+    monkeypatch.delenv("GRAFT_RUNTIME", raising=False)
+    monkeypatch.setattr(engines, "cpu_supports_fast_bf16", lambda: True)
+    calls = []
+    speeds = {"torch-bf16": 300.0, "torch-fp32": 50.0, "onnxruntime-fp32": 100.0}
+
+    def fake_time(fn, x, reps=2):
+        name = fn.label.replace("-channels_last", "")
+        calls.append(name)
+        return speeds[name]
+
+    monkeypatch.setattr(engines, "_time", fake_time)
+    assert resolve_cpu_auto(tiny, (64, 64)) == "bf16"
+    n = len(calls)
+    assert n >= 2
+    assert resolve_cpu_auto(tiny, (64, 64)) == "bf16"
+    assert len(calls) == n  # cached
+    stored = json.loads((engines.graft_home() / "runtime" / "choice.json").read_text())
+    (choice,) = stored.values()
+    assert choice["engine"] == "torch" and choice["precision"] == "bf16"
+    # without bf16 units, no benchmark: fp32 (ONNX Runtime where available)
+    monkeypatch.setattr(engines, "cpu_supports_fast_bf16", lambda: False)
+    assert resolve_cpu_auto(tiny, (64, 64)) == "fp32"
+
+
+def test_choose_precision_rejects_unknown() -> None:
+    assert choose_precision("fp32", "cpu") == "fp32"
+    with pytest.raises(ValueError, match="precision must be"):
+        choose_precision("int8", "cpu")

@@ -1,0 +1,74 @@
+"""Linear head: same optimum as scikit-learn, C chosen by CV, raw-feature weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from graft.training import class_weights_balanced, fit_linear_head
+
+
+def _blobs(n: int, d: int, k: int, seed: int = 0, sep: float = 1.0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, sep, (k, d))
+    y = rng.integers(0, k, n)
+    X = centres[y] + rng.normal(0, 1, (n, d)) + 3.0  # offset: features are not centred
+    return X.astype(np.float32), y
+
+
+def _scale(X: np.ndarray) -> float:
+    Z = X - X.mean(0)
+    return 1.0 / float(np.sqrt((Z**2).mean()))
+
+
+@pytest.mark.parametrize("n,d,k", [(300, 20, 3), (60, 200, 2)])  # n > d, and n < d (row space)
+def test_fixed_C_matches_sklearn_optimum(n: int, d: int, k: int) -> None:
+    X, y = _blobs(n, d, k, sep=0.3)
+    C = 0.05
+    fit = fit_linear_head(X, y, k, C=C)
+    g = _scale(X)
+    # sklearn's binary model has one weight vector; softmax over two has two, whose
+    # penalty at the optimum is half as large: the same model at twice the C.
+    ref = LogisticRegression(C=C * g * g * (2 if k == 2 else 1), max_iter=5000, tol=1e-10).fit(X, y)
+    p_ref = ref.predict_proba(X)
+    logits = fit.logits(X)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    if k == 2:  # sklearn's binary model is one logit; compare probabilities
+        np.testing.assert_allclose(p[:, 1], p_ref[:, 1], atol=5e-3)
+    else:
+        np.testing.assert_allclose(p, p_ref, atol=5e-3)
+
+
+def test_cv_picks_a_C_and_generalises() -> None:
+    X, y = _blobs(600, 64, 4, sep=0.4)
+    Xte, yte = X[400:], y[400:]
+    fit = fit_linear_head(X[:400], y[:400], 4)
+    assert fit.C in fit.cv_losses and fit.cv_losses[fit.C] == min(fit.cv_losses.values())
+    assert set(fit.cv_scores) == set(fit.cv_losses)
+    assert fit.weight.shape == (4, 64) and fit.bias.shape == (4,)
+    assert (fit.logits(Xte).argmax(1) == yte).mean() > 0.85
+    assert fit.seconds > 0
+
+
+def test_cv_path_stops_early_when_loss_keeps_rising() -> None:
+    X, _ = _blobs(200, 300, 2)
+    y = np.random.default_rng(1).integers(0, 2, 200)  # labels are noise: strongest regularisation wins
+    grid = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1, 3, 10, 30, 100)
+    fit = fit_linear_head(X, y, 2, C_grid=grid)
+    assert fit.C == 1e-3
+    assert sorted(fit.cv_losses) == list(grid[:3])  # the slow, weakly regularised end never ran
+
+
+def test_groups_and_class_weights() -> None:
+    X, y = _blobs(120, 16, 3, sep=0.8)
+    X = np.concatenate([X, X + 0.05]).reshape(2, 120, 16).transpose(1, 0, 2).reshape(240, 16)
+    y = y.repeat(2)
+    groups = np.repeat(np.arange(120), 2)  # pairs of views of one image
+    cw = class_weights_balanced(y, 3)
+    fit = fit_linear_head(X, y, 3, class_weight=cw, groups=groups)
+    assert (fit.logits(X).argmax(1) == y).mean() > 0.8
+    # a class absent from the training data does not crash the fit
+    fit4 = fit_linear_head(X, y, 4, C=1.0)
+    assert fit4.weight.shape == (4, 16)
