@@ -38,6 +38,22 @@ __all__ = [
 ProgressFn = Callable[[int], None]
 
 
+def _malloc_trim() -> Callable[[], None]:
+    """glibc's ``malloc_trim``, or a no-op elsewhere.
+
+    Batches arriving from DataLoader workers fragment glibc's heap: without a trim
+    the main process grew ~0.3 MB per image embedded (2000 images: 1.6 GB peak RSS
+    vs 1.26 GB with a trim every few batches), so memory was not flat in dataset size.
+    """
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL("libc.so.6").malloc_trim
+        return lambda: fn(0) and None
+    except (OSError, AttributeError):
+        return lambda: None
+
+
 def choose_precision(precision: str, device: str) -> str:
     """Resolve ``auto|fp32|bf16|fp16`` for a device.
 
@@ -261,6 +277,8 @@ class Embedder:
             persistent_workers=False,
         )
         engine_n = len(paths)
+        trim = _malloc_trim() if workers else (lambda: None)
+        n_batches = 0
         feats: list[np.ndarray] = []
         oks: list[np.ndarray] = []
         failed: list[SkippedFile] = []
@@ -276,6 +294,9 @@ class Embedder:
                 oks.append(ids)
             if progress is not None:
                 progress(len(idx) + len(bad))
+            n_batches += 1
+            if n_batches % 4 == 0:
+                trim()
         dim = feats[0].shape[1] if feats else 0
         return EmbedResult(
             features=np.concatenate(feats) if feats else np.zeros((0, dim), np.float32),

@@ -94,7 +94,8 @@ class MicroBatcher:
         """Probabilities for preprocessed images (in order); waits for their batch(es)."""
         if self._queue is None:
             await self.start()
-        assert self._queue is not None  # for type checkers; start() sets it
+        if self._queue is None:  # start() creates the queue inside the running loop
+            raise RuntimeError("MicroBatcher used before start()")
         if self._queue.qsize() + len(arrays) > self.max_queue:
             raise QueueFullError(f"{self._queue.qsize()} images are already waiting (limit {self.max_queue})")
         loop = asyncio.get_running_loop()
@@ -111,7 +112,8 @@ class MicroBatcher:
         return np.stack(rows)
 
     async def _run(self) -> None:
-        assert self._queue is not None
+        if self._queue is None:
+            raise RuntimeError("MicroBatcher used before start()")
         loop = asyncio.get_running_loop()
         while True:
             first = await self._queue.get()
