@@ -92,7 +92,7 @@ def test_auto_split_and_skips_corrupt_image(tmp_path: Path, tiny_weights: Path) 
 def test_feature_cache_reused_and_invalidated_per_file(tmp_path: Path, tiny_weights: Path) -> None:
     root = make_synthetic_dataset(tmp_path / "ds", per_class=6)
     cache = tmp_path / "cache"
-    a = _clf(tiny_weights, cache_dir=cache).fit(root)
+    a = _clf(tiny_weights, cache_dir=cache, augment_views=0).fit(root)
     assert a.timings_["embed"] > 0
     from graft.features import FeatureCache
 
@@ -105,7 +105,7 @@ def test_feature_cache_reused_and_invalidated_per_file(tmp_path: Path, tiny_weig
     import os
 
     os.utime(img, ns=(1, 1))
-    _clf(tiny_weights, cache_dir=cache, head="mlp").fit(root)
+    _clf(tiny_weights, cache_dir=cache, head="mlp", augment_views=0).fit(root)
     assert len(FeatureCache(key_dir, _dim(key_dir))) == 19
 
 
@@ -118,6 +118,16 @@ def test_other_heads_train(synthetic_dataset: Path, tiny_weights: Path, head: st
     clf = _clf(tiny_weights, head=head).fit(synthetic_dataset)
     assert clf.metrics_["accuracy"] >= 0.6
     assert clf.history_["head"] and "val_loss" in clf.history_["head"][0]
+
+
+def test_auto_views_add_the_mirror_on_small_sets(synthetic_dataset: Path, tiny_weights: Path) -> None:
+    from graft.classifier import AUTO_MIRROR_MAX_TRAIN, resolve_augment_views
+
+    clf = _clf(tiny_weights).fit(synthetic_dataset)
+    assert clf.augment_views_ == 1
+    assert resolve_augment_views("auto", AUTO_MIRROR_MAX_TRAIN) == 0 and resolve_augment_views(3, 10) == 3
+    with pytest.raises(ValueError, match="augment_views"):
+        _clf(tiny_weights, augment_views=-1).fit(synthetic_dataset)
 
 
 def test_augment_views_and_class_weight(synthetic_dataset: Path, tiny_weights: Path) -> None:

@@ -76,15 +76,20 @@ def test_feature_views_deterministic(photo: Image.Image) -> None:
     assert out.dtype == np.float32 and out.shape == (3, 96, 112)
     assert np.array_equal(out, build_feature_view_transform(PRE, 1, seed=7)(photo))
     assert np.array_equal(out, pickle.loads(pickle.dumps(v1))(photo))
-    assert not np.array_equal(out, build_feature_view_transform(PRE, 1, seed=8)(photo))
-    assert not np.array_equal(out, build_feature_view_transform(PRE, 2, seed=7)(photo))
+    v2 = build_feature_view_transform(PRE, 2, seed=7)
+    assert not np.array_equal(v2(photo), build_feature_view_transform(PRE, 2, seed=8)(photo))
+    assert not np.array_equal(out, v2(photo))
     assert not np.array_equal(out, PRE(photo))
 
 
+def test_feature_view_one_is_the_mirror(photo: Image.Image) -> None:
+    assert np.array_equal(build_feature_view_transform(PRE, 1, seed=3)(photo), PRE(photo)[:, :, ::-1])
+
+
 def test_feature_view_flip_and_box(photo: Image.Image) -> None:
-    v1, v2 = build_feature_view_transform(PRE, 1, 0), build_feature_view_transform(PRE, 2, 0)
-    assert v1.flip and not v2.flip
-    for v in (v1, v2):
+    v1, v2, v3 = (build_feature_view_transform(PRE, k, 0) for k in (1, 2, 3))
+    assert v1.flip and v2.flip and not v3.flip
+    for v in (v2, v3):
         left, top, right, bottom = v.box(260, 180)
         assert 0 <= left < right <= 260 and 0 <= top < bottom <= 180
         assert 0.55 <= (right - left) * (bottom - top) / (260 * 180) <= 1.0

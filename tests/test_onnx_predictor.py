@@ -29,7 +29,7 @@ def test_same_outputs_as_pytorch(tiny_onnx: Path, tiny_model_dir: Path, syntheti
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not really a jpeg")
     inputs = [str(synthetic_dataset / "val"), str(bad), str(tmp_path / "missing.png")]
-    ref = graft.load(tiny_model_dir, device="cpu").predict(inputs, top_k=3)
+    ref = graft.load(tiny_model_dir, device="cpu", precision="fp32").predict(inputs, top_k=3)
     got = OnnxClassifier(tiny_onnx).predict(inputs, top_k=3)
     assert len(got) == len(ref) == 14
     assert [r["path"] for r in got] == [r["path"] for r in ref]

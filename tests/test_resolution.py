@@ -21,6 +21,10 @@ def test_auto_grows_size_only_for_detailed_images() -> None:
     small = feature_preprocessing(m, base, "auto", image_short_side=100)
     assert small == base
     assert feature_preprocessing(m, base, "auto") == base  # unknown sizes: stay native
+    # EfficientNet-Lite0's 224 px grows to FixRes' 288 px, only for images that large.
+    at224 = Preprocessing((224, 224), 0.875)
+    assert feature_preprocessing(m, at224, "auto", image_short_side=369).input_size == (288, 288)
+    assert feature_preprocessing(m, at224, "auto", image_short_side=250) == at224
 
 
 def test_explicit_sizes_and_errors() -> None:

@@ -57,7 +57,7 @@ def test_onnx_and_pytorch_agree_on_shared_datasets(hym_model: tuple[Path, Path],
     from graft.onnx_predictor import OnnxClassifier
 
     paths = _sample(shared_dataset(name), 16)
-    ref = graft.load(hym_model[0], device="cpu").predict(paths, top_k=2)
+    ref = graft.load(hym_model[0], device="cpu", precision="fp32").predict(paths, top_k=2)
     got = OnnxClassifier(hym_model[1]).predict(paths, top_k=2)
     assert [r["path"] for r in got] == [r["path"] for r in ref]
     for g, r in zip(got, ref):

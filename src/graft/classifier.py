@@ -23,6 +23,17 @@ from .progress import NullProgress, Progress
 __all__ = ["Classifier", "load"]
 
 
+#: Below this many training images, ``augment_views="auto"`` adds the mirror view.
+AUTO_MIRROR_MAX_TRAIN = 2000
+
+
+def resolve_augment_views(augment_views: int | str, n_train: int) -> int:
+    """Number of extra feature views: ``"auto"`` is 1 (the mirror) on small training sets."""
+    if augment_views == "auto":
+        return 1 if n_train < AUTO_MIRROR_MAX_TRAIN else 0
+    return int(augment_views)
+
+
 class Classifier:
     """Transfer-learning image classifier.
 
@@ -30,7 +41,7 @@ class Classifier:
         backbone: timm model name (default EfficientNet-Lite0, ImageNet weights offline).
         weights: local weights file for the backbone (safetensors or tensors-only .pt/.pth).
         input_size: resolution to embed at: ``"auto"`` (for images with the detail for it,
-            about 15% above the backbone's training size, whole frame: 256 px for
+            about 30% above the backbone's training size, whole frame: 288 px for
             EfficientNet-Lite0, which measurably beats 224 on photos; see
             :func:`graft.backbones.feature_preprocessing`), ``"native"``, or pixels.
         crop_pct: centre-crop fraction (default: 1.0 at a changed size, else timm's).
@@ -38,7 +49,11 @@ class Classifier:
         C: inverse L2 strength of the linear head; None chooses it by cross-validation.
         dropout: dropout before the head's linear layer(s) (used when training by SGD).
         hidden: hidden width of the MLP head.
-        augment_views: extra augmented feature views per training image (stage 1).
+        augment_views: extra augmented feature views per training image (stage 1):
+            ``"auto"`` (default) adds the mirror image (view 1) when the training split
+            has fewer than 2,000 images, where it measurably helps (+1.7 points on
+            sign_digits) and costs at most 2,000 more embeddings; 0 on larger sets. A
+            number K adds the mirror then K-1 random resized crops.
         class_weight: None or ``"balanced"`` (loss weights inverse to class counts).
         val_fraction / test_fraction: automatic split shares where the folder has none.
         seed: makes splits, views and training reproducible.
@@ -70,7 +85,7 @@ class Classifier:
         C: float | None = None,
         dropout: float = 0.2,
         hidden: int = 512,
-        augment_views: int = 0,
+        augment_views: int | str = "auto",
         class_weight: str | None = None,
         val_fraction: float = 0.2,
         test_fraction: float = 0.0,
@@ -123,8 +138,10 @@ class Classifier:
             raise ValueError(f"head must be one of {', '.join(HEAD_TYPES)}, got {self.head!r}")
         if self.class_weight not in (None, "balanced"):
             raise ValueError(f"class_weight must be None or 'balanced', got {self.class_weight!r}")
-        if self.augment_views < 0:
-            raise ValueError(f"augment_views must be >= 0, got {self.augment_views}")
+        if self.augment_views != "auto" and not (
+            isinstance(self.augment_views, int) and not isinstance(self.augment_views, bool) and self.augment_views >= 0
+        ):
+            raise ValueError(f"augment_views must be 'auto' or an integer >= 0, got {self.augment_views!r}")
         if self.C is not None and self.C <= 0:
             raise ValueError(f"C must be > 0, got {self.C}")
 
@@ -187,7 +204,8 @@ class Classifier:
         self.timings_ = {"scan": t0 - t_start, "load_backbone": time.perf_counter() - t0}
 
         t0 = time.perf_counter()
-        Xtr, ytr, gtr = self._embed_split("train", views=self.augment_views, spatial=spatial)
+        self.augment_views_ = resolve_augment_views(self.augment_views, len(splits.splits["train"]))
+        Xtr, ytr, gtr = self._embed_split("train", views=self.augment_views_, spatial=spatial)
         Xva, yva, _ = self._embed_split("val", views=0, spatial=spatial)
         self.timings_["embed"] = time.perf_counter() - t0
         self._report_skips()
@@ -443,8 +461,17 @@ class Classifier:
         return {n: getattr(self, n) for n in names}
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, device: str = "auto") -> "Classifier":
-        """Read a model directory written by :meth:`save` or ``graft train``."""
+    def load(
+        cls, directory: str | os.PathLike, device: str = "auto", precision: str | None = None
+    ) -> "Classifier":
+        """Read a model directory written by :meth:`save` or ``graft train``.
+
+        Args:
+            directory: the model directory.
+            device: ``auto``, ``cpu`` or ``cuda``.
+            precision: backbone precision for predict/evaluate; None keeps the one the
+                model was trained with (``auto`` picks bf16 only where it measures faster).
+        """
         from .config import resolve_device
         from .model import load_model
 
@@ -455,6 +482,8 @@ class Classifier:
         obj = cls(**{k: v for k, v in params.items() if k in cls.__init__.__code__.co_varnames})
         obj.device = device
         obj.device_ = dev
+        if precision is not None:
+            obj.precision = precision
         obj.model_ = lm.net
         obj.classes_ = lm.classes
         obj.preprocessing_ = lm.preprocessing
@@ -469,6 +498,6 @@ class Classifier:
         return obj
 
 
-def load(directory: str | os.PathLike, device: str = "auto") -> Classifier:
-    """Load a saved model directory as a fitted :class:`Classifier`."""
-    return Classifier.load(directory, device=device)
+def load(directory: str | os.PathLike, device: str = "auto", precision: str | None = None) -> Classifier:
+    """Load a saved model directory as a fitted :class:`Classifier` (see :meth:`Classifier.load`)."""
+    return Classifier.load(directory, device=device, precision=precision)

@@ -26,6 +26,10 @@ __all__ = ["fingerprint", "model_features", "predict_probs", "Probabilities"]
 
 _FP_CACHE: dict[int, tuple[int, str]] = {}
 
+#: Bumped whenever decoding, cropping or the augmented views change what a feature
+#: means, so caches written by older versions are never read as current ones.
+FEATURE_PIPELINE_VERSION = 2
+
 
 def fingerprint(module: nn.Module) -> str:
     """sha256 of a module's parameters and buffers (names, shapes, bytes).
@@ -75,6 +79,7 @@ def model_features(
         "backbone": fingerprint(backbone),
         "preprocessing": preprocessing.to_dict(),
         "precision": emb.precision,
+        "pipeline": FEATURE_PIPELINE_VERSION,
         "spatial": spatial,
         "dim": dim,
     }

@@ -47,13 +47,15 @@ def train(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<dataset>-<time>)."),
     backbone: str = typer.Option("efficientnet_lite0", help="Any timm model name."),
     weights: Optional[Path] = typer.Option(None, help="Local weights file for the backbone (.safetensors, .pth)."),
-    input_size: str = typer.Option("auto", help="Embedding resolution: auto (FixRes: ~15% above the backbone's), native, or pixels."),
+    input_size: str = typer.Option("auto", help="Embedding resolution: auto (FixRes: ~30% above the backbone's, for large photos), native, or pixels."),
     crop_pct: Optional[float] = typer.Option(None, help="Centre-crop fraction (default: 1.0 at a changed size)."),
     head: HeadType = typer.Option(HeadType.linear, help="Head on the frozen features."),
     c: Optional[float] = typer.Option(None, "--C", help="Inverse L2 strength of the linear head (default: chosen by CV)."),
     dropout: float = typer.Option(0.2, help="Dropout before the head."),
     hidden: int = typer.Option(512, help="Hidden width of the mlp head."),
-    augment_views: int = typer.Option(0, help="Extra augmented feature views per training image."),
+    augment_views: str = typer.Option(
+        "auto", help="Extra feature views per training image: auto (the mirror below 2,000 images), or K (mirror + K-1 crops)."
+    ),
     class_weight: Optional[str] = typer.Option(None, help="'balanced' weights the loss by inverse class frequency."),
     val_fraction: float = typer.Option(0.2, help="Validation share when the folder has no val split."),
     test_fraction: float = typer.Option(0.0, help="Test share when the folder has no test split."),
@@ -101,11 +103,16 @@ def train(
     if baseline not in (None, "scratch"):
         raise DataError(f"--baseline must be 'scratch', got {baseline!r}")
     out = out or default_run_dir(data_dir)
+    views: int | str = augment_views
+    if augment_views != "auto":
+        if not augment_views.isdigit():
+            raise DataError(f"--augment-views must be 'auto' or a whole number, got {augment_views!r}")
+        views = int(augment_views)
     if resume is None:
         params = dict(
             backbone=backbone, weights=str(weights) if weights else None, input_size=input_size,
             crop_pct=crop_pct, head=head.value, C=c, dropout=dropout,
-            hidden=hidden, augment_views=augment_views, class_weight=class_weight, val_fraction=val_fraction,
+            hidden=hidden, augment_views=views, class_weight=class_weight, val_fraction=val_fraction,
             test_fraction=test_fraction, seed=seed, device=device, precision=precision.value,
             batch_size=batch_size, num_workers=workers, strict=strict, use_cache=not no_cache,
         )

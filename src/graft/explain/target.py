@@ -132,7 +132,7 @@ def prepare_image(path: str | os.PathLike[str], preprocessing: Preprocessing) ->
     from ..data.decode import load_image
 
     img = load_image(path, draft_size=preprocessing.decode_size)
-    return np.asarray(preprocessing.resize_crop(img), dtype=np.uint8)
+    return preprocessing.crop(img)
 
 
 def to_input(rgb: np.ndarray, preprocessing: Preprocessing, device: torch.device | str = "cpu") -> torch.Tensor:

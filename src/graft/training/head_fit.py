@@ -239,11 +239,12 @@ def _choose_C(
     scores: dict[float, float] = {}
     losses: dict[float, float] = {}
     inits: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(folds)
+    per_sample: dict[float, torch.Tensor] = {}  # C -> held-out log-loss of every CV row
     worse = 0
     # Warm-start along the path from strong to weak regularisation; stop once the
     # held-out loss has risen twice in a row (weak regularisation is the slow end).
     for c in sorted(float(c) for c in C_grid):
-        correct, nll = 0.0, 0.0
+        correct, parts = 0.0, []
         for j, (tr, te) in enumerate(folds):
             inits[j] = _lbfgs_logreg(
                 R[tr], yt[tr], n_classes, c, sw[tr], var, axes, init=inits[j], max_iter=100, gtol=1e-4
@@ -251,15 +252,30 @@ def _choose_C(
             W, b = inits[j]  # type: ignore[misc]
             logits = torch.addmm(b, R[te], W.T)
             correct += float((logits.argmax(1) == yt[te]).float().sum())
-            nll += float(F.cross_entropy(logits, yt[te], reduction="sum"))
-        scores[c], losses[c] = correct / max(total, 1), nll / max(total, 1)
+            parts.append(F.cross_entropy(logits, yt[te], reduction="none"))
+        per_sample[c] = torch.cat(parts).double()
+        scores[c], losses[c] = correct / max(total, 1), float(per_sample[c].sum()) / max(total, 1)
         worse = worse + 1 if losses[c] > min(losses.values()) else 0
         if worse >= 2:
             break
     # Held-out log-loss picks C: unlike accuracy it has no ties, and it rewards
-    # calibrated probabilities (what reports and thresholds rely on).
+    # calibrated probabilities (what reports and thresholds rely on). Near its minimum
+    # the CV loss curve is flat and the minimum's position is noise; among the Cs
+    # within one standard error of the best (the error of the paired per-row
+    # differences, as in ESL 7.10's one-standard-error rule) take the weakest
+    # regularisation: each fold model saw only (k-1)/k of the rows the final head
+    # trains on, so CV errs towards too strong a penalty.
     best = min(scores, key=lambda c: (losses[c], -scores[c]))
-    return best, scores, losses
+    chosen = best
+    for c in sorted(losses):
+        if c <= best:
+            continue
+        diff = per_sample[c] - per_sample[best]
+        se = float(diff.std()) / math.sqrt(max(len(diff), 1))
+        if float(diff.mean()) > se:
+            break
+        chosen = c
+    return chosen, scores, losses
 
 
 def fit_sgd_head(
