@@ -20,9 +20,14 @@ def main(name: str) -> None:
 
     t0 = time.perf_counter()
     splits = scan_dataset(REPO.parent / "shared" / "datasets" / name, seed=0)
-    rows = [(str(r.path), splits.classes[r.label], s == "val") for s in ("train", "val") for r in splits.splits[s]]
+    # fastai joins ``path`` and the file column as strings: give it paths relative to "/".
+    rows = [(str(Path(r.path).resolve())[1:], splits.classes[r.label], s == "val")
+            for s in ("train", "val") for r in splits.splits[s]]
     df = pd.DataFrame(rows, columns=["path", "label", "is_valid"])
-    dls = ImageDataLoaders.from_df(df, fn_col="path", label_col="label", valid_col="is_valid", item_tfms=Resize(224), bs=32, num_workers=1)
+    dls = ImageDataLoaders.from_df(
+        df, path="/", fn_col="path", label_col="label", valid_col="is_valid", item_tfms=Resize(224), bs=32,
+        num_workers=1,
+    )
 
     def arch(pretrained: bool = True, **kw):
         return create_backbone("efficientnet_lite0").model  # same offline ImageNet weights
