@@ -70,7 +70,7 @@ def main() -> None:
         args.skip_fastai, args.skip_seed = True, False
         args.seed_datasets = args.datasets
 
-    print(f"# time to accuracy (wall seconds of each command; graft from a cold cache)")
+    print("# time to accuracy (wall seconds of each command; graft from a cold cache)")
     print(f"machine: {machine_line()}")
     rows, notes = [], []
     for name in args.datasets:
