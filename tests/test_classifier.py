@@ -121,7 +121,7 @@ def test_other_heads_train(synthetic_dataset: Path, tiny_weights: Path, head: st
 
 
 def test_auto_views_add_the_mirror_on_small_sets(synthetic_dataset: Path, tiny_weights: Path) -> None:
-    from graft.classifier import AUTO_MIRROR_MAX_TRAIN, resolve_augment_views
+    from graft.data.transforms import AUTO_MIRROR_MAX_TRAIN, resolve_augment_views
 
     clf = _clf(tiny_weights).fit(synthetic_dataset)
     assert clf.augment_views_ == 1

@@ -22,7 +22,6 @@ from graft.features.engines import (
     resolve_cpu_auto,
     static_same_padding,
 )
-from graft.features.runtime import EvalCrop
 from graft.preprocess import Preprocessing
 
 needs_ort = pytest.mark.skipif(not onnxruntime_available(), reason="onnxruntime not installed")
@@ -73,7 +72,7 @@ def test_eval_crop_normalised_in_bulk_equals_float_preprocessing(pre: Preprocess
 
     img = load_image(_images(tmp_path, 1)[0])
     emb = Embedder(tiny, pre, precision="fp32", num_workers=0)
-    got = emb.normalize(torch.from_numpy(np.array(EvalCrop(pre)(img)))[None])
+    got = emb.normalize(torch.from_numpy(np.array(pre.crop(img)))[None])
     ref = torch.from_numpy(pre(img))[None]
     # box-resized crop: within a few grey levels of the full resize + crop, nearly everywhere equal
     diff = (got - ref).abs() * torch.tensor(pre.std).view(1, 3, 1, 1) * 255

@@ -15,23 +15,13 @@ import numpy as np
 import torch
 
 from .data.records import DatasetSplits, ImageRecord, SkippedFile
+from .data.transforms import resolve_augment_views
 from .exceptions import DataError, NotFittedError
-from .heads import HEAD_TYPES, GraftNet, HeadSpec, build_head
+from .heads import HEAD_TYPES, GraftNet, HeadSpec
 from .inference import fingerprint, model_features, predict_probs
 from .progress import NullProgress, Progress
 
 __all__ = ["Classifier", "load"]
-
-
-#: Below this many training images, ``augment_views="auto"`` adds the mirror view.
-AUTO_MIRROR_MAX_TRAIN = 2000
-
-
-def resolve_augment_views(augment_views: int | str, n_train: int) -> int:
-    """Number of extra feature views: ``"auto"`` is 1 (the mirror) on small training sets."""
-    if augment_views == "auto":
-        return 1 if n_train < AUTO_MIRROR_MAX_TRAIN else 0
-    return int(augment_views)
 
 
 class Classifier:
@@ -163,7 +153,7 @@ class Classifier:
         from .backbones import create_backbone, feature_preprocessing
         from .config import resolve_device
         from .data.scan import scan_dataset
-        from .training import fit_linear_head, fit_sgd_head
+        from .training import train_head
 
         self._validate_params()
         t_start = time.perf_counter()
@@ -214,28 +204,9 @@ class Classifier:
 
         t0 = time.perf_counter()
         spec = HeadSpec(self.head, Xtr.shape[1], len(self.classes_), self.dropout, self.hidden)
-        head = build_head(spec)
-        cw = self._class_weights(ytr)
-        head_info: dict[str, Any] = {"type": self.head}
-        if self.head == "linear":
-            fit = fit_linear_head(Xtr, ytr, len(self.classes_), C=self.C, class_weight=cw, seed=self.seed, groups=gtr)
-            lin = head[-1]
-            with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(fit.weight))
-                lin.bias.copy_(torch.from_numpy(fit.bias))
-            head_info.update(C=fit.C, cv_accuracy={str(k): v for k, v in fit.cv_scores.items()})
-            history = [
-                {"stage": "head", "C": float(c), "cv_acc": float(s), "cv_loss": float(fit.cv_losses[c])}
-                for c, s in sorted(fit.cv_scores.items())
-            ]
-        else:
-            history = fit_sgd_head(
-                head, Xtr, ytr, Xva, yva, class_weight=cw, seed=self.seed,
-                on_epoch=lambda r: None,
-            )
-            for r in history:
-                r["stage"] = "head"
-        head.eval()
+        head, head_info, history = train_head(
+            spec, Xtr, ytr, Xva, yva, C=self.C, class_weight=self._class_weights(ytr), seed=self.seed, groups=gtr
+        )
         self.timings_["head"] = time.perf_counter() - t0
         self.head_spec_ = spec
         self.head_info_ = head_info

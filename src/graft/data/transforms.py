@@ -25,6 +25,8 @@ __all__ = [
     "build_eval_transform",
     "build_feature_view_transform",
     "FeatureView",
+    "AUTO_MIRROR_MAX_TRAIN",
+    "resolve_augment_views",
 ]
 
 AUGMENT_STRENGTHS: tuple[str, ...] = ("default", "light", "none")
@@ -189,3 +191,14 @@ def build_feature_view_transform(pre: Preprocessing, view: int, seed: int) -> Ca
     if view < 0:
         raise ValueError(f"view must be 0 or more, got {view}")
     return FeatureView(pre, view, seed)
+
+
+#: Below this many training images, ``augment_views="auto"`` adds the mirror view.
+AUTO_MIRROR_MAX_TRAIN = 2000
+
+
+def resolve_augment_views(augment_views: int | str, n_train: int) -> int:
+    """Number of extra feature views: ``"auto"`` is 1 (the mirror) on small training sets."""
+    if augment_views == "auto":
+        return 1 if n_train < AUTO_MIRROR_MAX_TRAIN else 0
+    return int(augment_views)

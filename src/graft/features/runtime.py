@@ -32,7 +32,6 @@ __all__ = [
     "default_num_workers",
     "collate_skip_failed",
     "EmbedResult",
-    "EvalCrop",
 ]
 
 ProgressFn = Callable[[int], None]
@@ -74,19 +73,6 @@ def default_num_workers() -> int:
     """Decoder processes: leave the network most cores, but always overlap decoding."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(8, n // 2))
-
-
-class EvalCrop:
-    """PIL image -> uint8 HWC crop (:meth:`Preprocessing.crop`), normalised later in bulk.
-
-    Picklable, so DataLoader workers can run it.
-    """
-
-    def __init__(self, preprocessing: Preprocessing) -> None:
-        self.preprocessing = preprocessing
-
-    def __call__(self, img) -> np.ndarray:
-        return self.preprocessing.crop(img)
 
 
 class ImageArrayDataset(Dataset):
@@ -249,7 +235,7 @@ class Embedder:
             on_batch: called with (input positions, features) after each batch, so a
                 caller can write features incrementally (memory stays flat).
         """
-        transform = transform or EvalCrop(self.preprocessing)
+        transform = transform or self.preprocessing.crop  # uint8; normalised later, in bulk
         ds = ImageArrayDataset(paths, transform, self.preprocessing.decode_size, self.max_pixels)
         workers = self.num_workers if len(paths) > self.batch_size else 0
         loader = DataLoader(

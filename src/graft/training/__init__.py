@@ -2,7 +2,7 @@
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .finetune import FineTuneConfig, FitResult, train_network
-from .head_fit import LinearFit, class_weights_balanced, fit_linear_head, fit_sgd_head
+from .head_fit import LinearFit, class_weights_balanced, fit_linear_head, fit_sgd_head, train_head
 from .policy import FineTunePolicy
 
 __all__ = [
@@ -15,5 +15,6 @@ __all__ = [
     "fit_sgd_head",
     "load_checkpoint",
     "save_checkpoint",
+    "train_head",
     "train_network",
 ]

@@ -31,6 +31,7 @@ __all__ = [
     "fit_sgd_head",
     "class_weights_balanced",
     "DEFAULT_C_GRID",
+    "train_head",
 ]
 
 #: Inverse L2 strengths tried by cross-validation (scikit-learn's C, for features
@@ -354,3 +355,46 @@ def fit_sgd_head(
         head.load_state_dict(best_state)
     head.eval()
     return history
+
+
+def train_head(
+    spec: Any,
+    X: np.ndarray,
+    y: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    C: float | None = None,
+    class_weight: np.ndarray | None = None,
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+) -> tuple[nn.Module, dict[str, Any], list[dict[str, Any]]]:
+    """Build the head ``spec`` (a :class:`~graft.heads.HeadSpec`) and train it on features.
+
+    The linear head is fitted by :func:`fit_linear_head` (validation features unused:
+    C comes from cross-validation on the training rows); the others by
+    :func:`fit_sgd_head` with early stopping on the validation features.
+
+    Returns:
+        (head in eval mode, summary for the run record, one history dict per C or epoch)
+    """
+    from ..heads import build_head
+
+    head = build_head(spec)
+    info: dict[str, Any] = {"type": spec.type}
+    if spec.type == "linear":
+        fit = fit_linear_head(X, y, spec.num_classes, C=C, class_weight=class_weight, seed=seed, groups=groups)
+        lin = head[-1]
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(fit.weight))
+            lin.bias.copy_(torch.from_numpy(fit.bias))
+        info.update(C=fit.C, cv_accuracy={str(k): v for k, v in fit.cv_scores.items()})
+        history = [
+            {"stage": "head", "C": float(c), "cv_acc": float(s), "cv_loss": float(fit.cv_losses[c])}
+            for c, s in sorted(fit.cv_scores.items())
+        ]
+    else:
+        history = fit_sgd_head(head, X, y, X_val, y_val, class_weight=class_weight, seed=seed)
+        for r in history:
+            r["stage"] = "head"
+    return head.eval(), info, history
