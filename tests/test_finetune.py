@@ -42,7 +42,7 @@ def test_fine_tune_keeps_frozen_bn_statistics_and_checkpoints(tmp_path: Path, sy
     bn_before = {k: v.clone() for k, v in bb.state_dict().items() if "running_mean" in k}
     frozen_before = {n: p.detach().clone() for n, p in bb.named_parameters() if n in frozen_names}
     ckpt = tmp_path / "ckpt"
-    clf.fine_tune(epochs=2, patience=5, checkpoint_dir=ckpt, batch_size=8)
+    clf.fine_tune(epochs=2, unfreeze=1, lr=1e-3, backbone_lr_ratio=0.1, patience=5, checkpoint_dir=ckpt, batch_size=8)
     st = clf.stage_metrics_["fine_tune"]
     assert st["unfrozen_groups"] == [len(groups) - 1]
     # Statistics everywhere stay fixed (train_bn=False); frozen weights are untouched.
@@ -57,6 +57,19 @@ def test_fine_tune_keeps_frozen_bn_statistics_and_checkpoints(tmp_path: Path, sy
     assert meta["epoch"] == 2 and meta["policy"]["unfrozen_groups"] == [len(groups) - 1]
     assert len(clf.history_["fine_tune"]) == 2
     assert {"train_loss", "val_loss", "val_acc", "lr"} <= set(clf.history_["fine_tune"][0])
+
+
+def test_default_fine_tune_trains_whole_backbone_at_one_lr(synthetic_dataset: Path, tiny_weights: Path) -> None:
+    # The measured default (RESULTS.md): every group unfrozen, head and backbone at 1e-4.
+    clf = _fitted(synthetic_dataset, tiny_weights)
+    n_groups = len(layer_groups(clf.model_.backbone))
+    bn_before = {k: v.clone() for k, v in clf.model_.backbone.state_dict().items() if "running_mean" in k}
+    clf.fine_tune(epochs=1, batch_size=8)
+    assert clf.stage_metrics_["fine_tune"]["unfrozen_groups"] == list(range(n_groups))
+    cfg = clf.fine_tune_config_
+    assert (cfg["lr"], cfg["backbone_lr_ratio"], cfg["augment"], cfg["unfreeze"]) == (1e-4, 1.0, "light", -1)
+    for k, v in bn_before.items():  # BatchNorm statistics stay fixed even with everything unfrozen
+        torch.testing.assert_close(clf.model_.backbone.state_dict()[k], v)
 
 
 def test_resume_continues_without_refreezing(tmp_path: Path, synthetic_dataset: Path, tiny_weights: Path) -> None:

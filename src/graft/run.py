@@ -34,16 +34,17 @@ class RunOptions:
     """Options of :func:`train_run` beyond the :class:`Classifier` parameters."""
 
     fine_tune: bool = False
-    epochs: int = 6
-    unfreeze: int = 1
-    lr: float = 1e-3
-    backbone_lr_ratio: float = 0.1
+    epochs: int = 4
+    unfreeze: int = -1
+    lr: float = 1e-4
+    backbone_lr_ratio: float = 1.0
     schedule: str = "cosine"
     patience: int = 3
-    augment: str = "default"
+    augment: str = "light"
     ft_batch_size: int = 32
     baseline: str | None = None  # None | "scratch"
     baseline_epochs: int | None = None  # default: same as fine-tuning epochs
+    baseline_lr: float = 1e-3  # random init needs a larger LR than fine-tuning
     resume: bool = False
 
 
@@ -168,7 +169,7 @@ def _run_baseline(clf: Classifier, opts: RunOptions, progress: Progress) -> dict
     from .training.baseline import train_from_scratch
 
     cfg = FineTuneConfig(
-        epochs=opts.baseline_epochs or opts.epochs, lr=opts.lr, schedule=opts.schedule,
+        epochs=opts.baseline_epochs or opts.epochs, lr=opts.baseline_lr, schedule=opts.schedule,
         patience=max(opts.patience, opts.baseline_epochs or opts.epochs), augment=opts.augment,
         batch_size=opts.ft_batch_size,
     )

@@ -34,15 +34,15 @@ __all__ = ["FineTuneConfig", "FitResult", "train_network"]
 class FineTuneConfig:
     """Hyper-parameters of a fine-tuning (or from-scratch) run."""
 
-    epochs: int = 6
-    lr: float = 1e-3  # head learning rate; the backbone gets lr * backbone_lr_ratio
+    epochs: int = 4
+    lr: float = 1e-4  # head learning rate; the backbone gets lr * backbone_lr_ratio
     weight_decay: float = 0.01
     batch_size: int = 32
     schedule: str = "cosine"  # cosine | onecycle | constant
     warmup_epochs: float = 0.5
     patience: int = 3
     label_smoothing: float = 0.1
-    augment: str = "default"  # default | light | none
+    augment: str = "light"  # light | default | none
 
     def __post_init__(self) -> None:
         if self.schedule not in {"cosine", "onecycle", "constant"}:
