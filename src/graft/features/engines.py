@@ -227,8 +227,11 @@ class OrtEngine(Engine):
         return torch.from_numpy(self.run_numpy(x.detach().float().cpu().contiguous().numpy()))
 
 
-def _onnx_cache_dir() -> Path:
-    return graft_home() / "runtime" / "onnx"
+def _onnx_cache_path(key: str, input_size: tuple[int, int], spatial: bool) -> Path:
+    """Where the export for this backbone key, input size and output kind is cached."""
+    size = (int(input_size[0]), int(input_size[1]))
+    tag = hashlib.sha1(f"{key}|{size}|{spatial}|{torch.__version__}|17".encode()).hexdigest()[:24]
+    return graft_home() / "runtime" / "onnx" / f"{tag}.onnx"
 
 
 def _export_onnx(module: nn.Module, input_size: tuple[int, int]) -> bytes:
@@ -253,12 +256,7 @@ def build_ort_engine(
         RuntimeError: export failed or ORT disagrees with PyTorch (callers fall back).
     """
     input_size = (int(input_size[0]), int(input_size[1]))
-    path = None
-    if key is not None:
-        tag = hashlib.sha1(
-            f"{key}|{input_size}|{spatial}|{torch.__version__}|17".encode()
-        ).hexdigest()[:24]
-        path = _onnx_cache_dir() / f"{tag}.onnx"
+    path = None if key is None else _onnx_cache_path(key, input_size, spatial)
     model = model.eval().to("cpu")
     wrapped = _Features(static_same_padding(model, input_size), spatial).eval()
     if path is not None and path.exists():
@@ -299,12 +297,7 @@ def _store(path: Path, data: bytes) -> None:
 
 
 def onnx_cached(key: str | None, input_size: tuple[int, int], spatial: bool) -> bool:
-    if key is None:
-        return False
-    tag = hashlib.sha1(
-        f"{key}|{(int(input_size[0]), int(input_size[1]))}|{spatial}|{torch.__version__}|17".encode()
-    ).hexdigest()[:24]
-    return (_onnx_cache_dir() / f"{tag}.onnx").exists()
+    return key is not None and _onnx_cache_path(key, input_size, spatial).exists()
 
 
 # ---------------------------------------------------------------------- choice
