@@ -21,11 +21,20 @@ def main(name: str) -> None:
     t0 = time.perf_counter()
     splits = scan_dataset(REPO.parent / "shared" / "datasets" / name, seed=0)
     # fastai joins ``path`` and the file column as strings: give it paths relative to "/".
-    rows = [(str(Path(r.path).resolve())[1:], splits.classes[r.label], s == "val")
-            for s in ("train", "val") for r in splits.splits[s]]
+    rows = [
+        (str(Path(r.path).resolve())[1:], splits.classes[r.label], s == "val")
+        for s in ("train", "val")
+        for r in splits.splits[s]
+    ]
     df = pd.DataFrame(rows, columns=["path", "label", "is_valid"])
     dls = ImageDataLoaders.from_df(
-        df, path="/", fn_col="path", label_col="label", valid_col="is_valid", item_tfms=Resize(224), bs=32,
+        df,
+        path="/",
+        fn_col="path",
+        label_col="label",
+        valid_col="is_valid",
+        item_tfms=Resize(224),
+        bs=32,
         num_workers=1,
     )
 

@@ -24,8 +24,18 @@ FLOORS = {"hymenoptera": 0.948, "cats_dogs_filtered": 0.993, "flowers_kaggle_128
 
 
 def run(dataset: str, extra: list[str], home: Path, out: Path) -> dict:
-    cmd = [sys.executable, "-m", "graft.cli.main", "train", str(DATASETS / dataset), "--out", str(out),
-           "--quiet", "--no-report", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "graft.cli.main",
+        "train",
+        str(DATASETS / dataset),
+        "--out",
+        str(out),
+        "--quiet",
+        "--no-report",
+        *extra,
+    ]
     t = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, env={**__import__("os").environ, "GRAFT_HOME": str(home)})
     wall = time.perf_counter() - t
@@ -50,15 +60,26 @@ def main() -> None:
                 home = shared_home if args.warm_cache or name != "defaults" else Path(tmp) / f"home-{ds}"
                 m = run(ds, extra, home, Path(tmp) / f"{ds}-{name.strip('-')}")
                 st = m["stages"]
-                rows.append((ds, name, st["head"]["val_accuracy"], st.get("fine_tune", {}).get("val_accuracy"),
-                             m["val_accuracy"], FLOORS[ds], m["wall"]))
+                rows.append(
+                    (
+                        ds,
+                        name,
+                        st["head"]["val_accuracy"],
+                        st.get("fine_tune", {}).get("val_accuracy"),
+                        m["val_accuracy"],
+                        FLOORS[ds],
+                        m["wall"],
+                    )
+                )
                 print(f"{ds} {name}: val {m['val_accuracy']:.4f} (floor {FLOORS[ds]}) in {m['wall']:.1f} s", flush=True)
     print()
     print("| dataset | command | stage 1 (head) | fine-tuned | kept model | floor | wall s |")
     print("|---|---|---|---|---|---|---|")
     for ds, name, head, ft, kept, floor, wall in rows:
         ft_s = f"{ft:.4f}" if ft is not None else "-"
-        print(f"| {ds} | `graft train {ds} {'' if name == 'defaults' else name}` | {head:.4f} | {ft_s} | {kept:.4f} | {floor} | {wall:.0f} |")
+        print(
+            f"| {ds} | `graft train {ds} {'' if name == 'defaults' else name}` | {head:.4f} | {ft_s} | {kept:.4f} | {floor} | {wall:.0f} |"
+        )
 
 
 if __name__ == "__main__":

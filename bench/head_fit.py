@@ -43,13 +43,18 @@ def main() -> None:
     t = time.perf_counter()
     fit = fit_linear_head(X, y, k)
     secs = time.perf_counter() - t
-    print(table(["features", "classes", "seconds", "C chosen", "C values tried"], [[f"{args.n} x {args.dim}", k, f"{secs:.1f}", fit.C, len(fit.cv_losses)]]))
+    print(
+        table(
+            ["features", "classes", "seconds", "C chosen", "C values tried"],
+            [[f"{args.n} x {args.dim}", k, f"{secs:.1f}", fit.C, len(fit.cv_losses)]],
+        )
+    )
     print()
 
     if args.datasets:
         from graft.backbones import create_backbone
         from graft.data.scan import scan_dataset
-        from graft.inference import model_features
+        from graft.features.extract import model_features
 
         bb = create_backbone("efficientnet_lite0")
         rows = []
@@ -68,7 +73,18 @@ def main() -> None:
             Xv, yv = data["val"]
             acc = float((fit.logits(Xv).argmax(1) == yv).mean())
             floor = FLOORS.get(name, float("nan"))
-            rows.append([name, len(data["train"][1]), len(yv), f"{acc:.4f}", f"{floor:.3f}", f"{acc - floor:+.4f}", fit.C, f"{secs:.2f}"])
+            rows.append(
+                [
+                    name,
+                    len(data["train"][1]),
+                    len(yv),
+                    f"{acc:.4f}",
+                    f"{floor:.3f}",
+                    f"{acc - floor:+.4f}",
+                    fit.C,
+                    f"{secs:.2f}",
+                ]
+            )
         print(table(["dataset", "train", "val", "val acc", "sklearn floor", "delta", "C", "fit s"], rows))
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

@@ -59,6 +59,7 @@ async def _fire(url: str, images: list[tuple[str, bytes]], total: int, concurren
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60.0) as client:
+
         async def worker() -> None:
             for i in counter:
                 name, data = images[i % len(images)]
@@ -79,9 +80,16 @@ async def _fire(url: str, images: list[tuple[str, bytes]], total: int, concurren
         wall = time.perf_counter() - t0
     ms = [x * 1000 for x in lat]
     return {
-        "requests": total, "concurrency": concurrency, "ok": len(lat), "errors": sum(errors.values()),
-        "error_kinds": errors, "seconds": round(wall, 3), "throughput_rps": round(len(lat) / wall, 2),
-        "p50_ms": round(_pct(ms, 50), 2), "p90_ms": round(_pct(ms, 90), 2), "p99_ms": round(_pct(ms, 99), 2),
+        "requests": total,
+        "concurrency": concurrency,
+        "ok": len(lat),
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+        "seconds": round(wall, 3),
+        "throughput_rps": round(len(lat) / wall, 2),
+        "p50_ms": round(_pct(ms, 50), 2),
+        "p90_ms": round(_pct(ms, 90), 2),
+        "p99_ms": round(_pct(ms, 99), 2),
     }
 
 
@@ -102,8 +110,18 @@ def _cpu_seconds(pid: int) -> float:
 
 def _phase(url: str, args: argparse.Namespace, requests: int, concurrency: int, server_pid: int) -> dict:
     """Run one load phase in a separate client process; add the server's CPU ms per request."""
-    cmd = [sys.executable, __file__, "--client", url, "--concurrency", str(concurrency),
-           "--requests", str(requests), "--images", *args.images]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--client",
+        url,
+        "--concurrency",
+        str(concurrency),
+        "--requests",
+        str(requests),
+        "--images",
+        *args.images,
+    ]
     cpu0 = _cpu_seconds(server_pid)
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
@@ -116,12 +134,12 @@ def _phase(url: str, args: argparse.Namespace, requests: int, concurrency: int, 
 # ---------------------------------------------------------------------------- model-only latency
 def model_latency(model: str, repeats: int = 50) -> dict:
     """Batch-1 model call latency (no HTTP, no decode): ONNX Runtime fp32 vs eager PyTorch."""
-    from graft.serve.backend import open_backend
+    from graft.predict import open_predictor
 
     out = {}
     backends = ["onnx"] if model.endswith(".onnx") else ["onnx", "torch"]
     for name in backends:
-        b = open_backend(model, name)
+        b = open_predictor(model, name)
         h, w = b.preprocessing.input_size
         x = np.random.default_rng(0).standard_normal((1, 3, h, w)).astype(np.float32)
         for _ in range(5):
@@ -157,8 +175,20 @@ def main() -> None:
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    server_cmd = [sys.executable, "-m", "graft.cli.main", "serve", args.model, "--port", str(port),
-                  "--backend", args.backend, "--log-level", "warning", *args.server_args.split()]
+    server_cmd = [
+        sys.executable,
+        "-m",
+        "graft.cli.main",
+        "serve",
+        args.model,
+        "--port",
+        str(port),
+        "--backend",
+        args.backend,
+        "--log-level",
+        "warning",
+        *args.server_args.split(),
+    ]
     load_before = os.getloadavg()
     server = subprocess.Popen(server_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -189,9 +219,13 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             server.kill()
     figures.update(
-        model=args.model, backend=health["backend"], batching=health["batching"], server_startup_s=round(startup, 1),
+        model=args.model,
+        backend=health["backend"],
+        batching=health["batching"],
+        server_startup_s=round(startup, 1),
         load_average_before=[round(x, 2) for x in load_before],
-        load_average_after=[round(x, 2) for x in os.getloadavg()], cpus=os.cpu_count(),
+        load_average_after=[round(x, 2) for x in os.getloadavg()],
+        cpus=os.cpu_count(),
     )
     if args.model_latency:
         figures["model_latency_batch1"] = model_latency(args.model)
@@ -199,13 +233,19 @@ def main() -> None:
         print(json.dumps(figures))
         return
     s, ld = figures["sequential"], figures["load"]
-    print(f"model {args.model} on {figures['backend']}, {figures['cpus']} CPUs, "
-          f"load average before {figures['load_average_before']} after {figures['load_average_after']}")
-    print(f"sequential (1 client, {s['requests']} requests): p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, "
-          f"errors {s['errors']}, server CPU {s['server_cpu_ms_per_request']} ms/request")
-    print(f"load ({ld['concurrency']} clients, {ld['requests']} requests): {ld['throughput_rps']} req/s, "
-          f"p50 {ld['p50_ms']} ms, p99 {ld['p99_ms']} ms, errors {ld['errors']} {ld['error_kinds'] or ''}, "
-          f"server CPU {ld['server_cpu_ms_per_request']} ms/request")
+    print(
+        f"model {args.model} on {figures['backend']}, {figures['cpus']} CPUs, "
+        f"load average before {figures['load_average_before']} after {figures['load_average_after']}"
+    )
+    print(
+        f"sequential (1 client, {s['requests']} requests): p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, "
+        f"errors {s['errors']}, server CPU {s['server_cpu_ms_per_request']} ms/request"
+    )
+    print(
+        f"load ({ld['concurrency']} clients, {ld['requests']} requests): {ld['throughput_rps']} req/s, "
+        f"p50 {ld['p50_ms']} ms, p99 {ld['p99_ms']} ms, errors {ld['errors']} {ld['error_kinds'] or ''}, "
+        f"server CPU {ld['server_cpu_ms_per_request']} ms/request"
+    )
     print(f"micro-batching: {figures['batching']}")
     for name, v in figures.get("model_latency_batch1", {}).items():
         print(f"raw model call, batch 1, {name}: p50 {v['p50_ms']} ms, p99 {v['p99_ms']} ms")

@@ -35,10 +35,14 @@ def naive(model, paths: list[str], batch_size: int, workers: int) -> float:
     from PIL import Image
     from torchvision import transforms as T
 
-    tf = T.Compose([
-        T.Resize(256, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(224), T.ToTensor(),
-        T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-    ])
+    tf = T.Compose(
+        [
+            T.Resize(256, interpolation=T.InterpolationMode.BICUBIC),
+            T.CenterCrop(224),
+            T.ToTensor(),
+            T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+        ]
+    )
 
     class DS(torch.utils.data.Dataset):
         def __len__(self):
@@ -115,9 +119,13 @@ def main() -> None:
         [f"(c) graft runtime on pre-decoded tensors ({runtime})", f"{c:.1f}", f"{c / a:.2f}x", ""],
     ]
     print(table(["path", "images/s", "vs (a)", "note"], rows))
-    print(f"engine set-up (ONNX export + session, once per weights, cached): {setup_s:.1f} s; "
-          f"threads {torch.get_num_threads()}, decoder workers {emb.num_workers}, batch {emb.batch_size}")
-    print(f"targets: (b) >= 5x (a): {'met' if b >= 5 * a else 'MISSED'}; (b) >= 0.85 (c): {'met' if b >= 0.85 * c else 'MISSED'}")
+    print(
+        f"engine set-up (ONNX export + session, once per weights, cached): {setup_s:.1f} s; "
+        f"threads {torch.get_num_threads()}, decoder workers {emb.num_workers}, batch {emb.batch_size}"
+    )
+    print(
+        f"targets: (b) >= 5x (a): {'met' if b >= 5 * a else 'MISSED'}; (b) >= 0.85 (c): {'met' if b >= 0.85 * c else 'MISSED'}"
+    )
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

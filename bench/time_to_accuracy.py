@@ -40,7 +40,15 @@ def run_graft(name: str, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="graft-tta-") as tmp:
         out = Path(tmp) / "run"
         graft = Path(sys.executable).with_name("graft")
-        cmd = [str(graft) if graft.exists() else "graft", "train", str(DATASETS / name), "--out", str(out), "--quiet", *extra]
+        cmd = [
+            str(graft) if graft.exists() else "graft",
+            "train",
+            str(DATASETS / name),
+            "--out",
+            str(out),
+            "--quiet",
+            *extra,
+        ]
         secs, proc = timed(cmd, {"GRAFT_HOME": str(Path(tmp) / "home")})
         if proc.returncode != 0:
             return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
@@ -79,26 +87,56 @@ def main() -> None:
             rows.append([name, "graft train (defaults)", "error", "", str(g["error"])])
         else:
             tgt = TARGETS.get(name)
-            ok = "" if tgt is None else ("target met" if g["val_acc"] >= tgt[0] and g["seconds"] <= tgt[1] else f"target {tgt[0]} in {tgt[1]:.0f} s")
+            ok = (
+                ""
+                if tgt is None
+                else (
+                    "target met"
+                    if g["val_acc"] >= tgt[0] and g["seconds"] <= tgt[1]
+                    else f"target {tgt[0]} in {tgt[1]:.0f} s"
+                )
+            )
             t = g["timings"]
             detail = ", ".join(f"{k} {v:.1f}" for k, v in t.items() if isinstance(v, (int, float)) and k != "fit")
-            rows.append([name, "graft train (defaults)", f"{g['seconds']:.1f}", f"{g['val_acc']:.4f}", f"{ok}; {detail}"])
+            rows.append(
+                [name, "graft train (defaults)", f"{g['seconds']:.1f}", f"{g['val_acc']:.4f}", f"{ok}; {detail}"]
+            )
         if not args.skip_seed and name in args.seed_datasets:
             s = run_json([sys.executable, str(REPO / "bench" / "seed_recipe.py"), name])
             if "error" in s:
                 rows.append([name, "seed recipe (plain PyTorch)", "error", "", str(s["error"])])
             else:
-                rows.append([name, "seed recipe: 10 epochs head", f"{s['head_seconds']:.1f}", f"{s['head_val_acc']:.4f}", "frozen base recomputed every epoch"])
-                rows.append([name, "seed recipe: + 5 epochs last block", f"{s['wall']:.1f}", f"{s['final_val_acc']:.4f}", ""])
+                rows.append(
+                    [
+                        name,
+                        "seed recipe: 10 epochs head",
+                        f"{s['head_seconds']:.1f}",
+                        f"{s['head_val_acc']:.4f}",
+                        "frozen base recomputed every epoch",
+                    ]
+                )
+                rows.append(
+                    [name, "seed recipe: + 5 epochs last block", f"{s['wall']:.1f}", f"{s['final_val_acc']:.4f}", ""]
+                )
                 if "error" not in g:
-                    rows.append([name, "speed-up of graft", f"{s['wall'] / g['seconds']:.1f}x", f"{g['val_acc'] - s['final_val_acc']:+.4f}", "vs the full seed recipe"])
+                    rows.append(
+                        [
+                            name,
+                            "speed-up of graft",
+                            f"{s['wall'] / g['seconds']:.1f}x",
+                            f"{g['val_acc'] - s['final_val_acc']:+.4f}",
+                            "vs the full seed recipe",
+                        ]
+                    )
         if not args.skip_fastai:
             if FASTAI_PY.exists():
                 f = run_json([str(FASTAI_PY), str(REPO / "bench" / "_fastai_run.py"), name])
                 if "error" in f:
                     rows.append([name, "fastai fine_tune(2)", "error", "", str(f["error"])])
                 else:
-                    rows.append([name, "fastai vision_learner + fine_tune(2)", f"{f['wall']:.1f}", f"{f['val_acc']:.4f}", ""])
+                    rows.append(
+                        [name, "fastai vision_learner + fine_tune(2)", f"{f['wall']:.1f}", f"{f['val_acc']:.4f}", ""]
+                    )
             else:
                 notes.append("fastai column skipped: run bench/setup_fastai.sh to create bench/.venv-fastai")
     print(table(["dataset", "method", "seconds", "val acc", "notes"], rows))

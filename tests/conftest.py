@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
 from PIL import Image
+
+# huggingface_hub reads this once, when first imported: set it before any test module imports
+# timm, so no test can ever download (fixtures below set it again for every test).
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def _write_image(path: Path, size: tuple[int, int] = (32, 24), mode: str = "RGB", seed: int = 0, **save_kw) -> Path:
@@ -48,6 +54,31 @@ def make_class_tree() -> Callable[..., Path]:
 TINY_BACKBONE = "test_efficientnet"  # timm's ~100k-parameter test network (160 px input)
 
 
+@contextmanager
+def isolated_graft_home(tmp_path_factory: pytest.TempPathFactory, name: str = "graft_home") -> Iterator[Path]:
+    """``with isolated_graft_home(tmp_path_factory) as home:`` a fresh GRAFT_HOME and no network.
+
+    For module- or session-scoped fixtures that train or export and want a home of their
+    own: the variables are restored (or removed again) on exit, whatever they were.
+    """
+    home = tmp_path_factory.mktemp(name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRAFT_HOME", str(home))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield home
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """GRAFT_HOME for the whole session, so module/session fixtures never touch ~/.cache/graft.
+
+    Autouse fixtures of the widest scope are set up first, so this is in place before any
+    module- or session-scoped fixture runs; the per-test :func:`_isolated_home` nests inside.
+    """
+    with isolated_graft_home(tmp_path_factory, "session_home") as home:
+        yield home
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own GRAFT_HOME (feature cache, weights) and no network."""
@@ -70,8 +101,9 @@ def _colour_image(path: Path, cls: int, seed: int, size: int = 48) -> None:
     Image.fromarray(arr.astype(np.uint8)).save(path)
 
 
-def make_synthetic_dataset(root: Path, classes: tuple[str, ...] = ("red", "green", "blue"), per_class: int = 12,
-                           split: bool = True) -> Path:
+def make_synthetic_dataset(
+    root: Path, classes: tuple[str, ...] = ("red", "green", "blue"), per_class: int = 12, split: bool = True
+) -> Path:
     """A learnable dataset: ``train/`` + ``val/`` (split=True) or class folders only."""
     for c, name in enumerate(classes):
         for j in range(per_class):
@@ -103,21 +135,11 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, synthetic_dataset: Path, tiny_weights: Path) -> Path:
     """A saved model directory trained on :func:`synthetic_dataset` (session-wide, read-only)."""
-    import os
-
     import graft
 
-    home = tmp_path_factory.mktemp("tiny_home")
-    old = os.environ.get("GRAFT_HOME")
-    os.environ["GRAFT_HOME"] = str(home)
-    try:
+    with isolated_graft_home(tmp_path_factory, "tiny_home"):
         clf = graft.Classifier(TINY_BACKBONE, weights=tiny_weights, num_workers=0, precision="fp32")
         clf.fit(synthetic_dataset)
         out = tmp_path_factory.mktemp("tiny_model") / "model"
         clf.save(out)
-    finally:
-        if old is None:
-            os.environ.pop("GRAFT_HOME", None)
-        else:
-            os.environ["GRAFT_HOME"] = old
     return out

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download, even before fixtures run
 
 import pytest
 import torch

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download
-
 from pathlib import Path
 
 import numpy as np
@@ -61,9 +58,7 @@ def test_lite_package_weights_classify_hymenoptera(variant: int, size: int) -> N
     for cls, want in (("ants", ANT), ("bees", BEE)):
         paths = _first_images(val / cls, N_PER_CLASS)
         assert len(paths) == N_PER_CLASS
-        batch = torch.from_numpy(
-            np.stack([b.preprocessing(Image.open(p).convert("RGB")) for p in paths])
-        )
+        batch = torch.from_numpy(np.stack([b.preprocessing(Image.open(p).convert("RGB")) for p in paths]))
         with torch.inference_mode():
             logits = b.model(batch)
             feats = headless.model(batch[:2])

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_BACKBONE, make_synthetic_dataset
 
 import graft
+from conftest import TINY_BACKBONE, make_synthetic_dataset
 from graft.exceptions import DataError, ModelFileError, NotFittedError
 
 
@@ -34,7 +34,7 @@ def test_unfitted_raises_clear_error(tmp_path: Path) -> None:
 
 
 def test_bad_params_raise_value_error(synthetic_dataset: Path, tiny_weights: Path) -> None:
-    with pytest.raises(ValueError, match="head must be one of"):
+    with pytest.raises(ValueError, match="'head' parameter of Classifier must be one of"):
         _clf(tiny_weights, head="conv").fit(synthetic_dataset)
     with pytest.raises(ValueError, match="class_weight"):
         _clf(tiny_weights, class_weight="auto").fit(synthetic_dataset)
@@ -58,7 +58,9 @@ def test_save_load_roundtrip_predicts_identically(tmp_path: Path, synthetic_data
     assert all(len(r["top_k"]) == 2 for r in after)
 
 
-def test_predict_reports_unreadable_files_and_still_predicts(tmp_path: Path, tiny_model_dir: Path, synthetic_dataset: Path) -> None:
+def test_predict_reports_unreadable_files_and_still_predicts(
+    tmp_path: Path, tiny_model_dir: Path, synthetic_dataset: Path
+) -> None:
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     good = sorted((synthetic_dataset / "val" / "red").glob("*.png"))[0]
@@ -121,7 +123,7 @@ def test_other_heads_train(synthetic_dataset: Path, tiny_weights: Path, head: st
 
 
 def test_auto_views_add_the_mirror_on_small_sets(synthetic_dataset: Path, tiny_weights: Path) -> None:
-    from graft.data.transforms import AUTO_MIRROR_MAX_TRAIN, resolve_augment_views
+    from graft.transforms.train import AUTO_MIRROR_MAX_TRAIN, resolve_augment_views
 
     clf = _clf(tiny_weights).fit(synthetic_dataset)
     assert clf.augment_views_ == 1
@@ -130,9 +132,43 @@ def test_auto_views_add_the_mirror_on_small_sets(synthetic_dataset: Path, tiny_w
         _clf(tiny_weights, augment_views=-1).fit(synthetic_dataset)
 
 
-def test_augment_views_and_class_weight(synthetic_dataset: Path, tiny_weights: Path) -> None:
-    clf = _clf(tiny_weights, augment_views=2, class_weight="balanced").fit(synthetic_dataset)
-    assert clf.metrics_["accuracy"] >= 0.8
+def _linear(clf: graft.Classifier) -> tuple[np.ndarray, np.ndarray]:
+    lin = clf.model_.head[-1]
+    return lin.weight.detach().numpy().copy(), lin.bias.detach().numpy().copy()
+
+
+def test_augment_views_embed_and_train_on_extra_views(
+    tmp_path: Path, synthetic_dataset: Path, tiny_weights: Path
+) -> None:
+    from graft.features import FeatureCache
+
+    cache = tmp_path / "cache"
+    clf = _clf(tiny_weights, augment_views=2, cache_dir=cache).fit(synthetic_dataset)
+    assert clf.augment_views_ == 2 and clf.metrics_["accuracy"] >= 0.8
+    (key_dir,) = list(cache.iterdir())
+    # 24 training images x (1 + 2) views, 12 validation images x 1 view.
+    assert len(FeatureCache(key_dir, _dim(key_dir))) == 24 * 3 + 12
+    plain = _clf(tiny_weights, augment_views=0, cache_dir=cache).fit(synthetic_dataset)
+    assert plain.augment_views_ == 0
+    assert len(FeatureCache(key_dir, _dim(key_dir))) == 24 * 3 + 12  # view 0 reused, nothing new
+    # The extra rows reached the head: same data, same C, another fit.
+    assert np.abs(_linear(clf)[0] - _linear(plain)[0]).max() > 1e-3
+
+
+def test_balanced_class_weight_favours_the_minority_class(tmp_path: Path, tiny_weights: Path) -> None:
+    root = make_synthetic_dataset(tmp_path / "imbalanced")
+    for f in sorted((root / "train" / "blue").glob("*.png"))[2:]:  # blue: 2 training images, others 8
+        f.unlink()
+    plain = _clf(tiny_weights, augment_views=0).fit(root)
+    balanced = _clf(tiny_weights, augment_views=0, class_weight="balanced").fit(root)
+    blue = balanced.classes_.index("blue")
+    (w0, b0), (w1, b1) = _linear(plain), _linear(balanced)
+    assert np.abs(w1 - w0).max() > 1e-3
+    # Up-weighting blue's loss raises its bias relative to the others (softmax ignores a common
+    # shift) and its probability on the blue validation images (measured: -0.41 -> -0.09).
+    assert b1[blue] - b1.mean() > b0[blue] - b0.mean() + 0.1
+    is_blue = balanced.val_labels_ == blue
+    assert balanced.val_probs_[is_blue, blue].mean() > plain.val_probs_[is_blue, blue].mean()
 
 
 def test_load_rejects_non_model_dir(tmp_path: Path) -> None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY_BACKBONE
 
+from conftest import TINY_BACKBONE, isolated_graft_home
 from graft.cli.main import main
 
 
@@ -29,16 +28,28 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, synthetic_dataset: Path, tiny_weights: Path) -> Path:
     out = tmp_path_factory.mktemp("run") / "r1"
-    env_home = tmp_path_factory.mktemp("cli_home")
-    old = os.environ.get("GRAFT_HOME")
-    os.environ["GRAFT_HOME"] = str(env_home)
-    try:
-        main(["train", str(synthetic_dataset), "--out", str(out), "--backbone", TINY_BACKBONE, "--weights",
-              str(tiny_weights), "--workers", "0", "--precision", "fp32", "--quiet", "--no-report"])
-    except SystemExit as e:
-        assert e.code == 0
-    finally:
-        os.environ["GRAFT_HOME"] = old or ""
+    with isolated_graft_home(tmp_path_factory, "cli_home"):
+        try:
+            main(
+                [
+                    "train",
+                    str(synthetic_dataset),
+                    "--out",
+                    str(out),
+                    "--backbone",
+                    TINY_BACKBONE,
+                    "--weights",
+                    str(tiny_weights),
+                    "--workers",
+                    "0",
+                    "--precision",
+                    "fp32",
+                    "--quiet",
+                    "--no-report",
+                ]
+            )
+        except SystemExit as e:
+            assert e.code == 0
     return out
 
 
@@ -64,8 +75,9 @@ def test_evaluate_json(tiny_run: Path, synthetic_dataset: Path, capsys: pytest.C
     assert code == 0 and "confusion matrix" in out and "precision" in out
 
 
-def test_predict_json_csv_and_table(tiny_run: Path, synthetic_dataset: Path, tmp_path: Path,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_predict_json_csv_and_table(
+    tiny_run: Path, synthetic_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"nope")
     folder = synthetic_dataset / "val" / "green"
@@ -97,7 +109,9 @@ def test_unknown_backbone_suggests_close_names(synthetic_dataset: Path) -> None:
     # A real subprocess: exit code, stderr and no traceback as a user sees them.
     p = subprocess.run(
         [sys.executable, "-m", "graft.cli.main", "train", str(synthetic_dataset), "--backbone", "resnet5", "--quiet"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert p.returncode == 2
     assert "resnet50" in p.stderr and "Traceback" not in p.stderr

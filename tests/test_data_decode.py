@@ -25,7 +25,7 @@ from graft.data.decode import (
     sniff_is_image,
 )
 from graft.exceptions import DataError, ImageDecodeError
-from graft.preprocess import Preprocessing
+from graft.transforms.eval import Preprocessing
 
 
 def _png_header_only(width: int, height: int) -> bytes:
@@ -166,9 +166,18 @@ def test_animated_gif_first_frame(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------- extensions, formats
 _SAVE = {
-    ".jpg": ("JPEG", "RGB"), ".JPG": ("JPEG", "RGB"), ".jpeg": ("JPEG", "RGB"), ".jfif": ("JPEG", "RGB"),
-    ".png": ("PNG", "RGB"), ".PNG": ("PNG", "RGBA"), ".bmp": ("BMP", "RGB"), ".gif": ("GIF", "P"),
-    ".webp": ("WEBP", "RGB"), ".tif": ("TIFF", "RGB"), ".tiff": ("TIFF", "L"), ".pgm": ("PPM", "L"),
+    ".jpg": ("JPEG", "RGB"),
+    ".JPG": ("JPEG", "RGB"),
+    ".jpeg": ("JPEG", "RGB"),
+    ".jfif": ("JPEG", "RGB"),
+    ".png": ("PNG", "RGB"),
+    ".PNG": ("PNG", "RGBA"),
+    ".bmp": ("BMP", "RGB"),
+    ".gif": ("GIF", "P"),
+    ".webp": ("WEBP", "RGB"),
+    ".tif": ("TIFF", "RGB"),
+    ".tiff": ("TIFF", "L"),
+    ".pgm": ("PPM", "L"),
     ".ppm": ("PPM", "RGB"),
 }
 
@@ -301,11 +310,7 @@ def _smooth_photo(path: Path, size=(2000, 1500)) -> Path:
     w, h = size
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     arr = np.stack(
-        [
-            128 + 100 * np.sin(xx / 180.0) * np.cos(yy / 240.0),
-            128 + 90 * np.cos((xx + yy) / 300.0),
-            40 + 200 * xx / w,
-        ],
+        [128 + 100 * np.sin(xx / 180.0) * np.cos(yy / 240.0), 128 + 90 * np.cos((xx + yy) / 300.0), 40 + 200 * xx / w],
         -1,
     )
     Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(path, quality=92)

@@ -307,11 +307,22 @@ def test_collect_image_paths(tmp_path: Path, make_image) -> None:
     (tmp_path / "dir" / "notes.txt").write_text("x")
     make_image(tmp_path / "glob" / "x1.png")
     make_image(tmp_path / "glob" / "x2.png")
-    inputs = [str(a), str(tmp_path / "dir"), str(tmp_path / "glob" / "*.png"), str(a), str(tmp_path / "nothing*.png"),
-              str(tmp_path / "missing.jpg")]
+    inputs = [
+        str(a),
+        str(tmp_path / "dir"),
+        str(tmp_path / "glob" / "*.png"),
+        str(a),
+        str(tmp_path / "nothing*.png"),
+        str(tmp_path / "missing.jpg"),
+    ]
     paths, skipped = collect_image_paths(inputs)
     assert [p.relative_to(tmp_path).as_posix() for p in paths] == [
-        "one.png", "dir/b.jpg", "dir/sub/a.JPG", "glob/x1.png", "glob/x2.png"]
+        "one.png",
+        "dir/b.jpg",
+        "dir/sub/a.JPG",
+        "glob/x1.png",
+        "glob/x2.png",
+    ]
     assert [s.path for s in skipped] == [str(tmp_path / "nothing*.png"), str(tmp_path / "missing.jpg")]
     assert all(s.reason == "no such file or no image matched" for s in skipped)
     rec_paths, _ = collect_image_paths([str(tmp_path / "**" / "*.png")])

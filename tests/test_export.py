@@ -11,9 +11,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from graft.exceptions import ExportError, ModelFileError
+from graft.artifact.onnx_meta import METADATA_KEY
+from graft.exceptions import ExportError, InvalidParameterError, ModelFileError
 from graft.export import export_onnx
-from graft.onnx_predictor import METADATA_KEY, read_onnx_metadata
+from graft.predict.onnx import read_onnx_metadata
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory, run_copy: Path):
 def _torch_logits(model_dir: Path, batch: np.ndarray) -> np.ndarray:
     import torch
 
-    from graft.model import load_model
+    from graft.artifact.model_dir import load_model
 
     with torch.inference_mode():
         return load_model(model_dir).net(torch.from_numpy(batch)).numpy()
@@ -115,7 +116,7 @@ def test_bad_model_dir_is_a_clean_error(tmp_path: Path) -> None:
     (tmp_path / "notamodel").mkdir()
     with pytest.raises(ModelFileError, match="config.json is missing"):
         export_onnx(tmp_path / "notamodel", tmp_path / "x.onnx")
-    with pytest.raises(ExportError, match="--quantize"):
+    with pytest.raises(InvalidParameterError, match="'quantize' parameter of export_onnx"):
         export_onnx(tmp_path / "notamodel", tmp_path / "x.onnx", quantize="int4")
 
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_BACKBONE
 
 import graft
+from conftest import TINY_BACKBONE
 from graft.backbones import layer_groups
 from graft.training import FineTuneConfig, FineTunePolicy, load_checkpoint, train_network
 
@@ -34,26 +33,46 @@ def test_policy_freezes_all_but_last_group_and_adds_lower_lr_group(synthetic_dat
         FineTunePolicy(unfreeze=0)
 
 
-def test_fine_tune_keeps_frozen_bn_statistics_and_checkpoints(tmp_path: Path, synthetic_dataset: Path, tiny_weights: Path) -> None:
+def _bn_buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """running_mean / running_var / num_batches_tracked of every BatchNorm, by state-dict key."""
+    stats = ("running_mean", "running_var", "num_batches_tracked")
+    return {k: v.detach().clone() for k, v in module.state_dict().items() if k.rsplit(".", 1)[-1] in stats}
+
+
+def test_fine_tune_keeps_frozen_bn_statistics_and_checkpoints(
+    tmp_path: Path, synthetic_dataset: Path, tiny_weights: Path
+) -> None:
     clf = _fitted(synthetic_dataset, tiny_weights)
     bb = clf.model_.backbone
     groups = layer_groups(bb)
     frozen_names = {n for g in groups[:-1] for n in g}
-    bn_before = {k: v.clone() for k, v in bb.state_dict().items() if "running_mean" in k}
+    bn_before = _bn_buffers(bb)
+    assert any(k.endswith("running_var") for k in bn_before) and any(
+        k.endswith("num_batches_tracked") for k in bn_before
+    )
     frozen_before = {n: p.detach().clone() for n, p in bb.named_parameters() if n in frozen_names}
+    trained_before = {n: p.detach().clone() for n, p in bb.named_parameters() if n in set(groups[-1])}
     ckpt = tmp_path / "ckpt"
     clf.fine_tune(epochs=2, unfreeze=1, lr=1e-3, backbone_lr_ratio=0.1, patience=5, checkpoint_dir=ckpt, batch_size=8)
     st = clf.stage_metrics_["fine_tune"]
     assert st["unfrozen_groups"] == [len(groups) - 1]
-    # Statistics everywhere stay fixed (train_bn=False); frozen weights are untouched.
-    for k, v in bn_before.items():
-        torch.testing.assert_close(clf.model_.backbone.state_dict()[k], v)
-    if st["kept"]:
-        for n, p in clf.model_.backbone.named_parameters():
-            if n in frozen_before:
-                torch.testing.assert_close(p.detach(), frozen_before[n])
     assert (ckpt / "best" / "state.safetensors").exists() and (ckpt / "last" / "state.json").exists()
-    meta = json.loads((ckpt / "last" / "state.json").read_text())
+    # The weights as trained (the last epoch's checkpoint, written before any keep/rollback
+    # decision): the unfrozen group moved, yet BatchNorm statistics everywhere (train_bn=False)
+    # and the frozen groups' weights are exactly as before.
+    trained, _, meta = load_checkpoint(ckpt / "last")
+    assert any(not torch.equal(trained[f"backbone.{n}"], v) for n, v in trained_before.items()), "nothing was trained"
+    for k, v in bn_before.items():
+        torch.testing.assert_close(trained[f"backbone.{k}"], v, rtol=0, atol=0, msg=f"BN statistic {k} changed")
+    for n, v in frozen_before.items():
+        torch.testing.assert_close(trained[f"backbone.{n}"], v, rtol=0, atol=0, msg=f"frozen weight {n} changed")
+    # And the model the classifier ends with, kept or rolled back.
+    after = _bn_buffers(clf.model_.backbone)
+    for k, v in bn_before.items():
+        torch.testing.assert_close(after[k], v, rtol=0, atol=0)
+    for n, p in clf.model_.backbone.named_parameters():
+        if n in frozen_before:
+            torch.testing.assert_close(p.detach(), frozen_before[n], rtol=0, atol=0)
     assert meta["epoch"] == 2 and meta["policy"]["unfrozen_groups"] == [len(groups) - 1]
     assert len(clf.history_["fine_tune"]) == 2
     assert {"train_loss", "val_loss", "val_acc", "lr"} <= set(clf.history_["fine_tune"][0])
@@ -77,19 +96,32 @@ def test_resume_continues_without_refreezing(tmp_path: Path, synthetic_dataset: 
     net, bb = clf.model_, clf.model_.backbone
     paths = [str(p) for p in sorted((synthetic_dataset / "train").rglob("*.png"))]
     labels = np.array([clf.classes_.index(Path(p).parent.name) for p in paths])
-    from graft.data.transforms import build_train_transform
+    from graft.transforms.train import build_train_transform
 
     kw = dict(
-        train_transform=build_train_transform(clf.preprocessing_), eval_transform=clf.preprocessing_,
-        num_workers=0, checkpoint_dir=tmp_path / "ck",
+        train_transform=build_train_transform(clf.preprocessing_),
+        eval_transform=clf.preprocessing_,
+        num_workers=0,
+        checkpoint_dir=tmp_path / "ck",
     )
     # "Interrupted" run: 1 of 3 epochs, with all groups unfrozen.
     pol = FineTunePolicy(unfreeze=-1)
-    train_network(net, bb, paths, labels, paths, labels, policy=pol, config=FineTuneConfig(epochs=1, batch_size=8), **kw)
+    train_network(
+        net, bb, paths, labels, paths, labels, policy=pol, config=FineTuneConfig(epochs=1, batch_size=8), **kw
+    )
     # Resume with a policy that would, fresh, unfreeze only 1 group: the saved state wins.
     pol2 = FineTunePolicy(unfreeze=1)
     res = train_network(
-        net, bb, paths, labels, paths, labels, policy=pol2, config=FineTuneConfig(epochs=3, batch_size=8), resume=True, **kw
+        net,
+        bb,
+        paths,
+        labels,
+        paths,
+        labels,
+        policy=pol2,
+        config=FineTuneConfig(epochs=3, batch_size=8),
+        resume=True,
+        **kw,
     )
     assert pol2.unfrozen_groups == list(range(len(layer_groups(bb))))
     assert [r["epoch"] for r in res.history] == [1, 2, 3]
@@ -104,8 +136,13 @@ def test_scratch_baseline_trains_same_architecture(synthetic_dataset: Path, tiny
     paths = [str(p) for p in sorted((synthetic_dataset / "train").rglob("*.png"))]
     labels = np.array([clf.classes_.index(Path(p).parent.name) for p in paths])
     net, res = train_from_scratch(
-        TINY_BACKBONE, 3, clf.preprocessing_, (paths, labels), (paths, labels),
-        config=FineTuneConfig(epochs=2, batch_size=8), num_workers=0,
+        TINY_BACKBONE,
+        3,
+        clf.preprocessing_,
+        (paths, labels),
+        (paths, labels),
+        config=FineTuneConfig(epochs=2, batch_size=8),
+        num_workers=0,
     )
     assert len(res.history) == 2 and res.history[0]["stage"] == "baseline"
     assert all(p.requires_grad for p in net.backbone.parameters())

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from _datasets import shared_dataset
 
 pytestmark = pytest.mark.integration
@@ -17,8 +18,7 @@ pytestmark = pytest.mark.integration
 def graft_cli(*args: str, home: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "GRAFT_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "graft.cli.main", *map(str, args)], capture_output=True, text=True, env=env,
-        timeout=900,
+        [sys.executable, "-m", "graft.cli.main", *map(str, args)], capture_output=True, text=True, env=env, timeout=900
     )
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from graft.exceptions import ModelFileError
 from graft.export import export_onnx
-from graft.onnx_predictor import OnnxClassifier, read_onnx_metadata, softmax, top_k_results
+from graft.predict.onnx import OnnxPredictor, read_onnx_metadata
+from graft.predict.results import softmax, top_k_results
 
 
 @pytest.fixture(scope="module")
@@ -23,14 +24,16 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) ->
     return out
 
 
-def test_same_outputs_as_pytorch(tiny_onnx: Path, tiny_model_dir: Path, synthetic_dataset: Path, tmp_path: Path) -> None:
+def test_same_outputs_as_pytorch(
+    tiny_onnx: Path, tiny_model_dir: Path, synthetic_dataset: Path, tmp_path: Path
+) -> None:
     import graft
 
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not really a jpeg")
     inputs = [str(synthetic_dataset / "val"), str(bad), str(tmp_path / "missing.png")]
     ref = graft.load(tiny_model_dir, device="cpu", precision="fp32").predict(inputs, top_k=3)
-    got = OnnxClassifier(tiny_onnx).predict(inputs, top_k=3)
+    got = OnnxPredictor(tiny_onnx).predict(inputs, top_k=3)
     assert len(got) == len(ref) == 14
     assert [r["path"] for r in got] == [r["path"] for r in ref]
     for g, r in zip(got, ref):
@@ -41,7 +44,9 @@ def test_same_outputs_as_pytorch(tiny_onnx: Path, tiny_model_dir: Path, syntheti
         assert g["label"] == r["label"]
         assert abs(g["probability"] - r["probability"]) < 1e-3
         assert [t["label"] for t in g["top_k"]] == [t["label"] for t in r["top_k"]]
-        np.testing.assert_allclose([t["probability"] for t in g["top_k"]], [t["probability"] for t in r["top_k"]], atol=1e-3)
+        np.testing.assert_allclose(
+            [t["probability"] for t in g["top_k"]], [t["probability"] for t in r["top_k"]], atol=1e-3
+        )
     assert all(type(g["probability"]) is float for g in got if "probability" in g)  # JSON-ready
 
 
@@ -68,15 +73,15 @@ def test_cli_predict_onnx_never_imports_torch(tiny_onnx: Path, synthetic_dataset
 def test_predict_arrays_and_images(tiny_onnx: Path, synthetic_dataset: Path) -> None:
     from graft.data.decode import load_image
 
-    clf = OnnxClassifier(tiny_onnx, batch_size=2)
+    clf = OnnxPredictor(tiny_onnx, batch_size=2)
     paths = sorted((synthetic_dataset / "val" / "green").glob("*.png"))
-    imgs = [load_image(p, draft_size=clf.preprocessing_.decode_size) for p in paths]
+    imgs = [load_image(p, draft_size=clf.preprocessing.decode_size) for p in paths]
     p_img = clf.predict_images(imgs)  # 4 images in batches of 2
     p_file, ok, failed = clf.predict_proba(paths)
     assert p_img.shape == (4, 3) and not failed and ok == [str(p) for p in paths]
     np.testing.assert_allclose(p_img, p_file, atol=1e-6)
     assert clf.predict_arrays(np.zeros((0, 3, 1, 1), np.float32)).shape == (0, 3)
-    assert repr(clf).startswith("OnnxClassifier(")
+    assert repr(clf).startswith("OnnxPredictor(")
 
 
 def test_helpers() -> None:
@@ -88,11 +93,11 @@ def test_helpers() -> None:
 
 def test_foreign_and_missing_files_are_clean_errors(tmp_path: Path, tiny_onnx: Path) -> None:
     with pytest.raises(ModelFileError, match="does not exist"):
-        OnnxClassifier(tmp_path / "nope.onnx")
+        OnnxPredictor(tmp_path / "nope.onnx")
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x00garbage")
     with pytest.raises(ModelFileError, match="cannot load"):
-        OnnxClassifier(junk)
+        OnnxPredictor(junk)
     m = onnx.load(str(tiny_onnx))
     del m.metadata_props[:]
     plain = tmp_path / "plain.onnx"

@@ -15,6 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import TINY_BACKBONE
+from graft.exceptions import DataError
 
 SECTION_IDS = ["data", "training", "baseline", "evaluation", "calibration", "top-losses", "gradcam", "facts"]
 
@@ -42,8 +43,10 @@ def tiny_report(tiny_run: Path) -> str:
 
 
 def _images(doc: str) -> list[tuple[str, bytes]]:
-    return [(m.group(1), base64.b64decode(m.group(2)))
-            for m in re.finditer(r'<img[^>]*src="data:(image/[a-z]+);base64,([A-Za-z0-9+/=]+)"', doc)]
+    return [
+        (m.group(1), base64.b64decode(m.group(2)))
+        for m in re.finditer(r'<img[^>]*src="data:(image/[a-z]+);base64,([A-Za-z0-9+/=]+)"', doc)
+    ]
 
 
 def test_report_is_complete_and_self_contained(tiny_run: Path, tiny_report: str) -> None:
@@ -62,14 +65,21 @@ def test_report_is_complete_and_self_contained(tiny_run: Path, tiny_report: str)
         assert im.width > 50 and im.height > 50
         assert im.format == ("JPEG" if mime == "image/jpeg" else "PNG")
     files = {p.name for p in (tiny_run / "report").iterdir()}
-    assert {"class_counts.png", "confusion.png", "reliability.png", "curves_head.png", "baseline.png",
-            "top_losses.jpg", "gradcam_correct.jpg"} <= files
+    assert {
+        "class_counts.png",
+        "confusion.png",
+        "reliability.png",
+        "curves_head.png",
+        "baseline.png",
+        "top_losses.jpg",
+        "gradcam_correct.jpg",
+    } <= files
     assert any(f.startswith("curves_fine_tune") for f in files)
     assert any(f.startswith("curves_baseline") for f in files)
 
 
 def test_report_numbers_match_the_run(tiny_run: Path, tiny_report: str) -> None:
-    from graft.evaluate import compute_metrics
+    from graft.metrics import compute_metrics
 
     doc = tiny_report
     preds = json.loads((tiny_run / "val_predictions.json").read_text())
@@ -100,7 +110,7 @@ def test_report_without_predictions_or_model(tiny_run: Path, tmp_path: Path) -> 
 def test_report_rejects_non_run_dir(tmp_path: Path) -> None:
     from graft.report import write_report
 
-    with pytest.raises(FileNotFoundError, match="not a graft run directory"):
+    with pytest.raises(DataError, match="not a graft run directory"):
         write_report(tmp_path)
 
 

@@ -6,7 +6,7 @@ import pytest
 import timm
 
 from graft.backbones import feature_preprocessing
-from graft.preprocess import Preprocessing
+from graft.transforms.eval import Preprocessing
 
 
 def _base(model) -> Preprocessing:

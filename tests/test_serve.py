@@ -52,7 +52,10 @@ def test_predict_200_single_and_several(client: TestClient, synthetic_dataset: P
     green = (synthetic_dataset / "val" / "green" / "green_08.png").read_bytes()
     r = client.post(
         "/predict?top_k=1",
-        files=[("file", ("a.png", _red(synthetic_dataset), "image/png")), ("file", ("b.bin", green, "application/octet-stream"))],
+        files=[
+            ("file", ("a.png", _red(synthetic_dataset), "image/png")),
+            ("file", ("b.bin", green, "application/octet-stream")),
+        ],
     )
     assert r.status_code == 200, r.text
     preds = r.json()["predictions"]
@@ -61,13 +64,15 @@ def test_predict_200_single_and_several(client: TestClient, synthetic_dataset: P
 
 
 def test_same_probabilities_as_library(client: TestClient, tiny_onnx: Path, synthetic_dataset: Path) -> None:
-    from graft.onnx_predictor import OnnxClassifier
+    from graft.predict.onnx import OnnxPredictor
 
     path = synthetic_dataset / "val" / "blue" / "blue_10.png"
-    ref = OnnxClassifier(tiny_onnx).predict([path], top_k=3)[0]
+    ref = OnnxPredictor(tiny_onnx).predict([path], top_k=3)[0]
     got = client.post("/predict", files={"file": ("x.png", path.read_bytes())}).json()["predictions"][0]
     assert got["label"] == ref["label"]
-    np.testing.assert_allclose([t["probability"] for t in got["top_k"]], [t["probability"] for t in ref["top_k"]], atol=1e-6)
+    np.testing.assert_allclose(
+        [t["probability"] for t in got["top_k"]], [t["probability"] for t in ref["top_k"]], atol=1e-6
+    )
 
 
 def test_413_upload_too_large_by_header_and_by_stream(client: TestClient) -> None:

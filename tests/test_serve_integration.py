@@ -22,8 +22,13 @@ pytestmark = pytest.mark.integration
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
 
 
@@ -54,11 +59,11 @@ def _sample(folder: Path, n: int) -> list[str]:
 def test_onnx_and_pytorch_agree_on_shared_datasets(hym_model: tuple[Path, Path], name: str) -> None:
     """Same decode + preprocessing + network on both paths, on each dataset's formats and sizes."""
     import graft
-    from graft.onnx_predictor import OnnxClassifier
+    from graft.predict.onnx import OnnxPredictor
 
     paths = _sample(shared_dataset(name), 16)
     ref = graft.load(hym_model[0], device="cpu", precision="fp32").predict(paths, top_k=2)
-    got = OnnxClassifier(hym_model[1]).predict(paths, top_k=2)
+    got = OnnxPredictor(hym_model[1]).predict(paths, top_k=2)
     assert [r["path"] for r in got] == [r["path"] for r in ref]
     for g, r in zip(got, ref):
         assert ("error" in g) == ("error" in r)
@@ -70,10 +75,10 @@ def test_onnx_and_pytorch_agree_on_shared_datasets(hym_model: tuple[Path, Path],
 
 
 def test_onnx_accuracy_on_hymenoptera_val(hym_model: tuple[Path, Path]) -> None:
-    from graft.onnx_predictor import OnnxClassifier
+    from graft.predict.onnx import OnnxPredictor
 
     val = shared_dataset("hymenoptera") / "val"
-    res = OnnxClassifier(hym_model[1]).predict([val], top_k=1)
+    res = OnnxPredictor(hym_model[1]).predict([val], top_k=1)
     correct = [Path(r["path"]).parent.name == r["label"] for r in res]
     assert len(res) == 153 and np.mean(correct) > 0.9
 
@@ -122,7 +127,12 @@ def test_web_page_in_headless_chromium(live_server: str) -> None:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
-            page.on("request", lambda req: external.append(req.url) if not req.url.startswith((live_server, "blob:", "data:")) else None)
+            page.on(
+                "request",
+                lambda req: (
+                    external.append(req.url) if not req.url.startswith((live_server, "blob:", "data:")) else None
+                ),
+            )
             page.goto(live_server)
             page.wait_for_function("document.getElementById('meta').textContent.includes('2 classes')", timeout=15_000)
             page.set_input_files("#picker", str(bee))
@@ -134,7 +144,9 @@ def test_web_page_in_headless_chromium(live_server: str) -> None:
             page.set_input_files("#picker", str(ant))  # newest card first
             page.wait_for_function("document.querySelectorAll('.result[data-state=done]').length == 2", timeout=30_000)
             assert page.inner_text(".result .top-label") == "ants"
-            page.set_input_files("#picker", files=[{"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"plain text"}])
+            page.set_input_files(
+                "#picker", files=[{"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"plain text"}]
+            )
             page.wait_for_selector(".result[data-state=error]", timeout=15_000)
             assert "415" in page.inner_text(".result[data-state=error] .error")
         finally:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from graft._version import __version__
 
 from .exceptions import (  # noqa: E402
     DataError,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import platform
+import re
 from pathlib import Path
 
-__all__ = ["graft_home", "resolve_device"]
+__all__ = ["cpu_info", "graft_home", "resolve_device"]
 
 
 def graft_home() -> Path:
@@ -14,24 +17,56 @@ def graft_home() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "graft"
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_info() -> dict[str, str]:
+    """``{"model": ..., "flags": ...}`` of this CPU, read once (``/proc/cpuinfo`` on Linux)."""
+    model, flags = platform.processor() or platform.machine(), ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model in ("", platform.processor() or platform.machine()):
+                    model = value.strip()
+                elif key == "flags" and not flags:
+                    flags = value.strip()
+    except OSError:
+        pass
+    return {"model": model, "flags": flags}
+
+
 def resolve_device(device: str = "auto") -> str:
     """Map ``auto|cpu|cuda|cuda:N`` onto a concrete torch device string.
 
     Raises:
-        ValueError: unknown name, or CUDA asked for but not available.
+        InvalidParameterError: unknown name, or a CUDA device asked for but not available
+            (a ``ValueError``).
     """
     import torch
 
-    device = (device or "auto").lower()
+    from graft.validation import invalid_parameter
+
+    given = device
+    if device is not None and not isinstance(device, str):
+        raise invalid_parameter("device", "resolve_device", "'auto', 'cpu', 'cuda' or 'cuda:N'", given)
+    device = (device or "auto").strip().lower()
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         return "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"device {device!r} was asked for but this torch build sees no CUDA GPU; "
-                "use --device cpu (or auto)"
-            )
-        return device
-    raise ValueError(f"device must be auto, cpu or cuda[:N], got {device!r}")
+    m = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if m is None:
+        raise invalid_parameter("device", "resolve_device", "'auto', 'cpu', 'cuda' or 'cuda:N'", given)
+    if not torch.cuda.is_available():
+        raise invalid_parameter(
+            "device",
+            "resolve_device",
+            "'auto' or 'cpu' here: this torch build sees no CUDA GPU (use --device cpu)",
+            given,
+        )
+    count = torch.cuda.device_count()
+    if m.group(1) is not None and int(m.group(1)) >= count:
+        raise invalid_parameter(
+            "device", "resolve_device", f"'cuda' or 'cuda:N' with N below {count} (GPUs seen)", given
+        )
+    return device

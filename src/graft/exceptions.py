@@ -3,13 +3,22 @@
 Every class subclasses a built-in so callers can catch either the graft type or the
 familiar built-in (``except ValueError`` keeps working). Messages follow one rule:
 say what was expected, what was found, and how to fix it, naming the file or folder.
-The CLI turns any :class:`GraftError` into a one-line message and a non-zero exit code.
+The CLI turns any :class:`GraftError` into a one-line message and its ``exit_code``;
+anything else is a bug and shows its traceback.
+
+Exit codes (the same in every command):
+
+* 1: the operation failed (an export that does not match, a training that cannot go on);
+* 2: the input is wrong: a parameter or option, the dataset, a model file (fix the input);
+* 3: pretrained weights are missing or do not fit the backbone;
+* 130: interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 __all__ = [
     "GraftError",
+    "InvalidParameterError",
     "DataError",
     "ImageDecodeError",
     "UnknownBackboneError",
@@ -25,6 +34,12 @@ class GraftError(Exception):
     """Base class of every error graft raises deliberately."""
 
     exit_code: int = 1
+
+
+class InvalidParameterError(GraftError, ValueError):
+    """A parameter or option has a value graft cannot use (see :mod:`graft.validation`)."""
+
+    exit_code = 2
 
 
 class DataError(GraftError, ValueError):
@@ -67,6 +82,8 @@ class WeightsMismatchError(GraftError, ValueError):
 
 class NotFittedError(GraftError, AttributeError):
     """A method that needs a trained model was called before ``fit``."""
+
+    exit_code = 2
 
 
 class ModelFileError(GraftError, ValueError):

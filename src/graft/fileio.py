@@ -8,15 +8,23 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_text", "write_json", "replace_dir"]
+__all__ = ["atomic_write_text", "atomic_write_bytes", "json_text", "write_json", "replace_dir"]
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write a file via a temporary file in the same folder and an atomic rename (never half-written)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a text file via a temporary file and an atomic rename (never half-written)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """:func:`atomic_write_bytes` for UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _default(o: Any) -> Any:
@@ -25,9 +33,14 @@ def _default(o: Any) -> Any:
     return str(o)
 
 
+def json_text(data: Any) -> str:
+    """Indented JSON with numpy values and paths converted."""
+    return json.dumps(data, indent=2, default=_default)
+
+
 def write_json(path: str | os.PathLike, data: Any) -> None:
-    """Atomically write ``data`` as indented JSON (numpy values converted)."""
-    atomic_write_text(path, json.dumps(data, indent=2, default=_default))
+    """Atomically write ``data`` as indented JSON."""
+    atomic_write_text(path, json_text(data))
 
 
 def replace_dir(tmp: str | os.PathLike, target: str | os.PathLike) -> Path:

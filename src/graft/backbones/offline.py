@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from graft.config import graft_home
 from graft.backbones.names import normalize_name, resolve_architecture
 from graft.backbones.weights import WEIGHT_SUFFIXES
+from graft.config import graft_home
 from graft.exceptions import UnknownBackboneError
 
 __all__ = [
@@ -46,8 +46,6 @@ LITE_PACKAGES: dict[str, LitePackage] = {
     )
     for i in range(3)
 }
-
-
 
 
 def weights_dir() -> Path:
@@ -93,7 +91,7 @@ def lite_package_file(architecture: str) -> tuple[LitePackage, Path] | None:
     try:
         mod = importlib.import_module(pkg.module)
         path = Path(getattr(mod, pkg.cls).get_model_file_path())
-    except Exception:  # not installed or broken install: fall through to other sources
+    except Exception:  # noqa: BLE001 - not installed or broken install: fall through to other sources
         return None
     return (pkg, path) if path.is_file() else None
 
@@ -104,7 +102,7 @@ def _input_size(arch: str) -> int | None:
 
         cfg = get_pretrained_cfg(arch)
         return int(cfg.input_size[-1]) if cfg is not None else None
-    except Exception:
+    except Exception:  # noqa: BLE001 - a size hint only
         return None
 
 
@@ -118,7 +116,7 @@ def _hub_cache_entries() -> list[dict[str, Any]]:
         from huggingface_hub import scan_cache_dir
 
         info = scan_cache_dir()
-    except Exception:
+    except Exception:  # noqa: BLE001 - no readable hub cache: nothing to list
         return []
     out = []
     for repo in info.repos:
@@ -151,8 +149,8 @@ def list_offline_backbones() -> list[dict[str, Any]]:
         then timm repos in the Hugging Face cache.
     """
     out: list[dict[str, Any]] = []
-    for arch in LITE_PACKAGES:
-        found = lite_package_file(arch)
+    for lite in LITE_PACKAGES:
+        found = lite_package_file(lite)
         if found is None:
             continue
         pkg, path = found

@@ -10,16 +10,30 @@ hymenoptera (photos of small insects) 288 px full frame gives 0.961 against 0.94
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 from torch import nn
 
-from ..preprocess import Preprocessing
+from graft.transforms.eval import Preprocessing
+from graft.validation import check_number, invalid_parameter
 
 __all__ = ["feature_preprocessing", "FIXRES_SCALE"]
 
 #: Test-size growth of the ``auto`` rule (FixRes, Touvron et al. 2019: 224 -> 288).
 FIXRES_SCALE = 1.3
+
+
+_INPUT_SIZE_EXPECTED = "'auto', 'native' or a number of pixels, at least 32"
+
+
+def _is_pixels(value: object) -> bool:
+    """A whole number of pixels: an int, a finite float or a string of digits."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int) or (isinstance(value, str) and value.isdigit())
 
 
 def feature_preprocessing(
@@ -61,13 +75,13 @@ def feature_preprocessing(
                 size, crop = (side, side), 1.0
             else:
                 size, crop = base.input_size, base.crop_pct
-    elif isinstance(input_size, (int, float)) or (isinstance(input_size, str) and input_size.isdigit()):
+    elif _is_pixels(input_size):
         side = int(input_size)
         if side < 32:
-            raise ValueError(f"input_size must be at least 32 pixels, got {side}")
+            raise invalid_parameter("input_size", "feature_preprocessing", _INPUT_SIZE_EXPECTED, input_size)
         size, crop = (side, side), (1.0 if side != min(base.input_size) else base.crop_pct)
     else:
-        raise ValueError(f"input_size must be 'auto', 'native' or a number of pixels, got {input_size!r}")
+        raise invalid_parameter("input_size", "feature_preprocessing", _INPUT_SIZE_EXPECTED, input_size)
     if crop_pct is not None:
-        crop = float(crop_pct)
+        crop = float(check_number("crop_pct", crop_pct, "feature_preprocessing", low=0, high=1, low_inclusive=False))
     return Preprocessing(size, crop, base.interpolation, base.mean, base.std, base.crop_mode)

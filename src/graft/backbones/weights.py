@@ -18,13 +18,7 @@ from torch import nn
 
 from graft.exceptions import WeightsMismatchError, WeightsNotFoundError
 
-__all__ = [
-    "WEIGHT_SUFFIXES",
-    "read_state_dict",
-    "load_weights_into",
-    "classifier_keys",
-    "file_sha256",
-]
+__all__ = ["WEIGHT_SUFFIXES", "read_state_dict", "load_weights_into", "classifier_keys", "file_sha256"]
 
 WEIGHT_SUFFIXES: tuple[str, ...] = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
@@ -93,7 +87,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             f"{p}: holds no state dict (a mapping of names to tensors, possibly under "
             f"'state_dict' or 'model'); found {type(obj).__name__}"
         )
-    return {k: v for k, v in obj.items()}  # type: ignore[union-attr]
+    return {k: v for k, v in obj.items()}  # type: ignore[attr-defined]
 
 
 def _strip_prefixes(sd: dict[str, torch.Tensor], target: Mapping[str, object]) -> dict[str, torch.Tensor]:
@@ -103,7 +97,7 @@ def _strip_prefixes(sd: dict[str, torch.Tensor], target: Mapping[str, object]) -
         for pre in _PREFIXES:
             # Strip only when every key has it and the model's own keys do not.
             if all(k.startswith(pre) for k in sd) and not all(k.startswith(pre) for k in target):
-                sd = {k[len(pre):]: v for k, v in sd.items()}
+                sd = {k[len(pre) :]: v for k, v in sd.items()}
                 changed = True
     return sd
 
@@ -192,9 +186,7 @@ def _family_hint(sd: Mapping[str, torch.Tensor], source: str) -> str:
     return "another architecture"
 
 
-def load_weights_into(
-    model: nn.Module, sd: dict[str, torch.Tensor], *, source: str, architecture: str
-) -> bool:
+def load_weights_into(model: nn.Module, sd: dict[str, torch.Tensor], *, source: str, architecture: str) -> bool:
     """Copy ``sd`` into ``model``, by key name if possible, else by position.
 
     Classifier tensors are loaded only when their shapes fit; a file without a

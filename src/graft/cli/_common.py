@@ -7,7 +7,17 @@ import time
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 __all__ = ["console", "err_console", "RichProgress", "QuietProgress", "make_progress", "process_seconds"]
 
@@ -30,7 +40,7 @@ def process_seconds() -> float:
 
 
 class _RichTask:
-    def __init__(self, owner: "RichProgress", task_id: int) -> None:
+    def __init__(self, owner: RichProgress, task_id: TaskID) -> None:
         self.owner, self.task_id = owner, task_id
 
     def advance(self, n: int = 1) -> None:
@@ -67,7 +77,7 @@ class RichProgress:
         )
         self.warnings: list[str] = []
 
-    def __enter__(self) -> "RichProgress":
+    def __enter__(self) -> RichProgress:
         self.bars.start()
         return self
 
@@ -82,7 +92,8 @@ class RichProgress:
 
     def warn(self, text: str) -> None:
         self.warnings.append(text)
-        self.bars.console.print(f"[yellow]warning:[/yellow] {text}", highlight=False)
+        # User text (file names like "IMG [edited].jpg") is never read as rich markup.
+        self.bars.console.print(Text("warning: ", style="yellow") + Text(text), highlight=False)
 
 
 class QuietProgress:
@@ -91,7 +102,7 @@ class QuietProgress:
     def __init__(self) -> None:
         self.warnings: list[str] = []
 
-    def __enter__(self) -> "QuietProgress":
+    def __enter__(self) -> QuietProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import console
+from ._common import console, make_progress
 
 
 def demo(
@@ -14,31 +14,21 @@ def demo(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Train on 100 bundled hand-sign images (10 classes), then predict one of them."""
-    from ..classifier import load
-    from ..demo import demo_dataset_path
-    from .train import train
+    from graft.demo import demo_dataset_path
+    from graft.report import write_report
+    from graft.run import run_demo
 
-    data = demo_dataset_path()
-    console.print(f"demo dataset: {data} (10 classes x 10 images, Apache-2.0)", highlight=False)
-    train(data_dir=data, out=out, **_train_defaults(), quiet=quiet)
-    sample = sorted((data / "7").glob("*"))[0]
-    result = load(out / "model").predict([sample], top_k=3)[0]
+    from .train import render_summary
+
+    console.print(f"demo dataset: {demo_dataset_path()} (10 classes x 10 images, Apache-2.0)", highlight=False)
+    with make_progress(quiet) as prog:
+        metrics, result = run_demo(out, progress=prog)
+    report = write_report(out)
+    if not quiet:
+        console.print(f"report: {report}", highlight=False)
+        render_summary(out, metrics)
     console.print(
-        f"predict {sample.name} (a hand showing 7): {result['label']} ({result['probability']:.2f}); "
-        f"next: graft predict {out / 'model'} YOUR_IMAGE.jpg", highlight=False,
+        f"predict {Path(result['path']).name} (a hand showing 7): {result['label']} ({result['probability']:.2f}); "
+        f"next: graft predict {out / 'model'} YOUR_IMAGE.jpg",
+        highlight=False,
     )
-
-
-def _train_defaults() -> dict:
-    """The defaults of every other ``graft train`` option (typer fills them only from the CLI)."""
-    import inspect
-
-    from .train import train
-
-    out = {}
-    for name, p in inspect.signature(train).parameters.items():
-        if name in {"data_dir", "out", "quiet"}:
-            continue
-        d = p.default
-        out[name] = getattr(d, "default", d)
-    return out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,22 +11,22 @@ from ._common import console, make_progress
 
 
 def evaluate(
-    model: Path = typer.Argument(..., help="Model directory (RUN_DIR/model) or run directory."),
+    model: Path = typer.Argument(..., help="Model directory (RUN_DIR/model), run directory or exported .onnx file."),
     data_dir: Path = typer.Argument(..., help="Labelled dataset folder."),
-    split: Optional[str] = typer.Option(None, help="Split to evaluate (default: test/ if present, else val)."),
+    split: str | None = typer.Option(None, help="Split to evaluate (default: test/ if present, else val)."),
     top_k: int = typer.Option(5, help="k of the top-k accuracy."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (for machines)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Accuracy, top-k, per-class precision/recall/F1 and the confusion matrix."""
-    from ..classifier import load
-    from ..evaluate import format_metrics_table
+    from graft.metrics import format_metrics_table
+    from graft.predict import open_predictor
+    from graft.predict.evaluate import evaluate_predictor
 
-    clf = load(model, device=device)
+    predictor = open_predictor(model, device=device)
     with make_progress(quiet or as_json) as prog:
-        clf.progress = prog
-        m = clf.evaluate(data_dir, split=split, top_k=top_k)
+        m = evaluate_predictor(predictor, data_dir, split=split, top_k=top_k, warn=prog.warn)
     m.pop("probs", None)
     m.pop("labels", None)
     m.pop("paths", None)

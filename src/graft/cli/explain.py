@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import typer
+
+from graft.exceptions import InvalidParameterError
+from graft.validation import invalid_parameter
 
 from ._common import console
 
@@ -17,17 +20,10 @@ _OUT_HELP = "Folder for the PNGs."
 DEFAULT_OUT = Path("graft-explain")
 
 
-def _target(model: str, imagenet: bool, weights: Optional[Path], device: str):
+def _target(model: str, imagenet: bool, weights: Path | None, device: str):
     from ..explain import load_target
 
-    dev = "cuda" if device == "auto" and _cuda() else ("cpu" if device == "auto" else device)
-    return load_target(model, imagenet=imagenet, weights=weights, device=dev)
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+    return load_target(model, imagenet=imagenet, weights=weights, device=device)
 
 
 def _class(t, spec: str) -> int:
@@ -43,12 +39,14 @@ def _slug(s: str) -> str:
 def explain(
     model: str = typer.Argument(..., help=_MODEL_HELP),
     images: List[Path] = typer.Argument(..., help="Image files."),
-    layer: Optional[str] = typer.Option(None, help="Layer for Grad-CAM (default: the last spatial feature map)."),
-    cls: Optional[str] = typer.Option(None, "--class", "-c", help="Explain this class (name or index) instead of the prediction."),
+    layer: str | None = typer.Option(None, help="Layer for Grad-CAM (default: the last spatial feature map)."),
+    cls: str | None = typer.Option(
+        None, "--class", "-c", help="Explain this class (name or index) instead of the prediction."
+    ),
     top_k: int = typer.Option(3, "--top-k", "-k", help="Predictions listed per image."),
     out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help=_OUT_HELP),
     imagenet: bool = typer.Option(False, "--imagenet", help=_IMAGENET_HELP),
-    weights: Optional[Path] = typer.Option(None, help=_WEIGHTS_HELP),
+    weights: Path | None = typer.Option(None, help=_WEIGHTS_HELP),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """Grad-CAM heat map over each image, with the top-k predictions."""
@@ -72,13 +70,13 @@ def explain(
 
 def features(
     model: str = typer.Argument(..., help=_MODEL_HELP),
-    image: Optional[Path] = typer.Argument(None, help="Image file (not needed with --list-layers)."),
-    layer: Optional[str] = typer.Option(None, help="Layer name (default: the last spatial feature map)."),
+    image: Path | None = typer.Argument(None, help="Image file (not needed with --list-layers)."),
+    layer: str | None = typer.Option(None, help="Layer name (default: the last spatial feature map)."),
     top: int = typer.Option(16, help="How many of the strongest feature maps to show."),
     list_layers: bool = typer.Option(False, "--list-layers", help="Print layer names and output shapes, then exit."),
     out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help=_OUT_HELP),
     imagenet: bool = typer.Option(False, "--imagenet", help=_IMAGENET_HELP),
-    weights: Optional[Path] = typer.Option(None, help=_WEIGHTS_HELP),
+    weights: Path | None = typer.Option(None, help=_WEIGHTS_HELP),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """A grid of the strongest feature maps (highest mean activation) of one layer."""
@@ -98,7 +96,7 @@ def features(
         console.print(tab)
         return
     if image is None:
-        raise ValueError("missing IMAGE: pass an image file (or --list-layers to see the layer names)")
+        raise InvalidParameterError("missing IMAGE: pass an image file (or --list-layers to see the layer names)")
     layer = layer or default_feature_layer(t.net, t.preprocessing.input_size)
     fm = feature_maps(t, prepare_image(image, t.preprocessing), layer, top=top)
     path = save_figure(features_figure(fm), out / f"{image.stem}.{_slug(layer)}.features.png")
@@ -117,7 +115,7 @@ def dream(
     seed: int = typer.Option(0, help="Seed of the starting noise and jitter."),
     out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help=_OUT_HELP),
     imagenet: bool = typer.Option(False, "--imagenet", help=_IMAGENET_HELP),
-    weights: Optional[Path] = typer.Option(None, help=_WEIGHTS_HELP),
+    weights: Path | None = typer.Option(None, help=_WEIGHTS_HELP),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """The 'ideal' image of a class: gradient ascent on the input from noise."""
@@ -135,13 +133,18 @@ def dream(
     fig = save_figure(dream_figure(r), out / f"dream_{name}.figure.png")
     console.print(
         f"class {idx} ({r.label}): probability {r.start_probability:.4f} (noise) -> {r.probability:.4f} "
-        f"after {r.steps} steps", highlight=False,
+        f"after {r.steps} steps",
+        highlight=False,
     )
     console.print(f"wrote {out / f'dream_{name}.png'}, {fig}", highlight=False, soft_wrap=True)
 
 
 def parse_epsilon(text: str) -> float:
-    """``"8/255"`` or ``"0.03"`` -> float; ``"8"`` (> 1) is read as 8/255."""
+    """``"8/255"`` or ``"0.03"`` -> float; ``"8"`` (> 1) is read as 8/255.
+
+    Raises:
+        InvalidParameterError: ``text`` is not a number or a fraction (a ``ValueError``).
+    """
     try:
         if "/" in text:
             a, b = text.split("/", 1)
@@ -150,21 +153,23 @@ def parse_epsilon(text: str) -> float:
             v = float(text)
             v = v / 255.0 if v >= 1.0 else v
     except (ValueError, ZeroDivisionError):
-        raise ValueError(f"--epsilon must look like 8/255, 8 (grey levels) or 0.03, got {text!r}") from None
+        raise invalid_parameter("--epsilon", "graft attack", "like 8/255, 8 (grey levels) or 0.03", text) from None
     return v
 
 
 def attack(
     model: str = typer.Argument(..., help=_MODEL_HELP),
     image: Path = typer.Argument(..., help="Image file to perturb."),
-    target: Optional[str] = typer.Option(None, "--target", "-t", help="Class to push the prediction to (name or index)."),
+    target: str | None = typer.Option(None, "--target", "-t", help="Class to push the prediction to (name or index)."),
     untargeted: bool = typer.Option(False, "--untargeted", help="Just change the prediction, to any other class."),
-    epsilon: str = typer.Option("8/255", "--epsilon", "--eps", help="L-infinity budget in pixel units: 8/255, 8 or 0.03."),
+    epsilon: str = typer.Option(
+        "8/255", "--epsilon", "--eps", help="L-infinity budget in pixel units: 8/255, 8 or 0.03."
+    ),
     steps: int = typer.Option(40, help="Most iterations (stops once the new class reaches --confidence)."),
     confidence: float = typer.Option(0.5, help="Probability the new class should reach before stopping."),
     out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help=_OUT_HELP),
     imagenet: bool = typer.Option(False, "--imagenet", help=_IMAGENET_HELP),
-    weights: Optional[Path] = typer.Option(None, help=_WEIGHTS_HELP),
+    weights: Path | None = typer.Option(None, help=_WEIGHTS_HELP),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """An adversarial example (iterative FGSM under an L-infinity budget): original, perturbation, result."""
@@ -173,12 +178,13 @@ def attack(
     from ..explain.figures import attack_figure, save_figure
 
     if (target is None) == (not untargeted):
-        raise ValueError("pass exactly one of --target CLASS or --untargeted")
+        raise InvalidParameterError("pass exactly one of --target CLASS or --untargeted")
     eps = parse_epsilon(epsilon)
     t = _target(model, imagenet, weights, device)
     idx = _class(t, target) if target is not None else None
-    r = run_attack(t, prepare_image(image, t.preprocessing), target_index=idx, epsilon=eps, steps=steps,
-                   confidence=confidence)
+    r = run_attack(
+        t, prepare_image(image, t.preprocessing), target_index=idx, epsilon=eps, steps=steps, confidence=confidence
+    )
     from PIL import Image
 
     out.mkdir(parents=True, exist_ok=True)
@@ -188,9 +194,14 @@ def attack(
     c = t.classes
     src, after = r.source_index, r.predicted_after
     console.print(f"before: {c[src]} ({r.probs_before[src]:.4f})", highlight=False)
-    console.print(f"after:  {c[after]} ({r.probs_after[after]:.4f})"
-                  + (f"; target {c[idx]} {r.probs_after[idx]:.4f}" if idx is not None else ""), highlight=False)
+    console.print(
+        f"after:  {c[after]} ({r.probs_after[after]:.4f})"
+        + (f"; target {c[idx]} {r.probs_after[idx]:.4f}" if idx is not None else ""),
+        highlight=False,
+    )
     verdict = "[green]succeeded[/green]" if r.success else "[red]failed[/red]"
-    console.print(f"attack {verdict} in {r.steps} steps; L-inf used {r.linf:.4f} ({r.linf * 255:.0f}/255) "
-                  f"of budget {eps:.4f}", highlight=False)
+    console.print(
+        f"attack {verdict} in {r.steps} steps; L-inf used {r.linf:.4f} ({r.linf * 255:.0f}/255) of budget {eps:.4f}",
+        highlight=False,
+    )
     console.print(f"wrote {fig}, {adv_path}", highlight=False, soft_wrap=True)

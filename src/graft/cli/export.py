@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import typer
 
@@ -15,10 +15,10 @@ def export(
     model: Path = typer.Argument(..., help="Model directory (RUN_DIR/model) or run directory."),
     out: Path = typer.Option(..., "--out", "-o", help="The .onnx file to write."),
     fmt: str = typer.Option("onnx", "--format", "-f", help="Export format (onnx)."),
-    quantize: Optional[str] = typer.Option(
+    quantize: str | None = typer.Option(
         None, "--quantize", help="int8: quantise (calibrated on training images) and report the accuracy drop."
     ),
-    check_images: Optional[List[Path]] = typer.Option(
+    check_images: List[Path] | None = typer.Option(
         None, "--check-images", help="Image file/folder for the parity check (repeatable; default: training data)."
     ),
     opset: int = typer.Option(17, help="ONNX opset."),
@@ -27,15 +27,19 @@ def export(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Export the full classifier (preprocessing and class names inside) and verify it against PyTorch."""
-    from ..exceptions import ExportError
-    from ..export import export_onnx
+    from graft.export import export_onnx
+    from graft.validation import check_choice
 
-    if fmt.lower() != "onnx":
-        raise ExportError(f"--format must be onnx, got {fmt!r}")
+    check_choice("--format", fmt.lower(), ("onnx",), "graft export")
     say = None if (quiet or as_json) else (lambda m: err_console.print(f"[dim]{m}…[/dim]", highlight=False))
     report = export_onnx(
-        model, out, quantize=quantize, check_images=[str(p) for p in check_images] if check_images else None,
-        opset=opset, tolerance=tolerance, progress=say,
+        model,
+        out,
+        quantize=quantize,
+        check_images=[str(p) for p in check_images] if check_images else None,
+        opset=opset,
+        tolerance=tolerance,
+        progress=say,
     )
     if as_json:
         print(json.dumps(report.to_dict()))

@@ -1,7 +1,9 @@
 """``graft`` command line: a thin layer over the library.
 
-One module per command group; each exposes a plain function that typer wraps.
-Library errors become one clean line on stderr and a non-zero exit code.
+One module per command group; each exposes a plain function that typer wraps and
+only parses, calls the library and renders. graft's own errors (``GraftError``)
+become one clean line on stderr and their exit code (see :mod:`graft.exceptions`);
+any other exception is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -42,31 +44,48 @@ app.command("export")(_export.export)
 app.command("serve")(_serve.serve)
 
 
+def _click_errors() -> tuple[tuple[type[Exception], ...], tuple[type[BaseException], ...]]:
+    """(usage errors, aborts) of click, and of the copy of click that newer typer releases bundle."""
+    import importlib
+
+    usage: list[type[Exception]] = []
+    aborts: list[type[BaseException]] = []
+    for name in ("click.exceptions", "typer._click.exceptions", "typer.exceptions"):
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(mod, "ClickException"):
+            usage.append(mod.ClickException)
+        if hasattr(mod, "Abort"):
+            aborts.append(mod.Abort)
+    return tuple(usage), tuple(aborts)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``graft`` console script."""
-    import click
+    from rich.text import Text
 
-    from ..exceptions import GraftError
+    from graft.exceptions import GraftError
+
     from ._common import err_console
 
+    usage_errors, aborts = _click_errors()
     try:
         rv = app(args=argv, standalone_mode=False)
     except GraftError as e:
-        err_console.print(f"[red]error:[/red] {e}", highlight=False)
+        # graft's own errors are one line; anything else is a bug and keeps its traceback.
+        err_console.print(Text("error: ", style="red") + Text(str(e)), highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
-    except click.exceptions.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except usage_errors as e:
+        e.show()  # type: ignore[attr-defined]
+        sys.exit(e.exit_code)  # type: ignore[attr-defined]
+    except aborts:
         err_console.print("aborted")
         sys.exit(130)
     except KeyboardInterrupt:
         err_console.print("interrupted (fine-tuning checkpoints, if any, are kept; use --resume RUN_DIR)")
         sys.exit(130)
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
-        # Parameter validation in the library raises plain ValueError with a full message.
-        err_console.print(f"[red]error:[/red] {e}", highlight=False)
-        sys.exit(2)
     sys.exit(rv if isinstance(rv, int) else 0)
 
 

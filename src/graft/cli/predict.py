@@ -25,14 +25,9 @@ def predict(
     device: str = typer.Option("auto", help="auto, cpu or cuda (model directories only)."),
 ) -> None:
     """Predict labels; unreadable files are reported and the others still predicted."""
-    if str(model).lower().endswith(".onnx"):
-        from ..onnx_predictor import OnnxClassifier
+    from graft.predict import open_predictor
 
-        results = OnnxClassifier(model).predict(paths, top_k=top_k)
-    else:
-        from ..classifier import load
-
-        results = load(model, device=device).predict(paths, top_k=top_k)
+    results = open_predictor(model, device=device).predict(paths, top_k=top_k)
     failed = [r for r in results if "error" in r]
     if as_json:
         for r in results:
@@ -42,9 +37,18 @@ def predict(
         w.writerow(["path", "label", "probability", "top_k", "error"])
         for r in results:
             tk = ";".join(f"{t['label']}:{t['probability']:.4f}" for t in r.get("top_k", []))
-            w.writerow([r["path"], r.get("label", ""), f"{r['probability']:.6f}" if "probability" in r else "", tk, r.get("error", "")])
+            w.writerow(
+                [
+                    r["path"],
+                    r.get("label", ""),
+                    f"{r['probability']:.6f}" if "probability" in r else "",
+                    tk,
+                    r.get("error", ""),
+                ]
+            )
     else:
         from rich.table import Table
+        from rich.text import Text
 
         t = Table(show_header=True)
         t.add_column("image")
@@ -52,11 +56,11 @@ def predict(
         t.add_column("probability", justify="right")
         for r in results:
             if "error" in r:
-                t.add_row(r["path"], f"[red]error: {r['error']}", "")
+                t.add_row(Text(r["path"]), Text(f"error: {r['error']}", style="red"), "")
                 continue
-            t.add_row(r["path"], r["label"], f"{r['probability']:.3f}")
+            t.add_row(Text(r["path"]), Text(r["label"]), f"{r['probability']:.3f}")
             for extra in r["top_k"][1:]:
-                t.add_row("", f"  {extra['label']}", f"{extra['probability']:.3f}")
+                t.add_row("", Text(f"  {extra['label']}"), f"{extra['probability']:.3f}")
         console.print(t)
     if failed and len(failed) == len(results):
         raise typer.Exit(1)

@@ -9,9 +9,7 @@ import typer
 from ._common import console
 
 
-def report(
-    run_dir: Path = typer.Argument(..., help="Run directory written by graft train."),
-) -> None:
+def report(run_dir: Path = typer.Argument(..., help="Run directory written by graft train.")) -> None:
     """Write RUN_DIR/report.html (one offline file, images embedded) and the PNGs in RUN_DIR/report/."""
     from ..report import write_report
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -22,7 +21,7 @@ def serve(
     max_batch: int = typer.Option(16, help="Largest micro-batch of concurrent images."),
     batch_wait_ms: float = typer.Option(2.0, help="How long a batch waits for more images, in ms."),
     max_queue: int = typer.Option(256, help="Images allowed to wait for the model (503 above)."),
-    threads: Optional[int] = typer.Option(None, help="Runtime threads (default: one per core)."),
+    threads: int | None = typer.Option(None, help="Runtime threads (default: one per core)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
     """Serve predictions: POST /predict, GET /health, GET /model, a web page at /, docs at /docs."""
@@ -31,12 +30,20 @@ def serve(
     from ..serve import create_app
 
     app = create_app(
-        model, backend=backend, threads=threads, max_upload_mb=max_upload_mb, max_files=max_files,
-        max_pixels=max_pixels, timeout_s=timeout, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+        model,
+        backend=backend,
+        threads=threads,
+        max_upload_mb=max_upload_mb,
+        max_files=max_files,
+        max_pixels=max_pixels,
+        timeout_s=timeout,
+        max_batch=max_batch,
+        batch_wait_ms=batch_wait_ms,
         max_queue=max_queue,
     )
     err_console.print(
         f"serving {model} ({app.state.backend.name}, {len(app.state.backend.classes)} classes) on "
-        f"http://{host}:{port}/  (API docs: /docs; Ctrl+C stops)", highlight=False,
+        f"http://{host}:{port}/  (API docs: /docs; Ctrl+C stops)",
+        highlight=False,
     )
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -32,6 +30,14 @@ class Schedule(str, Enum):
     constant = "constant"
 
 
+class Baseline(str, Enum):
+    scratch = "scratch"
+
+
+class ClassWeight(str, Enum):
+    balanced = "balanced"
+
+
 class Augment(str, Enum):
     default = "default"
     light = "light"
@@ -43,29 +49,39 @@ def default_run_dir(data_dir: Path) -> Path:
 
 
 def train(
-    data_dir: Optional[Path] = typer.Argument(None, help="Dataset folder: train/ val/ [test/] of class folders, or class folders."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default runs/<dataset>-<time>)."),
+    data_dir: Path | None = typer.Argument(
+        None, help="Dataset folder: train/ val/ [test/] of class folders, or class folders."
+    ),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run directory (default runs/<dataset>-<time>)."),
     backbone: str = typer.Option("efficientnet_lite0", help="Any timm model name."),
-    weights: Optional[Path] = typer.Option(None, help="Local weights file for the backbone (.safetensors, .pth)."),
-    input_size: str = typer.Option("auto", help="Embedding resolution: auto (FixRes: ~30% above the backbone's, for large photos), native, or pixels."),
-    crop_pct: Optional[float] = typer.Option(None, help="Centre-crop fraction (default: 1.0 at a changed size)."),
+    weights: Path | None = typer.Option(None, help="Local weights file for the backbone (.safetensors, .pth)."),
+    input_size: str = typer.Option(
+        "auto",
+        help="Embedding resolution: auto (FixRes: ~30% above the backbone's, for large photos), native, or pixels.",
+    ),
+    crop_pct: float | None = typer.Option(None, help="Centre-crop fraction (default: 1.0 at a changed size)."),
     head: HeadType = typer.Option(HeadType.linear, help="Head on the frozen features."),
-    c: Optional[float] = typer.Option(None, "--C", help="Inverse L2 strength of the linear head (default: chosen by CV)."),
+    c: float | None = typer.Option(None, "--C", help="Inverse L2 strength of the linear head (default: chosen by CV)."),
     dropout: float = typer.Option(0.2, help="Dropout before the head."),
     hidden: int = typer.Option(512, help="Hidden width of the mlp head."),
     augment_views: str = typer.Option(
-        "auto", help="Extra feature views per training image: auto (the mirror below 2,000 images), or K (mirror + K-1 crops)."
+        "auto",
+        help="Extra feature views per training image: auto (the mirror below 2,000 images), or K (mirror + K-1 crops).",
     ),
-    class_weight: Optional[str] = typer.Option(None, help="'balanced' weights the loss by inverse class frequency."),
+    class_weight: ClassWeight | None = typer.Option(None, help="balanced: weight the loss by inverse class frequency."),
     val_fraction: float = typer.Option(0.2, help="Validation share when the folder has no val split."),
     test_fraction: float = typer.Option(0.0, help="Test share when the folder has no test split."),
     seed: int = typer.Option(0, help="Seed for splits, views and training."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    precision: Precision = typer.Option(Precision.auto, help="Backbone precision; auto picks the fastest accurate one here."),
-    batch_size: Optional[int] = typer.Option(None, help="Embedding batch size (default: auto)."),
-    workers: Optional[int] = typer.Option(None, help="Decoder processes (default: auto)."),
+    precision: Precision = typer.Option(
+        Precision.auto, help="Backbone precision; auto picks the fastest accurate one here."
+    ),
+    batch_size: int | None = typer.Option(None, help="Embedding batch size (default: auto)."),
+    workers: int | None = typer.Option(None, help="Decoder processes (default: auto)."),
     strict: bool = typer.Option(False, help="Fail on any unreadable image instead of skipping it."),
-    fine_tune: bool = typer.Option(False, "--fine-tune", help="Stage 2: fine-tune the backbone (all of it by default; see --unfreeze)."),
+    fine_tune: bool = typer.Option(
+        False, "--fine-tune", help="Stage 2: fine-tune the backbone (all of it by default; see --unfreeze)."
+    ),
     unfreeze: int = typer.Option(-1, help="Block groups to unfreeze when fine-tuning, from the top (-1: all)."),
     epochs: int = typer.Option(4, help="Fine-tuning epochs (early stopping may end sooner)."),
     lr: float = typer.Option(1e-4, help="Head learning rate when fine-tuning."),
@@ -73,9 +89,9 @@ def train(
     schedule: Schedule = typer.Option(Schedule.cosine, help="LR schedule after warm-up."),
     patience: int = typer.Option(3, help="Early-stopping patience (epochs without val-loss gain)."),
     augment: Augment = typer.Option(Augment.light, help="Augmentation when fine-tuning."),
-    baseline: Optional[str] = typer.Option(None, help="'scratch': also train the same network from random init."),
-    baseline_epochs: Optional[int] = typer.Option(None, help="Epochs of the scratch baseline (default: --epochs)."),
-    resume: Optional[Path] = typer.Option(None, help="Continue an interrupted run in this run directory."),
+    baseline: Baseline | None = typer.Option(None, help="scratch: also train the same network from random init."),
+    baseline_epochs: int | None = typer.Option(None, help="Epochs of the scratch baseline (default: --epochs)."),
+    resume: Path | None = typer.Option(None, help="Continue an interrupted run in this run directory."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary."),
@@ -83,66 +99,69 @@ def train(
     """Train a classifier on DATA_DIR and write RUN_DIR (model/, metrics.json, report.html)."""
     import sys
 
-    started = time.perf_counter() - process_seconds()
-    from ..classifier import Classifier
-    from ..exceptions import DataError
-    from ..run import RunOptions, train_run
+    from graft.classifier import Classifier
+    from graft.exceptions import DataError
+    from graft.run import RunOptions, resume_run, train_run
 
-    params: dict = {}
+    started = time.perf_counter() - process_seconds()
     if resume is not None:
-        run_file = resume / "run.json"
-        if not run_file.exists():
-            raise DataError(f"{resume} is not a graft run directory (no run.json); pass the RUN_DIR of the interrupted run")
-        saved = json.loads(run_file.read_text())
-        data_dir = data_dir or Path(saved["data_dir"])
+        with make_progress(quiet) as prog:
+            metrics = resume_run(resume, argv=sys.argv, progress=prog, started=started)
         out = resume
-        params = dict(saved["params"])
-        opts = RunOptions(**{**saved["options"], "resume": True})
-    if data_dir is None:
-        raise DataError("missing DATA_DIR: pass a dataset folder (or try `graft demo`)")
-    if baseline not in (None, "scratch"):
-        raise DataError(f"--baseline must be 'scratch', got {baseline!r}")
-    out = out or default_run_dir(data_dir)
-    views: int | str = augment_views
-    if augment_views != "auto":
-        if not augment_views.isdigit():
-            raise DataError(f"--augment-views must be 'auto' or a whole number, got {augment_views!r}")
-        views = int(augment_views)
-    if resume is None:
-        params = dict(
-            backbone=backbone, weights=str(weights) if weights else None, input_size=input_size,
-            crop_pct=crop_pct, head=head.value, C=c, dropout=dropout,
-            hidden=hidden, augment_views=views, class_weight=class_weight, val_fraction=val_fraction,
-            test_fraction=test_fraction, seed=seed, device=device, precision=precision.value,
-            batch_size=batch_size, num_workers=workers, strict=strict, use_cache=not no_cache,
+    else:
+        if data_dir is None:
+            raise DataError("missing DATA_DIR: pass a dataset folder (or try `graft demo`)")
+        out = out or default_run_dir(data_dir)
+        clf = Classifier(
+            backbone=backbone,
+            weights=str(weights) if weights else None,
+            input_size=input_size,
+            crop_pct=crop_pct,
+            head=head.value,
+            C=c,
+            dropout=dropout,
+            hidden=hidden,
+            augment_views=int(augment_views) if augment_views.isdigit() else augment_views,
+            class_weight=class_weight.value if class_weight else None,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            seed=seed,
+            device=device,
+            precision=precision.value,
+            batch_size=batch_size,
+            num_workers=workers,
+            strict=strict,
+            use_cache=not no_cache,
         )
         opts = RunOptions(
-            fine_tune=fine_tune, epochs=epochs, unfreeze=unfreeze, lr=lr, backbone_lr_ratio=backbone_lr_ratio,
-            schedule=schedule.value, patience=patience, augment=augment.value, baseline=baseline,
+            fine_tune=fine_tune,
+            epochs=epochs,
+            unfreeze=unfreeze,
+            lr=lr,
+            backbone_lr_ratio=backbone_lr_ratio,
+            schedule=schedule.value,
+            patience=patience,
+            augment=augment.value,
+            baseline=baseline.value if baseline else None,
             baseline_epochs=baseline_epochs,
         )
-    params.pop("progress", None)
-    params.pop("cache_dir", None)
-    clf = Classifier(**params)
-    with make_progress(quiet) as prog:
-        metrics = train_run(data_dir, out, clf, opts, argv=sys.argv, progress=prog, started=started)
+        with make_progress(quiet) as prog:
+            metrics = train_run(data_dir, out, clf, opts, argv=sys.argv, progress=prog, started=started)
     if not no_report:
         _write_report(out, quiet)
     if not quiet:
-        _summary(out, metrics)
+        render_summary(out, metrics)
 
 
 def _write_report(out: Path, quiet: bool) -> None:
-    try:
-        from ..report import write_report
-    except ImportError:  # the report extra is part of graft; this only guards partial installs
-        return
+    from graft.report import write_report
+
     path = write_report(out)
     if not quiet:
         console.print(f"report: {path}")
 
 
-def _summary(out: Path, m: dict) -> None:
+def render_summary(out: Path, m: dict) -> None:
     from rich.table import Table
 
     t = Table(title=f"graft train -> {out}", show_header=True)

@@ -22,6 +22,7 @@ from graft.exceptions import ImageDecodeError
 __all__ = [
     "IMAGE_EXTENSIONS",
     "DEFAULT_MAX_PIXELS",
+    "SERVE_MAX_PIXELS",
     "probe_image",
     "load_image",
     "load_image_bytes",
@@ -36,6 +37,9 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 
 DEFAULT_MAX_PIXELS = 64_000_000
 """Largest declared width*height accepted before decoding (decompression-bomb guard)."""
+
+SERVE_MAX_PIXELS = 40_000_000
+"""The server's default: lower than :data:`DEFAULT_MAX_PIXELS`, since its images come from strangers."""
 
 # Only formats we document are ever decoded: bytes from the network must not reach
 # exotic plugins (EPS would shell out to Ghostscript). JPEG covers MPO too.
@@ -101,11 +105,11 @@ def _open(fp: IO[bytes], name: str, max_pixels: int | None) -> Image.Image:
             saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
             try:
                 im = Image.open(fp, formats=_PIL_FORMATS)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - Pillow raises many types on malformed headers
                 raise ImageDecodeError(name, f"corrupt image header: {_describe(exc)}") from None
             finally:
                 Image.MAX_IMAGE_PIXELS = saved
-    except Exception as exc:  # Pillow raises many types on malformed headers
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on malformed headers
         raise ImageDecodeError(name, f"corrupt image header: {_describe(exc)}") from None
     w, h = im.size
     if w <= 0 or h <= 0:
@@ -137,7 +141,7 @@ def _orientation(im: Image.Image, *, header_only: bool) -> int:
             return 1
         value = im.getexif().get(_ORIENTATION_TAG, 1)
         return int(value) if int(value) in _TRANSPOSE else 1
-    except Exception:  # corrupt EXIF must not make a good image unreadable
+    except Exception:  # noqa: BLE001 - corrupt EXIF must not make a good image unreadable
         return 1
 
 
@@ -179,12 +183,7 @@ def _scale_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
     return np.clip(np.nan_to_num(out) + 0.5, 0, 255).astype(np.uint8)
 
 
-def _decode(
-    fp: IO[bytes],
-    name: str,
-    draft_size: tuple[int, int] | None,
-    max_pixels: int | None,
-) -> Image.Image:
+def _decode(fp: IO[bytes], name: str, draft_size: tuple[int, int] | None, max_pixels: int | None) -> Image.Image:
     with _open(fp, name, max_pixels) as im:
         orientation = _orientation(im, header_only=True)
         if draft_size is not None and im.format in ("JPEG", "MPO"):
@@ -193,7 +192,7 @@ def _decode(
                 dw, dh = dh, dw
             try:
                 im.draft("RGB", (int(dw), int(dh)))
-            except Exception:  # draft is an optimisation only
+            except Exception:  # noqa: BLE001 - draft is an optimisation only
                 pass
         try:
             im.seek(0)  # animated GIF/WebP/TIFF: first frame

@@ -5,10 +5,11 @@ from __future__ import annotations
 import glob
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from graft.data.decode import has_image_extension
 from graft.data.records import SkippedFile
+from graft.exceptions import DataError
 
 __all__ = ["collect_image_paths", "is_hidden", "list_subdirs", "list_loose_files", "walk_image_files"]
 
@@ -31,19 +32,70 @@ def list_loose_files(folder: Path) -> list[str]:
         return sorted(e.path for e in it if e.is_file())
 
 
-def walk_image_files(folder: Path) -> tuple[list[Path], list[str]]:
-    """Recursively list image candidates (sorted by relative path) and other files."""
+def _inside(path: str, root: str) -> bool:
+    try:
+        return os.path.commonpath([path, root]) == root
+    except ValueError:  # different drives
+        return False
+
+
+def walk_image_files(folder: Path, warn: Callable[[str], None] | None = None) -> tuple[list[Path], list[str]]:
+    """Recursively list image candidates (sorted by relative path) and other files.
+
+    Symbolic links are followed only while they stay inside ``folder``; each folder is
+    visited once (by device and inode) and each file counted once (by its real path),
+    so a link cycle (``cats/self -> .``) or a link to a sibling class (``cats/x -> ../dogs``)
+    can neither hang the walk nor copy or mislabel images. Every link left out is
+    reported through ``warn`` and listed with the other (non-image) files.
+    """
+    root = os.path.realpath(folder)
+    say = warn or (lambda _m: None)
+    st = os.stat(folder)
+    seen_dirs = {(st.st_dev, st.st_ino)}
+    seen_files: set[str] = set()
     images: list[tuple[str, Path]] = []
     others: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
+
+    def leave_out(full: str, why: str) -> None:
+        say(f"ignored link {full}: {why}")
+        others.append(full)
+
+    errors: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=errors.append):
+        keep = []
+        for d in sorted(d for d in dirnames if not is_hidden(d)):
+            full = os.path.join(dirpath, d)
+            if os.path.islink(full) and not _inside(os.path.realpath(full), root):
+                leave_out(full, f"it points outside {folder}")
+                continue
+            try:
+                dst = os.stat(full)
+            except OSError:
+                leave_out(full, "it points nowhere")
+                continue
+            if (dst.st_dev, dst.st_ino) in seen_dirs:
+                leave_out(full, "that folder is already included (a link cycle or a second link to it)")
+                continue
+            seen_dirs.add((dst.st_dev, dst.st_ino))
+            keep.append(d)
+        dirnames[:] = keep
         for fname in filenames:
             full = os.path.join(dirpath, fname)
-            if has_image_extension(fname) and not fname.startswith("."):
+            real = os.path.realpath(full)
+            if os.path.islink(full) and not _inside(real, root):
+                leave_out(full, f"it points outside {folder}")
+            elif real in seen_files:
+                leave_out(full, "the same file is already included under another name")
+            elif has_image_extension(fname) and not fname.startswith("."):
+                seen_files.add(real)
                 # Sort key is the relative posix path, identical on every OS.
                 images.append((Path(os.path.relpath(full, folder)).as_posix(), Path(full)))
             else:
                 others.append(full)
+    for e in errors:
+        if os.path.realpath(e.filename or "") == root:
+            raise DataError(f"{folder} cannot be read ({e.strerror or e}); check its permissions")
+        say(f"skipped folder {e.filename}: {e.strerror or e}")
     images.sort(key=lambda t: t[0])
     return [p for _, p in images], sorted(others)
 

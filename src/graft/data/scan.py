@@ -53,8 +53,7 @@ def _detect_splits(root: Path) -> tuple[dict[str, Path], list[Path]]:
             others.append(sub)
         elif split in found:
             raise DataError(
-                f"{root} has two {split} folders, {found[split].name!r} and {sub.name!r}; "
-                "keep one (or merge them)"
+                f"{root} has two {split} folders, {found[split].name!r} and {sub.name!r}; keep one (or merge them)"
             )
         else:
             found[split] = sub
@@ -64,8 +63,9 @@ def _detect_splits(root: Path) -> tuple[dict[str, Path], list[Path]]:
 class _Prober:
     """Probe files, collecting records and skips and reporting progress and warnings."""
 
-    def __init__(self, max_pixels: int | None, progress: Callable[[int], None] | None,
-                 warn: Callable[[str], None] | None) -> None:
+    def __init__(
+        self, max_pixels: int | None, progress: Callable[[int], None] | None, warn: Callable[[str], None] | None
+    ) -> None:
         self.max_pixels = max_pixels
         self.progress = progress
         self.warn = warn or logger.warning
@@ -73,7 +73,7 @@ class _Prober:
         self.ignored: list[str] = []
 
     def folder(self, folder: Path, label: int) -> list[ImageRecord]:
-        images, others = walk_image_files(folder)
+        images, others = walk_image_files(folder, warn=self.warn)
         self.ignored.extend(others)
         records = []
         for path in images:
@@ -110,8 +110,9 @@ def _n_take(n: int, fraction: float) -> int:
     return max(1, int(n * fraction + 0.5)) if fraction > 0 else 0
 
 
-def _split_class(records: list[ImageRecord], name: str, fractions: dict[str, float], seed: int,
-                 where: Path) -> dict[str, list[ImageRecord]]:
+def _split_class(
+    records: list[ImageRecord], name: str, fractions: dict[str, float], seed: int, where: Path
+) -> dict[str, list[ImageRecord]]:
     """Seeded per-class split; the RNG depends on seed and class name only.
 
     Keying the RNG by class name keeps a class's split unchanged when other classes
@@ -178,6 +179,43 @@ def scan_dataset(
             val/test folder whose classes do not match train, or skips with ``strict``.
     """
     root = Path(root).expanduser()
+    _check_root(root, val_fraction, test_fraction)
+    split_folders, other_dirs = _detect_splits(root)
+    prober = _Prober(max_pixels, progress, warn)
+    prober.ignored.extend(list_loose_files(root))
+    if "train" not in split_folders and split_folders:
+        names = ", ".join(p.name for p in split_folders.values())
+        raise DataError(
+            f"{root} has split folder(s) {names} but no train folder; add a 'train' folder "
+            "(with one folder per class), or put the class folders directly in the dataset folder"
+        )
+    if split_folders:
+        layout, base = "split-folders", split_folders["train"]
+        for extra in other_dirs:
+            prober.warn(f"ignoring folder {extra}: not a train/val/test split folder")
+    else:
+        layout, base = "auto-split", root
+    classes = [p.name for p in list_subdirs(base)]
+    if len(classes) < 2:
+        found = f"only {classes[0]!r}" if classes else "none"
+        raise DataError(
+            f"{base} must contain at least two class folders (one folder of images per class); found {found}"
+        )
+    per_class = _read_split_folders(root, base, split_folders, classes, prober)
+    prober.check_strict(strict)
+    splits = _assemble_splits(root, base, per_class, classes, val_fraction, test_fraction, seed)
+    return DatasetSplits(
+        root=root,
+        classes=classes,
+        splits=splits,
+        skipped=prober.skipped,
+        ignored=prober.ignored,
+        layout=layout,
+        split_dirs={split: folder.name for split, folder in split_folders.items()},
+    )
+
+
+def _check_root(root: Path, val_fraction: float, test_fraction: float) -> None:
     _check_fraction("val_fraction", val_fraction)
     _check_fraction("test_fraction", test_fraction)
     if val_fraction + test_fraction >= 1.0:
@@ -187,32 +225,11 @@ def scan_dataset(
     if not root.is_dir():
         raise DataError(f"dataset path {root} is a file, not a folder; pass a folder holding one sub-folder per class")
 
-    split_folders, other_dirs = _detect_splits(root)
-    prober = _Prober(max_pixels, progress, warn)
-    prober.ignored.extend(list_loose_files(root))
 
-    if "train" not in split_folders and split_folders:
-        names = ", ".join(p.name for p in split_folders.values())
-        raise DataError(
-            f"{root} has split folder(s) {names} but no train folder; add a 'train' folder "
-            "(with one folder per class), or put the class folders directly in the dataset folder"
-        )
-
-    if split_folders:
-        layout, base = "split-folders", split_folders["train"]
-        for extra in other_dirs:
-            prober.warn(f"ignoring folder {extra}: not a train/val/test split folder")
-    else:
-        layout, base = "auto-split", root
-
-    classes = [p.name for p in list_subdirs(base)]
-    if len(classes) < 2:
-        found = f"only {classes[0]!r}" if classes else "none"
-        raise DataError(
-            f"{base} must contain at least two class folders (one folder of images per class); found {found}"
-        )
-
-    # Read the folders that exist, in fixed order.
+def _read_split_folders(
+    root: Path, base: Path, split_folders: dict[str, Path], classes: list[str], prober: _Prober
+) -> dict[str, dict[str, list[ImageRecord]]]:
+    """Records of every class folder of the split folders that exist, in a fixed order."""
     per_class: dict[str, dict[str, list[ImageRecord]]] = {}
     folders = [(s, split_folders[s]) for s in SPLIT_ALIASES if s in split_folders] or [("train", root)]
     for split, folder in folders:
@@ -234,16 +251,26 @@ def scan_dataset(
         if missing and split == "test":
             prober.warn(f"test folder {folder} has no folder for class(es) {missing}")
         per_class[split] = {name: prober.folder(path, classes.index(name)) for name, path in dirs.items()}
-    prober.check_strict(strict)
+    return per_class
 
-    # Carve missing splits out of train, per class.
+
+def _assemble_splits(
+    root: Path,
+    base: Path,
+    per_class: dict[str, dict[str, list[ImageRecord]]],
+    classes: list[str],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> dict[str, list[ImageRecord]]:
+    """The final splits: folders as found, missing val/test carved out of train per class."""
     fractions: dict[str, float] = {}
     if "test" not in per_class and test_fraction > 0:
         fractions["test"] = test_fraction
     if "val" not in per_class:
         fractions["val"] = val_fraction
-    names = ["train", "val"] + (["test"] if "test" in per_class or "test" in fractions else [])
-    splits: dict[str, list[ImageRecord]] = {name: [] for name in names}
+    split_names = ["train", "val"] + (["test"] if "test" in per_class or "test" in fractions else [])
+    splits: dict[str, list[ImageRecord]] = {name: [] for name in split_names}
     for name in classes:
         train_recs = per_class["train"][name]
         parts = _split_class(train_recs, name, fractions, seed, base) if fractions else {"train": train_recs}
@@ -253,21 +280,11 @@ def scan_dataset(
         if split in per_class:
             for name in classes:
                 splits[split].extend(per_class[split].get(name, []))
-
     for split, recs in splits.items():
         if not recs:
             hint = "set a val fraction above 0" if split == "val" else "add images"
             raise DataError(f"the {split} split of {root} has no images; {hint}")
-
-    return DatasetSplits(
-        root=root,
-        classes=classes,
-        splits=splits,
-        skipped=prober.skipped,
-        ignored=prober.ignored,
-        layout=layout,
-        split_dirs={split: folder.name for split, folder in split_folders.items()},
-    )
+    return splits
 
 
 def scan_split(
@@ -305,10 +322,7 @@ def scan_split(
     split_folders, _ = _detect_splits(root)
     if split is not None:
         wanted = split.lower()
-        folder = next(
-            (f for s, f in split_folders.items() if wanted in (s, f.name.lower())),
-            None,
-        )
+        folder = next((f for s, f in split_folders.items() if wanted in (s, f.name.lower())), None)
         if folder is None:
             available = ", ".join(f.name for f in split_folders.values()) or "none (class folders only)"
             raise DataError(f"{root} has no {split!r} split folder; available split folders: {available}")

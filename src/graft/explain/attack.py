@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from graft.validation import check_number, invalid_parameter
+
 from .target import ExplainTarget, normalizer
 
 __all__ = ["AttackResult", "attack"]
@@ -87,17 +89,19 @@ def attack(
         confidence: keep going after the prediction flips until the new class has at
             least this probability (or ``steps`` run out); 0 stops at the first flip.
     """
-    if not 0.0 < epsilon <= 1.0:
-        raise ValueError(f"epsilon must be in (0, 1] (pixel units; 8/255 = {8 / 255:.4f}), got {epsilon}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0.0 < epsilon <= 1.0:
+        raise invalid_parameter(
+            "epsilon", "attack", f"a number in the range (0, 1] (pixel units: 8/255 = {8 / 255:.4f})", epsilon
+        )
+    check_number("steps", steps, "attack", low=1, integer=True)
     n_classes = len(target.classes)
-    if target_index is not None and not 0 <= target_index < n_classes:
-        raise ValueError(f"target class index {target_index} out of range 0..{n_classes - 1}")
+    if isinstance(target_index, np.integer):
+        target_index = int(target_index)
+    check_number("target_index", target_index, "attack", low=0, high=n_classes - 1, integer=True, allow_none=True)
     # Images are saved as uint8: work on the 1/255 grid, budget rounded down onto it.
     budget = np.floor(epsilon * 255.0 + 1e-6) / 255.0
     if budget <= 0:
-        raise ValueError(f"epsilon {epsilon} is below one grey level (1/255 = {1 / 255:.4f}); use a larger budget")
+        raise invalid_parameter("epsilon", "attack", f"at least one grey level (1/255 = {1 / 255:.4f})", epsilon)
     net, dev = target.net, target.device
     norm = normalizer(target.preprocessing, dev)
     alpha = max(step_size if step_size is not None else epsilon / 10.0, 1.0 / 255.0)
@@ -122,7 +126,8 @@ def attack(
     label = torch.tensor([source if target_index is None else target_index], device=dev)
     x = x0.clone()
     after, used = before, 0
-    for used in range(1, steps + 1):
+    for step in range(1, steps + 1):
+        used = step  # steps actually run: the loop may stop early
         x.requires_grad_(True)
         with torch.enable_grad():
             loss = F.cross_entropy(net(norm(x)).float(), label)
@@ -139,6 +144,14 @@ def attack(
     adv = (x[0].permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
     linf = float(np.abs(adv.astype(np.int16) - rgb.astype(np.int16)).max()) / 255.0
     return AttackResult(
-        original=rgb, adversarial=adv, probs_before=before, probs_after=after, source_index=source,
-        target_index=target_index, success=succeeded(after), linf=linf, epsilon=float(epsilon), steps=used,
+        original=rgb,
+        adversarial=adv,
+        probs_before=before,
+        probs_after=after,
+        source_index=source,
+        target_index=target_index,
+        success=succeeded(after),
+        linf=linf,
+        epsilon=float(epsilon),
+        steps=used,
     )

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from graft.validation import check_choice, check_number
+
 from .target import ExplainTarget, normalizer
 
 __all__ = ["DreamResult", "dream", "total_variation"]
@@ -81,12 +83,11 @@ def dream(
             probability saturates: more vivid images); ``"logprob"`` climbs the log-probability.
         seed: seed of the starting noise and the jitter.
     """
-    if not 0 <= class_index < len(target.classes):
-        raise ValueError(f"class index {class_index} out of range 0..{len(target.classes) - 1}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if objective not in ("logit", "logprob"):
-        raise ValueError(f"objective must be 'logit' or 'logprob', got {objective!r}")
+    if isinstance(class_index, np.integer):
+        class_index = int(class_index)
+    check_number("class_index", class_index, "dream", low=0, high=len(target.classes) - 1, integer=True)
+    check_number("steps", steps, "dream", low=1, integer=True)
+    check_choice("objective", objective, ("logit", "logprob"), "dream")
     net, dev = target.net, target.device
     norm = normalizer(target.preprocessing, dev)
     h, w = target.preprocessing.input_size
@@ -120,9 +121,17 @@ def dream(
                 history.append(float(logp.detach().exp()))
     final = _to_uint8(torch.sigmoid(p))
     with torch.no_grad():
-        xs = torch.stack([start[0].to(dev), torch.from_numpy(final.astype(np.float32) / 255.0).permute(2, 0, 1).to(dev)])
+        xs = torch.stack(
+            [start[0].to(dev), torch.from_numpy(final.astype(np.float32) / 255.0).permute(2, 0, 1).to(dev)]
+        )
         probs = torch.softmax(net(norm(xs)).float(), 1)[:, class_index].cpu().numpy()
     return DreamResult(
-        image=final, start_image=_to_uint8(start), class_index=class_index, label=target.classes[class_index],
-        start_probability=float(probs[0]), probability=float(probs[1]), steps=steps, history=history,
+        image=final,
+        start_image=_to_uint8(start),
+        class_index=class_index,
+        label=target.classes[class_index],
+        start_probability=float(probs[0]),
+        probability=float(probs[1]),
+        steps=steps,
+        history=history,
     )

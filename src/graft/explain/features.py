@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from graft.exceptions import InvalidParameterError
+
 from .layers import capture, get_layer
 from .target import ExplainTarget, to_input
 
@@ -39,7 +41,7 @@ def feature_maps(target: ExplainTarget, rgb: np.ndarray, layer: str, *, top: int
     """The ``top`` channels of ``layer`` with the highest mean activation for image ``rgb``.
 
     Raises:
-        ValueError: unknown layer, or its output is not a (C, H, W) map.
+        InvalidParameterError: unknown layer, or its output is not a (C, H, W) map.
     """
     mod = get_layer(target.net, layer)
     with capture(mod) as store:
@@ -47,7 +49,7 @@ def feature_maps(target: ExplainTarget, rgb: np.ndarray, layer: str, *, top: int
     act = store.get("out")
     if act is None or act.dim() != 4:
         shape = None if act is None else tuple(act.shape[1:])
-        raise ValueError(
+        raise InvalidParameterError(
             f"layer {layer!r} outputs shape {shape}, not a (C, H, W) feature map; "
             "pick a conv layer from graft features MODEL --list-layers"
         )
@@ -55,6 +57,10 @@ def feature_maps(target: ExplainTarget, rgb: np.ndarray, layer: str, *, top: int
     means = a.mean(axis=(1, 2))
     order = np.argsort(-means, kind="stable")[: max(1, min(top, a.shape[0]))]
     return FeatureMaps(
-        image=rgb, maps=a[order].astype(np.float32), channels=[int(i) for i in order],
-        means=[float(means[i]) for i in order], layer=layer, shape=tuple(a.shape),
+        image=rgb,
+        maps=a[order].astype(np.float32),
+        channels=[int(i) for i in order],
+        means=[float(means[i]) for i in order],
+        layer=layer,
+        shape=tuple(a.shape),
     )

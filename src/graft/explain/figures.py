@@ -20,7 +20,7 @@ from .gradcam import CamResult, overlay_heatmap  # noqa: E402
 __all__ = ["save_figure", "gradcam_figure", "features_figure", "dream_figure", "attack_figure"]
 
 
-def save_figure(fig: "plt.Figure", path: str | os.PathLike[str], dpi: int = 100) -> Path:
+def save_figure(fig: plt.Figure, path: str | os.PathLike[str], dpi: int = 100) -> Path:
     """Save ``fig`` as PNG (parent folders created) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,7 +33,7 @@ def _fmt_top(top_k: Sequence[tuple[str, float]], width: int = 28) -> str:
     return "\n".join(f"{lab[:width]}: {p:.3f}" for lab, p in top_k)
 
 
-def gradcam_figure(results: Sequence[CamResult], titles: Sequence[str] | None = None) -> "plt.Figure":
+def gradcam_figure(results: Sequence[CamResult], titles: Sequence[str] | None = None) -> plt.Figure:
     """One column per image: the image (top), its Grad-CAM overlay and top-k predictions (bottom)."""
     n = max(1, len(results))
     fig, axes = plt.subplots(2, n, figsize=(2.6 * n, 6.2), squeeze=False)
@@ -43,7 +43,7 @@ def gradcam_figure(results: Sequence[CamResult], titles: Sequence[str] | None = 
         axes[1, j].imshow(overlay_heatmap(r.image, r.cam))
         axes[1, j].set_title(f"Grad-CAM: {r.label[:24]}", fontsize=9)
         axes[1, j].text(
-            0.5, -0.04, _fmt_top(r.top_k), transform=axes[1, j].transAxes, ha="center", va="top", fontsize=8,
+            0.5, -0.04, _fmt_top(r.top_k), transform=axes[1, j].transAxes, ha="center", va="top", fontsize=8
         )
     for ax in axes.ravel():
         ax.axis("off")
@@ -53,7 +53,7 @@ def gradcam_figure(results: Sequence[CamResult], titles: Sequence[str] | None = 
     return fig
 
 
-def features_figure(fm: FeatureMaps, cols: int = 8) -> "plt.Figure":
+def features_figure(fm: FeatureMaps, cols: int = 8) -> plt.Figure:
     """The input image beside a grid of the strongest feature maps (viridis, each scaled to its own range)."""
     k = len(fm.maps)
     cols = min(cols, k)
@@ -74,7 +74,7 @@ def features_figure(fm: FeatureMaps, cols: int = 8) -> "plt.Figure":
     return fig
 
 
-def dream_figure(r: DreamResult) -> "plt.Figure":
+def dream_figure(r: DreamResult) -> plt.Figure:
     """Starting noise and the optimised image, with the class probabilities."""
     fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.6))
     axes[0].imshow(r.start_image)
@@ -87,7 +87,7 @@ def dream_figure(r: DreamResult) -> "plt.Figure":
     return fig
 
 
-def attack_figure(r: AttackResult, classes: Sequence[str], top_k: int = 3) -> "plt.Figure":
+def attack_figure(r: AttackResult, classes: Sequence[str], top_k: int = 3) -> plt.Figure:
     """Original, amplified perturbation and adversarial image side by side, with probabilities."""
 
     def top(p: np.ndarray) -> str:

@@ -14,6 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from graft.exceptions import InvalidParameterError
+from graft.validation import check_number, invalid_parameter
+
 from .layers import capture, default_feature_layer, get_layer
 from .target import ExplainTarget, predict_top_k, to_input
 
@@ -55,8 +58,9 @@ def gradcam(
         layer: module name (``named_modules``); default :func:`default_feature_layer`.
         top_k: how many top predictions to return alongside.
     """
-    return gradcam_batch(target, [rgb], class_indices=None if class_index is None else [class_index],
-                         layer=layer, top_k=top_k)[0]
+    return gradcam_batch(
+        target, [rgb], class_indices=None if class_index is None else [class_index], layer=layer, top_k=top_k
+    )[0]
 
 
 def gradcam_batch(
@@ -74,6 +78,23 @@ def gradcam_batch(
     class logit with respect to the batch's feature map is every image's own gradient.
     """
     net = target.net
+    if class_indices is not None:
+        if len(class_indices) != len(images):
+            raise invalid_parameter(
+                "class_indices",
+                "gradcam_batch",
+                f"None or one class index per image ({len(images)})",
+                list(class_indices),
+            )
+        for k in class_indices:
+            check_number(
+                "class_index",
+                int(k) if isinstance(k, np.integer) else k,
+                "gradcam",
+                low=0,
+                high=len(target.classes) - 1,
+                integer=True,
+            )
     layer = layer or default_feature_layer(net, target.preprocessing.input_size)
     module = get_layer(net, layer)
     results: list[CamResult] = []
@@ -85,7 +106,10 @@ def gradcam_batch(
         act = store.get("out")
         if act is None or act.dim() != 4:
             shape = None if act is None else tuple(act.shape[1:])
-            raise ValueError(f"layer {layer!r} outputs shape {shape}; Grad-CAM needs a (C, H, W) feature map")
+            raise InvalidParameterError(
+                f"layer {layer!r} outputs shape {shape}; Grad-CAM needs a (C, H, W) feature map "
+                "(see graft features MODEL --list-layers)"
+            )
         probs = torch.softmax(logits.detach(), 1).double().cpu().numpy()
         if class_indices is None:
             idx = probs.argmax(1)
@@ -94,17 +118,24 @@ def gradcam_batch(
         picked = logits[torch.arange(len(chunk)), torch.from_numpy(idx).to(logits.device)]
         (grad,) = torch.autograd.grad(picked.sum(), act)
         weights = grad.float().mean(dim=(2, 3), keepdim=True)
-        cams = F.relu((weights * act.detach().float()).sum(1, keepdim=True))
-        cams = F.interpolate(cams, size=chunk[0].shape[:2], mode="bilinear", align_corners=False)[:, 0].cpu().numpy()
+        raw = F.relu((weights * act.detach().float()).sum(1, keepdim=True))
+        cams = F.interpolate(raw, size=chunk[0].shape[:2], mode="bilinear", align_corners=False)[:, 0].cpu().numpy()
         for j, rgb in enumerate(chunk):
-            cam = cams[j]
+            cam: np.ndarray = cams[j]
             lo, hi = float(cam.min()), float(cam.max())
             cam = (cam - lo) / (hi - lo) if hi > lo else np.zeros_like(cam)
             k = int(idx[j])
-            results.append(CamResult(
-                image=rgb, cam=cam.astype(np.float32), class_index=k, label=target.classes[k],
-                probability=float(probs[j, k]), top_k=predict_top_k(probs[j], target.classes, top_k), layer=layer,
-            ))
+            results.append(
+                CamResult(
+                    image=rgb,
+                    cam=cam.astype(np.float32),
+                    class_index=k,
+                    label=target.classes[k],
+                    probability=float(probs[j, k]),
+                    top_k=predict_top_k(probs[j], target.classes, top_k),
+                    layer=layer,
+                )
+            )
     return results
 
 

@@ -9,6 +9,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from graft.exceptions import InvalidParameterError
+
 __all__ = ["LayerInfo", "list_layers", "default_feature_layer", "get_layer", "capture"]
 
 
@@ -59,11 +61,11 @@ def default_feature_layer(net: nn.Module, input_size: tuple[int, int]) -> str:
     the last conv stage; works for any CNN, timm or not, without per-family tables.
 
     Raises:
-        ValueError: the network has no 4-D output anywhere (a ViT, say); pass a layer name.
+        InvalidParameterError: the network has no 4-D output anywhere (a ViT, say); pass a layer name.
     """
     maps = [li for li in list_layers(net, input_size) if len(li.shape) == 3 and li.shape[1] * li.shape[2] > 1]
     if not maps:
-        raise ValueError(
+        raise InvalidParameterError(
             "this network has no layer producing a spatial (C, H, W) feature map; "
             "pass --layer NAME (see graft features MODEL --list-layers)"
         )
@@ -77,7 +79,7 @@ def get_layer(net: nn.Module, name: str) -> nn.Module:
         return mods[name]
     close = [n for n in mods if n and (name in n or n.endswith(name))][:8]
     hint = f"; did you mean {', '.join(close)}?" if close else "; list them with graft features MODEL --list-layers"
-    raise ValueError(f"no layer named {name!r} in the network{hint}")
+    raise InvalidParameterError(f"no layer named {name!r} in the network{hint}")
 
 
 @contextmanager
@@ -93,7 +95,10 @@ def capture(module: nn.Module, leaf: bool = False) -> Iterator[dict[str, torch.T
 
     def hook(_m: nn.Module, _in: object, out: object) -> torch.Tensor | None:
         if not isinstance(out, torch.Tensor):
-            raise ValueError(f"layer {type(_m).__name__} does not output a single tensor; choose another layer")
+            raise InvalidParameterError(
+                f"layer {type(_m).__name__} does not output a single tensor; choose another layer "
+                "(see graft features MODEL --list-layers)"
+            )
         if leaf:
             store["out"] = out.detach().requires_grad_(True)
             return store["out"].clone()  # later in-place ops (ReLU(inplace)) must not touch the leaf

@@ -17,7 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..preprocess import Preprocessing
+from graft.config import resolve_device
+from graft.exceptions import InvalidParameterError
+from graft.predict.results import top_k_results
+from graft.predict.torch import probabilities
+from graft.transforms.eval import Preprocessing
 
 __all__ = [
     "ExplainTarget",
@@ -70,23 +74,30 @@ def load_target(
         weights: weights file for the ImageNet backbone (default: graft's offline lookup).
         device: torch device.
     """
+    device = resolve_device(device)
     if imagenet:
         from ..backbones import create_backbone, imagenet_class_names
 
         bb = create_backbone(str(model), weights=weights, keep_classifier=True)
         if bb.num_classes != 1000:
-            raise ValueError(
+            raise InvalidParameterError(
                 f"backbone {model!r} has a {bb.num_classes}-class head, not ImageNet's 1000 classes; "
                 "--imagenet needs an ImageNet-1k classifier"
             )
         return ExplainTarget(
-            bb.model.eval().to(device), bb.preprocessing, imagenet_class_names(short=True), str(model),
+            bb.model.eval().to(device),
+            bb.preprocessing,
+            imagenet_class_names(short=True),
+            str(model),
             full_names=imagenet_class_names(),
         )
-    from ..model import load_model
+    from graft.predict.open import open_predictor
+    from graft.predict.torch import TorchPredictor
 
-    lm = load_model(model, device=device)
-    return ExplainTarget(lm.net.eval(), lm.preprocessing, list(lm.classes), Path(model).name or str(model))
+    pred = open_predictor(model, "torch", device=device)
+    if not isinstance(pred, TorchPredictor):  # open_predictor gives an .onnx file to ONNX Runtime
+        raise InvalidParameterError(f"{model}: explain needs a model folder (PyTorch), not an exported ONNX file")
+    return ExplainTarget(pred.net.eval(), pred.preprocessing, pred.classes, Path(model).name or str(model))
 
 
 def _norm(s: str) -> str:
@@ -102,7 +113,7 @@ def resolve_class(classes: Sequence[str], spec: str | int, full_names: Sequence[
     error listing the candidates.
 
     Raises:
-        ValueError: no class or several classes match.
+        InvalidParameterError: no class or several classes match (a ``ValueError``).
     """
     names = list(full_names or classes)
     s = str(spec)
@@ -112,7 +123,9 @@ def resolve_class(classes: Sequence[str], spec: str | int, full_names: Sequence[
         i = int(s)
         if 0 <= i < len(classes):
             return i
-        raise ValueError(f"class index {i} is out of range: the model has {len(classes)} classes (0..{len(classes) - 1})")
+        raise InvalidParameterError(
+            f"class index {i} is out of range: the model has {len(classes)} classes (0..{len(classes) - 1})"
+        )
     q = _norm(s)
     exact = [i for i, n in enumerate(names) if q in {_norm(p) for p in n.split(",")} or q == _norm(classes[i])]
     if len(exact) == 1:
@@ -122,9 +135,11 @@ def resolve_class(classes: Sequence[str], spec: str | int, full_names: Sequence[
         return partial[0]
     if not partial:
         shown = ", ".join(list(classes)[:10]) + (", ..." if len(classes) > 10 else "")
-        raise ValueError(f"no class matches {s!r}; classes are: {shown} (or pass an index 0..{len(classes) - 1})")
+        raise InvalidParameterError(
+            f"no class matches {s!r}; classes are: {shown} (or pass an index 0..{len(classes) - 1})"
+        )
     cands = "; ".join(f"{i}: {names[i]}" for i in partial[:8]) + ("; ..." if len(partial) > 8 else "")
-    raise ValueError(f"{s!r} matches {len(partial)} classes ({cands}); pass a longer name or the index")
+    raise InvalidParameterError(f"{s!r} matches {len(partial)} classes ({cands}); pass a longer name or the index")
 
 
 def prepare_image(path: str | os.PathLike[str], preprocessing: Preprocessing) -> np.ndarray:
@@ -147,13 +162,7 @@ def normalizer(preprocessing: Preprocessing, device: torch.device | str = "cpu")
     return lambda x: (x - mean) / std
 
 
-@torch.no_grad()
-def probabilities(net: nn.Module, x: torch.Tensor) -> np.ndarray:
-    """Softmax probabilities (N, n_classes) as float64 numpy."""
-    return torch.softmax(net(x).float(), 1).double().cpu().numpy()
-
-
 def predict_top_k(probs: np.ndarray, classes: Sequence[str], k: int = 3) -> list[tuple[str, float]]:
     """The ``k`` most probable (label, probability) pairs of one probability vector."""
-    order = np.argsort(-probs)[: max(1, min(k, len(classes)))]
-    return [(classes[i], float(probs[i])) for i in order]
+    row = top_k_results(np.asarray(probs)[None], classes, k)[0]
+    return [(t["label"], t["probability"]) for t in row["top_k"]]

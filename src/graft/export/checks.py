@@ -1,12 +1,11 @@
 """Images and measurements used to verify an export: parity, accuracy, size and speed.
 
-Everything here is torch-free except :func:`torch_logits`, so the ONNX side of each
-check runs exactly as a user's deployment would.
+Everything here is torch-free, so the ONNX side of each check runs exactly as a
+user's deployment would; the PyTorch reference comes from :class:`graft.predict.torch.TorchPredictor`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -16,9 +15,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from graft.artifact.run_folder import RunFolder
+from graft.exceptions import ExportError, ImageDecodeError
+from graft.transforms.eval import Preprocessing
+
 from ..data.decode import load_image
-from ..exceptions import ExportError, ImageDecodeError
-from ..preprocess import Preprocessing
 
 __all__ = [
     "CheckImages",
@@ -27,7 +28,6 @@ __all__ = [
     "calibration_paths",
     "choose_check_images",
     "load_batch",
-    "torch_logits",
     "latency_ms",
     "accuracy",
 ]
@@ -42,45 +42,26 @@ class CheckImages:
     paths: list[str]
 
 
-def _run_dir(model_dir: Path) -> Path:
-    return model_dir.parent
-
-
 def training_data_dir(model_dir: Path, config: Mapping[str, Any]) -> Path | None:
-    """The dataset the model was trained on, if recorded and still present.
-
-    ``graft train`` records it in ``RUN_DIR/run.json`` (the model folder is ``RUN_DIR/model``);
-    a ``training.data_dir`` entry in config.json is honoured too.
-    """
-    candidates = [config.get("training", {}).get("data_dir")]
-    run_json = _run_dir(model_dir) / "run.json"
-    if run_json.is_file():
-        try:
-            candidates.append(json.loads(run_json.read_text()).get("data_dir"))
-        except ValueError:
-            pass
-    for c in candidates:
-        if c and Path(c).is_dir():
-            return Path(c)
-    return None
+    """The dataset the model was trained on, if recorded (run folder or config) and still present."""
+    run = RunFolder.of_model(model_dir)
+    found = run.data_dir() if run is not None else None
+    if found is not None:
+        return found
+    c = config.get("training", {}).get("data_dir")
+    return Path(c) if isinstance(c, str) and Path(c).is_dir() else None
 
 
 def val_split(model_dir: Path, classes: Sequence[str], data_dir: Path | None) -> tuple[list[str], np.ndarray] | None:
-    """(paths, labels) of the validation split: ``val_predictions.json`` of the run, else ``val/``."""
-    vp = _run_dir(model_dir) / "val_predictions.json"
-    if vp.is_file():
-        try:
-            d = json.loads(vp.read_text())
-            if list(d.get("classes", [])) == list(classes) and d.get("paths"):
-                paths = [p for p in d["paths"] if Path(p).is_file()]
-                if len(paths) == len(d["paths"]):
-                    return list(d["paths"]), np.asarray(d["labels"], dtype=np.int64)
-        except (ValueError, KeyError, TypeError):
-            pass
+    """(paths, labels) of the validation split: the run folder's record, else ``val/`` of the data."""
+    run = RunFolder.of_model(model_dir)
+    recorded = run.val_split(classes) if run is not None else None
+    if recorded is not None:
+        return recorded[0], np.asarray(recorded[1], dtype=np.int64)
     if data_dir is None:
         return None
-    from ..data.scan import scan_split
-    from ..exceptions import DataError
+    from graft.data.scan import scan_split
+    from graft.exceptions import DataError
 
     try:
         recs, _, _ = scan_split(data_dir, "val", list(classes), warn=lambda _m: None)
@@ -99,7 +80,8 @@ def calibration_paths(data_dir: Path | None, exclude: Sequence[str], limit: int 
     ex = {os.path.abspath(p) for p in exclude}
     held_out = {"val", "valid", "validation", "test", "testing"}
     train = [
-        str(p) for p in images
+        str(p)
+        for p in images
         if os.path.abspath(p) not in ex and not held_out & {s.lower() for s in Path(p).relative_to(data_dir).parts[:-1]}
     ]
     if len(train) <= limit:
@@ -126,7 +108,7 @@ def _synthetic(pre: Preprocessing, n: int = 6) -> np.ndarray:
     rng = np.random.default_rng(0)
     h, w = pre.input_size
     imgs = []
-    for i in range(n):
+    for _ in range(n):
         yy, xx = np.mgrid[0:h, 0:w]
         base = rng.integers(0, 256, 3)
         arr = (base + 120 * np.stack([xx / w, yy / h, (xx + yy) / (w + h)], -1) + rng.normal(0, 20, (h, w, 3))) % 256
@@ -135,10 +117,7 @@ def _synthetic(pre: Preprocessing, n: int = 6) -> np.ndarray:
 
 
 def choose_check_images(
-    pre: Preprocessing,
-    check_images: Sequence[str | os.PathLike] | None,
-    data_dir: Path | None,
-    n: int = 8,
+    pre: Preprocessing, check_images: Sequence[str | os.PathLike] | None, data_dir: Path | None, n: int = 8
 ) -> CheckImages:
     """Images for the parity check: the given ones, else training data, else synthetic."""
     if check_images:
@@ -161,14 +140,6 @@ def choose_check_images(
             if len(batch):
                 return CheckImages(batch, f"training data {data_dir}", ok)
     return CheckImages(_synthetic(pre), "synthetic", [])
-
-
-def torch_logits(net: Any, batch: np.ndarray) -> np.ndarray:
-    """Reference logits of the PyTorch network (fp32, eval mode)."""
-    import torch
-
-    with torch.inference_mode():
-        return net.eval()(torch.from_numpy(np.ascontiguousarray(batch))).float().numpy()
 
 
 def latency_ms(session: Any, input_name: str, shape: tuple[int, ...], repeats: int = 20) -> float:

@@ -3,35 +3,31 @@
 The file holds the whole classifier (backbone + head) with a dynamic batch axis, two
 outputs (``logits`` and ``probabilities``), and the class names plus the exact
 evaluation preprocessing as JSON in ``metadata_props["graft_config"]``: the file alone
-is enough to predict (see :class:`graft.onnx_predictor.OnnxClassifier`).
+is enough to predict (see :class:`graft.predict.onnx.OnnxPredictor`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..exceptions import ExportError
-from ..onnx_predictor import METADATA_KEY, ONNX_FORMAT, ONNX_FORMAT_VERSION, softmax
-from . import checks
-from .quantize import QUANTIZE_MODES, quantize_int8
+from graft.artifact.onnx_meta import INPUT_NAME, onnx_metadata
+from graft.artifact.onnx_write import DEFAULT_OPSET, write_onnx, write_onnx_metadata
+from graft.exceptions import ExportError
+from graft.export import checks
+from graft.export.quantize import QUANTIZE_MODES, quantize_int8
+from graft.validation import check_choice
 
-__all__ = ["DEFAULT_OPSET", "DEFAULT_TOLERANCE", "ExportReport", "export_onnx", "onnx_metadata"]
+__all__ = ["DEFAULT_OPSET", "DEFAULT_TOLERANCE", "ExportReport", "export_onnx"]
 
-DEFAULT_OPSET = 17
-"""Supported by every ONNX Runtime since 1.14 and by the TorchScript exporter for timm models."""
 DEFAULT_TOLERANCE = 1e-3
 """Largest accepted absolute logit difference between ONNX Runtime and PyTorch (fp32)."""
-INPUT_NAME = "input"
-_METRIC_KEYS = ("n", "accuracy", "top2_accuracy", "top_k", "macro_f1", "balanced_accuracy", "log_loss", "ece")
 
 
 @dataclass
@@ -101,82 +97,6 @@ class ExportReport:
         return out
 
 
-def onnx_metadata(config: dict[str, Any], *, opset: int, quantization: str | None = None) -> dict[str, Any]:
-    """The ``graft_config`` JSON document stored in the ONNX file."""
-    from .. import __version__
-
-    h, w = config["preprocessing"]["input_size"]
-    return {
-        "format": ONNX_FORMAT,
-        "format_version": ONNX_FORMAT_VERSION,
-        "graft_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "classes": list(config["classes"]),
-        "preprocessing": dict(config["preprocessing"]),
-        "backbone": dict(config.get("backbone", {})),
-        "head": dict(config.get("head", {})),
-        "metrics": {k: config.get("metrics", {})[k] for k in _METRIC_KEYS if k in config.get("metrics", {})},
-        "input": {"name": INPUT_NAME, "shape": ["batch", 3, int(h), int(w)], "dtype": "float32", "layout": "NCHW"},
-        "outputs": ["logits", "probabilities"],
-        "opset": opset,
-        "quantization": quantization,
-        "versions": dict(config.get("versions", {})),
-    }
-
-
-def _torch_export(net: Any, path: Path, input_size: tuple[int, int], opset: int) -> None:
-    import torch
-
-    class WithProbs(torch.nn.Module):
-        def __init__(self, inner: torch.nn.Module) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            logits = self.inner(x)
-            return logits, torch.softmax(logits, dim=1)
-
-    x = torch.zeros(2, 3, *input_size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TracerWarnings from timm's dynamic 'same' padding are expected
-        # The TorchScript exporter (dynamo=False) handles timm's tf_* 'same' padding; the
-        # spatial size is fixed by the preprocessing, only the batch axis is dynamic.
-        torch.onnx.export(
-            WithProbs(net.eval()), (x,), str(path), input_names=[INPUT_NAME],
-            output_names=["logits", "probabilities"], opset_version=opset, do_constant_folding=True,
-            dynamic_axes={INPUT_NAME: {0: "batch"}, "logits": {0: "batch"}, "probabilities": {0: "batch"}},
-            dynamo=False,
-        )
-
-
-def _write_metadata(path: Path, meta: dict[str, Any]) -> None:
-    import onnx
-
-    model = onnx.load(str(path))
-    del model.metadata_props[:]
-    for k, v in {METADATA_KEY: json.dumps(meta), "graft_version": meta["graft_version"],
-                 "classes": json.dumps(meta["classes"])}.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = k, v
-    model.producer_name = "graft"
-    model.producer_version = meta["graft_version"]
-    model.doc_string = f"graft image classifier ({meta['backbone'].get('name', '?')}, {len(meta['classes'])} classes)"
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-
-
-def _session(path: Path) -> Any:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
-def _logits(sess: Any, batch: np.ndarray) -> np.ndarray:
-    return sess.run(["logits"], {INPUT_NAME: np.ascontiguousarray(batch, np.float32)})[0]
-
-
 def export_onnx(
     model_dir: str | os.PathLike,
     out: str | os.PathLike,
@@ -208,61 +128,91 @@ def export_onnx(
         ModelFileError: ``model_dir`` is not a readable graft model.
         ExportError: the export failed, or ONNX Runtime disagrees with PyTorch beyond tolerance.
     """
-    from ..model import load_model
+    from graft.artifact.model_dir import load_model
 
     say = progress or (lambda _m: None)
-    if quantize is not None and quantize not in QUANTIZE_MODES:
-        raise ExportError(f"--quantize must be one of {', '.join(QUANTIZE_MODES)}, got {quantize!r}")
+    if quantize is not None:
+        check_choice("quantize", quantize, QUANTIZE_MODES, "export_onnx")
     t0 = time.perf_counter()
     out = Path(out)
+    if out.is_dir():
+        raise ExportError(f"--out {out} is a folder; give the .onnx file to write, e.g. {out / 'model.onnx'}")
     say(f"loading {model_dir}")
     lm = load_model(model_dir, device="cpu")
-    config = {**lm.config, "classes": lm.classes, "preprocessing": lm.preprocessing.to_dict()}
     pre = lm.preprocessing
     data_dir = checks.training_data_dir(lm.path, lm.config)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".graft-export-", dir=out.parent) as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
-        say(f"exporting {config['backbone'].get('architecture', '?')} + head to ONNX (opset {opset})")
+        say(f"exporting {lm.spec.architecture or '?'} + head to ONNX (opset {opset})")
         try:
-            _torch_export(lm.net, fp32, pre.input_size, opset)
-            meta = onnx_metadata(config, opset=opset)
-            _write_metadata(fp32, meta)
+            meta = write_onnx(lm.net, lm.spec, fp32, opset=opset)
         except Exception as e:  # noqa: BLE001 - exporter errors come in many types
             raise ExportError(
                 f"ONNX export of {lm.path} failed: {type(e).__name__}: {str(e)[:500]}. "
-                f"Try another --opset (now {opset}) or report the backbone {config['backbone'].get('architecture')}."
+                f"Try another --opset (now {opset}) or report the backbone {lm.spec.architecture}."
             ) from None
 
         say("checking ONNX Runtime against PyTorch")
         imgs = checks.choose_check_images(pre, check_images, data_dir)
-        ref = checks.torch_logits(lm.net, imgs.batch)
-        sess = _session(fp32)
-        got = _logits(sess, imgs.batch)
-        single = _logits(sess, imgs.batch[:1])  # dynamic batch: 1 and N must both work
-        diff = float(max(np.abs(got - ref).max(), np.abs(single - ref[:1]).max()))
-        agree = float((got.argmax(1) == ref.argmax(1)).mean())
-        if not np.isfinite(diff) or diff > tolerance or agree < 1.0:
-            raise ExportError(
-                f"ONNX Runtime output differs from PyTorch on {len(ref)} {imgs.source} images: max |logit diff| "
-                f"{diff:.3g} (tolerance {tolerance:g}), top-1 agreement {agree:.0%}. Nothing was written to {out}."
-            )
-
+        onnx32, diff, agree = _parity(lm, fp32, imgs, tolerance, out)
         final, qinfo = fp32, None
         if quantize == "int8":
-            qinfo, final = _quantize(fp32, Path(tmp) / "int8.onnx", lm, config, pre, data_dir, imgs, sess, opset, say)
+            qinfo, final = _quantize(fp32, Path(tmp) / "int8.onnx", lm, data_dir, imgs, onnx32, opset, say)
+        del onnx32  # the session holds the file open on some platforms
         os.replace(final, out)
     return ExportReport(
-        path=out, opset=opset, size_bytes=out.stat().st_size, seconds=time.perf_counter() - t0,
-        check_source=imgs.source, n_check=len(ref), max_abs_diff=diff, top1_agreement=agree,
-        batch_sizes=sorted({1, len(ref)}), tolerance=tolerance, quantization=qinfo, metadata=meta,
+        path=out,
+        opset=opset,
+        size_bytes=out.stat().st_size,
+        seconds=time.perf_counter() - t0,
+        check_source=imgs.source,
+        n_check=len(imgs.batch),
+        max_abs_diff=diff,
+        top1_agreement=agree,
+        batch_sizes=sorted({1, len(imgs.batch)}),
+        tolerance=tolerance,
+        quantization=qinfo,
+        metadata=meta,
     )
 
 
+def _parity(lm: Any, path: Path, imgs: checks.CheckImages, tolerance: float, out: Path) -> tuple[Any, float, float]:
+    """(the ONNX predictor, max |logit diff|, top-1 agreement) against PyTorch, batch 1 and N.
+
+    Raises:
+        ExportError: beyond ``tolerance`` or any top-1 disagreement.
+    """
+    from graft.predict.onnx import OnnxPredictor
+    from graft.predict.torch import TorchPredictor
+
+    ref = TorchPredictor(lm.net, lm.spec).logits(imgs.batch)
+    onnx32 = OnnxPredictor(path)
+    got = onnx32.logits(imgs.batch)
+    single = onnx32.logits(imgs.batch[:1])  # dynamic batch: 1 and N must both work
+    diff = float(max(np.abs(got - ref).max(), np.abs(single - ref[:1]).max()))
+    agree = float((got.argmax(1) == ref.argmax(1)).mean())
+    if not np.isfinite(diff) or diff > tolerance or agree < 1.0:
+        raise ExportError(
+            f"ONNX Runtime output differs from PyTorch on {len(ref)} {imgs.source} images: max |logit diff| "
+            f"{diff:.3g} (tolerance {tolerance:g}), top-1 agreement {agree:.0%}. Nothing was written to {out}."
+        )
+    return onnx32, diff, agree
+
+
 def _quantize(
-    fp32: Path, dst: Path, lm: Any, config: dict[str, Any], pre: Any, data_dir: Path | None,
-    imgs: checks.CheckImages, sess: Any, opset: int, say: Callable[[str], None],
+    fp32: Path,
+    dst: Path,
+    lm: Any,
+    data_dir: Path | None,
+    imgs: checks.CheckImages,
+    onnx32: Any,
+    opset: int,
+    say: Callable[[str], None],
 ) -> tuple[dict[str, Any], Path]:
+    from graft.predict.onnx import OnnxPredictor
+
+    pre = lm.preprocessing
     val = checks.val_split(lm.path, lm.classes, data_dir)
     calib_paths = checks.calibration_paths(data_dir, val[0] if val else [])
     if not calib_paths and imgs.source != "synthetic":
@@ -270,8 +220,8 @@ def _quantize(
     calib, _ = checks.load_batch(calib_paths, pre)
     say(f"quantising to int8 ({'static, ' + str(len(calib)) + ' calibration images' if len(calib) else 'dynamic'})")
     method = quantize_int8(fp32, dst, INPUT_NAME, calib if len(calib) else None)
-    _write_metadata(dst, onnx_metadata(config, opset=opset, quantization=f"int8-{method}"))
-    qsess = _session(dst)
+    write_onnx_metadata(dst, onnx_metadata(lm.spec, opset=opset, quantization=f"int8-{method}"))
+    onnx8 = OnnxPredictor(dst)
     h, w = pre.input_size
     say("measuring int8 accuracy, size and speed")
     info: dict[str, Any] = {
@@ -279,21 +229,21 @@ def _quantize(
         "n_calibration": int(len(calib)),
         "fp32_bytes": fp32.stat().st_size,
         "int8_bytes": dst.stat().st_size,
-        "fp32_latency_ms": checks.latency_ms(sess, INPUT_NAME, (1, 3, h, w)),
-        "int8_latency_ms": checks.latency_ms(qsess, INPUT_NAME, (1, 3, h, w)),
+        "fp32_latency_ms": checks.latency_ms(onnx32.session, onnx32.input_name, (1, 3, h, w)),
+        "int8_latency_ms": checks.latency_ms(onnx8.session, onnx8.input_name, (1, 3, h, w)),
     }
-    q_check = _logits(qsess, imgs.batch)
-    info["check_top1_agreement"] = float((q_check.argmax(1) == _logits(sess, imgs.batch).argmax(1)).mean())
-    info["check_max_abs_diff"] = float(np.abs(q_check - _logits(sess, imgs.batch)).max())
+    q_check, f_check = onnx8.logits(imgs.batch), onnx32.logits(imgs.batch)
+    info["check_top1_agreement"] = float((q_check.argmax(1) == f_check.argmax(1)).mean())
+    info["check_max_abs_diff"] = float(np.abs(q_check - f_check).max())
     if val is not None:
         paths, labels = val[0][:1000], val[1][:1000]
         batch, ok = checks.load_batch(paths, pre)
         labels = labels[np.isin(paths, ok)]
         if len(batch):
-            p32 = np.concatenate([softmax(_logits(sess, batch[i:i + 32])) for i in range(0, len(batch), 32)])
-            p8 = np.concatenate([softmax(_logits(qsess, batch[i:i + 32])) for i in range(0, len(batch), 32)])
+            p32, p8 = onnx32.predict_arrays(batch), onnx8.predict_arrays(batch)
             info.update(
-                n_val=int(len(batch)), val_accuracy_fp32=checks.accuracy(p32, labels),
+                n_val=int(len(batch)),
+                val_accuracy_fp32=checks.accuracy(p32, labels),
                 val_accuracy_int8=checks.accuracy(p8, labels),
                 val_top1_agreement=float((p32.argmax(1) == p8.argmax(1)).mean()),
             )

@@ -63,9 +63,13 @@ def quantize_int8(src: Path, dst: Path, input_name: str, calibration: np.ndarray
         try:
             if calibration is not None and len(calibration):
                 quantize_static(
-                    str(pre), str(dst), _Reader(input_name, calibration),
-                    quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    str(pre),
+                    str(dst),
+                    _Reader(input_name, calibration),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax,
                     # The classifier's last layer decides the label: keep it in float.
                     nodes_to_exclude=_last_gemm(pre),

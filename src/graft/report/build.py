@@ -2,62 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-import numpy as np
-
-from . import html as H
+from graft.artifact.run_folder import RunFolder
+from graft.exceptions import DataError
+from graft.fileio import atomic_write_text
+from graft.report import html as H
+from graft.report import sections as S
+from graft.report.inputs import Figures, RunFiles
 
 __all__ = ["write_report", "RunFiles"]
 
 log = logging.getLogger(__name__)
-
-
-class RunFiles:
-    """The JSON files of a run directory, each ``{}`` when absent (older or partial runs)."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.dir = run_dir
-        self.metrics = self._read("metrics.json")
-        self.history = self._read("history.json")
-        self.data = self._read("data.json")
-        self.run = self._read("run.json")
-        self.preds = self._read("val_predictions.json")
-        cfg = run_dir / "model" / "config.json"
-        self.model_config: dict[str, Any] = json.loads(cfg.read_text()) if cfg.exists() else {}
-
-    def _read(self, name: str) -> dict[str, Any]:
-        p = self.dir / name
-        if not p.exists():
-            return {}
-        try:
-            return json.loads(p.read_text())
-        except ValueError as e:
-            raise ValueError(f"{p} is not valid JSON ({e}); the run directory is damaged") from e
-
-
-class _Figures:
-    """Saves figures to RUN_DIR/report/NAME.png and returns ``<img>`` tags embedding them."""
-
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        out.mkdir(parents=True, exist_ok=True)
-
-    def add(self, name: str, fig: Any, alt: str, dpi: int = 90, photo: bool = False) -> str:
-        """Save and embed ``fig``; ``photo`` grids go as JPEG (a fifth of the PNG size, faster to encode)."""
-        import matplotlib.pyplot as plt
-
-        path = self.out / f"{name}.{'jpg' if photo else 'png'}"
-        kw = {"pil_kwargs": {"quality": 85}} if photo else {}
-        # Photo grids are laid out by tight_layout already; "tight" bboxes would draw them twice.
-        fig.savefig(path, dpi=dpi, bbox_inches=None if photo else "tight", facecolor="white", **kw)
-        plt.close(fig)
-        return H.img_tag(path, alt)
 
 
 def write_report(run_dir: str | os.PathLike[str]) -> Path:
@@ -73,16 +33,15 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
         The path of ``report.html``.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "metrics.json").exists():
-        raise FileNotFoundError(
+    if not (run_dir / RunFolder.METRICS).exists():
+        raise DataError(
             f"{run_dir} is not a graft run directory (no metrics.json); pass the RUN_DIR that graft train wrote"
         )
     t0 = time.perf_counter()
     rf = RunFiles(run_dir)
-    figs = _Figures(run_dir / "report")
-    from . import sections as S
+    figs = Figures(run_dir / "report")
 
-    builders: list[tuple[str, str, Callable[[RunFiles, _Figures], str | None]]] = [
+    builders: list[tuple[str, str, Callable[[RunFiles, Figures], str | None]]] = [
         ("data", "Dataset", S.dataset_section),
         ("training", "Training", S.training_section),
         ("baseline", "Transfer learning vs from scratch", S.baseline_section),
@@ -115,22 +74,5 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
     subtitle = f"{rf.run.get('data_dir', '')}  ·  {rf.run.get('started', '')}  ·  report built in {time.perf_counter() - t0:.1f} s"
     doc = H.page(f"graft report: {run_dir.resolve().name}", subtitle, cards, sections)
     out = run_dir / "report.html"
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    tmp.write_text(doc, encoding="utf-8")  # explicit: class names need not be ASCII, the locale may be C
-    os.replace(tmp, out)
+    atomic_write_text(out, doc)  # UTF-8 always: class names need not be ASCII, the locale may be C
     return out
-
-
-def chosen_c(rf: RunFiles) -> float | None:
-    """The C the linear head was fitted with (model config), if known."""
-    head = (rf.model_config.get("training") or {}).get("head") or {}
-    c = head.get("C")
-    return float(c) if c is not None else None
-
-
-def val_arrays(rf: RunFiles) -> tuple[list[str], np.ndarray, np.ndarray, list[str]] | None:
-    """(paths, labels, probs, classes) of the validation predictions, or None if absent/empty."""
-    p = rf.preds
-    if not p or not p.get("paths"):
-        return None
-    return list(p["paths"]), np.asarray(p["labels"], np.int64), np.asarray(p["probs"], np.float64), list(p["classes"])

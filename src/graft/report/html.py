@@ -76,9 +76,9 @@ def page(title: str, subtitle: str, cards: Sequence[tuple[str, str]], sections: 
     nav = "".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t, _ in sections)
     body = "".join(section(a, t, b) for a, t, b in sections)
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>"
         f"<header><h1>{esc(title)}</h1><p>{esc(subtitle)}</p></header>"
-        f"<main><div class=\"cards\">{card_html}</div><nav>{nav}</nav>{body}</main></body></html>\n"
+        f'<main><div class="cards">{card_html}</div><nav>{nav}</nav>{body}</main></body></html>\n'
     )

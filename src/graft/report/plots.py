@@ -36,7 +36,9 @@ def class_counts_figure(counts: dict[str, dict[str, int]], classes: Sequence[str
         vals = [counts[s].get(c, 0) for c in classes]
         ax.bar(x + (i - (len(splits) - 1) / 2) * width, vals, width, label=s, color=_SPLIT_COLOURS.get(s))
     ax.set_xticks(x)
-    ax.set_xticklabels([c[:18] for c in classes], rotation=45 if n > 6 else 0, ha="right" if n > 6 else "center", fontsize=8)
+    ax.set_xticklabels(
+        [c[:18] for c in classes], rotation=45 if n > 6 else 0, ha="right" if n > 6 else "center", fontsize=8
+    )
     ax.set_ylabel("images")
     ax.set_title("images per class and split")
     ax.legend(fontsize=8)
@@ -52,8 +54,14 @@ def image_sizes_figure(sizes: dict[str, list[list[int]]]) -> plt.Figure:
         if not wh:
             continue
         a = np.asarray(wh, dtype=float)
-        ax.scatter(a[:, 0], a[:, 1], s=8, alpha=0.45, label=f"{s} (median {int(np.median(a[:, 0]))}x{int(np.median(a[:, 1]))})",
-                   color=_SPLIT_COLOURS.get(s))
+        ax.scatter(
+            a[:, 0],
+            a[:, 1],
+            s=8,
+            alpha=0.45,
+            label=f"{s} (median {int(np.median(a[:, 0]))}x{int(np.median(a[:, 1]))})",
+            color=_SPLIT_COLOURS.get(s),
+        )
     ax.set_xlabel("width (px)")
     ax.set_ylabel("height (px)")
     ax.set_title("image sizes")
@@ -76,8 +84,14 @@ def cv_path_figure(records: Sequence[dict[str, Any]], chosen_c: float | None) ->
     ax2.set_ylabel("CV log-loss", color="#C44E52")
     if chosen_c is not None:
         ax1.axvline(chosen_c, color="k", ls=":", lw=1.2)
-        ax1.annotate(f"chosen C={chosen_c:g}", (chosen_c, 0.02), xycoords=("data", "axes fraction"), fontsize=8,
-                     xytext=(4, 0), textcoords="offset points")
+        ax1.annotate(
+            f"chosen C={chosen_c:g}",
+            (chosen_c, 0.02),
+            xycoords=("data", "axes fraction"),
+            fontsize=8,
+            xytext=(4, 0),
+            textcoords="offset points",
+        )
     ax1.set_title("linear head: cross-validation path")
     ax1.grid(alpha=0.3)
     fig.tight_layout()
@@ -92,8 +106,9 @@ def epoch_curves_figure(records: Sequence[dict[str, Any]], title: str, max_epoch
         for split, style in (("train", "o-"), ("val", "s-")):
             ys = [r.get(f"{split}_{key}") for r in records]
             if any(y is not None for y in ys):
-                ax.plot(ep, [np.nan if y is None else y for y in ys], style, ms=4, label=split,
-                        color=_SPLIT_COLOURS[split])
+                ax.plot(
+                    ep, [np.nan if y is None else y for y in ys], style, ms=4, label=split, color=_SPLIT_COLOURS[split]
+                )
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(name)
@@ -136,7 +151,10 @@ def confusion_figure(cm: Sequence[Sequence[int]], classes: Sequence[str]) -> plt
     side = min(7.0, max(3.2, 0.35 * n + 1.8))
     fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.0, side))
     annotate = n <= 20
-    for ax, data, title, fmt in ((axes[0], m, "counts", "{:.0f}"), (axes[1], norm, "normalised (rows sum to 1)", "{:.2f}")):
+    for ax, data, title, fmt in (
+        (axes[0], m, "counts", "{:.0f}"),
+        (axes[1], norm, "normalised (rows sum to 1)", "{:.2f}"),
+    ):
         im = ax.imshow(data, cmap="Blues", vmin=0)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("predicted")
@@ -152,8 +170,15 @@ def confusion_figure(cm: Sequence[Sequence[int]], classes: Sequence[str]) -> plt
             thresh = data.max() / 2 if data.max() > 0 else 1
             for i in range(n):
                 for j in range(n):
-                    ax.text(j, i, fmt.format(data[i, j]), ha="center", va="center", fontsize=8,
-                            color="white" if data[i, j] > thresh else "black")
+                    ax.text(
+                        j,
+                        i,
+                        fmt.format(data[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if data[i, j] > thresh else "black",
+                    )
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     return fig
@@ -164,9 +189,26 @@ def reliability_figure(bins: Sequence[dict[str, float]], ece: float, n_bins: int
     fig, (ax, axh) = plt.subplots(2, 1, figsize=(4.6, 5.0), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     width = 1.0 / n_bins
     for b in bins:
-        ax.bar(b["lo"], b["accuracy"], width=b["hi"] - b["lo"], align="edge", color="#4C72B0", edgecolor="white", alpha=0.85)
-        ax.bar(b["lo"], b["confidence"] - b["accuracy"], bottom=b["accuracy"], width=b["hi"] - b["lo"], align="edge",
-               color="#C44E52", alpha=0.35, hatch="//", edgecolor="#C44E52")
+        ax.bar(
+            b["lo"],
+            b["accuracy"],
+            width=b["hi"] - b["lo"],
+            align="edge",
+            color="#4C72B0",
+            edgecolor="white",
+            alpha=0.85,
+        )
+        ax.bar(
+            b["lo"],
+            b["confidence"] - b["accuracy"],
+            bottom=b["accuracy"],
+            width=b["hi"] - b["lo"],
+            align="edge",
+            color="#C44E52",
+            alpha=0.35,
+            hatch="//",
+            edgecolor="#C44E52",
+        )
         axh.bar(b["lo"], b["count"], width=b["hi"] - b["lo"], align="edge", color="#8C8C8C")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ax.bar([0], [0], width=width, color="#4C72B0", label="accuracy")
@@ -182,8 +224,13 @@ def reliability_figure(bins: Sequence[dict[str, float]], ece: float, n_bins: int
     return fig
 
 
-def image_grid_figure(images: Sequence[np.ndarray], captions: Sequence[str], cols: int = 4,
-                      title: str | None = None, colours: Sequence[str] | None = None) -> plt.Figure:
+def image_grid_figure(
+    images: Sequence[np.ndarray],
+    captions: Sequence[str],
+    cols: int = 4,
+    title: str | None = None,
+    colours: Sequence[str] | None = None,
+) -> plt.Figure:
     """A grid of uint8 images with a caption (and optional caption colour) under each."""
     n = max(1, len(images))
     cols = min(cols, n)

@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from graft.report.inputs import Figures, RunFiles, chosen_c, val_arrays
+
 from . import html as H
 from . import plots as P
-from .build import RunFiles, _Figures, chosen_c, val_arrays
 
 __all__ = [
     "dataset_section",
@@ -30,7 +31,7 @@ _STAGE_TITLES = {"head": "head (frozen features)", "fine_tune": "fine-tuning", "
 def _metrics(rf: RunFiles) -> dict[str, Any] | None:
     """Validation metrics recomputed from val_predictions.json (cached on ``rf``)."""
     if not hasattr(rf, "_val_metrics"):
-        from ..evaluate import compute_metrics
+        from graft.metrics import compute_metrics
 
         va = val_arrays(rf)
         rf._val_metrics = compute_metrics(va[1], va[2], va[3]) if va else None  # type: ignore[attr-defined]
@@ -38,7 +39,7 @@ def _metrics(rf: RunFiles) -> dict[str, Any] | None:
 
 
 # --------------------------------------------------------------------------- dataset
-def dataset_section(rf: RunFiles, figs: _Figures) -> str | None:
+def dataset_section(rf: RunFiles, figs: Figures) -> str | None:
     d = rf.data
     counts: dict[str, dict[str, int]] = d.get("counts") or rf.metrics.get("counts") or {}
     classes: list[str] = d.get("classes") or rf.metrics.get("classes") or []
@@ -48,9 +49,16 @@ def dataset_section(rf: RunFiles, figs: _Figures) -> str | None:
     rows = [[c] + [int(counts[s].get(c, 0)) for s in splits] for c in classes]
     rows.append(["total"] + [int(sum(counts[s].values())) for s in splits])
     out = [
-        H.kv_table([("folder", d.get("root", rf.run.get("data_dir", "?"))), ("layout", d.get("layout", "?")),
-                    ("classes", len(classes)), ("imbalance (largest / smallest class)", float(d.get("imbalance_ratio") or 1.0))]),
-        "<h3>Images per class</h3>", H.table(["class"] + splits, rows),
+        H.kv_table(
+            [
+                ("folder", d.get("root", rf.run.get("data_dir", "?"))),
+                ("layout", d.get("layout", "?")),
+                ("classes", len(classes)),
+                ("imbalance (largest / smallest class)", float(d.get("imbalance_ratio") or 1.0)),
+            ]
+        ),
+        "<h3>Images per class</h3>",
+        H.table(["class"] + splits, rows),
         figs.add("class_counts", P.class_counts_figure(counts, classes), "images per class and split"),
     ]
     sizes = d.get("image_sizes") or {}
@@ -61,10 +69,20 @@ def dataset_section(rf: RunFiles, figs: _Figures) -> str | None:
                 a = np.asarray(wh)
                 px = a[:, 0] * a[:, 1]
                 lo, hi = int(np.argmin(px)), int(np.argmax(px))
-                srows.append([s, len(a), f"{a[lo, 0]}x{a[lo, 1]}", f"{int(np.median(a[:, 0]))}x{int(np.median(a[:, 1]))}",
-                              f"{a[hi, 0]}x{a[hi, 1]}"])
-        out += ["<h3>Image sizes</h3>", H.table(["split", "images", "smallest", "median (w x h)", "largest"], srows),
-                figs.add("image_sizes", P.image_sizes_figure(sizes), "image sizes scatter")]
+                srows.append(
+                    [
+                        s,
+                        len(a),
+                        f"{a[lo, 0]}x{a[lo, 1]}",
+                        f"{int(np.median(a[:, 0]))}x{int(np.median(a[:, 1]))}",
+                        f"{a[hi, 0]}x{a[hi, 1]}",
+                    ]
+                )
+        out += [
+            "<h3>Image sizes</h3>",
+            H.table(["split", "images", "smallest", "median (w x h)", "largest"], srows),
+            figs.add("image_sizes", P.image_sizes_figure(sizes), "image sizes scatter"),
+        ]
     skipped = d.get("skipped") or rf.metrics.get("skipped") or []
     out.append(f"<h3>Skipped files ({len(skipped)})</h3>")
     if skipped:
@@ -81,14 +99,16 @@ def dataset_section(rf: RunFiles, figs: _Figures) -> str | None:
 
 
 # --------------------------------------------------------------------------- training
-def training_section(rf: RunFiles, figs: _Figures) -> str | None:
+def training_section(rf: RunFiles, figs: Figures) -> str | None:
     hist = rf.history
     if not hist:
         return None
     opts = rf.run.get("options") or {}
     stages = rf.metrics.get("stages") or {}
-    rows = [[name, float(st.get("val_accuracy", float("nan"))), float(st.get("seconds", float("nan")))]
-            for name, st in stages.items()]
+    rows = [
+        [name, float(st.get("val_accuracy", float("nan"))), float(st.get("seconds", float("nan")))]
+        for name, st in stages.items()
+    ]
     out = [H.table(["stage", "val accuracy", "seconds"], rows)] if rows else []
     if rf.metrics.get("kept_stage"):
         out.append(H.note(f"Kept model: {rf.metrics['kept_stage']} (the stage with the better validation result)."))
@@ -99,25 +119,37 @@ def training_section(rf: RunFiles, figs: _Figures) -> str | None:
         out.append(f"<h3>{H.esc(title)}</h3>")
         if "C" in records[0]:
             c = chosen_c(rf)
-            out.append(H.note(
-                "The default linear head is fitted by L-BFGS for each regularisation strength C; "
-                f"cross-validation on the training set picks C{f' = {c:g}' if c is not None else ''}."
-            ))
-            out.append(figs.add(f"curves_{key}", P.cv_path_figure(records, c), f"{title}: CV accuracy and log-loss vs C"))
+            out.append(
+                H.note(
+                    "The default linear head is fitted by L-BFGS for each regularisation strength C; "
+                    f"cross-validation on the training set picks C{f' = {c:g}' if c is not None else ''}."
+                )
+            )
+            out.append(
+                figs.add(f"curves_{key}", P.cv_path_figure(records, c), f"{title}: CV accuracy and log-loss vs C")
+            )
             continue
-        max_ep = (opts.get("baseline_epochs") or opts.get("epochs")) if key == "baseline" else (
-            opts.get("epochs") if key == "fine_tune" else None)
+        max_ep = (
+            (opts.get("baseline_epochs") or opts.get("epochs"))
+            if key == "baseline"
+            else (opts.get("epochs") if key == "fine_tune" else None)
+        )
         groups: dict[str, list[dict[str, Any]]] = {}
         for r in records:
             groups.setdefault(str(r.get("stage", key)), []).append(r)
         for sub, recs in groups.items():
             name = title if len(groups) == 1 else f"{title}: {sub}"
-            out.append(figs.add(f"curves_{key}_{sub}".replace(" ", "_"), P.epoch_curves_figure(recs, name, max_ep),
-                                f"{name}: loss and accuracy per epoch"))
+            out.append(
+                figs.add(
+                    f"curves_{key}_{sub}".replace(" ", "_"),
+                    P.epoch_curves_figure(recs, name, max_ep),
+                    f"{name}: loss and accuracy per epoch",
+                )
+            )
     return "".join(out)
 
 
-def baseline_section(rf: RunFiles, figs: _Figures) -> str | None:
+def baseline_section(rf: RunFiles, figs: Figures) -> str | None:
     stages = rf.metrics.get("stages") or {}
     base = stages.get("baseline_scratch")
     if not base:
@@ -126,49 +158,68 @@ def baseline_section(rf: RunFiles, figs: _Figures) -> str | None:
     accs["from scratch"] = float(base["val_accuracy"])
     rows = [[n, a] for n, a in accs.items()]
     best_tl = max(v for k, v in accs.items() if k != "from scratch") if len(accs) > 1 else float("nan")
-    return "".join([
-        H.note(f"The same architecture trained from random initialisation for {base.get('epochs', '?')} epochs "
-               f"(best epoch {base.get('best_epoch', '?')}, {float(base.get('seconds', 0)):.1f} s) reaches "
-               f"{accs['from scratch']:.3f} validation accuracy; transfer learning reaches {best_tl:.3f}."),
-        H.table(["model", "val accuracy"], rows),
-        figs.add("baseline", P.stage_comparison_figure(accs), "validation accuracy: transfer learning vs from scratch"),
-    ])
+    return "".join(
+        [
+            H.note(
+                f"The same architecture trained from random initialisation for {base.get('epochs', '?')} epochs "
+                f"(best epoch {base.get('best_epoch', '?')}, {float(base.get('seconds', 0)):.1f} s) reaches "
+                f"{accs['from scratch']:.3f} validation accuracy; transfer learning reaches {best_tl:.3f}."
+            ),
+            H.table(["model", "val accuracy"], rows),
+            figs.add(
+                "baseline", P.stage_comparison_figure(accs), "validation accuracy: transfer learning vs from scratch"
+            ),
+        ]
+    )
 
 
 # --------------------------------------------------------------------------- evaluation
-def evaluation_section(rf: RunFiles, figs: _Figures) -> str | None:
+def evaluation_section(rf: RunFiles, figs: Figures) -> str | None:
     m = _metrics(rf)
     if m is None:
         return None
     k = m["top_k"]
     out = [
         H.note(f"{m['n']} validation images, predicted by the kept model ({rf.metrics.get('kept_stage', '?')})."),
-        H.kv_table([("accuracy", m["accuracy"]), (f"top-{k} accuracy", m.get(f"top{k}_accuracy", float("nan"))),
-                    ("macro F1", m["macro_f1"]), ("balanced accuracy", m["balanced_accuracy"]),
-                    ("log-loss", m.get("log_loss", float("nan"))), ("ECE", m.get("ece", float("nan")))]),
+        H.kv_table(
+            [
+                ("accuracy", m["accuracy"]),
+                (f"top-{k} accuracy", m.get(f"top{k}_accuracy", float("nan"))),
+                ("macro F1", m["macro_f1"]),
+                ("balanced accuracy", m["balanced_accuracy"]),
+                ("log-loss", m.get("log_loss", float("nan"))),
+                ("ECE", m.get("ece", float("nan"))),
+            ]
+        ),
         "<h3>Per class</h3>",
-        H.table(["class", "precision", "recall", "F1", "support"],
-                [[c, pc["precision"], pc["recall"], pc["f1"], pc["support"]] for c, pc in m["per_class"].items()]),
+        H.table(
+            ["class", "precision", "recall", "F1", "support"],
+            [[c, pc["precision"], pc["recall"], pc["f1"], pc["support"]] for c, pc in m["per_class"].items()],
+        ),
         "<h3>Confusion matrix</h3>",
         figs.add("confusion", P.confusion_figure(m["confusion_matrix"], m["classes"]), "confusion matrix"),
     ]
     return "".join(out)
 
 
-def calibration_section(rf: RunFiles, figs: _Figures) -> str | None:
+def calibration_section(rf: RunFiles, figs: Figures) -> str | None:
     m = _metrics(rf)
     if m is None or "reliability" not in m:
         return None
-    return "".join([
-        H.note("Bars: accuracy of the predictions in each confidence bin; a calibrated model's bars touch the "
-               "diagonal. ECE is the gap averaged over bins, weighted by the number of images."),
-        figs.add("reliability", P.reliability_figure(m["reliability"], m["ece"]), "reliability diagram"),
-    ])
+    return "".join(
+        [
+            H.note(
+                "Bars: accuracy of the predictions in each confidence bin; a calibrated model's bars touch the "
+                "diagonal. ECE is the gap averaged over bins, weighted by the number of images."
+            ),
+            figs.add("reliability", P.reliability_figure(m["reliability"], m["ece"]), "reliability diagram"),
+        ]
+    )
 
 
 # --------------------------------------------------------------------------- images
 def _preprocessing(rf: RunFiles):
-    from ..preprocess import Preprocessing
+    from graft.transforms.eval import Preprocessing
 
     pre = rf.model_config.get("preprocessing") or (rf.metrics.get("backbone") or {}).get("preprocessing")
     return Preprocessing.from_dict(pre) if pre else Preprocessing()
@@ -183,7 +234,7 @@ def _ranked(rf: RunFiles) -> tuple[list[str], np.ndarray, np.ndarray, list[str],
     return paths, y, probs, classes, np.argsort(-loss, kind="stable")
 
 
-def top_losses_section(rf: RunFiles, figs: _Figures) -> str | None:
+def top_losses_section(rf: RunFiles, figs: Figures) -> str | None:
     r = _ranked(rf)
     if r is None:
         return None
@@ -199,21 +250,27 @@ def top_losses_section(rf: RunFiles, figs: _Figures) -> str | None:
             missing += 1
             continue
         pred = int(probs[i].argmax())
-        caps.append(f"true {classes[y[i]][:16]}\npred {classes[pred][:16]} ({probs[i, pred]:.2f})\n"
-                    f"p(true) {probs[i, y[i]]:.3f}")
+        caps.append(
+            f"true {classes[y[i]][:16]}\npred {classes[pred][:16]} ({probs[i, pred]:.2f})\np(true) {probs[i, y[i]]:.3f}"
+        )
         cols.append("#b22" if pred != y[i] else "#222")
     n_wrong = int((probs.argmax(1) != y).sum())
-    out = [H.note(f"The {len(images)} validation images with the highest loss (-log p(true class)); "
-                  f"red: misclassified ({n_wrong} of {len(y)} validation images are).")]
+    out = [
+        H.note(
+            f"The {len(images)} validation images with the highest loss (-log p(true class)); "
+            f"red: misclassified ({n_wrong} of {len(y)} validation images are)."
+        )
+    ]
     if images:
-        out.append(figs.add("top_losses", P.image_grid_figure(images, caps, cols=6, colours=cols), "top losses",
-                            photo=True))
+        out.append(
+            figs.add("top_losses", P.image_grid_figure(images, caps, cols=6, colours=cols), "top losses", photo=True)
+        )
     if missing:
         out.append(H.note(f"{missing} image(s) could not be read any more (moved since training?).", warn=True))
     return "".join(out)
 
 
-def gradcam_section(rf: RunFiles, figs: _Figures) -> str | None:
+def gradcam_section(rf: RunFiles, figs: Figures) -> str | None:
     r = _ranked(rf)
     if r is None or not (rf.dir / "model" / "config.json").exists():
         return None
@@ -225,7 +282,7 @@ def gradcam_section(rf: RunFiles, figs: _Figures) -> str | None:
     wrong = [int(i) for i in order if pred[i] != y[i]][: N_GRADCAM // 2]
     right = np.flatnonzero(pred == y)
     rng = np.random.default_rng(0)
-    take = rng.choice(right, size=min(len(right), N_GRADCAM - len(wrong)), replace=False) if len(right) else []
+    take: Any = rng.choice(right, size=min(len(right), N_GRADCAM - len(wrong)), replace=False) if len(right) else []
     groups = {"correct": sorted(int(i) for i in take), "wrong": wrong}
     images, owners = [], []
     for name, idx in groups.items():
@@ -237,8 +294,12 @@ def gradcam_section(rf: RunFiles, figs: _Figures) -> str | None:
                 continue
     results = gradcam_batch(target, images, top_k=1) if images else []
     layer = results[0].layer if results else "?"
-    out = [H.note(f"Where the model looks: Grad-CAM of the predicted class on layer {layer} "
-                  "(red: strongest evidence), for a sample of correct and wrong validation predictions.")]
+    out = [
+        H.note(
+            f"Where the model looks: Grad-CAM of the predicted class on layer {layer} "
+            "(red: strongest evidence), for a sample of correct and wrong validation predictions."
+        )
+    ]
     for name in groups:
         ims, caps = [], []
         for (owner, i), res in zip(owners, results):
@@ -247,15 +308,21 @@ def gradcam_section(rf: RunFiles, figs: _Figures) -> str | None:
                 caps.append(f"true {classes[y[i]][:16]}\npred {res.label[:16]} ({res.probability:.2f})")
         out.append(f"<h3>{name} predictions ({len(ims)})</h3>")
         if ims:
-            out.append(figs.add(f"gradcam_{name}", P.image_grid_figure(ims, caps, cols=4),
-                                f"Grad-CAM, {name} predictions", photo=True))
+            out.append(
+                figs.add(
+                    f"gradcam_{name}",
+                    P.image_grid_figure(ims, caps, cols=4),
+                    f"Grad-CAM, {name} predictions",
+                    photo=True,
+                )
+            )
         else:
             out.append(H.note(f"No {name} predictions on the validation set."))
     return "".join(out)
 
 
 # --------------------------------------------------------------------------- facts
-def facts_section(rf: RunFiles, figs: _Figures) -> str | None:
+def facts_section(rf: RunFiles, figs: Figures) -> str | None:
     run, m = rf.run, rf.metrics
     items: list[tuple[str, Any]] = []
     if run.get("argv"):

@@ -7,7 +7,6 @@ never imports torch.
 
 from __future__ import annotations
 
-from .app import Limits, create_app
-from .backend import BACKENDS, OnnxBackend, TorchBackend, open_backend
+from graft.serve.app import Limits, create_app, open_for_serving
 
-__all__ = ["BACKENDS", "Limits", "OnnxBackend", "TorchBackend", "create_app", "open_backend"]
+__all__ = ["Limits", "create_app", "open_for_serving"]

@@ -42,7 +42,9 @@ class BatchStats:
 
     def to_dict(self) -> dict[str, float | int]:
         return {
-            "batches": self.batches, "images": self.images, "largest_batch": self.largest_batch,
+            "batches": self.batches,
+            "images": self.images,
+            "largest_batch": self.largest_batch,
             "mean_batch": round(self.images / self.batches, 2) if self.batches else 0.0,
             "model_seconds": round(self.model_seconds, 3),
         }
@@ -59,7 +61,11 @@ class MicroBatcher:
     """
 
     def __init__(
-        self, predict: Callable[[np.ndarray], np.ndarray], *, max_batch: int = 16, max_wait_ms: float = 2.0,
+        self,
+        predict: Callable[[np.ndarray], np.ndarray],
+        *,
+        max_batch: int = 16,
+        max_wait_ms: float = 2.0,
         max_queue: int = 256,
     ) -> None:
         self.predict = predict

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from ..data.transforms import build_train_transform
-from ..heads import GraftNet, HeadSpec, build_head
-from ..preprocess import Preprocessing
+from graft.training.heads import GraftNet, HeadSpec, build_head
+from graft.transforms.eval import Preprocessing
+from graft.transforms.train import build_train_transform
+
 from ..progress import Progress
 from .finetune import FineTuneConfig, FitResult, train_network
 from .policy import FineTunePolicy
@@ -39,15 +40,27 @@ def train_from_scratch(
     import torch
 
     torch.manual_seed(seed)
-    backbone = timm.create_model(architecture, pretrained=False, num_classes=0)
+    backbone: Any = timm.create_model(architecture, pretrained=False, num_classes=0)
     dim = int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
     head = build_head(HeadSpec("linear", dim, num_classes, dropout=0.2))
     net = GraftNet(backbone, head)
     policy = FineTunePolicy(unfreeze=-1, backbone_lr_ratio=1.0, train_bn=True)
     res = train_network(
-        net, backbone, list(train[0]), train[1], list(val[0]), val[1],
+        net,
+        backbone,
+        list(train[0]),
+        train[1],
+        list(val[0]),
+        val[1],
         train_transform=build_train_transform(preprocessing, strength=config.augment),
-        eval_transform=preprocessing, policy=policy, config=config, device=device, precision=precision,
-        num_workers=num_workers, seed=seed, stage="baseline", progress=progress,
+        eval_transform=preprocessing,
+        policy=policy,
+        config=config,
+        device=device,
+        precision=precision,
+        num_workers=num_workers,
+        seed=seed,
+        stage="baseline",
+        progress=progress,
     )
     return net, res

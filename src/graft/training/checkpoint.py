@@ -36,7 +36,9 @@ def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tenso
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
+def optimizer_from_flat(
+    opt: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
+) -> None:
     """Inverse of :func:`optimizer_to_flat`."""
     state: dict[int, dict[str, Any]] = {}
     for key, v in tensors.items():
@@ -71,11 +73,13 @@ def save_checkpoint(
     return replace_dir(tmp, folder)
 
 
-def load_checkpoint(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
+def load_checkpoint(
+    folder: str | os.PathLike,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
     """Read a checkpoint: (model state dict, optimizer tensors, meta)."""
     folder = Path(folder)
     tensors = load_file(str(folder / "state.safetensors"))
     meta = json.loads((folder / "state.json").read_text())
-    model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    model_sd = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     optim = {k: v for k, v in tensors.items() if k.startswith("optim.")}
     return model_sd, optim, meta

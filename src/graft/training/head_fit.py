@@ -1,42 +1,24 @@
 """Training a head on cached features: seconds, not minutes.
 
-The linear head is a multinomial logistic regression fitted full-batch with L-BFGS
-(SciPy's, on an analytic gradient: no autograd overhead) on centred features scaled
-to unit RMS. Per-feature standardisation was dropped: it amplifies near-silent
-feature dimensions and cost 1-1.5 points on sign_digits. The L2 strength is chosen
-by stratified k-fold cross-validation on the training features (no images are
-touched), warm-started along the regularisation path; where a fold has fewer
-samples than dimensions the fit runs in the fold's row space (exact, by the
-representer theorem: the optimal weights lie in the span of the training rows).
-The scaling is folded back, so the saved head is a plain ``Linear`` on raw features.
-MLP and flatten heads train with AdamW and early stopping on the validation features.
+The linear head is solved as a logistic regression (:mod:`.linear_probe`: L-BFGS,
+C by cross-validation); MLP and flatten heads train by SGD with early stopping
+(:mod:`.sgd_head`). This module picks between them for a head spec. The solvers'
+names are re-exported so ``from graft.training.head_fit import fit_linear_head``
+keeps working.
 """
 
 from __future__ import annotations
 
-import math
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-__all__ = [
-    "LinearFit",
-    "fit_linear_head",
-    "fit_sgd_head",
-    "class_weights_balanced",
-    "DEFAULT_C_GRID",
-    "train_head",
-]
+from .linear_probe import DEFAULT_C_GRID, LinearFit, fit_linear_head
+from .sgd_head import fit_sgd_head
 
-#: Inverse L2 strengths tried by cross-validation (scikit-learn's C, for features
-#: centred and scaled to unit RMS).
-DEFAULT_C_GRID: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+__all__ = ["DEFAULT_C_GRID", "LinearFit", "class_weights_balanced", "fit_linear_head", "fit_sgd_head", "train_head"]
 
 
 def class_weights_balanced(y: np.ndarray, n_classes: int) -> np.ndarray:
@@ -44,317 +26,6 @@ def class_weights_balanced(y: np.ndarray, n_classes: int) -> np.ndarray:
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
     counts[counts == 0] = 1.0
     return (len(y) / (n_classes * counts)).astype(np.float32)
-
-
-@contextmanager
-def _threads(n: int) -> Iterator[None]:
-    """Small matmuls run faster on one thread (no barrier waits), above all on busy CPUs."""
-    old = torch.get_num_threads()
-    if n != old:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if n != old:
-            torch.set_num_threads(old)
-
-
-def _lbfgs_logreg(
-    R: torch.Tensor,
-    y: torch.Tensor,
-    n_classes: int,
-    C: float,
-    sample_w: torch.Tensor,
-    var: torch.Tensor,
-    axes: torch.Tensor,
-    init: tuple[torch.Tensor, torch.Tensor] | None = None,
-    max_iter: int = 300,
-    gtol: float = 1e-5,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minimise (C * sum_i w_i CE_i + 0.5 ||W||^2) / n: scikit-learn's objective, scaled.
-
-    The solver runs on ``U`` with ``W = (U * D) @ axes``: weights in the principal
-    axes of the features (variances ``var``), diagonally preconditioned by
-    ``D = (var/4 + reg)^-1/2``, an estimate of the Hessian's diagonal there. Same
-    minimiser, far fewer iterations; rotating the (small) weights each step instead
-    of the (large) feature matrix once. Returns (W, b) in the features' own basis.
-    """
-    n, _ = R.shape
-    d = len(var)
-    k = n_classes
-    rows = torch.arange(n)
-    scale = 1.0 / n
-    reg = 1.0 / (C * n)
-    D = (0.25 * var + reg).rsqrt()
-    if init is None:
-        theta = torch.zeros(k * d + k)
-    else:
-        theta = torch.cat([((init[0] @ axes.T) / D).reshape(-1), init[1]])
-    theta.requires_grad_(False)
-
-    def closure() -> torch.Tensor:
-        # Analytic loss and gradient: no autograd graph, a few matmuls per call.
-        Wr, b = theta[: k * d].view(k, d) * D, theta[k * d :]
-        logp = torch.log_softmax(torch.addmm(b, R, (Wr @ axes).T), 1)
-        loss = -(logp[rows, y] * sample_w).sum() * scale + 0.5 * reg * (Wr * Wr).sum()
-        P = logp.exp_()
-        P[rows, y] -= 1.0
-        P.mul_((sample_w * scale)[:, None])
-        theta.grad = torch.cat([(((P.T @ R) @ axes.T + reg * Wr) * D).reshape(-1), P.sum(0)])
-        return loss
-
-    # torch's L-BFGS: SciPy's L-BFGS-B spent ~0.1 s per step on 12k variables.
-    opt = torch.optim.LBFGS(
-        [theta], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
-        tolerance_grad=gtol, tolerance_change=1e-10,
-    )
-    opt.step(closure)
-    return (theta[: k * d].view(k, d) * D) @ axes, theta[k * d :].clone()
-
-
-def _principal_axes(Z: torch.Tensor, max_rows: int = 8000) -> tuple[torch.Tensor, torch.Tensor]:
-    """(axes (r, d), variances (r,)) of centred Z.
-
-    Rotating is free for an L2 penalty. With fewer rows than dimensions the axes come
-    from an SVD and directions without variance are dropped (exact: the optimum has
-    no weight there), shrinking the problem to the row space. Otherwise all axes are
-    kept and estimated on at most ``max_rows`` rows: they only precondition.
-    """
-    n, d = Z.shape
-    if n < d:
-        _, S, Vh = torch.linalg.svd(Z, full_matrices=False)
-        var = S * S / n
-        keep = var > var[0].clamp_min(1e-30) * 1e-9
-        return Vh[keep].contiguous(), var[keep]
-    sub = Z if n <= max_rows else Z[torch.randperm(n, generator=torch.Generator().manual_seed(0))[:max_rows]]
-    var, V = torch.linalg.eigh((sub.T @ sub) / len(sub))
-    return V.T.flip(0).contiguous(), var.flip(0).clamp_min(0)
-
-
-def _stratified_folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    folds: list[list[int]] = [[] for _ in range(k)]
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        rng.shuffle(idx)
-        for j, i in enumerate(idx):
-            folds[j % k].append(int(i))
-    return [np.array(sorted(f), dtype=np.int64) for f in folds]
-
-
-@dataclass
-class LinearFit:
-    """Result of :func:`fit_linear_head`."""
-
-    weight: np.ndarray  # (n_classes, dim), for raw (un-scaled) features
-    bias: np.ndarray  # (n_classes,)
-    C: float
-    cv_scores: dict[float, float] = field(default_factory=dict)  # C -> mean CV accuracy
-    cv_losses: dict[float, float] = field(default_factory=dict)  # C -> mean CV log-loss
-    seconds: float = 0.0
-
-    def logits(self, X: np.ndarray) -> np.ndarray:
-        return X @ self.weight.T + self.bias
-
-
-def fit_linear_head(
-    X: np.ndarray,
-    y: np.ndarray,
-    n_classes: int,
-    *,
-    C: float | None = None,
-    C_grid: Sequence[float] = DEFAULT_C_GRID,
-    class_weight: np.ndarray | None = None,
-    cv_folds: int = 5,
-    max_cv_samples: int = 5000,
-    seed: int = 0,
-    groups: np.ndarray | None = None,
-) -> LinearFit:
-    """Fit a multinomial logistic-regression head, choosing C by cross-validation.
-
-    Args:
-        X: (n, dim) training features.
-        y: (n,) integer labels.
-        n_classes: number of classes (some may be absent from a CV fold).
-        C: fixed inverse regularisation strength; None chooses it from ``C_grid``.
-        class_weight: per-class loss weights (e.g. :func:`class_weights_balanced`).
-        cv_folds: folds for choosing C (fewer when a class has fewer samples; 3 on
-            large sets, where each fold is already a good estimate).
-        max_cv_samples: CV runs on a stratified subsample this large (big datasets).
-        seed: fold assignment seed.
-        groups: optional (n,) source-image ids: rows sharing an id (augmented views of
-            one image) always fall in the same fold, so CV never scores a view of a
-            training image.
-    """
-    t0 = time.perf_counter()
-    y = np.asarray(y, dtype=np.int64)
-    Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-    mu = Xt.mean(0)
-    Z = Xt - mu
-    g = 1.0 / max(float(Z.pow(2).mean().sqrt()), 1e-12)  # one global scale: C transfers across backbones
-    Z.mul_(g)
-    yt = torch.from_numpy(y)
-    cw = torch.ones(n_classes) if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32)
-    sw = cw[yt]
-    n, d = Z.shape
-    threads = 1 if n * d < 4_000_000 else torch.get_num_threads()
-
-    scores: dict[float, float] = {}
-    losses: dict[float, float] = {}
-    with _threads(threads):
-        axes, var = _principal_axes(Z)
-        if C is None:
-            C, scores, losses = _choose_C(
-                Z, var, axes, y, yt, sw, n_classes, C_grid, cv_folds, max_cv_samples, seed, groups
-            )
-        W, b = _lbfgs_logreg(Z, yt, n_classes, float(C), sw, var, axes)
-    W_raw = W * g
-    b_raw = b - (W_raw * mu).sum(1)
-    return LinearFit(W_raw.numpy(), b_raw.numpy(), float(C), scores, losses, time.perf_counter() - t0)
-
-
-def _choose_C(
-    R: torch.Tensor, var: torch.Tensor, axes: torch.Tensor, y: np.ndarray, yt: torch.Tensor, sw: torch.Tensor, n_classes: int,
-    C_grid: Sequence[float], cv_folds: int, max_cv_samples: int, seed: int, groups: np.ndarray | None,
-) -> tuple[float, dict[float, float], dict[float, float]]:
-    counts = np.bincount(y, minlength=n_classes)
-    min_count = int(counts[counts > 0].min())
-    gid = np.arange(len(y)) if groups is None else np.asarray(groups)
-    # Folds are drawn over source images, stratified by their label.
-    uniq, first, inv = np.unique(gid, return_index=True, return_inverse=True)
-    sel = np.arange(len(uniq))
-    if len(uniq) > max_cv_samples:
-        sel = np.sort(np.random.default_rng(seed).choice(len(uniq), max_cv_samples, replace=False))
-    k = max(2, min(cv_folds if len(sel) < 4000 else min(cv_folds, 3), min_count))
-    fold_u = np.full(len(uniq), -1)
-    for f, members in enumerate(_stratified_folds(y[first[sel]], k, seed)):
-        fold_u[sel[members]] = f
-    fold_of = fold_u[inv]
-    folds = []
-    for f in range(k):
-        te = np.flatnonzero(fold_of == f)
-        tr = np.flatnonzero((fold_of != f) & (fold_of >= 0))
-        if len(te) and len(tr):
-            folds.append((tr, te))
-    total = sum(len(te) for _, te in folds)
-    scores: dict[float, float] = {}
-    losses: dict[float, float] = {}
-    inits: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(folds)
-    per_sample: dict[float, torch.Tensor] = {}  # C -> held-out log-loss of every CV row
-    worse = 0
-    # Warm-start along the path from strong to weak regularisation; stop once the
-    # held-out loss has risen twice in a row (weak regularisation is the slow end).
-    for c in sorted(float(c) for c in C_grid):
-        correct, parts = 0.0, []
-        for j, (tr, te) in enumerate(folds):
-            inits[j] = _lbfgs_logreg(
-                R[tr], yt[tr], n_classes, c, sw[tr], var, axes, init=inits[j], max_iter=100, gtol=1e-4
-            )
-            W, b = inits[j]  # type: ignore[misc]
-            logits = torch.addmm(b, R[te], W.T)
-            correct += float((logits.argmax(1) == yt[te]).float().sum())
-            parts.append(F.cross_entropy(logits, yt[te], reduction="none"))
-        per_sample[c] = torch.cat(parts).double()
-        scores[c], losses[c] = correct / max(total, 1), float(per_sample[c].sum()) / max(total, 1)
-        worse = worse + 1 if losses[c] > min(losses.values()) else 0
-        if worse >= 2:
-            break
-    # Held-out log-loss picks C: unlike accuracy it has no ties, and it rewards
-    # calibrated probabilities (what reports and thresholds rely on). Near its minimum
-    # the CV loss curve is flat and the minimum's position is noise; among the Cs
-    # within one standard error of the best (the error of the paired per-row
-    # differences, as in ESL 7.10's one-standard-error rule) take the weakest
-    # regularisation: each fold model saw only (k-1)/k of the rows the final head
-    # trains on, so CV errs towards too strong a penalty.
-    best = min(scores, key=lambda c: (losses[c], -scores[c]))
-    chosen = best
-    for c in sorted(losses):
-        if c <= best:
-            continue
-        diff = per_sample[c] - per_sample[best]
-        se = float(diff.std()) / math.sqrt(max(len(diff), 1))
-        if float(diff.mean()) > se:
-            break
-        chosen = c
-    return chosen, scores, losses
-
-
-def fit_sgd_head(
-    head: nn.Module,
-    X: np.ndarray,
-    y: np.ndarray,
-    X_val: np.ndarray,
-    y_val: np.ndarray,
-    *,
-    epochs: int = 100,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-4,
-    batch_size: int = 64,
-    patience: int = 10,
-    class_weight: np.ndarray | None = None,
-    seed: int = 0,
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
-) -> list[dict[str, Any]]:
-    """Train ``head`` on features with AdamW; early stopping on validation loss.
-
-    The best weights (lowest validation loss) are restored in place.
-
-    Returns:
-        One dict per epoch: epoch, train_loss, train_acc, val_loss, val_acc, best.
-    """
-    g = torch.Generator().manual_seed(seed)
-    Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-    yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
-    Xv = torch.from_numpy(np.ascontiguousarray(X_val, dtype=np.float32))
-    yv = torch.from_numpy(np.asarray(y_val, dtype=np.int64))
-    cw = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32)
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    steps = max(1, math.ceil(len(yt) / batch_size)) * epochs
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    best_loss, best_state, bad_epochs = math.inf, None, 0
-    history: list[dict[str, Any]] = []
-    for epoch in range(1, epochs + 1):
-        head.train()
-        perm = torch.randperm(len(yt), generator=g)
-        tot_loss, tot_ok = 0.0, 0
-        for i in range(0, len(yt), batch_size):
-            idx = perm[i : i + batch_size]
-            logits = head(Xt[idx])
-            loss = F.cross_entropy(logits, yt[idx], weight=cw)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            tot_loss += float(loss.detach()) * len(idx)
-            tot_ok += int((logits.argmax(1) == yt[idx]).sum())
-        head.eval()
-        with torch.no_grad():
-            lv = head(Xv)
-            val_loss = float(F.cross_entropy(lv, yv, weight=cw)) if len(yv) else math.nan
-            val_acc = float((lv.argmax(1) == yv).float().mean()) if len(yv) else math.nan
-        rec = {
-            "epoch": epoch,
-            "train_loss": tot_loss / len(yt),
-            "train_acc": tot_ok / len(yt),
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "best": False,
-        }
-        if val_loss < best_loss - 1e-6:
-            best_loss, bad_epochs = val_loss, 0
-            best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
-            rec["best"] = True
-        else:
-            bad_epochs += 1
-        history.append(rec)
-        if on_epoch is not None:
-            on_epoch(rec)
-        if bad_epochs >= patience:
-            break
-    if best_state is not None:
-        head.load_state_dict(best_state)
-    head.eval()
-    return history
 
 
 def train_head(
@@ -378,13 +49,13 @@ def train_head(
     Returns:
         (head in eval mode, summary for the run record, one history dict per C or epoch)
     """
-    from ..heads import build_head
+    from graft.training.heads import build_head
 
     head = build_head(spec)
     info: dict[str, Any] = {"type": spec.type}
     if spec.type == "linear":
         fit = fit_linear_head(X, y, spec.num_classes, C=C, class_weight=class_weight, seed=seed, groups=groups)
-        lin = head[-1]
+        lin: Any = head[-1]
         with torch.no_grad():
             lin.weight.copy_(torch.from_numpy(fit.weight))
             lin.bias.copy_(torch.from_numpy(fit.bias))

@@ -8,10 +8,13 @@ re-applies exactly what it had unfrozen and never re-freezes.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Mapping
 
 import torch
 from torch import nn
+
+from graft.validation import check_number, invalid_parameter
 
 from ..backbones import layer_groups
 
@@ -34,13 +37,14 @@ class FineTunePolicy:
     """
 
     def __init__(self, unfreeze: int = 1, backbone_lr_ratio: float = 0.1, train_bn: bool = False) -> None:
-        if unfreeze == 0 or unfreeze < -1:
-            raise ValueError(f"unfreeze must be a positive number of block groups or -1 (all), got {unfreeze}")
-        if not 0.0 < backbone_lr_ratio <= 10.0:
-            raise ValueError(f"backbone_lr_ratio must be in (0, 10], got {backbone_lr_ratio}")
-        self.unfreeze = unfreeze
-        self.backbone_lr_ratio = backbone_lr_ratio
-        self.train_bn = train_bn
+        if isinstance(unfreeze, bool) or not isinstance(unfreeze, numbers.Integral) or unfreeze == 0 or unfreeze < -1:
+            raise invalid_parameter(
+                "unfreeze", "FineTunePolicy", "a positive number of block groups or -1 (all)", unfreeze
+            )
+        check_number("backbone_lr_ratio", backbone_lr_ratio, "FineTunePolicy", low=0, high=10, low_inclusive=False)
+        self.unfreeze: int = int(unfreeze)
+        self.backbone_lr_ratio: float = float(backbone_lr_ratio)
+        self.train_bn: bool = bool(train_bn)
         self.unfrozen_groups: list[int] = []
 
     # ------------------------------------------------------------------ freezing
@@ -73,9 +77,7 @@ class FineTunePolicy:
         for p in params:
             p.requires_grad_(True)
         if params:
-            optimizer.add_param_group(
-                {"params": params, "lr": head_lr * self.backbone_lr_ratio, "name": "backbone"}
-            )
+            optimizer.add_param_group({"params": params, "lr": head_lr * self.backbone_lr_ratio, "name": "backbone"})
         return params
 
     def train_mode(self, net: nn.Module, backbone: nn.Module) -> None:

@@ -10,19 +10,22 @@ micro-benchmark pick.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.decode import load_image
-from ..data.records import SkippedFile
-from ..exceptions import ImageDecodeError
-from ..preprocess import Preprocessing
-from .engines import Engine, build_engine, cpu_supports_fast_bf16, resolve_cpu_auto
+from graft.data.decode import load_image
+from graft.data.records import SkippedFile
+from graft.exceptions import ImageDecodeError
+from graft.features.autotune import cpu_supports_fast_bf16, resolve_cpu_auto
+from graft.features.engines import Engine, build_engine
+from graft.features.fingerprint import fingerprint
+from graft.transforms.eval import Preprocessing
 
 __all__ = [
     "Embedder",
@@ -59,9 +62,12 @@ def choose_precision(precision: str, device: str) -> str:
     auto: bf16 on CPUs with bf16 units, bf16 on CUDA GPUs that support it (else fp16),
     fp32 everywhere else.
     """
-    precision = (precision or "auto").lower()
-    if precision not in {"auto", "fp32", "bf16", "fp16"}:
-        raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    from graft.validation import invalid_parameter
+
+    given = precision
+    precision = (precision or "auto").lower() if isinstance(precision, (str, type(None))) else precision
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise invalid_parameter("precision", "choose_precision", "one of 'auto', 'fp32', 'bf16', 'fp16'", given)
     if precision != "auto":
         return precision
     if device.startswith("cuda"):
@@ -101,7 +107,7 @@ class ImageArrayDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        kwargs = {"draft_size": self.draft_size}
+        kwargs: dict[str, Any] = {"draft_size": self.draft_size}
         if self.max_pixels:
             kwargs["max_pixels"] = self.max_pixels
         try:
@@ -168,8 +174,11 @@ class Embedder:
         self.device = device
         self.model = model.eval()
         self.preprocessing = preprocessing
-        self.input_size = tuple(preprocessing.input_size)
-        self._key = weights_key or self._fingerprint
+        self.input_size = (int(preprocessing.input_size[0]), int(preprocessing.input_size[1]))
+        # A partial over the model, not a bound method: a bound method stored on self is a
+        # reference cycle, which keeps the ONNX Runtime session alive until the garbage
+        # collector runs, possibly inside a forked DataLoader worker (a deadlock).
+        self._key = weights_key or functools.partial(fingerprint, self.model)
         if (precision or "auto").lower() == "auto" and not device.startswith("cuda"):
             choose_precision(precision, device)  # validates
             self.precision = resolve_cpu_auto(self.model, self.input_size, self._key)
@@ -184,19 +193,23 @@ class Embedder:
         std = torch.tensor(preprocessing.std, dtype=torch.float32).view(1, 3, 1, 1)
         self._scale, self._shift = 1.0 / (255.0 * std), mean / std
 
-    def _fingerprint(self) -> str:
-        from ..inference import fingerprint
-
-        return fingerprint(self.model)
-
     def engine(self, n_images: int | None = None) -> Engine:
         """The engine (built on first use; ``n_images`` lets small jobs skip an ONNX export)."""
         if self._engine is None:
             self._engine = build_engine(
-                self.model, self.input_size, device=self.device, precision=self.precision,
-                spatial=self.spatial, n_images=n_images, key=self._key,
+                self.model,
+                self.input_size,
+                device=self.device,
+                precision=self.precision,
+                spatial=self.spatial,
+                n_images=n_images,
+                key=self._key,
             )
         return self._engine
+
+    def close(self) -> None:
+        """Drop the engine (and its ONNX Runtime session) now."""
+        self._engine = None
 
     @property
     def runtime(self) -> str:

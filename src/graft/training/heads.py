@@ -8,6 +8,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from graft.validation import check_choice, check_number
+
 __all__ = ["HEAD_TYPES", "HeadSpec", "build_head", "GraftNet"]
 
 #: linear: dropout + linear on pooled features (the default).
@@ -28,10 +30,8 @@ class HeadSpec:
     hidden: int = 512
 
     def __post_init__(self) -> None:
-        if self.type not in HEAD_TYPES:
-            raise ValueError(f"head must be one of {', '.join(HEAD_TYPES)}, got {self.type!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_choice("type", self.type, HEAD_TYPES, "HeadSpec")
+        check_number("dropout", self.dropout, "HeadSpec", low=0, high=1, high_inclusive=False)
 
     @property
     def spatial(self) -> bool:
@@ -42,7 +42,7 @@ class HeadSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "HeadSpec":
+    def from_dict(cls, d: Mapping[str, Any]) -> HeadSpec:
         return cls(**{k: d[k] for k in ("type", "in_features", "num_classes", "dropout", "hidden") if k in d})
 
 
@@ -76,9 +76,10 @@ class GraftNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The head's input for images ``x``."""
+        backbone: Any = self.backbone  # a timm model
         if self.spatial:
-            return self.backbone.forward_features(x).flatten(1)
-        return self.backbone(x)
+            return backbone.forward_features(x).flatten(1)
+        return backbone(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

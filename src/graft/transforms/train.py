@@ -17,7 +17,8 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
-from graft.preprocess import PIL_INTERPOLATION, Preprocessing
+from graft.transforms.eval import PIL_INTERPOLATION, Preprocessing
+from graft.validation import check_choice, check_number, invalid_parameter
 
 __all__ = [
     "AUGMENT_STRENGTHS",
@@ -91,10 +92,9 @@ def build_train_transform(pre: Preprocessing, *, strength: str = "default") -> C
         A picklable callable mapping a PIL image to a normalised float32 tensor.
 
     Raises:
-        ValueError: unknown ``strength``.
+        InvalidParameterError: unknown ``strength`` (a ``ValueError``).
     """
-    if strength not in AUGMENT_STRENGTHS:
-        raise ValueError(f"augmentation strength must be one of {list(AUGMENT_STRENGTHS)}, got {strength!r}")
+    check_choice("strength", strength, AUGMENT_STRENGTHS, "build_train_transform")
     if strength == "none":
         return build_eval_transform(pre)
     interp = _TV_INTERPOLATION[pre.interpolation]
@@ -109,8 +109,7 @@ def build_train_transform(pre: Preprocessing, *, strength: str = "default") -> C
             T.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=interp),
             T.RandomHorizontalFlip(),
             T.RandomAffine(
-                degrees=15, translate=(0.1, 0.1), scale=(0.9, 1.1),
-                interpolation=InterpolationMode.BILINEAR, fill=fill,
+                degrees=15, translate=(0.1, 0.1), scale=(0.9, 1.1), interpolation=InterpolationMode.BILINEAR, fill=fill
             ),
             T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02),
         ]
@@ -163,8 +162,10 @@ class FeatureView:
         return self.pre.normalize(np.asarray(out, dtype=np.uint8))
 
     def __repr__(self) -> str:
-        return (f"FeatureView(view={self.view}, flip={self.flip}, area={self.area:.3f}, "
-                f"ratio={self.ratio:.3f}, cx={self.cx:.3f}, cy={self.cy:.3f})")
+        return (
+            f"FeatureView(view={self.view}, flip={self.flip}, area={self.area:.3f}, "
+            f"ratio={self.ratio:.3f}, cx={self.cx:.3f}, cy={self.cy:.3f})"
+        )
 
 
 def build_feature_view_transform(pre: Preprocessing, view: int, seed: int) -> Callable[[Image.Image], np.ndarray]:
@@ -186,10 +187,11 @@ def build_feature_view_transform(pre: Preprocessing, view: int, seed: int) -> Ca
         A picklable callable mapping a PIL image to a float32 ``(3, H, W)`` array.
 
     Raises:
-        ValueError: negative ``view``.
+        InvalidParameterError: negative ``view`` (a ``ValueError``).
     """
-    if view < 0:
-        raise ValueError(f"view must be 0 or more, got {view}")
+    check_number(
+        "view", int(view) if isinstance(view, np.integer) else view, "build_feature_view_transform", low=0, integer=True
+    )
     return FeatureView(pre, view, seed)
 
 
@@ -201,4 +203,8 @@ def resolve_augment_views(augment_views: int | str, n_train: int) -> int:
     """Number of extra feature views: ``"auto"`` is 1 (the mirror) on small training sets."""
     if augment_views == "auto":
         return 1 if n_train < AUTO_MIRROR_MAX_TRAIN else 0
+    if isinstance(augment_views, str) and augment_views.isdigit():
+        return int(augment_views)
+    if isinstance(augment_views, bool) or not isinstance(augment_views, (int, np.integer)) or augment_views < 0:
+        raise invalid_parameter("augment_views", "resolve_augment_views", "'auto' or an int >= 0", augment_views)
     return int(augment_views)

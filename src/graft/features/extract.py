@@ -7,13 +7,17 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+import torch
+from torch import nn
 
-from ..config import graft_home
-from ..data.records import SkippedFile
-from .cache import FeatureCache, embedder_key, file_key
-from .runtime import Embedder
+from graft.config import graft_home
+from graft.data.records import SkippedFile
+from graft.features.cache import FeatureCache, embedder_key, file_key
+from graft.features.embedder import Embedder
+from graft.features.fingerprint import FEATURE_PIPELINE_VERSION, fingerprint
+from graft.transforms.eval import Preprocessing
 
-__all__ = ["FeatureSet", "extract_features"]
+__all__ = ["FeatureSet", "extract_features", "model_features", "feature_dim"]
 
 
 class FeatureSet:
@@ -70,7 +74,7 @@ def extract_features(
             keys.append(file_key(p, view, seed))
         except OSError as e:
             keys.append(None)
-            failed.append(SkippedFile(p, f"could not be read: {e.strerror or e}"))
+            failed.append(SkippedFile(str(p), f"could not be read: {e.strerror or e}"))
 
     root = _cache_root(cache_dir) / embedder_key(spec)
     dim_hint = int(spec.get("dim", 0))
@@ -84,7 +88,7 @@ def extract_features(
         todo_paths = [paths[i] for i in todo]
 
         def write(ids: np.ndarray, feats: np.ndarray) -> None:
-            cache.add([keys[todo[j]] for j in ids], feats)  # type: ignore[misc]
+            cache.add([keys[todo[j]] for j in ids], feats)
 
         res = embedder.embed_paths(todo_paths, transform=transform, progress=progress, on_batch=write)
         failed.extend(res.failed)
@@ -92,9 +96,75 @@ def extract_features(
         failed_pos.update(i for i in todo if paths[i] in bad)
 
     ok = np.array([i for i in range(n) if i not in failed_pos], dtype=np.int64)
-    X = cache.get([keys[i] for i in ok])  # type: ignore[misc]
+    X = cache.get([keys[i] for i in ok])
     return FeatureSet(X, ok, failed, len(todo))
 
 
 def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
     return Path(cache_dir) if cache_dir is not None else graft_home() / "features"
+
+
+def model_features(
+    backbone: nn.Module,
+    preprocessing: Preprocessing,
+    paths: Sequence[str],
+    *,
+    spatial: bool = False,
+    view: int = 0,
+    seed: int = 0,
+    transform: Callable | None = None,
+    device: str = "cpu",
+    precision: str = "auto",
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    progress: Callable[[int], None] | None = None,
+    max_pixels: int | None = None,
+) -> FeatureSet:
+    """Backbone features of image files, through the on-disk cache keyed by the weights' fingerprint."""
+    emb = Embedder(
+        backbone,
+        preprocessing,
+        device=device,
+        precision=precision,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        spatial=spatial,
+        max_pixels=max_pixels,
+    )
+    spec: dict[str, Any] = {
+        "backbone": fingerprint(backbone),
+        "preprocessing": preprocessing.to_dict(),
+        "precision": emb.precision,
+        "pipeline": FEATURE_PIPELINE_VERSION,
+        "spatial": spatial,
+        "dim": feature_dim(backbone, preprocessing, spatial),
+    }
+    try:
+        return extract_features(
+            paths,
+            emb,
+            spec,
+            view=view,
+            seed=seed,
+            transform=transform,
+            cache_dir=cache_dir,
+            use_cache=use_cache,
+            progress=progress,
+        )
+    finally:
+        emb.close()  # free the runtime session now, not whenever the garbage collector runs
+
+
+def feature_dim(module: nn.Module, pre: Preprocessing, spatial: bool) -> int:
+    """Width of the features ``module`` gives (pooled, or the flattened feature map)."""
+    backbone: Any = module  # a timm model: num_features, forward_features
+    if not spatial and getattr(backbone, "num_features", None) and getattr(backbone, "num_classes", 1) == 0:
+        hidden = getattr(backbone, "head_hidden_size", None)
+        return int(hidden or backbone.num_features)
+    with torch.inference_mode():
+        x = torch.zeros(1, 3, *pre.input_size)
+        dev = next(backbone.parameters()).device
+        out = backbone.forward_features(x.to(dev)).flatten(1) if spatial else backbone(x.to(dev))
+    return int(out.shape[1])

@@ -9,11 +9,14 @@ mean, std) and is stored in every saved model and export, so predict never guess
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 from PIL import Image
+
+from graft.validation import check_choice, check_number
 
 __all__ = ["Preprocessing", "PIL_INTERPOLATION"]
 
@@ -52,12 +55,13 @@ class Preprocessing:
     _std_arr: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.interpolation not in PIL_INTERPOLATION:
-            raise ValueError(
-                f"interpolation must be one of {sorted(PIL_INTERPOLATION)}, got {self.interpolation!r}"
-            )
-        if not 0.0 < self.crop_pct <= 1.0:
-            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+        check_choice("interpolation", self.interpolation, sorted(PIL_INTERPOLATION), "Preprocessing")
+        crop = self.crop_pct
+        if isinstance(crop, numbers.Real) and not isinstance(crop, (bool, int, float)):
+            crop = float(crop)  # numpy scalars
+        check_number("crop_pct", crop, "Preprocessing", low=0, high=1, low_inclusive=False)
+        check_choice("crop_mode", self.crop_mode, ("center", "squash"), "Preprocessing")
+        object.__setattr__(self, "crop_pct", float(crop))
         object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
@@ -66,7 +70,7 @@ class Preprocessing:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_timm_config(cls, cfg: Mapping[str, Any]) -> "Preprocessing":
+    def from_timm_config(cls, cfg: Mapping[str, Any]) -> Preprocessing:
         """Build from a timm data config (``timm.data.resolve_data_config`` output)."""
         size = cfg.get("input_size", (3, 224, 224))
         crop_mode = cfg.get("crop_mode", "center") or "center"
@@ -74,13 +78,13 @@ class Preprocessing:
             input_size=(int(size[-2]), int(size[-1])),
             crop_pct=float(cfg.get("crop_pct", 0.875) or 0.875),
             interpolation=str(cfg.get("interpolation", "bicubic") or "bicubic"),
-            mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),  # type: ignore[arg-type]
-            std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),  # type: ignore[arg-type]
+            mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+            std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
             crop_mode="squash" if crop_mode == "squash" else "center",
         )
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Preprocessing":
+    def from_dict(cls, data: Mapping[str, Any]) -> Preprocessing:
         """Inverse of :meth:`to_dict`; unknown keys are ignored for forward compatibility."""
         known = {"input_size", "crop_pct", "interpolation", "mean", "std", "crop_mode"}
         return cls(**{k: v for k, v in data.items() if k in known})
@@ -94,9 +98,9 @@ class Preprocessing:
         d["resize_size"] = self.resize_size
         return d
 
-    def with_input_size(self, size: int | tuple[int, int]) -> "Preprocessing":
+    def with_input_size(self, size: int | tuple[int, int]) -> Preprocessing:
         """A copy at another input size (same crop_pct, mean, std)."""
-        hw = (size, size) if isinstance(size, int) else tuple(size)
+        hw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
         return Preprocessing(hw, self.crop_pct, self.interpolation, self.mean, self.std, self.crop_mode)
 
     # ------------------------------------------------------------------ geometry

@@ -10,7 +10,9 @@ from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_
 __all__ = ["compute_metrics", "expected_calibration_error", "format_metrics_table"]
 
 
-def expected_calibration_error(probs: np.ndarray, y: np.ndarray, n_bins: int = 15) -> tuple[float, list[dict[str, float]]]:
+def expected_calibration_error(
+    probs: np.ndarray, y: np.ndarray, n_bins: int = 15
+) -> tuple[float, list[dict[str, float]]]:
     """ECE of the top-1 confidence, and the reliability-diagram bins."""
     conf = probs.max(1)
     correct = (probs.argmax(1) == y).astype(np.float64)
@@ -47,8 +49,11 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str
         "n": int(len(y_true)),
         "accuracy": float((y_pred == y_true).mean()) if len(y_true) else float("nan"),
         f"top{k}_accuracy": (
-            1.0 if k >= n_classes else
-            float(top_k_accuracy_score(y_true, probs, k=k, labels=labels)) if len(y_true) else float("nan")
+            1.0
+            if k >= n_classes
+            else float(top_k_accuracy_score(y_true, probs, k=k, labels=labels))
+            if len(y_true)
+            else float("nan")
         ),
         "top_k": k,
         "macro_f1": float(np.mean(f)),
@@ -73,8 +78,7 @@ def format_metrics_table(m: dict[str, Any]) -> str:
     k = m["top_k"]
     topk = m.get(f"top{k}_accuracy", float("nan"))
     lines = [
-        f"accuracy {m['accuracy']:.4f}   top-{k} {topk:.4f}   "
-        f"macro F1 {m['macro_f1']:.4f}   n={m['n']}",
+        f"accuracy {m['accuracy']:.4f}   top-{k} {topk:.4f}   macro F1 {m['macro_f1']:.4f}   n={m['n']}",
         "",
         f"{'class':<{w}}  precision  recall     f1  support",
     ]

@@ -1,0 +1,3 @@
+"""The version of graft (one place, importable without importing anything else)."""
+
+__version__ = "0.1.0"

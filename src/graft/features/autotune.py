@@ -1,0 +1,111 @@
+"""Which CPU engine and precision are fastest on this machine: measured once, then cached.
+
+On CPUs with native bf16 units (AVX512-BF16 or AMX) bf16 autocast can beat ONNX
+Runtime fp32, or not, depending on the chip and the architecture; a short
+micro-benchmark decides once per machine and architecture, cached in
+``$GRAFT_HOME/runtime/choice.json``. Without bf16 units fp32 always wins (bf16 is
+emulated there, about 10x slower).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+from graft.config import cpu_info, graft_home
+from graft.features.engines import Engine, TorchEngine, build_ort_engine, onnxruntime_available
+from graft.fileio import atomic_write_text
+
+__all__ = ["cpu_supports_fast_bf16", "machine_choice", "resolve_cpu_auto"]
+
+log = logging.getLogger("graft")
+
+
+def cpu_supports_fast_bf16() -> bool:
+    """True where the CPU has native bf16 matrix units (AVX512-BF16 or AMX).
+
+    Without them bf16 autocast is emulated and several times *slower* than fp32.
+    """
+    flags = cpu_info()["flags"]
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _machine_key(model: nn.Module, input_size: tuple[int, int]) -> str:
+    cpu = cpu_info()["model"]
+    try:
+        import onnxruntime
+
+        ort_v = onnxruntime.__version__
+    except Exception:  # noqa: BLE001
+        ort_v = "none"
+    n_params = sum(p.numel() for p in model.parameters())
+    text = f"{cpu}|{torch.get_num_threads()}|{torch.__version__}|{ort_v}|{type(model).__name__}|{n_params}|{input_size}"
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _time(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, reps: int = 2) -> float:
+    fn(x)  # warm-up (allocations, kernel selection)
+    best = math.inf
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn(x)
+        best = min(best, time.perf_counter() - t)
+    return len(x) / best
+
+
+def machine_choice(model: nn.Module, input_size: tuple[int, int], *, key: str | None = None) -> dict:
+    """Which CPU engine is fastest here for this architecture: measured once, then cached.
+
+    Returns:
+        ``{"engine": "onnxruntime"|"torch", "precision": "fp32"|"bf16", "images_per_s": {...}}``.
+    """
+    mkey = _machine_key(model, input_size)
+    path = graft_home() / "runtime" / "choice.json"
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    if isinstance(cached, dict) and isinstance(cached.get(mkey), dict):
+        return cached[mkey]
+    x = torch.randn(16, 3, *input_size, generator=torch.Generator().manual_seed(0))
+    speeds: dict[str, float] = {}
+    candidates: dict[str, Callable[[], Engine]] = {
+        "torch-bf16": lambda: TorchEngine(model, "cpu", "bf16", input_size=input_size),
+        "torch-fp32": lambda: TorchEngine(model, "cpu", "fp32", input_size=input_size),
+    }
+    if onnxruntime_available():
+        candidates["onnxruntime-fp32"] = lambda: build_ort_engine(model, input_size, key=key)
+    for name, make in candidates.items():
+        try:
+            speeds[name] = _time(make(), x)
+        except Exception as e:  # noqa: BLE001 - a failing candidate just loses
+            log.debug("runtime candidate %s failed: %s", name, e)
+    best = max(speeds, key=speeds.get) if speeds else "torch-fp32"  # type: ignore[arg-type]
+    engine, _, precision = best.rpartition("-")
+    choice = {"engine": engine, "precision": precision, "images_per_s": speeds}
+    cached = cached if isinstance(cached, dict) else {}
+    cached[mkey] = choice
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(cached, indent=2))
+    except OSError as e:
+        log.debug("could not store the runtime choice at %s: %s", path, e)
+    return choice
+
+
+def resolve_cpu_auto(model: nn.Module, input_size: tuple[int, int], key: Callable[[], str] | None = None) -> str:
+    """Precision for ``--precision auto`` on this CPU: fp32 unless bf16 measured faster."""
+    forced = os.environ.get("GRAFT_RUNTIME", "").strip().lower()
+    if not cpu_supports_fast_bf16() or forced == "onnxruntime":
+        return "fp32"
+    if forced == "torch":
+        return "bf16"
+    return str(machine_choice(model, input_size, key=key() if key else None).get("precision", "fp32"))

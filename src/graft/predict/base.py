@@ -1,0 +1,133 @@
+"""The :class:`Predictor` interface: one way to predict, whatever runs the network.
+
+A predictor knows its classes and preprocessing (from the :class:`ArtifactSpec`) and
+maps a preprocessed batch to probabilities (:meth:`Predictor.predict_arrays`); files,
+folders and globs, decoding, unreadable files and the top-k rows are handled here
+once for every implementation.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+
+import numpy as np
+
+from graft.artifact.spec import ArtifactSpec
+from graft.data.decode import DEFAULT_MAX_PIXELS, load_image
+from graft.data.files import collect_image_paths
+from graft.data.records import SkippedFile
+from graft.exceptions import ImageDecodeError
+from graft.predict.results import prediction_rows
+from graft.transforms.eval import Preprocessing
+
+__all__ = ["Predictor"]
+
+
+class Predictor:
+    """Base class of the torch and ONNX predictors.
+
+    Subclasses set :attr:`spec` and implement :meth:`predict_arrays`.
+
+    Attributes:
+        spec: the artifact description (classes, preprocessing, backbone, metrics).
+        name: what runs the network (``onnxruntime`` or ``torch``).
+        batch_size: images per network call.
+        max_pixels: decompression-bomb guard for decoded images.
+    """
+
+    name = "predictor"
+    spec: ArtifactSpec
+    batch_size: int = 16
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    decode_workers: int = 1
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.spec.classes)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.spec.preprocessing
+
+    def info(self) -> dict[str, Any]:
+        """What the server's ``GET /model`` shows: no paths, only the model's description."""
+        return {
+            "backbone": {k: v for k, v in self.spec.backbone.items() if k not in {"weights_path", "path"}},
+            "head": dict(self.spec.head),
+            "metrics": {
+                k: v for k, v in self.spec.metrics.items() if k not in {"per_class", "confusion_matrix", "reliability"}
+            },
+            "graft_version": self.spec.versions.get("graft"),
+        }
+
+    # ------------------------------------------------------------------ arrays
+    def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
+        """Softmax probabilities (N, n_classes) for a preprocessed float32 (N, 3, H, W) batch.
+
+        Runs in chunks of :attr:`batch_size`, so memory stays bounded whatever N is.
+        """
+        if len(batch) == 0:
+            return np.zeros((0, len(self.spec.classes)), np.float32)
+        step = max(1, int(self.batch_size))
+        return np.concatenate([self._probabilities(batch[i : i + step]) for i in range(0, len(batch), step)])
+
+    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """One runtime call: probabilities of a non-empty batch (implemented by each predictor)."""
+        raise NotImplementedError
+
+    def predict_images(self, images: Sequence[Any]) -> np.ndarray:
+        """Softmax probabilities for decoded PIL images (in memory), in batches."""
+        return self._run_batched([self.preprocessing(im) for im in images])
+
+    def _run_batched(self, arrs: list[np.ndarray]) -> np.ndarray:
+        if not arrs:
+            return np.zeros((0, len(self.spec.classes)), np.float32)
+        step = max(1, int(self.batch_size))
+        return np.concatenate([self._probabilities(np.stack(arrs[i : i + step])) for i in range(0, len(arrs), step)])
+
+    # ------------------------------------------------------------------ files
+    def load_array(self, path: str) -> tuple[np.ndarray | None, str | None]:
+        """(network input, None) for a readable image, (None, reason) otherwise."""
+        pre = self.preprocessing
+        try:
+            img = load_image(
+                path, draft_size=pre.decode_size, **({"max_pixels": self.max_pixels} if self.max_pixels else {})
+            )
+            return pre(img), None
+        except ImageDecodeError as e:
+            return None, e.reason
+        except Exception as e:  # noqa: BLE001 - one bad file must not end a batch
+            return None, f"could not be read: {type(e).__name__}: {e}"
+
+    def predict_proba(self, paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray, list[str], list[SkippedFile]]:
+        """Class probabilities for image files: (probs of the readable files, their paths, the unreadable ones)."""
+        names = [str(p) for p in paths]
+        if self.decode_workers > 1 and len(names) > 1:
+            with ThreadPoolExecutor(self.decode_workers, thread_name_prefix="graft-decode") as pool:
+                loaded = list(pool.map(self.load_array, names))
+        else:
+            loaded = [self.load_array(n) for n in names]
+        arrs, ok, failed = [], [], []
+        for name, (arr, err) in zip(names, loaded):
+            if arr is None:
+                failed.append(SkippedFile(name, err or "unreadable"))
+            else:
+                arrs.append(arr)
+                ok.append(name)
+        return self._run_batched(arrs), ok, failed
+
+    def predict(self, paths: Sequence[str | os.PathLike], top_k: int = 1) -> list[dict[str, Any]]:
+        """Top-k labels for image files, folders or globs.
+
+        Returns:
+            One dict per input image: ``path``, ``label``, ``probability``, ``top_k``
+            (list of {label, probability}); unreadable files get ``error`` instead.
+        """
+        files, missing = collect_image_paths([str(p) for p in paths])
+        probs, ok_paths, failed = self.predict_proba(files)
+        return prediction_rows(ok_paths, probs, self.classes, top_k, list(missing) + list(failed))
+
+    def close(self) -> None:
+        """Release runtime resources (no-op by default)."""

@@ -1,0 +1,129 @@
+"""Predict with PyTorch: a trained :class:`~graft.training.heads.GraftNet` behind the :class:`Predictor` interface.
+
+Files run through the embedding runtime (batched, decoded in worker processes, the
+fastest engine for the machine). A stage-1 model's backbone is the frozen pretrained
+one, so its features come through the on-disk feature cache and only the head runs:
+evaluating or predicting on images that training already embedded costs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from graft.artifact.spec import ArtifactSpec
+from graft.data.records import SkippedFile
+from graft.features.embedder import Embedder, choose_precision
+from graft.features.extract import model_features
+from graft.predict.base import Predictor
+
+__all__ = ["TorchPredictor", "probabilities"]
+
+
+@torch.no_grad()
+def probabilities(net: nn.Module, x: torch.Tensor) -> np.ndarray:
+    """Softmax probabilities (N, n_classes) of ``net`` for a normalised batch, as float64 numpy."""
+    return torch.softmax(net(x).float(), 1).double().cpu().numpy()
+
+
+class TorchPredictor(Predictor):
+    """A network in memory, predicting like the ONNX predictor does.
+
+    Args:
+        net: the network (images -> logits), in eval mode.
+        spec: its artifact description.
+        device: torch device string (already resolved).
+        precision: ``auto|fp32|bf16|fp16`` for the backbone on files.
+        frozen: the backbone holds pretrained weights unchanged (features may come
+            from the cache); default: not fine-tuned according to ``spec``.
+        batch_size, num_workers: embedding batch size and decoder processes (None: auto).
+        cache_dir, use_cache: the feature cache (default ``$GRAFT_HOME/features``).
+    """
+
+    name = "torch"
+
+    def __init__(
+        self,
+        net: nn.Module,
+        spec: ArtifactSpec,
+        *,
+        device: str = "cpu",
+        precision: str = "auto",
+        frozen: bool | None = None,
+        batch_size: int | None = None,
+        num_workers: int | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        use_cache: bool = True,
+    ) -> None:
+        self.net = net.eval()
+        self.spec = spec
+        self.device = device
+        self.precision = precision
+        self.frozen = not bool(spec.backbone.get("fine_tuned", False)) if frozen is None else frozen
+        self.batch_size = batch_size or 16
+        self._embed_batch = batch_size
+        self.num_workers = num_workers
+        self.cache_dir = cache_dir
+        self.use_cache = use_cache
+
+    # ------------------------------------------------------------------ arrays
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """fp32 logits for a preprocessed (N, 3, H, W) batch (the reference of the ONNX parity check)."""
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+            return self.net.eval()(x).float().cpu().numpy()
+
+    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+            return torch.softmax(self.net(x).float(), 1).cpu().numpy()
+
+    # ------------------------------------------------------------------ files
+    def predict_proba(
+        self, paths: Sequence[str | os.PathLike], progress: Callable[[int], None] | None = None
+    ) -> tuple[np.ndarray, list[str], list[SkippedFile]]:
+        """Class probabilities for image files: (probs of the readable files, their paths, the unreadable ones)."""
+        names = [str(p) for p in paths]
+        if not names:
+            return np.zeros((0, len(self.spec.classes)), np.float32), [], []
+        net: Any = self.net
+        if self.frozen and hasattr(net, "backbone") and hasattr(net, "head"):
+            fs = model_features(
+                net.backbone,
+                self.preprocessing,
+                names,
+                spatial=bool(getattr(net, "spatial", False)),
+                device=self.device,
+                precision=self.precision,
+                batch_size=self._embed_batch,
+                num_workers=self.num_workers,
+                cache_dir=self.cache_dir,
+                use_cache=self.use_cache,
+                progress=progress,
+            )
+            with torch.inference_mode():
+                logits = net.head.to("cpu").eval()(torch.from_numpy(fs.X)).float()
+            net.head.to(self.device)
+            return torch.softmax(logits, 1).numpy(), [names[i] for i in fs.ok], fs.failed
+        emb = Embedder(
+            net,
+            self.preprocessing,
+            device=self.device,
+            precision=choose_precision(self.precision, self.device),
+            batch_size=self._embed_batch,
+            num_workers=self.num_workers,
+        )
+        try:
+            res = emb.embed_paths(names, progress=progress)
+        finally:
+            emb.close()
+        probs = torch.softmax(torch.from_numpy(res.features), 1).numpy()
+        order = np.argsort(res.ok_indices, kind="stable")
+        return probs[order], [names[i] for i in res.ok_indices[order]], res.failed
+
+    def __repr__(self) -> str:
+        return f"TorchPredictor({self.spec.architecture!r}, classes={len(self.spec.classes)}, device={self.device!r})"

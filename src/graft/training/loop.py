@@ -1,0 +1,118 @@
+"""One training epoch and one evaluation pass over an image loader.
+
+In the spirit of torchvision's ``references/classification/train.py``: the epoch
+loop of :func:`~graft.training.finetune.train_network` lives here so that it reads
+as setup, ``train_one_epoch``, ``evaluate`` and callbacks, each small enough to check.
+Loaders yield ``(indices, images or None, skipped)`` batches (see
+``graft.features.embedder.collate_skip_failed``); labels are looked up by index.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+
+from ..progress import Task
+
+__all__ = ["evaluate", "train_one_epoch"]
+
+
+def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Multiplier of the base LRs at ``step``: linear warm-up, then cosine, linear decay or flat."""
+    if schedule == "constant":
+        return 1.0 if step >= warmup else (step + 1) / max(1, warmup)
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    t = (step - warmup) / max(1, total - warmup)
+    if schedule == "onecycle":  # linear decay after the warm-up peak
+        return max(0.0, 1.0 - t)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+def _autocast(device: str, precision: str) -> torch.autocast:
+    """bf16/fp16 autocast for ``precision``; a disabled context for fp32."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    dev = "cuda" if device.startswith("cuda") else "cpu"
+    return torch.autocast(dev, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+def train_one_epoch(
+    net: nn.Module,
+    loader: DataLoader,
+    labels: np.ndarray,
+    optimizer: torch.optim.Optimizer,
+    *,
+    base_lrs: Sequence[float],
+    lr_at: Callable[[int], float],
+    step: int,
+    device: str = "cpu",
+    precision: str = "fp32",
+    class_weight: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+    task: Task | None = None,
+    on_skip: Callable[[int, str], None] | None = None,
+) -> dict[str, float]:
+    """One pass over ``loader``, the LR set per step from ``lr_at(step)`` times ``base_lrs``.
+
+    The schedule is per optimizer step (not per epoch) so warm-up works with few, large
+    epochs; ``step`` is the global step of the epoch's first batch. ``net`` must already
+    be in the train mode the caller wants (a policy may keep frozen BatchNorm in eval).
+    ``on_skip(index, reason)`` hears of every image the loader could not decode.
+
+    Returns:
+        ``{"train_loss": mean loss, "train_acc": accuracy}`` over the decoded images.
+    """
+    tot_loss, tot_ok, n = 0.0, 0, 0
+    for idx, x, bad in loader:
+        if on_skip is not None:
+            for i, reason in bad:
+                on_skip(i, reason)
+        if x is None:
+            continue
+        f = lr_at(step)
+        for grp, base in zip(optimizer.param_groups, base_lrs):
+            grp["lr"] = base * f
+        y = torch.from_numpy(labels[idx.numpy()]).to(device)
+        with _autocast(device, precision):
+            logits = net(x.to(device)).float()
+        loss = F.cross_entropy(logits, y, weight=class_weight, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        tot_loss += loss.item() * len(y)
+        tot_ok += int((logits.argmax(1) == y).sum())
+        n += len(y)
+        if task is not None:
+            task.advance(len(idx) + len(bad))
+            task.update(info=f"loss {tot_loss / max(n, 1):.3f}")
+    return {"train_loss": tot_loss / max(n, 1), "train_acc": tot_ok / max(n, 1)}
+
+
+def evaluate(
+    net: nn.Module, loader: DataLoader, labels: np.ndarray, device: str = "cpu", precision: str = "fp32"
+) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``net`` on ``loader``, unweighted and unsmoothed.
+
+    Plain loss on purpose: early stopping compares epochs, and class weights or label
+    smoothing would only shift that scale. Leaves ``net`` in eval mode.
+    """
+    net.eval()
+    tot_loss, ok, n = 0.0, 0, 0
+    with torch.inference_mode():
+        for idx, x, _bad in loader:
+            if x is None:
+                continue
+            y = torch.from_numpy(labels[idx.numpy()]).to(device)
+            with _autocast(device, precision):
+                logits = net(x.to(device)).float()
+            tot_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+            ok += int((logits.argmax(1) == y).sum())
+            n += len(y)
+    return tot_loss / max(n, 1), ok / max(n, 1)

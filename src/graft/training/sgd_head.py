@@ -1,0 +1,114 @@
+"""MLP and flatten heads on cached features: AdamW, one-cycle LR, early stopping.
+
+Unlike the linear probe these have no convex optimum to solve for, so they train
+by mini-batch SGD and stop on the validation features, sharing
+:class:`~graft.training.callbacks.EarlyStopping` with the fine-tuning loop.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .callbacks import EarlyStopping
+
+__all__ = ["fit_sgd_head"]
+
+
+def fit_sgd_head(
+    head: nn.Module,
+    X: np.ndarray,
+    y: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    epochs: int = 100,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    batch_size: int = 64,
+    patience: int = 10,
+    class_weight: np.ndarray | None = None,
+    seed: int = 0,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``head`` on features with AdamW; early stopping on validation loss.
+
+    The best weights (lowest validation loss) are restored in place.
+
+    Returns:
+        One dict per epoch: epoch, train_loss, train_acc, val_loss, val_acc, best.
+    """
+    g = torch.Generator().manual_seed(seed)
+    Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    Xv = torch.from_numpy(np.ascontiguousarray(X_val, dtype=np.float32))
+    yv = torch.from_numpy(np.asarray(y_val, dtype=np.int64))
+    cw = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = max(1, math.ceil(len(yt) / batch_size)) * epochs
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    stopper = EarlyStopping(patience)
+    history: list[dict[str, Any]] = []
+    for epoch in range(1, epochs + 1):
+        perm = torch.randperm(len(yt), generator=g)
+        train_loss, train_acc = _train_epoch(head, Xt, yt, perm, batch_size, opt, sched, cw)
+        val_loss, val_acc = _validate(head, Xv, yv, cw)
+        rec = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "best": stopper.update(epoch, val_loss, head),
+        }
+        history.append(rec)
+        if on_epoch is not None:
+            on_epoch(rec)
+        if stopper.should_stop:
+            break
+    stopper.restore(head)
+    head.eval()
+    return history
+
+
+def _train_epoch(
+    head: nn.Module,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    perm: torch.Tensor,
+    batch_size: int,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    class_weight: torch.Tensor | None,
+) -> tuple[float, float]:
+    """One pass over the rows in ``perm`` order, the scheduler stepped per batch: (mean loss, accuracy)."""
+    head.train()
+    tot_loss, tot_ok = 0.0, 0
+    for i in range(0, len(y), batch_size):
+        idx = perm[i : i + batch_size]
+        logits = head(X[idx])
+        loss = F.cross_entropy(logits, y[idx], weight=class_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        tot_loss += float(loss.detach()) * len(idx)
+        tot_ok += int((logits.argmax(1) == y[idx]).sum())
+    return tot_loss / len(y), tot_ok / len(y)
+
+
+def _validate(
+    head: nn.Module, X: torch.Tensor, y: torch.Tensor, class_weight: torch.Tensor | None
+) -> tuple[float, float]:
+    """(loss, accuracy) on the validation features, both NaN without any (then no epoch counts as best)."""
+    head.eval()
+    with torch.no_grad():
+        logits = head(X)
+        val_loss = float(F.cross_entropy(logits, y, weight=class_weight)) if len(y) else math.nan
+        val_acc = float((logits.argmax(1) == y).float().mean()) if len(y) else math.nan
+    return val_loss, val_acc

@@ -1,0 +1,389 @@
+"""The stages of a fit as pure functions: embed the splits, fit the head, fine-tune with keep/rollback.
+
+Each takes what it needs and returns a result object; none mutates its inputs, so
+:class:`graft.Classifier` stays a thin facade that only stores what they return.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from graft.data.records import ImageRecord, SkippedFile
+from graft.exceptions import DataError
+from graft.features.extract import FeatureSet
+from graft.metrics import compute_metrics
+from graft.progress import NullProgress, Progress
+from graft.training.finetune import FineTuneConfig, FitResult, train_network
+from graft.training.head_fit import class_weights_balanced, train_head
+from graft.training.heads import GraftNet, HeadSpec
+from graft.training.policy import FineTunePolicy
+from graft.transforms.eval import Preprocessing
+
+__all__ = [
+    "SplitFeatures",
+    "EmbeddedData",
+    "HeadStage",
+    "FineTuneStage",
+    "StageOne",
+    "stage_one",
+    "scan_splits",
+    "embed_dataset",
+    "embed_split",
+    "fit_head_stage",
+    "fine_tune_stage",
+]
+
+#: ``embed(paths, view=..., transform=..., progress=...) -> FeatureSet``: the backbone and its settings, bound.
+EmbedFn = Callable[..., FeatureSet]
+
+
+@dataclass
+class SplitFeatures:
+    """Features of one split: rows of every view, their labels and source-image ids.
+
+    Attributes:
+        X, y, groups: stacked rows of all views; ``groups`` indexes ``records``.
+        paths: the images that decoded, in order (view 0).
+        failed: images that did not decode at full decode (found only now, e.g. truncated data).
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray
+    paths: list[str]
+    failed: list[SkippedFile] = field(default_factory=list)
+
+
+def embed_split(
+    records: Sequence[ImageRecord],
+    embed: EmbedFn,
+    *,
+    name: str,
+    views: int = 0,
+    view_transform: Callable[[int], Callable | None] = lambda _v: None,
+    strict: bool = False,
+    progress: Progress | None = None,
+) -> SplitFeatures:
+    """Embed ``records`` (view 0, plus ``views`` augmented views) through the feature cache."""
+    prog = progress or NullProgress()
+    paths = [str(r.path) for r in records]
+    labels = np.array([r.label for r in records], dtype=np.int64)
+    Xs, ys, gs = [], [], []
+    bad: set[str] = set()
+    failed: list[SkippedFile] = []
+    for view in range(views + 1):
+        task = prog.task(f"embedding {name}" + (f" (view {view})" if view else ""), total=len(paths))
+        fs = embed(paths, view=view, transform=view_transform(view), progress=task.advance)
+        task.close()
+        if view == 0:
+            failed = list(fs.failed)
+            bad = {f.path for f in failed}
+            if failed and strict:
+                raise DataError(
+                    f"{failed[0].path}: {failed[0].reason} ({len(failed)} unreadable images in {name}); "
+                    "remove or fix them, or drop --strict to skip them"
+                )
+        keep = np.array([paths[i] not in bad for i in fs.ok], dtype=bool)
+        Xs.append(fs.X[keep])
+        ys.append(labels[fs.ok[keep]])
+        gs.append(fs.ok[keep])
+    return SplitFeatures(np.concatenate(Xs), np.concatenate(ys), np.concatenate(gs), [paths[i] for i in gs[0]], failed)
+
+
+def scan_splits(data: str | os.PathLike, *, progress: Progress | None = None, **options: Any) -> Any:
+    """Scan a dataset folder into splits, with a progress bar (``options``: see :func:`graft.data.scan_dataset`)."""
+    from graft.data.scan import scan_dataset
+
+    prog = progress or NullProgress()
+    task = prog.task("scanning images")
+    try:
+        return scan_dataset(data, progress=task.advance, warn=prog.warn, **options)
+    finally:
+        task.close()
+
+
+@dataclass
+class EmbeddedData:
+    """Result of :func:`embed_dataset`: the frozen backbone, its preprocessing and the features of train and val."""
+
+    backbone: Any  # graft.backbones.Backbone
+    data: Any  # a copy of the splits, files that failed at full decode moved to ``skipped``
+    preprocessing: Preprocessing
+    backbone_info: dict[str, Any]
+    augment_views: int
+    train: SplitFeatures
+    val: SplitFeatures
+    timings: dict[str, float]
+
+
+def embed_dataset(
+    splits: Any,
+    backbone: str,
+    *,
+    weights: Any = None,
+    input_size: int | str | None = "auto",
+    crop_pct: float | None = None,
+    spatial: bool = False,
+    augment_views: int | str = "auto",
+    seed: int = 0,
+    strict: bool = False,
+    progress: Progress | None = None,
+    **embedding: Any,
+) -> EmbeddedData:
+    """Load the pretrained backbone, choose the embedding preprocessing, embed train (with views) and val.
+
+    Args:
+        splits: the scanned :class:`~graft.data.records.DatasetSplits` (read only).
+        **embedding: passed to :func:`~graft.features.extract.model_features` (device,
+            precision, batch_size, num_workers, cache_dir, use_cache, max_pixels).
+    """
+    import functools
+
+    from graft.backbones import create_backbone, feature_preprocessing
+    from graft.features.extract import model_features
+    from graft.transforms.train import build_feature_view_transform, resolve_augment_views
+
+    t0 = time.perf_counter()
+    bb = create_backbone(backbone, weights=weights)
+    sides = [min(r.width, r.height) for r in splits.splits["train"] if r.width and r.height]
+    pre = feature_preprocessing(
+        bb.model, bb.preprocessing, input_size, crop_pct, image_short_side=float(np.median(sides)) if sides else None
+    )
+    info = {**bb.to_dict(), "preprocessing": pre.to_dict(), "native_preprocessing": bb.preprocessing.to_dict()}
+    timings = {"load_backbone": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    views = resolve_augment_views(augment_views, len(splits.splits["train"]))
+    embed = functools.partial(model_features, bb.model, pre, spatial=spatial, seed=seed, **embedding)
+
+    def view_transform(view: int) -> Callable | None:
+        return None if view == 0 else build_feature_view_transform(pre, view, seed)
+
+    kw: dict[str, Any] = dict(embed=embed, view_transform=view_transform, strict=strict, progress=progress)
+    train = embed_split(splits.splits["train"], name="train", views=views, **kw)
+    val = embed_split(splits.splits["val"], name="val", **kw)
+    timings["embed"] = time.perf_counter() - t0
+    failed = train.failed + val.failed
+    bad = {f.path for f in failed}
+    kept = {name: [r for r in recs if str(r.path) not in bad] for name, recs in splits.splits.items()}
+    data = dataclasses.replace(splits, splits=kept, skipped=list(splits.skipped) + failed)
+    return EmbeddedData(bb, data, pre, info, views, train, val, timings)
+
+
+@dataclass
+class HeadStage:
+    """Result of :func:`fit_head_stage`."""
+
+    head: nn.Module
+    spec: HeadSpec
+    info: dict[str, Any]
+    history: list[dict[str, Any]]
+    val_probs: np.ndarray
+    metrics: dict[str, Any]
+    seconds: float
+
+
+def fit_head_stage(
+    spec: HeadSpec,
+    train: SplitFeatures,
+    val: SplitFeatures,
+    classes: Sequence[str],
+    *,
+    C: float | None = None,
+    class_weight: np.ndarray | None = None,
+    seed: int = 0,
+) -> HeadStage:
+    """Train the head on cached features and score it on the validation features."""
+    t0 = time.perf_counter()
+    head, info, history = train_head(
+        spec, train.X, train.y, val.X, val.y, C=C, class_weight=class_weight, seed=seed, groups=train.groups
+    )
+    seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        probs = torch.softmax(head(torch.from_numpy(val.X)).float(), 1).numpy()
+    return HeadStage(head, spec, info, history, probs, compute_metrics(val.y, probs, list(classes)), seconds)
+
+
+@dataclass
+class FineTuneStage:
+    """Result of :func:`fine_tune_stage`: what fine-tuning reached, and whether it was kept."""
+
+    kept: bool
+    fit: FitResult
+    metrics: dict[str, Any]
+    val_probs: np.ndarray
+    summary: dict[str, Any]
+
+
+def fine_tune_stage(
+    net: nn.Module,
+    data: Any,
+    val: tuple[Sequence[str], np.ndarray],
+    before: tuple[dict[str, Any], np.ndarray],
+    *,
+    score: Callable[[nn.Module], np.ndarray],
+    preprocessing: Preprocessing,
+    config: FineTuneConfig,
+    policy: FineTunePolicy,
+    device: str = "cpu",
+    precision: str = "auto",
+    num_workers: int | None = None,
+    balanced: bool = False,
+    seed: int = 0,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+) -> FineTuneStage:
+    """Fine-tune ``net`` in place on ``data``'s train split; keep the result only if it is at least as accurate.
+
+    The keep/rollback rule lives here alone: below stage 1, ``net`` gets its previous
+    weights back and the stage-1 metrics stay. ``score(net)`` gives validation
+    probabilities through the prediction path the model will be used with.
+
+    Args:
+        data: the :class:`~graft.data.records.DatasetSplits` of the fit (files skipped there are left out).
+        val: (paths, labels) of the validation images the stage-1 metrics came from.
+        before: (metrics, validation probabilities) of the model before fine-tuning.
+        balanced: weight the loss by inverse class frequency.
+    """
+    from graft.features.embedder import choose_precision, default_num_workers
+    from graft.transforms.train import build_train_transform
+
+    prog = progress or NullProgress()
+    skipped = {Path(s.path) for s in data.skipped}
+    train = [r for r in data.splits["train"] if r.path not in skipped]
+    y = np.array([r.label for r in train])
+    saved = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    backbone: nn.Module = net.backbone  # type: ignore[assignment]  # a GraftNet's backbone
+    res = train_network(
+        net,
+        backbone,
+        [str(r.path) for r in train],
+        y,
+        list(val[0]),
+        val[1],
+        train_transform=build_train_transform(preprocessing, strength=config.augment),
+        eval_transform=preprocessing,
+        policy=policy,
+        config=config,
+        device=device,
+        precision=choose_precision(precision, device),
+        num_workers=default_num_workers() if num_workers is None else num_workers,
+        class_weight=class_weights_balanced(y, len(data.classes)) if balanced else None,
+        checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
+        resume=resume,
+        seed=seed,
+        progress=prog,
+    )
+    probs = score(net)
+    metrics = compute_metrics(np.asarray(val[1]), probs, list(data.classes))
+    kept = metrics["accuracy"] >= before[0]["accuracy"]
+    summary = {
+        "val_accuracy": metrics["accuracy"],
+        "seconds": res.seconds,
+        "best_epoch": res.best_epoch,
+        "stopped_early": res.stopped_early,
+        "unfrozen_groups": policy.unfrozen_groups,
+        "kept": kept,
+    }
+    if not kept:
+        prog.warn(
+            f"fine-tuning reached val accuracy {metrics['accuracy']:.4f}, below stage 1 "
+            f"({before[0]['accuracy']:.4f}); keeping the stage-1 model"
+        )
+        net.load_state_dict(saved)
+        metrics, probs = before
+    return FineTuneStage(kept, res, metrics, probs, summary)
+
+
+@dataclass
+class StageOne:
+    """Everything stage 1 learned: the network, what it expects, how it scored, and the data it saw."""
+
+    data: Any  # DatasetSplits: a copy, files that failed at full decode moved to ``skipped``
+    embedded: EmbeddedData
+    head: HeadStage
+    net: GraftNet  # the frozen backbone + the fitted head
+    timings: dict[str, float]
+
+
+def stage_one(
+    data: Any,
+    *,
+    backbone: str,
+    weights: Any = None,
+    input_size: int | str | None = "auto",
+    crop_pct: float | None = None,
+    head: str = "linear",
+    C: float | None = None,
+    dropout: float = 0.2,
+    hidden: int = 512,
+    augment_views: int | str = "auto",
+    class_weight: str | None = None,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    strict: bool = False,
+    max_pixels: int | None = None,
+    progress: Progress | None = None,
+    **embedding: Any,
+) -> StageOne:
+    """Scan (unless ``data`` is already scanned splits), embed with the frozen backbone, fit the head.
+
+    The parameters are :class:`graft.Classifier`'s; ``**embedding`` goes to the feature
+    extractor (device, precision, batch_size, num_workers, cache_dir, use_cache).
+    """
+    t_start, prog = time.perf_counter(), progress or NullProgress()
+    torch.manual_seed(seed)
+    pixels = {"max_pixels": max_pixels} if max_pixels else {}
+    if isinstance(data, (str, os.PathLike)):
+        data = scan_splits(
+            data,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            seed=seed,
+            strict=strict,
+            progress=prog,
+            **pixels,
+        )
+    ratio = data.imbalance_ratio("train")
+    if ratio > 5 and class_weight is None:
+        prog.warn(
+            f"classes are imbalanced: the largest has {ratio:.1f}x the images of the smallest; "
+            "consider --class-weight balanced"
+        )
+    t0 = time.perf_counter()
+    emb = embed_dataset(
+        data,
+        backbone,
+        weights=weights,
+        input_size=input_size,
+        crop_pct=crop_pct,
+        spatial=head == "flatten",
+        augment_views=augment_views,
+        seed=seed,
+        strict=strict,
+        progress=prog,
+        **pixels,
+        **embedding,
+    )
+    if emb.data.skipped:
+        prog.warn(f"{len(emb.data.skipped)} file(s) skipped; see the run summary")
+    if len(emb.train.X) == 0 or len(emb.val.X) == 0:
+        raise DataError(f"{data.root}: no usable training or validation images after skipping unreadable files")
+    spec = HeadSpec(head, emb.train.X.shape[1], len(data.classes), dropout, hidden)
+    weights_per_class = class_weights_balanced(emb.train.y, len(data.classes)) if class_weight == "balanced" else None
+    st = fit_head_stage(spec, emb.train, emb.val, data.classes, C=C, class_weight=weights_per_class, seed=seed)
+    c_text = f", C={st.info['C']:g}" if "C" in st.info else ""
+    prog.message(f"head ({head}{c_text}): val accuracy {st.metrics['accuracy']:.4f}")
+    net = GraftNet(emb.backbone.model, st.head, spatial=spec.spatial).eval()
+    timings = {"scan": t0 - t_start, **emb.timings, "head": st.seconds, "fit": time.perf_counter() - t_start}
+    return StageOne(emb.data, emb, st, net, timings)
