@@ -226,10 +226,14 @@ def test_missing_model_folder_is_exit_2_everywhere(
 ) -> None:
     import uvicorn
 
+    import graft.serve
+
     def no_server(*_a: Any, **_k: Any) -> None:
         raise AssertionError("serve started a server for a model folder that does not exist")
 
     monkeypatch.setattr(uvicorn, "run", no_server)
+    monkeypatch.setattr(uvicorn.Server, "run", no_server)
+    monkeypatch.setattr(graft.serve, "run_server", no_server)
     fill = {"model": str(no_model), "image": str(image), "data": str(tmp_path), "out": str(tmp_path / "m.onnx")}
     code, _, err = run_cli([a.format(**fill) for a in args], capsys)
     assert code == 2, err

@@ -18,8 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from graft._version import __version__
-
-from .exceptions import (  # noqa: E402
+from graft.exceptions import (
     DataError,
     ExportError,
     GraftError,
@@ -29,6 +28,7 @@ from .exceptions import (  # noqa: E402
     UnknownBackboneError,
     WeightsMismatchError,
     WeightsNotFoundError,
+    WorkerTimeoutError,
 )
 
 __all__ = [
@@ -44,13 +44,14 @@ __all__ = [
     "NotFittedError",
     "ModelFileError",
     "ExportError",
+    "WorkerTimeoutError",
 ]
 
 
 def __getattr__(name: str) -> Any:
     # Lazy: `import graft` stays light (no torch) for the ONNX runtime and the CLI's --help.
     if name in {"Classifier", "load"}:
-        from . import classifier
+        from graft import classifier
 
         return getattr(classifier, name)
     raise AttributeError(f"module 'graft' has no attribute {name!r}")

@@ -27,6 +27,7 @@ __all__ = [
     "NotFittedError",
     "ModelFileError",
     "ExportError",
+    "WorkerTimeoutError",
 ]
 
 
@@ -90,6 +91,10 @@ class ModelFileError(GraftError, ValueError):
     """A saved model directory or file is missing, incomplete or from an unknown format."""
 
     exit_code = 2
+
+
+class WorkerTimeoutError(GraftError, RuntimeError):
+    """A decoding worker process stopped answering: an error naming the cause instead of a silent hang."""
 
 
 class ExportError(GraftError, RuntimeError):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +46,37 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     atomic_write_text(path, json_text(data))
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    if sys.platform != "linux":
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # old kernel or a filesystem without it
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
 def replace_dir(tmp: str | os.PathLike, target: str | os.PathLike) -> Path:
     """Move a fully written folder ``tmp`` into place at ``target``, replacing any old one.
 
-    Renames only: a reader sees the old folder or the new one, never a half-written one.
+    Where the system can, the two folders are swapped in one atomic step, so a process
+    killed at any moment leaves either the old folder or the new one at ``target``, never
+    neither. Elsewhere two renames are used (a kill between them leaves the old folder
+    beside it as ``.NAME.old<pid>``).
     """
     tmp, target = Path(tmp), Path(target)
+    if target.exists() and _exchange(tmp, target):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old folder
+        return target
     old = target.with_name(f".{target.name}.old{os.getpid()}")
     if target.exists():
         os.replace(target, old)

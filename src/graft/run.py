@@ -24,7 +24,7 @@ from graft.config import cpu_info
 from graft.exceptions import DataError
 from graft.progress import NullProgress, Progress
 
-__all__ = ["RunOptions", "train_run", "resume_run", "run_demo", "hardware_info"]
+__all__ = ["RunOptions", "check_run_dir", "train_run", "resume_run", "run_demo", "hardware_info"]
 
 
 @dataclass
@@ -89,6 +89,26 @@ def _run_record(
     )
 
 
+def check_run_dir(out: str | os.PathLike, data_dir: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Refuse a run folder that would write into the dataset, over a file, or over other files.
+
+    Raises:
+        DataError: ``out`` is the dataset folder or inside it (never allowed: the next scan
+            would read the run as a class), a file, or a non-empty folder without ``overwrite``.
+    """
+    out_p, data_p = Path(out).resolve(), Path(data_dir).resolve()
+    if out_p == data_p or data_p in out_p.parents:
+        raise DataError(f"--out {out} is inside the dataset folder {data_dir}; choose a folder outside it (e.g. runs/)")
+    if out_p.exists() and not out_p.is_dir():
+        raise DataError(f"--out {out} is a file; choose a new folder for the run")
+    if out_p.is_dir() and any(out_p.iterdir()) and not overwrite:
+        kind = "a previous graft run" if (out_p / RunFolder.RUN).exists() else "other files"
+        raise DataError(
+            f"--out {out} already holds {kind}; choose a new folder, continue it with --resume {out}, "
+            "or pass --overwrite to replace what graft writes there"
+        )
+
+
 def train_run(
     data_dir: str | os.PathLike,
     out: str | os.PathLike,
@@ -98,17 +118,23 @@ def train_run(
     argv: list[str] | None = None,
     progress: Progress | None = None,
     started: float | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Fit (and optionally fine-tune and compare with a scratch baseline), then write the run folder.
 
     ``run.json`` records the options first (``status: running``), so ``--resume`` works
     after any interruption; it ends as ``done``, or ``failed`` if training raised.
 
+    Args:
+        overwrite: allow ``out`` to be a folder that already holds files (never the dataset).
+
     Returns:
         The content of ``metrics.json``.
     """
     opts = options or RunOptions()
     progress = progress or NullProgress()
+    if not opts.resume:
+        check_run_dir(out, data_dir, overwrite=overwrite)
     run = RunFolder(out)
     # ``started`` lets the CLI count interpreter start-up and imports too.
     t_start = time.perf_counter() if started is None else started
@@ -227,7 +253,7 @@ def run_demo(out: str | os.PathLike, *, progress: Progress | None = None) -> tup
     from graft.demo import demo_dataset_path
 
     data = demo_dataset_path()
-    metrics = train_run(data, out, Classifier(), RunOptions(), progress=progress)
+    metrics = train_run(data, out, Classifier(), RunOptions(), progress=progress, overwrite=True)
     sample = sorted((data / "7").glob("*"))[0]
     prediction = Classifier.load(RunFolder(out).model_dir).predict([sample], top_k=3)[0]
     return metrics, prediction

@@ -63,6 +63,8 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise WeightsNotFoundError(f"weights file not found: {p}")
+    if p.stat().st_size == 0:
+        raise WeightsMismatchError(f"{p} is empty (0 bytes); download or save the weights again")
     try:
         if p.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
@@ -70,12 +72,12 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             obj: object = load_file(str(p), device="cpu")
         else:
             obj = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, unsafe pickle, wrong format
+    except Exception as exc:  # noqa: BLE001 - corrupt file, unsafe pickle, wrong format
         raise WeightsMismatchError(
-            f"{p}: cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+            f"{p}: cannot read weights ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}); "
             "expected a .safetensors file or a torch state dict (.pth/.pt/.bin) saved with "
             "torch.save(model.state_dict(), path)"
-        ) from exc
+        ) from None
     if not _is_tensor_dict(obj) and isinstance(obj, Mapping):
         for key in _WRAPPER_KEYS:
             inner = obj.get(key)

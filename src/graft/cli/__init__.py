@@ -4,6 +4,6 @@ __all__ = ["main"]
 
 
 def main() -> None:
-    from .main import main as _main
+    from graft.cli.main import main as _main
 
     _main()

@@ -21,8 +21,10 @@ from rich.text import Text
 
 __all__ = ["console", "err_console", "RichProgress", "QuietProgress", "make_progress", "process_seconds"]
 
-console = Console()
-err_console = Console(stderr=True)
+# No rich markup anywhere: file and class names like "IMG_001 [edited].jpg" or "[/]" print as
+# they are. Styles are applied with rich.text.Text where wanted.
+console = Console(markup=False, highlight=False)
+err_console = Console(stderr=True, markup=False, highlight=False)
 
 
 def process_seconds() -> float:
@@ -93,7 +95,7 @@ class RichProgress:
     def warn(self, text: str) -> None:
         self.warnings.append(text)
         # User text (file names like "IMG [edited].jpg") is never read as rich markup.
-        self.bars.console.print(Text("warning: ", style="yellow") + Text(text), highlight=False)
+        self.bars.console.print(Text("warning: ", style="yellow") + Text(text), highlight=False, soft_wrap=True)
 
 
 class QuietProgress:
@@ -109,7 +111,7 @@ class QuietProgress:
         pass
 
     def task(self, description: str, total: int | None = None):
-        from ..progress import NullProgress
+        from graft.progress import NullProgress
 
         return NullProgress().task(description, total)
 

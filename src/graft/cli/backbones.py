@@ -6,12 +6,12 @@ import json
 
 import typer
 
-from ._common import console
+from graft.cli._common import console
 
 
 def backbones(as_json: bool = typer.Option(False, "--json", help="JSON list.")) -> None:
     """List backbones whose weights are available offline (packages, $GRAFT_HOME/weights)."""
-    from ..backbones import list_offline_backbones, weights_dir
+    from graft.backbones import list_offline_backbones, weights_dir
 
     items = list_offline_backbones()
     if as_json:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import console, make_progress
+from graft.cli._common import console, make_progress
 
 
 def demo(
@@ -14,11 +14,10 @@ def demo(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Train on 100 bundled hand-sign images (10 classes), then predict one of them."""
+    from graft.cli.train import render_summary
     from graft.demo import demo_dataset_path
     from graft.report import write_report
     from graft.run import run_demo
-
-    from .train import render_summary
 
     console.print(f"demo dataset: {demo_dataset_path()} (10 classes x 10 images, Apache-2.0)", highlight=False)
     with make_progress(quiet) as prog:

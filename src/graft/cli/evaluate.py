@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import console, make_progress
+from graft.cli._common import console, make_progress
 
 
 def evaluate(

@@ -8,10 +8,9 @@ from typing import List
 
 import typer
 
+from graft.cli._common import console
 from graft.exceptions import InvalidParameterError
 from graft.validation import invalid_parameter
-
-from ._common import console
 
 _MODEL_HELP = "Model directory (RUN_DIR/model), or with --imagenet a backbone name such as efficientnet_lite0."
 _IMAGENET_HELP = "MODEL is a pretrained backbone; use its 1000-class ImageNet head (nothing trained needed)."
@@ -21,13 +20,13 @@ DEFAULT_OUT = Path("graft-explain")
 
 
 def _target(model: str, imagenet: bool, weights: Path | None, device: str):
-    from ..explain import load_target
+    from graft.explain import load_target
 
     return load_target(model, imagenet=imagenet, weights=weights, device=device)
 
 
 def _class(t, spec: str) -> int:
-    from ..explain import resolve_class
+    from graft.explain import resolve_class
 
     return resolve_class(t.classes, spec, t.full_names)
 
@@ -50,8 +49,8 @@ def explain(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """Grad-CAM heat map over each image, with the top-k predictions."""
-    from ..explain import default_feature_layer, gradcam, prepare_image
-    from ..explain.figures import gradcam_figure, save_figure
+    from graft.explain import default_feature_layer, gradcam, prepare_image
+    from graft.explain.figures import gradcam_figure, save_figure
 
     t = _target(model, imagenet, weights, device)
     layer = layer or default_feature_layer(t.net, t.preprocessing.input_size)
@@ -62,7 +61,7 @@ def explain(
         results.append(r)
         written.append(save_figure(gradcam_figure([r], [p.name]), out / f"{p.stem}.gradcam.png"))
         tops = ", ".join(f"{lab} {pr:.3f}" for lab, pr in r.top_k)
-        console.print(f"{p}: Grad-CAM of [bold]{r.label}[/bold] ({r.probability:.3f}); top {tops}", highlight=False)
+        console.print(f"{p}: Grad-CAM of {r.label} ({r.probability:.3f}); top {tops}")
     if len(results) > 1:
         written.append(save_figure(gradcam_figure(results[:8], [p.name for p in images[:8]]), out / "gradcam.png"))
     console.print(f"layer {layer}; wrote {', '.join(str(w) for w in written)}", highlight=False, soft_wrap=True)
@@ -80,9 +79,9 @@ def features(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """A grid of the strongest feature maps (highest mean activation) of one layer."""
-    from ..explain import default_feature_layer, feature_maps, prepare_image
-    from ..explain import list_layers as layers_of
-    from ..explain.figures import features_figure, save_figure
+    from graft.explain import default_feature_layer, feature_maps, prepare_image
+    from graft.explain import list_layers as layers_of
+    from graft.explain.figures import features_figure, save_figure
 
     t = _target(model, imagenet, weights, device)
     if list_layers:
@@ -119,8 +118,8 @@ def dream(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """The 'ideal' image of a class: gradient ascent on the input from noise."""
-    from ..explain import dream as run_dream
-    from ..explain.figures import dream_figure, save_figure
+    from graft.explain import dream as run_dream
+    from graft.explain.figures import dream_figure, save_figure
 
     t = _target(model, imagenet, weights, device)
     idx = _class(t, cls)
@@ -173,9 +172,9 @@ def attack(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """An adversarial example (iterative FGSM under an L-infinity budget): original, perturbation, result."""
-    from ..explain import attack as run_attack
-    from ..explain import prepare_image
-    from ..explain.figures import attack_figure, save_figure
+    from graft.explain import attack as run_attack
+    from graft.explain import prepare_image
+    from graft.explain.figures import attack_figure, save_figure
 
     if (target is None) == (not untargeted):
         raise InvalidParameterError("pass exactly one of --target CLASS or --untargeted")
@@ -199,7 +198,7 @@ def attack(
         + (f"; target {c[idx]} {r.probs_after[idx]:.4f}" if idx is not None else ""),
         highlight=False,
     )
-    verdict = "[green]succeeded[/green]" if r.success else "[red]failed[/red]"
+    verdict = "succeeded" if r.success else "failed"
     console.print(
         f"attack {verdict} in {r.steps} steps; L-inf used {r.linf:.4f} ({r.linf * 255:.0f}/255) of budget {eps:.4f}",
         highlight=False,

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import List
 
 import typer
+from rich.text import Text
 
-from ._common import console, err_console
+from graft.cli._common import console, err_console
 
 
 def export(
@@ -31,7 +32,7 @@ def export(
     from graft.validation import check_choice
 
     check_choice("--format", fmt.lower(), ("onnx",), "graft export")
-    say = None if (quiet or as_json) else (lambda m: err_console.print(f"[dim]{m}…[/dim]", highlight=False))
+    say = None if (quiet or as_json) else (lambda m: err_console.print(Text(f"{m}…", style="dim")))
     report = export_onnx(
         model,
         out,

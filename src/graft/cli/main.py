@@ -12,15 +12,15 @@ import sys
 
 import typer
 
-from . import backbones as _backbones
-from . import demo as _demo
-from . import evaluate as _evaluate
-from . import explain as _explain
-from . import export as _export
-from . import predict as _predict
-from . import report as _report
-from . import serve as _serve
-from . import train as _train
+from graft.cli import backbones as _backbones
+from graft.cli import demo as _demo
+from graft.cli import evaluate as _evaluate
+from graft.cli import explain as _explain
+from graft.cli import export as _export
+from graft.cli import predict as _predict
+from graft.cli import report as _report
+from graft.cli import serve as _serve
+from graft.cli import train as _train
 
 app = typer.Typer(
     name="graft",
@@ -66,9 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``graft`` console script."""
     from rich.text import Text
 
+    from graft.cli._common import err_console
     from graft.exceptions import GraftError
-
-    from ._common import err_console
 
     usage_errors, aborts = _click_errors()
     try:

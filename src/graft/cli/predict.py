@@ -13,7 +13,7 @@ from typing import List
 
 import typer
 
-from ._common import console
+from graft.cli._common import console
 
 
 def predict(

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import typer
 
-from ._common import console
+from graft.cli._common import console
 
 
 def report(run_dir: Path = typer.Argument(..., help="Run directory written by graft train.")) -> None:
     """Write RUN_DIR/report.html (one offline file, images embedded) and the PNGs in RUN_DIR/report/."""
-    from ..report import write_report
+    from graft.report import write_report
 
     path = write_report(run_dir)
     console.print(f"report: {path}", highlight=False)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from ._common import err_console
+from graft.cli._common import err_console
+from graft.data.decode import SERVE_MAX_PIXELS, SERVE_MAX_REQUEST_PIXELS
 
 
 def serve(
@@ -16,7 +17,12 @@ def serve(
     backend: str = typer.Option("auto", help="auto (ONNX Runtime), onnx or torch."),
     max_upload_mb: float = typer.Option(10.0, help="Largest request body in MB (413 above)."),
     max_files: int = typer.Option(16, help="Most images per request."),
-    max_pixels: int = typer.Option(40_000_000, help="Largest decoded image, width*height (decompression-bomb guard)."),
+    max_pixels: int = typer.Option(SERVE_MAX_PIXELS, help="Largest decoded image, width*height (bomb guard)."),
+    max_request_pixels: int = typer.Option(
+        SERVE_MAX_REQUEST_PIXELS, help="Decoded pixels per request, all images together (413 above)."
+    ),
+    max_connections: int = typer.Option(512, help="Open connections and requests at once (503 above)."),
+    read_timeout: float = typer.Option(15.0, help="Seconds a client has to send a whole request."),
     timeout: float = typer.Option(30.0, help="Per-request timeout in seconds (504 above)."),
     max_batch: int = typer.Option(16, help="Largest micro-batch of concurrent images."),
     batch_wait_ms: float = typer.Option(2.0, help="How long a batch waits for more images, in ms."),
@@ -25,9 +31,7 @@ def serve(
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
     """Serve predictions: POST /predict, GET /health, GET /model, a web page at /, docs at /docs."""
-    import uvicorn
-
-    from ..serve import create_app
+    from graft.serve import create_app, run_server
 
     app = create_app(
         model,
@@ -36,6 +40,7 @@ def serve(
         max_upload_mb=max_upload_mb,
         max_files=max_files,
         max_pixels=max_pixels,
+        max_request_pixels=max_request_pixels,
         timeout_s=timeout,
         max_batch=max_batch,
         batch_wait_ms=batch_wait_ms,
@@ -44,6 +49,8 @@ def serve(
     err_console.print(
         f"serving {model} ({app.state.backend.name}, {len(app.state.backend.classes)} classes) on "
         f"http://{host}:{port}/  (API docs: /docs; Ctrl+C stops)",
-        highlight=False,
+        soft_wrap=True,
     )
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    run_server(
+        app, host=host, port=port, log_level=log_level, max_connections=max_connections, read_timeout_s=read_timeout
+    )

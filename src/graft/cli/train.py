@@ -7,8 +7,9 @@ from enum import Enum
 from pathlib import Path
 
 import typer
+from rich.text import Text
 
-from ._common import console, make_progress, process_seconds
+from graft.cli._common import console, make_progress, process_seconds
 
 
 class HeadType(str, Enum):
@@ -94,6 +95,7 @@ def train(
     resume: Path | None = typer.Option(None, help="Continue an interrupted run in this run directory."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Allow --out to be a folder that already holds files."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary."),
 ) -> None:
     """Train a classifier on DATA_DIR and write RUN_DIR (model/, metrics.json, report.html)."""
@@ -146,7 +148,9 @@ def train(
             baseline_epochs=baseline_epochs,
         )
         with make_progress(quiet) as prog:
-            metrics = train_run(data_dir, out, clf, opts, argv=sys.argv, progress=prog, started=started)
+            metrics = train_run(
+                data_dir, out, clf, opts, argv=sys.argv, progress=prog, started=started, overwrite=overwrite
+            )
     if not no_report:
         _write_report(out, quiet)
     if not quiet:
@@ -178,7 +182,7 @@ def render_summary(out: Path, m: dict) -> None:
         if "seconds" in st:
             t.add_row(f"{name} seconds", f"{st['seconds']:.1f}")
     t.add_row("kept", m["kept_stage"])
-    t.add_row("[bold]val accuracy", f"[bold]{m['val_accuracy']:.4f}")
+    t.add_row(Text("val accuracy", style="bold"), Text(f"{m['val_accuracy']:.4f}", style="bold"))
     t.add_row("embedding seconds", f"{m['timings'].get('embed', 0):.1f}")
     t.add_row("total seconds", f"{m['train_seconds']:.1f}")
     console.print(t)

@@ -23,6 +23,8 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "DEFAULT_MAX_PIXELS",
     "SERVE_MAX_PIXELS",
+    "SERVE_MAX_REQUEST_PIXELS",
+    "probe_image_bytes",
     "probe_image",
     "load_image",
     "load_image_bytes",
@@ -38,8 +40,13 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 DEFAULT_MAX_PIXELS = 64_000_000
 """Largest declared width*height accepted before decoding (decompression-bomb guard)."""
 
-SERVE_MAX_PIXELS = 40_000_000
-"""The server's default: lower than :data:`DEFAULT_MAX_PIXELS`, since its images come from strangers."""
+SERVE_MAX_PIXELS = 25_000_000
+"""The server's default per image: lower than :data:`DEFAULT_MAX_PIXELS`, since its images come from
+strangers. 25 MP passes a 24 MP camera frame (6000x4000) and stops a 6300x6300 PNG (40 MP)."""
+
+SERVE_MAX_REQUEST_PIXELS = 64_000_000
+"""The server's default budget of decoded pixels per request, all images together: a few photos
+pass, while one request cannot hold the decoders (and about 0.25 GB of RGB) for long."""
 
 # Only formats we document are ever decoded: bytes from the network must not reach
 # exotic plugins (EPS would shell out to Ghostscript). JPEG covers MPO too.
@@ -241,6 +248,19 @@ def probe_image(path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_M
             if _orientation(im, header_only=True) in (5, 6, 7, 8):
                 w, h = h, w
     return w, h
+
+
+def probe_image_bytes(data: bytes, *, name: str = "<upload>", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> int:
+    """Width*height declared by an in-memory image's header, without decoding it.
+
+    Raises:
+        ImageDecodeError: empty, not an image, or over the pixel limit.
+    """
+    if not data:
+        raise ImageDecodeError(name, "empty file (0 bytes)")
+    with _open(io.BytesIO(data), name, max_pixels) as im:
+        w, h = im.size
+    return int(w) * int(h)
 
 
 def load_image(

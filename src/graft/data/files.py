@@ -79,7 +79,8 @@ def walk_image_files(folder: Path, warn: Callable[[str], None] | None = None) ->
             seen_dirs.add((dst.st_dev, dst.st_ino))
             keep.append(d)
         dirnames[:] = keep
-        for fname in filenames:
+        # Real files before links, so a link, not the file it points to, is what gets left out.
+        for fname in sorted(filenames, key=lambda f: (os.path.islink(os.path.join(dirpath, f)), f)):
             full = os.path.join(dirpath, fname)
             real = os.path.realpath(full)
             if os.path.islink(full) and not _inside(real, root):

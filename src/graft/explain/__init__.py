@@ -13,12 +13,20 @@ Example:
 
 from __future__ import annotations
 
-from .attack import AttackResult, attack
-from .dream import DreamResult, dream
-from .features import FeatureMaps, feature_maps
-from .gradcam import CamResult, explain_image, gradcam, gradcam_batch, overlay_heatmap
-from .layers import LayerInfo, default_feature_layer, get_layer, list_layers
-from .target import ExplainTarget, load_target, predict_top_k, prepare_image, probabilities, resolve_class, to_input
+from graft.explain.attack import AttackResult, attack
+from graft.explain.dream import DreamResult, dream
+from graft.explain.features import FeatureMaps, feature_maps
+from graft.explain.gradcam import CamResult, explain_image, gradcam, gradcam_batch, overlay_heatmap
+from graft.explain.layers import LayerInfo, default_feature_layer, get_layer, list_layers
+from graft.explain.target import (
+    ExplainTarget,
+    load_target,
+    predict_top_k,
+    prepare_image,
+    probabilities,
+    resolve_class,
+    to_input,
+)
 
 __all__ = [
     "ExplainTarget",

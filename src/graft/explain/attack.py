@@ -13,9 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from graft.explain.target import ExplainTarget, normalizer
 from graft.validation import check_number, invalid_parameter
-
-from .target import ExplainTarget, normalizer
 
 __all__ = ["AttackResult", "attack"]
 
@@ -65,6 +64,26 @@ class AttackResult:
         return (np.clip(0.5 + 0.5 * d / scale, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def _check_attack(
+    target: ExplainTarget, epsilon: float, steps: int, target_index: int | None
+) -> tuple[float, int | None]:
+    """(the budget on the 1/255 grid, the target index as an int) or an :class:`InvalidParameterError`."""
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0.0 < epsilon <= 1.0:
+        raise invalid_parameter(
+            "epsilon", "attack", f"a number in the range (0, 1] (pixel units: 8/255 = {8 / 255:.4f})", epsilon
+        )
+    check_number("steps", steps, "attack", low=1, integer=True)
+    if isinstance(target_index, np.integer):
+        target_index = int(target_index)
+    n_classes = len(target.classes)
+    check_number("target_index", target_index, "attack", low=0, high=n_classes - 1, integer=True, allow_none=True)
+    # Images are saved as uint8: work on the 1/255 grid, budget rounded down onto it.
+    budget = float(np.floor(epsilon * 255.0 + 1e-6) / 255.0)
+    if budget <= 0:
+        raise invalid_parameter("epsilon", "attack", f"at least one grey level (1/255 = {1 / 255:.4f})", epsilon)
+    return budget, target_index
+
+
 def attack(
     target: ExplainTarget,
     rgb: np.ndarray,
@@ -89,19 +108,7 @@ def attack(
         confidence: keep going after the prediction flips until the new class has at
             least this probability (or ``steps`` run out); 0 stops at the first flip.
     """
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0.0 < epsilon <= 1.0:
-        raise invalid_parameter(
-            "epsilon", "attack", f"a number in the range (0, 1] (pixel units: 8/255 = {8 / 255:.4f})", epsilon
-        )
-    check_number("steps", steps, "attack", low=1, integer=True)
-    n_classes = len(target.classes)
-    if isinstance(target_index, np.integer):
-        target_index = int(target_index)
-    check_number("target_index", target_index, "attack", low=0, high=n_classes - 1, integer=True, allow_none=True)
-    # Images are saved as uint8: work on the 1/255 grid, budget rounded down onto it.
-    budget = np.floor(epsilon * 255.0 + 1e-6) / 255.0
-    if budget <= 0:
-        raise invalid_parameter("epsilon", "attack", f"at least one grey level (1/255 = {1 / 255:.4f})", epsilon)
+    budget, target_index = _check_attack(target, epsilon, steps, target_index)
     net, dev = target.net, target.device
     norm = normalizer(target.preprocessing, dev)
     alpha = max(step_size if step_size is not None else epsilon / 10.0, 1.0 / 255.0)

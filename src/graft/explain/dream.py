@@ -14,9 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from graft.explain.target import ExplainTarget, normalizer
 from graft.validation import check_choice, check_number
-
-from .target import ExplainTarget, normalizer
 
 __all__ = ["DreamResult", "dream", "total_variation"]
 

@@ -8,9 +8,8 @@ import numpy as np
 import torch
 
 from graft.exceptions import InvalidParameterError
-
-from .layers import capture, get_layer
-from .target import ExplainTarget, to_input
+from graft.explain.layers import capture, get_layer
+from graft.explain.target import ExplainTarget, to_input
 
 __all__ = ["FeatureMaps", "feature_maps"]
 

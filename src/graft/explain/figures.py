@@ -12,10 +12,10 @@ matplotlib.use("Agg")  # before pyplot: headless servers, CI, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .attack import AttackResult  # noqa: E402
-from .dream import DreamResult  # noqa: E402
-from .features import FeatureMaps  # noqa: E402
-from .gradcam import CamResult, overlay_heatmap  # noqa: E402
+from graft.explain.attack import AttackResult  # noqa: E402
+from graft.explain.dream import DreamResult  # noqa: E402
+from graft.explain.features import FeatureMaps  # noqa: E402
+from graft.explain.gradcam import CamResult, overlay_heatmap  # noqa: E402
 
 __all__ = ["save_figure", "gradcam_figure", "features_figure", "dream_figure", "attack_figure"]
 

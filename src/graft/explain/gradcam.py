@@ -15,10 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from graft.exceptions import InvalidParameterError
+from graft.explain.layers import capture, default_feature_layer, get_layer
+from graft.explain.target import ExplainTarget, predict_top_k, to_input
 from graft.validation import check_number, invalid_parameter
-
-from .layers import capture, default_feature_layer, get_layer
-from .target import ExplainTarget, predict_top_k, to_input
 
 __all__ = ["CamResult", "gradcam", "gradcam_batch", "overlay_heatmap", "explain_image"]
 
@@ -152,6 +151,6 @@ def explain_image(
     target: ExplainTarget, path: str, *, class_index: int | None = None, layer: str | None = None, top_k: int = 3
 ) -> CamResult:
     """Decode ``path`` and compute its Grad-CAM (see :func:`gradcam`)."""
-    from .target import prepare_image
+    from graft.explain.target import prepare_image
 
     return gradcam(target, prepare_image(path, target.preprocessing), class_index=class_index, layer=layer, top_k=top_k)

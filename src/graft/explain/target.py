@@ -76,7 +76,7 @@ def load_target(
     """
     device = resolve_device(device)
     if imagenet:
-        from ..backbones import create_backbone, imagenet_class_names
+        from graft.backbones import create_backbone, imagenet_class_names
 
         bb = create_backbone(str(model), weights=weights, keep_classifier=True)
         if bb.num_classes != 1000:
@@ -144,7 +144,7 @@ def resolve_class(classes: Sequence[str], spec: str | int, full_names: Sequence[
 
 def prepare_image(path: str | os.PathLike[str], preprocessing: Preprocessing) -> np.ndarray:
     """Decode ``path`` and return the network's view of it: the resized, centre-cropped uint8 HWC RGB image."""
-    from ..data.decode import load_image
+    from graft.data.decode import load_image
 
     img = load_image(path, draft_size=preprocessing.decode_size)
     return preprocessing.crop(img)

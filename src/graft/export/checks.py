@@ -16,10 +16,9 @@ import numpy as np
 from PIL import Image
 
 from graft.artifact.run_folder import RunFolder
+from graft.data.decode import load_image
 from graft.exceptions import ExportError, ImageDecodeError
 from graft.transforms.eval import Preprocessing
-
-from ..data.decode import load_image
 
 __all__ = [
     "CheckImages",
@@ -74,7 +73,7 @@ def calibration_paths(data_dir: Path | None, exclude: Sequence[str], limit: int 
     """Up to ``limit`` training images (never validation ones), spread evenly over the folder."""
     if data_dir is None:
         return []
-    from ..data.files import walk_image_files
+    from graft.data.files import walk_image_files
 
     images, _ = walk_image_files(data_dir)
     ex = {os.path.abspath(p) for p in exclude}
@@ -121,7 +120,7 @@ def choose_check_images(
 ) -> CheckImages:
     """Images for the parity check: the given ones, else training data, else synthetic."""
     if check_images:
-        from ..data.files import collect_image_paths
+        from graft.data.files import collect_image_paths
 
         files, _ = collect_image_paths([str(p) for p in check_images])
         batch, ok = load_batch([str(f) for f in files][: max(n, 1) * 4], pre)
@@ -131,7 +130,7 @@ def choose_check_images(
             )
         return CheckImages(batch, "given", ok)
     if data_dir is not None:
-        from ..data.files import walk_image_files
+        from graft.data.files import walk_image_files
 
         images, _ = walk_image_files(data_dir)
         if images:

@@ -19,7 +19,7 @@ import numpy as np
 
 from graft.artifact.onnx_meta import INPUT_NAME, onnx_metadata
 from graft.artifact.onnx_write import DEFAULT_OPSET, write_onnx, write_onnx_metadata
-from graft.exceptions import ExportError
+from graft.exceptions import ExportError, InvalidParameterError
 from graft.export import checks
 from graft.export.quantize import QUANTIZE_MODES, quantize_int8
 from graft.validation import check_choice
@@ -136,7 +136,7 @@ def export_onnx(
     t0 = time.perf_counter()
     out = Path(out)
     if out.is_dir():
-        raise ExportError(f"--out {out} is a folder; give the .onnx file to write, e.g. {out / 'model.onnx'}")
+        raise InvalidParameterError(f"--out {out} is a folder; give the .onnx file to write, e.g. {out / 'model.onnx'}")
     say(f"loading {model_dir}")
     lm = load_model(model_dir, device="cpu")
     pre = lm.preprocessing

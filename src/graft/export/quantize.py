@@ -16,7 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..exceptions import ExportError
+from graft.exceptions import ExportError
 
 __all__ = ["QUANTIZE_MODES", "quantize_int8"]
 

@@ -8,7 +8,7 @@ Layout under ``$GRAFT_HOME/features/<embedder-key>/``::
 
 The embedder key hashes everything that changes features (architecture, weights
 hash, preprocessing, precision, feature kind); the file key hashes the image's path,
-size and mtime plus the augmentation view. So a changed image, backbone, weights or
+size, mtime, inode and ctime plus the augmentation view. So a changed image, backbone, weights or
 preprocessing re-embeds only what changed, and any head can reuse the rest.
 Rows are written before their index line, so a crash mid-run loses at most the row
 being written; index lines pointing past the end of ``features.bin`` are ignored.
@@ -41,10 +41,15 @@ def embedder_key(spec: Mapping[str, Any]) -> str:
 
 
 def file_key(path: str | os.PathLike, view: int = 0, seed: int = 0) -> str:
-    """Key of one image file as it is now (path, size, mtime) and one augmentation view."""
+    """Key of one image file as it is now, and one augmentation view.
+
+    Path, size and mtime, plus the inode and the status-change time: a user (or a tool)
+    can restore size and mtime after an edit (``touch -r``, ``cp -p``), but not ctime,
+    which the kernel sets on every write; a replaced file also has a new inode.
+    """
     p = Path(path).resolve()
     st = p.stat()
-    return _sha1(f"{p}|{st.st_size}|{st.st_mtime_ns}|{view}|{seed if view else 0}")
+    return _sha1(f"{p}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_ctime_ns}|{view}|{seed if view else 0}")
 
 
 class FeatureCache:

@@ -11,9 +11,10 @@ micro-benchmark pick.
 from __future__ import annotations
 
 import functools
+import gc
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from graft.data.decode import load_image
 from graft.data.records import SkippedFile
-from graft.exceptions import ImageDecodeError
+from graft.exceptions import ImageDecodeError, WorkerTimeoutError
 from graft.features.autotune import cpu_supports_fast_bf16, resolve_cpu_auto
 from graft.features.engines import Engine, build_engine
 from graft.features.fingerprint import fingerprint
@@ -35,9 +36,43 @@ __all__ = [
     "default_num_workers",
     "collate_skip_failed",
     "EmbedResult",
+    "WORKER_TIMEOUT_S",
+    "batches",
+    "make_loader",
 ]
 
 ProgressFn = Callable[[int], None]
+
+WORKER_TIMEOUT_S = float(os.environ.get("GRAFT_WORKER_TIMEOUT", "600"))
+"""Seconds a decoding worker may take for one batch before graft gives up with an error."""
+
+
+def make_loader(dataset: Dataset, *, num_workers: int, **kwargs: Any) -> DataLoader:
+    """A DataLoader whose workers are forked safely and can never hang silently.
+
+    Before forking, the garbage collector runs in this process: a worker inheriting
+    unreachable objects (an old ONNX Runtime session) could otherwise run their
+    finalisers itself and deadlock inside the native library. A stuck worker then
+    becomes a :class:`WorkerTimeoutError` after :data:`WORKER_TIMEOUT_S` (see :func:`batches`).
+    """
+    if num_workers:
+        gc.collect()
+    timeout = WORKER_TIMEOUT_S if num_workers else 0
+    return DataLoader(dataset, num_workers=num_workers, timeout=timeout, **kwargs)
+
+
+def batches(loader: DataLoader) -> Iterator[Any]:
+    """Iterate ``loader``, turning a worker timeout into a one-line :class:`WorkerTimeoutError`."""
+    try:
+        yield from loader
+    except RuntimeError as e:
+        if "timed out" not in str(e):
+            raise
+        raise WorkerTimeoutError(
+            f"a decoding worker gave no batch for {loader.timeout:g} s ({e}); it is stuck, or an image takes "
+            "that long to decode. Run again with --workers 0 to decode in the main process, or raise "
+            "GRAFT_WORKER_TIMEOUT"
+        ) from None
 
 
 def _malloc_trim() -> Callable[[], None]:
@@ -251,7 +286,7 @@ class Embedder:
         transform = transform or self.preprocessing.crop  # uint8; normalised later, in bulk
         ds = ImageArrayDataset(paths, transform, self.preprocessing.decode_size, self.max_pixels)
         workers = self.num_workers if len(paths) > self.batch_size else 0
-        loader = DataLoader(
+        loader = make_loader(
             ds,
             batch_size=self.batch_size,
             num_workers=workers,
@@ -266,7 +301,7 @@ class Embedder:
         feats: list[np.ndarray] = []
         oks: list[np.ndarray] = []
         failed: list[SkippedFile] = []
-        for idx, batch, bad in loader:
+        for idx, batch, bad in batches(loader):
             failed.extend(SkippedFile(str(paths[i]), reason) for i, reason in bad)
             if batch is not None:
                 out = self.forward(batch, n_images=engine_n).numpy()

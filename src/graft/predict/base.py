@@ -52,9 +52,13 @@ class Predictor:
         return self.spec.preprocessing
 
     def info(self) -> dict[str, Any]:
-        """What the server's ``GET /model`` shows: no paths, only the model's description."""
+        """What the server's ``GET /model`` shows: the model's description, with no path of this machine."""
+        backbone = {k: v for k, v in self.spec.backbone.items() if k not in {"weights_path", "path"}}
+        source = str(backbone.get("weights_source", ""))
+        if source.startswith("file:"):  # keep the file name, not where it lies on the server
+            backbone["weights_source"] = "file:" + os.path.basename(source[len("file:") :])
         return {
-            "backbone": {k: v for k, v in self.spec.backbone.items() if k not in {"weights_path", "path"}},
+            "backbone": backbone,
             "head": dict(self.spec.head),
             "metrics": {
                 k: v for k, v in self.spec.metrics.items() if k not in {"per_class", "confusion_matrix", "reliability"}

@@ -8,6 +8,6 @@ metrics.json, val_predictions.json, run.json, model/) and writes ``RUN_DIR/repor
 
 from __future__ import annotations
 
-from .build import write_report
+from graft.report.build import write_report
 
 __all__ = ["write_report"]

@@ -7,10 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from graft.report import html as H
+from graft.report import plots as P
 from graft.report.inputs import Figures, RunFiles, chosen_c, val_arrays
-
-from . import html as H
-from . import plots as P
 
 __all__ = [
     "dataset_section",
@@ -239,7 +238,7 @@ def top_losses_section(rf: RunFiles, figs: Figures) -> str | None:
     if r is None:
         return None
     paths, y, probs, classes, order = r
-    from ..explain.target import prepare_image
+    from graft.explain.target import prepare_image
 
     pre = _preprocessing(rf)
     images, caps, cols, missing = [], [], [], 0
@@ -275,7 +274,7 @@ def gradcam_section(rf: RunFiles, figs: Figures) -> str | None:
     if r is None or not (rf.dir / "model" / "config.json").exists():
         return None
     paths, y, probs, classes, order = r
-    from ..explain import gradcam_batch, load_target, overlay_heatmap, prepare_image
+    from graft.explain import gradcam_batch, load_target, overlay_heatmap, prepare_image
 
     target = load_target(rf.dir / "model")
     pred = probs.argmax(1)

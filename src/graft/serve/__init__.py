@@ -8,5 +8,6 @@ never imports torch.
 from __future__ import annotations
 
 from graft.serve.app import Limits, create_app, open_for_serving
+from graft.serve.server import run_server
 
-__all__ = ["Limits", "create_app", "open_for_serving"]
+__all__ = ["Limits", "create_app", "open_for_serving", "run_server"]

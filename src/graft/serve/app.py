@@ -22,7 +22,13 @@ import numpy as np
 from fastapi import FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from graft.data.decode import SERVE_MAX_PIXELS, load_image_bytes, sniff_is_image
+from graft.data.decode import (
+    SERVE_MAX_PIXELS,
+    SERVE_MAX_REQUEST_PIXELS,
+    load_image_bytes,
+    probe_image_bytes,
+    sniff_is_image,
+)
 from graft.exceptions import ImageDecodeError
 from graft.predict.base import Predictor
 from graft.predict.open import BACKENDS, open_predictor
@@ -40,6 +46,7 @@ class Limits:
     max_upload_mb: float = 10.0  # whole request body
     max_files: int = 16  # images per request
     max_pixels: int = SERVE_MAX_PIXELS  # decoded width*height per image (decompression-bomb guard)
+    max_request_pixels: int = SERVE_MAX_REQUEST_PIXELS  # all images of one request together
     timeout_s: float = 30.0  # per request, decode + queue + model
     max_batch: int = 16
     batch_wait_ms: float = 2.0
@@ -116,7 +123,7 @@ def create_app(
             or an open :class:`~graft.predict.base.Predictor`.
         threads: runtime intra-op threads.
         **limits: fields of :class:`Limits` (max_upload_mb, max_files, max_pixels,
-            timeout_s, max_batch, batch_wait_ms, max_queue, default_top_k).
+            max_request_pixels, timeout_s, max_batch, batch_wait_ms, max_queue, default_top_k).
     """
     unknown = set(limits) - set(Limits.__dataclass_fields__)
     if unknown:
@@ -131,16 +138,16 @@ def create_app(
     batcher = MicroBatcher(
         model.predict_arrays, max_batch=lim.max_batch, max_wait_ms=lim.batch_wait_ms, max_queue=lim.max_queue
     )
-    decoders = ThreadPoolExecutor(max_workers=max(2, min(8, os.cpu_count() or 2)), thread_name_prefix="graft-decode")
-    page = _page()
-    pre = model.preprocessing
+    classify = _Classifier(model, batcher, lim)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Pools live with the server, not the app object: the same app can be served again.
+        classify.decoders = ThreadPoolExecutor(max(2, min(8, os.cpu_count() or 2)), thread_name_prefix="graft-decode")
         await batcher.start()
         yield
         await batcher.stop()
-        decoders.shutdown(wait=False, cancel_futures=True)
+        classify.decoders.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="graft image classifier",
@@ -149,14 +156,26 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.backend, app.state.batcher, app.state.limits = model, batcher, lim
+    _add_routes(app, model, batcher, classify, lim)
+    app.add_middleware(_UploadLimit, limit=lim.max_upload_bytes)
+    return app
 
-    def prepare(data: bytes, name: str) -> np.ndarray:
-        img = load_image_bytes(data, name=name, draft_size=pre.decode_size, max_pixels=lim.max_pixels)
+
+class _Classifier:
+    """Uploads -> checked, decoded arrays -> micro-batched probabilities -> top-k rows."""
+
+    def __init__(self, model: Predictor, batcher: MicroBatcher, lim: Limits) -> None:
+        self.model, self.batcher, self.lim = model, batcher, lim
+        self.decoders: ThreadPoolExecutor | None = None  # set while the server runs
+
+    def _prepare(self, data: bytes, name: str) -> np.ndarray:
+        pre = self.model.preprocessing
+        img = load_image_bytes(data, name=name, draft_size=pre.decode_size, max_pixels=self.lim.max_pixels)
         return pre(img)
 
-    async def classify(files: list[UploadFile], top_k: int) -> list[dict[str, Any]]:
-        loop = asyncio.get_running_loop()
-        jobs = []
+    async def _read(self, files: list[UploadFile]) -> list[tuple[str, bytes]]:
+        """Names and bytes of the uploads, each sniffed as an image, within the request's pixel budget."""
+        out, total = [], 0
         for i, f in enumerate(files):
             name = f.filename or f"file {i + 1}"
             data = await f.read()
@@ -168,17 +187,34 @@ def create_app(
                     f"{name}: not a supported image (JPEG, PNG, GIF, BMP, WebP, TIFF or PNM); "
                     f"the content was checked, not the file name or declared type ({f.content_type})",
                 )
-            jobs.append(loop.run_in_executor(decoders, prepare, data, name))
+            total += probe_image_bytes(data, name=name, max_pixels=self.lim.max_pixels)  # header only
+            if total > self.lim.max_request_pixels:
+                raise HTTPException(
+                    413,
+                    f"images too large together: over {self.lim.max_request_pixels / 1e6:g} MP in one request "
+                    "(--max-request-pixels); send fewer or smaller images per request",
+                )
+            out.append((name, data))
+        return out
+
+    async def __call__(self, files: list[UploadFile], top_k: int) -> list[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
         try:
-            arrays = await asyncio.gather(*jobs)
+            uploads = await self._read(files)
+            arrays = await asyncio.gather(
+                *(loop.run_in_executor(self.decoders, self._prepare, data, name) for name, data in uploads)
+            )  # before the server's start (no decoders yet) this runs in the loop's default pool
         except ImageDecodeError as e:
             code = 413 if e.reason.startswith("image too large") else 415
             raise HTTPException(code, f"{e.path}: {e.reason}") from None
-        probs = await batcher.submit(list(arrays))
+        probs = await self.batcher.submit(list(arrays))
         return [
-            {"filename": f.filename or f"file {i + 1}", **r}
-            for i, (f, r) in enumerate(zip(files, top_k_results(probs, model.classes, top_k)))
+            {"filename": name, **r} for (name, _), r in zip(uploads, top_k_results(probs, self.model.classes, top_k))
         ]
+
+
+def _add_routes(app: FastAPI, model: Predictor, batcher: MicroBatcher, classify: _Classifier, lim: Limits) -> None:
+    page = _page()
 
     @app.post("/predict", summary="Top-k labels for one or more uploaded images")
     async def predict(
@@ -205,7 +241,7 @@ def create_app(
         return {
             "classes": model.classes,
             "backend": model.name,
-            "preprocessing": pre.to_dict(),
+            "preprocessing": model.preprocessing.to_dict(),
             "limits": asdict(lim),
             **model.info(),
         }
@@ -213,6 +249,3 @@ def create_app(
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
-
-    app.add_middleware(_UploadLimit, limit=lim.max_upload_bytes)
-    return app

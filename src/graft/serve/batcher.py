@@ -75,16 +75,24 @@ class MicroBatcher:
         self.stats = BatchStats()
         self._queue: asyncio.Queue[_Item] | None = None
         self._task: asyncio.Task | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="graft-model")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     @property
     def pending(self) -> int:
         return self._queue.qsize() if self._queue is not None else 0
 
     async def start(self) -> None:
-        if self._task is None:
+        """Start batching in the running loop (again after :meth:`stop`: one app may be served twice)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="graft-model")
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._loop is not loop:
+            # A new event loop (the app served again, or a test client per request): the old
+            # task and queue belong to a loop that no longer runs, so they are dropped.
+            self._loop = loop
             self._queue = asyncio.Queue(maxsize=self.max_queue)
-            self._task = asyncio.create_task(self._run(), name="graft-batcher")
+            self._task = loop.create_task(self._run(), name="graft-batcher")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -94,11 +102,14 @@ class MicroBatcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        self._queue = None
 
     async def submit(self, arrays: list[np.ndarray]) -> np.ndarray:
         """Probabilities for preprocessed images (in order); waits for their batch(es)."""
-        if self._queue is None:
+        if self._queue is None or self._loop is not asyncio.get_running_loop():
             await self.start()
         if self._queue is None:  # start() creates the queue inside the running loop
             raise RuntimeError("MicroBatcher used before start()")

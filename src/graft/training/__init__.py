@@ -1,11 +1,11 @@
 """Head fitting, the fine-tuning policy and the training loop."""
 
-from .callbacks import Checkpointer, EarlyStopping
-from .checkpoint import load_checkpoint, save_checkpoint
-from .finetune import FineTuneConfig, FitResult, train_network
-from .head_fit import LinearFit, class_weights_balanced, fit_linear_head, fit_sgd_head, train_head
-from .loop import evaluate, train_one_epoch
-from .policy import FineTunePolicy
+from graft.training.callbacks import Checkpointer, EarlyStopping
+from graft.training.checkpoint import load_checkpoint, save_checkpoint
+from graft.training.finetune import FineTuneConfig, FitResult, train_network
+from graft.training.head_fit import LinearFit, class_weights_balanced, fit_linear_head, fit_sgd_head, train_head
+from graft.training.loop import evaluate, train_one_epoch
+from graft.training.policy import FineTunePolicy
 
 __all__ = [
     "Checkpointer",

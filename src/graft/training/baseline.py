@@ -6,13 +6,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from graft.progress import Progress
+from graft.training.finetune import FineTuneConfig, FitResult, train_network
 from graft.training.heads import GraftNet, HeadSpec, build_head
+from graft.training.policy import FineTunePolicy
 from graft.transforms.eval import Preprocessing
 from graft.transforms.train import build_train_transform
-
-from ..progress import Progress
-from .finetune import FineTuneConfig, FitResult, train_network
-from .policy import FineTunePolicy
 
 __all__ = ["train_from_scratch"]
 

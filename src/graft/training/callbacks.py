@@ -15,8 +15,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint, optimizer_from_flat, save_checkpoint
-from .policy import FineTunePolicy
+from graft.training.checkpoint import load_checkpoint, optimizer_from_flat, save_checkpoint
+from graft.training.policy import FineTunePolicy
 
 __all__ = ["Checkpointer", "EarlyStopping"]
 

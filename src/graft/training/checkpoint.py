@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..fileio import replace_dir
+from graft.fileio import replace_dir
 
 __all__ = ["save_checkpoint", "load_checkpoint", "optimizer_to_flat", "optimizer_from_flat"]
 

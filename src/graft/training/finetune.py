@@ -24,13 +24,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from graft.features.embedder import ImageArrayDataset, collate_skip_failed
-
-from ..data.records import SkippedFile
-from ..progress import NullProgress, Progress, Task
-from .callbacks import Checkpointer, EarlyStopping
-from .loop import _lr_factor, evaluate, train_one_epoch
-from .policy import FineTunePolicy
+from graft.data.records import SkippedFile
+from graft.features.embedder import ImageArrayDataset, collate_skip_failed, make_loader
+from graft.progress import NullProgress, Progress, Task
+from graft.training.callbacks import Checkpointer, EarlyStopping
+from graft.training.loop import _lr_factor, evaluate, train_one_epoch
+from graft.training.policy import FineTunePolicy
 
 __all__ = ["FineTuneConfig", "FitResult", "train_network"]
 
@@ -211,7 +210,7 @@ def _loaders(
     """Shuffled (seeded) training loader and a plain validation loader at twice the batch size."""
     train_ds = ImageArrayDataset(train_paths, train_transform)
     g = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(
+    train_loader = make_loader(
         train_ds,
         batch_size=config.batch_size,
         shuffle=True,
@@ -222,7 +221,7 @@ def _loaders(
         persistent_workers=num_workers > 0,
         pin_memory=device.startswith("cuda"),
     )
-    val_loader = DataLoader(
+    val_loader = make_loader(
         ImageArrayDataset(val_paths, eval_transform),
         batch_size=config.batch_size * 2,
         num_workers=num_workers,

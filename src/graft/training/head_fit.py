@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .linear_probe import DEFAULT_C_GRID, LinearFit, fit_linear_head
-from .sgd_head import fit_sgd_head
+from graft.training.linear_probe import DEFAULT_C_GRID, LinearFit, fit_linear_head
+from graft.training.sgd_head import fit_sgd_head
 
 __all__ = ["DEFAULT_C_GRID", "LinearFit", "class_weights_balanced", "fit_linear_head", "fit_sgd_head", "train_head"]
 

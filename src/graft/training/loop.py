@@ -18,7 +18,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from ..progress import Task
+from graft.features.embedder import batches
+from graft.progress import Task
 
 __all__ = ["evaluate", "train_one_epoch"]
 
@@ -69,7 +70,7 @@ def train_one_epoch(
         ``{"train_loss": mean loss, "train_acc": accuracy}`` over the decoded images.
     """
     tot_loss, tot_ok, n = 0.0, 0, 0
-    for idx, x, bad in loader:
+    for idx, x, bad in batches(loader):
         if on_skip is not None:
             for i, reason in bad:
                 on_skip(i, reason)
@@ -106,7 +107,7 @@ def evaluate(
     net.eval()
     tot_loss, ok, n = 0.0, 0, 0
     with torch.inference_mode():
-        for idx, x, _bad in loader:
+        for idx, x, _bad in batches(loader):
             if x is None:
                 continue
             y = torch.from_numpy(labels[idx.numpy()]).to(device)

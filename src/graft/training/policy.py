@@ -14,9 +14,8 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from graft.backbones import layer_groups
 from graft.validation import check_number, invalid_parameter
-
-from ..backbones import layer_groups
 
 __all__ = ["FineTunePolicy"]
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .callbacks import EarlyStopping
+from graft.training.callbacks import EarlyStopping
 
 __all__ = ["fit_sgd_head"]
 
