@@ -7,6 +7,7 @@ is written before training starts (``status: running``) and again at the end
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import sys
@@ -147,6 +148,7 @@ def train_run(
         _run_record(run, Path(data_dir), clf, opts, argv, "failed")
         raise
     metrics = _write_outputs(run, clf, stages)
+    metrics.update(_test_split(clf, progress))
     _run_record(run, Path(data_dir), clf, opts, argv, "done", device=clf.device_, timings=clf.timings_)
     metrics["train_seconds"] = time.perf_counter() - t_start
     run.write(RunFolder.METRICS, metrics)
@@ -206,6 +208,8 @@ def _write_outputs(run: RunFolder, clf: Classifier, stages: dict[str, Any]) -> d
         "val_macro_f1": m["macro_f1"],
         "val_log_loss": m.get("log_loss"),
         "val_ece": m.get("ece"),
+        "val_ece_uncalibrated": m.get("ece_uncalibrated"),
+        "temperature": getattr(clf, "head_info_", {}).get("temperature") if not clf.fine_tuned_ else None,
         "train_seconds": None,  # filled last, so it covers everything
         "classes": clf.classes_,
         "counts": data.summary().get("counts"),
@@ -216,6 +220,37 @@ def _write_outputs(run: RunFolder, clf: Classifier, stages: dict[str, Any]) -> d
         "backbone": clf.backbone_info_,
         "timings": clf.timings_,
     }
+
+
+def _test_split(clf: Classifier, progress: Progress) -> dict[str, Any]:
+    """The final model on the dataset's test split, reported beside val and never used to choose.
+
+    A random validation slice of the training folder cannot see a shift between folders
+    (other scanners, another season, other products): when the test folder disagrees with
+    validation by more than sampling noise, the user is told, since the test figure is then
+    the one that predicts deployment.
+    """
+    from graft.metrics import compute_metrics
+
+    records = clf.data_.splits.get("test") or []
+    if not records:
+        return {}
+    probs, ok, _failed = clf.predict_proba([r.path for r in records])
+    label_of = {str(r.path): r.label for r in records}
+    y = np.array([label_of[p] for p in ok], dtype=np.int64)
+    if not len(y):
+        return {}
+    m = compute_metrics(y, probs, clf.classes_)
+    val_acc, test_acc = float(clf.metrics_["accuracy"]), float(m["accuracy"])
+    n_val = max(1, int(clf.metrics_.get("n", 1)))
+    noise = 2 * math.sqrt(max(val_acc * (1 - val_acc), 1e-4) / n_val + max(test_acc * (1 - test_acc), 1e-4) / len(y))
+    shift = abs(val_acc - test_acc) > max(0.03, noise)
+    if shift:
+        progress.warn(
+            f"validation accuracy {val_acc:.3f} but test accuracy {test_acc:.3f} ({len(y)} images): the test "
+            "folder differs from the training folder more than chance explains; expect the test figure in use"
+        )
+    return {"test_accuracy": test_acc, "test_macro_f1": m["macro_f1"], "test_n": int(len(y)), "test_shift": shift}
 
 
 def resume_run(

@@ -183,6 +183,14 @@ def render_summary(out: Path, m: dict) -> None:
             t.add_row(f"{name} seconds", f"{st['seconds']:.1f}")
     t.add_row("kept", m["kept_stage"])
     t.add_row(Text("val accuracy", style="bold"), Text(f"{m['val_accuracy']:.4f}", style="bold"))
+    if m.get("test_accuracy") is not None:
+        shift = "  (differs from val: see the warning)" if m.get("test_shift") else ""
+        t.add_row(Text("test accuracy", style="bold"), Text(f"{m['test_accuracy']:.4f}{shift}", style="bold"))
+    if m.get("val_ece") is not None:
+        before = m.get("val_ece_uncalibrated")
+        t.add_row(
+            "val ECE (calibrated)", f"{m['val_ece']:.4f}" + (f" (was {before:.4f})" if before is not None else "")
+        )
     t.add_row("embedding seconds", f"{m['timings'].get('embed', 0):.1f}")
     t.add_row("total seconds", f"{m['train_seconds']:.1f}")
     console.print(t)

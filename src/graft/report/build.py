@@ -62,6 +62,8 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
             sections.append((anchor, title, body))
     m = rf.metrics
     cards = [("val accuracy", f"{m.get('val_accuracy', float('nan')):.4f}")]
+    if m.get("test_accuracy") is not None:
+        cards.append(("test accuracy" + (" (shift!)" if m.get("test_shift") else ""), f"{m['test_accuracy']:.4f}"))
     if m.get("val_macro_f1") is not None:
         cards.append(("macro F1", f"{m['val_macro_f1']:.4f}"))
     cards += [

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from graft.training.calibration import fit_temperature
 from graft.training.linear_probe import DEFAULT_C_GRID, LinearFit, fit_linear_head
 from graft.training.sgd_head import fit_sgd_head
 
@@ -55,11 +56,14 @@ def train_head(
     info: dict[str, Any] = {"type": spec.type}
     if spec.type == "linear":
         fit = fit_linear_head(X, y, spec.num_classes, C=C, class_weight=class_weight, seed=seed, groups=groups)
+        # Temperature scaling on the out-of-fold logits, folded into the layer: every
+        # predictor (PyTorch, the ONNX graph, the server) then gives calibrated probabilities.
+        t = 1.0 if fit.oof_logits is None else fit_temperature(fit.oof_logits, fit.oof_labels)  # type: ignore[arg-type]
         lin: Any = head[-1]
         with torch.no_grad():
-            lin.weight.copy_(torch.from_numpy(fit.weight))
-            lin.bias.copy_(torch.from_numpy(fit.bias))
-        info.update(C=fit.C, cv_accuracy={str(k): v for k, v in fit.cv_scores.items()})
+            lin.weight.copy_(torch.from_numpy(fit.weight / t))
+            lin.bias.copy_(torch.from_numpy(fit.bias / t))
+        info.update(C=fit.C, temperature=t, cv_accuracy={str(k): v for k, v in fit.cv_scores.items()})
         history = [
             {"stage": "head", "C": float(c), "cv_acc": float(s), "cv_loss": float(fit.cv_losses[c])}
             for c, s in sorted(fit.cv_scores.items())

@@ -142,6 +142,9 @@ class LinearFit:
     cv_scores: dict[float, float] = field(default_factory=dict)  # C -> mean CV accuracy
     cv_losses: dict[float, float] = field(default_factory=dict)  # C -> mean CV log-loss
     seconds: float = 0.0
+    oof_logits: np.ndarray | None = None  # held-out logits of the CV rows at the chosen C (calibration)
+    oof_labels: np.ndarray | None = None
+    oof_rows: np.ndarray | None = None  # which rows of X those are (large sets are subsampled)
 
     def logits(self, X: np.ndarray) -> np.ndarray:
         return X @ self.weight.T + self.bias
@@ -191,16 +194,20 @@ def fit_linear_head(
 
     scores: dict[float, float] = {}
     losses: dict[float, float] = {}
+    oof: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     with _threads(threads):
         axes, var = _principal_axes(Z)
         if C is None:
-            C, scores, losses = _choose_C(
+            C, scores, losses, oof = _choose_C(
                 Z, var, axes, y, yt, sw, n_classes, C_grid, cv_folds, max_cv_samples, seed, groups
             )
         W, b = _lbfgs_logreg(Z, yt, n_classes, float(C), sw, var, axes)
     W_raw = W * g
     b_raw = b - (W_raw * mu).sum(1)
-    return LinearFit(W_raw.numpy(), b_raw.numpy(), float(C), scores, losses, time.perf_counter() - t0)
+    return LinearFit(
+        W_raw.numpy(), b_raw.numpy(), float(C), scores, losses, time.perf_counter() - t0,
+        oof_logits=oof[0] if oof else None, oof_labels=oof[1] if oof else None, oof_rows=oof[2] if oof else None,
+    )  # fmt: skip
 
 
 def _choose_C(
@@ -216,11 +223,13 @@ def _choose_C(
     max_cv_samples: int,
     seed: int,
     groups: np.ndarray | None,
-) -> tuple[float, dict[float, float], dict[float, float]]:
-    """(chosen C, C -> mean CV accuracy, C -> mean CV log-loss): folds, then the path, then the rule."""
+) -> tuple[float, dict[float, float], dict[float, float], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(chosen C, C -> mean CV accuracy, C -> mean CV log-loss, (held-out logits, labels, rows) at that C)."""
     folds = _cv_folds(y, n_classes, cv_folds, max_cv_samples, seed, groups)
-    scores, losses, per_sample = _score_path(R, var, axes, yt, sw, n_classes, C_grid, folds)
-    return _one_standard_error(scores, losses, per_sample), scores, losses
+    scores, losses, per_sample, oof = _score_path(R, var, axes, yt, sw, n_classes, C_grid, folds)
+    chosen = _one_standard_error(scores, losses, per_sample)
+    rows = np.concatenate([te for _, te in folds])
+    return chosen, scores, losses, (oof[chosen], y[rows], rows)
 
 
 def _cv_folds(
@@ -262,8 +271,8 @@ def _score_path(
     n_classes: int,
     C_grid: Sequence[float],
     folds: list[tuple[np.ndarray, np.ndarray]],
-) -> tuple[dict[float, float], dict[float, float], dict[float, torch.Tensor]]:
-    """CV accuracy, log-loss and every held-out row's log-loss along the C path.
+) -> tuple[dict[float, float], dict[float, float], dict[float, torch.Tensor], dict[float, np.ndarray]]:
+    """CV accuracy, log-loss, every held-out row's log-loss and held-out logits along the C path.
 
     Warm-starts along the path from strong to weak regularisation and stops once the
     held-out loss has risen twice in a row (weak regularisation is the slow end).
@@ -273,9 +282,10 @@ def _score_path(
     losses: dict[float, float] = {}
     inits: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(folds)
     per_sample: dict[float, torch.Tensor] = {}  # C -> held-out log-loss of every CV row
+    oof: dict[float, np.ndarray] = {}  # C -> held-out logits of every CV row (folds in order)
     worse = 0
     for c in sorted(float(c) for c in C_grid):
-        correct, parts = 0.0, []
+        correct, parts, held = 0.0, [], []
         for j, (tr, te) in enumerate(folds):
             inits[j] = _lbfgs_logreg(
                 R[tr], yt[tr], n_classes, c, sw[tr], var, axes, init=inits[j], max_iter=100, gtol=1e-4
@@ -284,12 +294,14 @@ def _score_path(
             logits = torch.addmm(b, R[te], W.T)
             correct += float((logits.argmax(1) == yt[te]).float().sum())
             parts.append(F.cross_entropy(logits, yt[te], reduction="none"))
+            held.append(logits.numpy())
         per_sample[c] = torch.cat(parts).double()
+        oof[c] = np.concatenate(held)
         scores[c], losses[c] = correct / max(total, 1), float(per_sample[c].sum()) / max(total, 1)
         worse = worse + 1 if losses[c] > min(losses.values()) else 0
         if worse >= 2:
             break
-    return scores, losses, per_sample
+    return scores, losses, per_sample, oof
 
 
 def _one_standard_error(

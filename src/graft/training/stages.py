@@ -20,7 +20,7 @@ from torch import nn
 from graft.data.records import ImageRecord, SkippedFile
 from graft.exceptions import DataError
 from graft.features.extract import FeatureSet
-from graft.metrics import compute_metrics
+from graft.metrics import compute_metrics, expected_calibration_error
 from graft.progress import NullProgress, Progress
 from graft.training.finetune import FineTuneConfig, FitResult, train_network
 from graft.training.head_fit import class_weights_balanced, train_head
@@ -208,8 +208,13 @@ def fit_head_stage(
     )
     seconds = time.perf_counter() - t0
     with torch.no_grad():
-        probs = torch.softmax(head(torch.from_numpy(val.X)).float(), 1).numpy()
-    return HeadStage(head, spec, info, history, probs, compute_metrics(val.y, probs, list(classes)), seconds)
+        logits = head(torch.from_numpy(val.X)).float()
+    probs = torch.softmax(logits, 1).numpy()
+    metrics = compute_metrics(val.y, probs, list(classes))
+    if len(val.y):  # the same head before temperature scaling, for the report's comparison
+        raw = torch.softmax(logits * float(info.get("temperature", 1.0)), 1).numpy()
+        metrics["ece_uncalibrated"] = expected_calibration_error(raw, val.y)[0]
+    return HeadStage(head, spec, info, history, probs, metrics, seconds)
 
 
 @dataclass
