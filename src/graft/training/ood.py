@@ -34,6 +34,12 @@ PASS_RATE = 0.95
 class OODScorer(nn.Module):
     """Features (N, D) -> relative Mahalanobis scores (N,); higher is less like the training data."""
 
+    means: torch.Tensor
+    precision: torch.Tensor
+    mean0: torch.Tensor
+    precision0: torch.Tensor
+    threshold: torch.Tensor
+
     def __init__(self, n_classes: int, dim: int) -> None:
         super().__init__()
         self.register_buffer("means", torch.zeros(n_classes, dim))
@@ -114,7 +120,8 @@ def fit_ood(
     for f in np.unique(fold):
         te, tr = fold == f, fold != f
         with torch.no_grad():
-            held[te] = _fit(X[tr], y[tr], n_classes)(torch.from_numpy(X[te].astype(np.float32))).double().numpy()
+            part = _fit(X[tr], y[tr], n_classes)
+            held[te] = part(torch.from_numpy(X[te].astype(np.float32))).double().numpy()
     threshold = float(np.quantile(held, pass_rate))
     scorer = _fit(X, y, n_classes)
     with torch.no_grad():
