@@ -126,7 +126,7 @@ def test_web_page_in_headless_chromium(live_server: str) -> None:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page()
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
             page.on(
                 "request",
                 lambda req: (
@@ -135,6 +135,17 @@ def test_web_page_in_headless_chromium(live_server: str) -> None:
             )
             page.goto(live_server)
             page.wait_for_function("document.getElementById('meta').textContent.includes('2 classes')", timeout=15_000)
+            # Layout: the drop zone is a block spanning the content width, below the header line.
+            drop = page.eval_on_selector("#drop", "e => e.getBoundingClientRect().toJSON()")
+            main = page.eval_on_selector(
+                "main",
+                "e => { const r = e.getBoundingClientRect(), s = getComputedStyle(e); "
+                "return {left: r.left + parseFloat(s.paddingLeft), "
+                "width: r.width - parseFloat(s.paddingLeft) - parseFloat(s.paddingRight)}; }",
+            )
+            header = page.eval_on_selector("header", "e => e.getBoundingClientRect().toJSON()")
+            assert abs(drop["width"] - main["width"]) < 2 and abs(drop["left"] - main["left"]) < 2, (drop, main)
+            assert drop["top"] >= header["bottom"] - 1 and drop["height"] > 60, (drop, header)
             page.set_input_files("#picker", str(bee))
             page.wait_for_selector(".result[data-state=done] .top-label", timeout=30_000)
             assert page.inner_text(".result .top-label") == "bees"

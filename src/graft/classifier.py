@@ -143,7 +143,7 @@ class Classifier:
         )
         self.head_spec_, self.head_info_, self.history_ = head.spec, head.info, {"head": head.history}
         self.val_probs_, self.val_labels_, self.val_paths_ = head.val_probs, emb.val.y, emb.val.paths
-        self.metrics_, self.fine_tuned_ = head.metrics, False
+        self.metrics_, self.fine_tuned_, self.ood_ = head.metrics, False, st.ood
         self.stage_metrics_ = {"head": {"val_accuracy": head.metrics["accuracy"], "seconds": head.seconds}}
         return self
 
@@ -200,6 +200,7 @@ class Classifier:
         self.history_["fine_tune"] = st.fit.history
         self.metrics_, self.val_probs_ = st.metrics, st.val_probs
         self.stage_metrics_["fine_tune"] = st.summary
+        self.ood_ = st.ood if st.ood is not None else self.ood_
         self.timings_["fine_tune"] = st.fit.seconds
         return self
 
@@ -223,9 +224,12 @@ class Classifier:
         """Class probabilities for image files: (probs of the readable files, their paths, the unreadable ones)."""
         return self._predictor().predict_proba(paths)
 
-    def predict(self, paths: Sequence[str | os.PathLike], top_k: int = 1) -> list[dict[str, Any]]:
-        """Top-k labels for image files, folders or globs (one dict per image; unreadable ones get ``error``)."""
-        return self._predictor().predict(paths, top_k=top_k)
+    def predict(self, paths: Sequence[str | os.PathLike], top_k: int = 1, reject: bool = True) -> list[dict[str, Any]]:
+        """Top-k labels for image files, folders or globs; images unlike the training data are ``"unknown"``.
+
+        See :meth:`graft.predict.base.Predictor.predict` (``reject=False`` keeps every label).
+        """
+        return self._predictor().predict(paths, top_k=top_k, reject=reject)
 
     def evaluate(self, data: str | os.PathLike, split: str | None = None, top_k: int = 5) -> dict[str, Any]:
         """Metrics on a labelled folder (``test/`` if present, else the val split, or ``split``)."""
@@ -253,8 +257,9 @@ class Classifier:
         metrics = {k: v for k, v in getattr(self, "metrics_", {}).items() if k != "reliability"}
         backbone = {**self.backbone_info_, "fine_tuned": bool(self.fine_tuned_)}
         return ArtifactSpec(
-            tuple(self.classes_), self.preprocessing_, backbone, self.head_spec_.to_dict(), training, metrics
-        )
+            tuple(self.classes_), self.preprocessing_, backbone, self.head_spec_.to_dict(), training, metrics,
+            ood=getattr(self, "ood_", {}),
+        )  # fmt: skip
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the model directory (safetensors + config.json)."""
@@ -283,7 +288,7 @@ class Classifier:
             lm.preprocessing,
             lm.head_spec,
         )
-        obj.backbone_info_, obj.metrics_ = dict(lm.spec.backbone), dict(lm.spec.metrics)
+        obj.backbone_info_, obj.metrics_, obj.ood_ = dict(lm.spec.backbone), dict(lm.spec.metrics), dict(lm.spec.ood)
         obj.fine_tuned_ = bool(lm.spec.backbone.get("fine_tuned", False))
         obj.history_ = dict(lm.spec.training.get("history", {}))
         obj.stage_metrics_ = dict(lm.spec.training.get("stages", {}))

@@ -25,6 +25,7 @@ from graft.artifact.spec import MODEL_FORMAT, MODEL_FORMAT_VERSION, ArtifactSpec
 from graft.exceptions import ModelFileError
 from graft.fileio import json_text, replace_dir
 from graft.training.heads import HEAD_TYPES, GraftNet, HeadSpec, build_head
+from graft.training.ood import OODScorer
 from graft.transforms.eval import Preprocessing
 
 __all__ = [
@@ -144,7 +145,20 @@ def build_network(spec: ArtifactSpec, source: str = "config.json") -> GraftNet:
         backbone = timm.create_model(arch, pretrained=False, num_classes=0)
     except Exception as e:  # noqa: BLE001 - unknown arch in a newer/older timm
         raise ModelFileError(f"{source}: cannot build backbone {arch!r} with timm {timm.__version__}: {e}") from None
-    return GraftNet(backbone, build_head(head), spatial=head.spatial)
+    ood = _ood_scorer(spec, head, source)  # its buffers come with the weights
+    return GraftNet(backbone, build_head(head), spatial=head.spatial, ood=ood)
+
+
+def _ood_scorer(spec: ArtifactSpec, head: HeadSpec, source: str) -> OODScorer | None:
+    if not spec.ood:
+        return None
+    try:
+        n_ref, k = int(spec.ood["n_reference"]), int(spec.ood["k"])
+    except (KeyError, TypeError, ValueError):
+        raise ModelFileError(f"{source}: the 'ood' section lacks n_reference or k") from None
+    if not (0 < k <= n_ref) or n_ref * int(head.in_features) > _MAX_FEATURES * 4:
+        raise ModelFileError(f"{source}: the 'ood' section has sizes graft cannot build ({n_ref} x {head.in_features})")
+    return OODScorer(n_ref, int(head.in_features), k)
 
 
 def _head_spec(spec: ArtifactSpec, source: str) -> HeadSpec:

@@ -27,6 +27,8 @@ ONNX_FORMAT = "graft-onnx"
 ONNX_FORMAT_VERSION = 1
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("logits", "probabilities")
+OOD_OUTPUT = "ood_score"
+"""Third output of models with an OOD score: higher is less like the training data."""
 _METRIC_KEYS = ("n", "accuracy", "top2_accuracy", "top_k", "macro_f1", "balanced_accuracy", "log_loss", "ece")
 
 
@@ -44,7 +46,7 @@ def onnx_metadata(spec: ArtifactSpec, *, opset: int, quantization: str | None = 
         "metrics": {k: spec.metrics[k] for k in _METRIC_KEYS if k in spec.metrics},
         "training": {},  # curves and parameters stay in the model folder
         "input": {"name": INPUT_NAME, "shape": ["batch", 3, int(h), int(w)], "dtype": "float32", "layout": "NCHW"},
-        "outputs": list(OUTPUT_NAMES),
+        "outputs": list(OUTPUT_NAMES) + ([OOD_OUTPUT] if spec.ood else []),
         "opset": opset,
         "quantization": quantization,
     }

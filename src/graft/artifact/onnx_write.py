@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from graft.artifact.onnx_meta import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, onnx_metadata
+from graft.artifact.onnx_meta import INPUT_NAME, METADATA_KEY, OOD_OUTPUT, OUTPUT_NAMES, onnx_metadata
 from graft.artifact.spec import ArtifactSpec
 
 __all__ = ["DEFAULT_OPSET", "write_onnx", "write_onnx_metadata"]
@@ -20,13 +20,17 @@ DEFAULT_OPSET = 17
 
 
 class _WithProbs(nn.Module):
-    """Network -> (logits, softmax probabilities): the two outputs of every exported file."""
+    """Network -> (logits, softmax probabilities[, OOD score]): the outputs of every exported file."""
 
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()
-        self.inner = inner
+        self.inner: Any = inner  # a GraftNet
+        self.with_ood = getattr(inner, "ood", None) is not None
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.with_ood:  # one pass through the backbone for both heads
+            logits, ood = self.inner.forward_all(x)
+            return logits, torch.softmax(logits, dim=1), ood
         logits = self.inner(x)
         return logits, torch.softmax(logits, dim=1)
 
@@ -39,19 +43,21 @@ def write_onnx(net: nn.Module, spec: ArtifactSpec, path: str | Path, *, opset: i
     """
     path = Path(path)
     x = torch.zeros(2, 3, *spec.preprocessing.input_size)
+    wrapped = _WithProbs(net.eval())
+    outputs = list(OUTPUT_NAMES) + ([OOD_OUTPUT] if wrapped.with_ood else [])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings from timm's dynamic 'same' padding are expected
         # The TorchScript exporter (dynamo=False) handles timm's tf_* 'same' padding; the
         # spatial size is fixed by the preprocessing, only the batch axis is dynamic.
         torch.onnx.export(
-            _WithProbs(net.eval()),
+            wrapped,
             (x,),
             str(path),
             input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
+            output_names=outputs,
             opset_version=opset,
             do_constant_folding=True,
-            dynamic_axes={INPUT_NAME: {0: "batch"}, **{o: {0: "batch"} for o in OUTPUT_NAMES}},
+            dynamic_axes={INPUT_NAME: {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
             dynamo=False,
         )
     meta = onnx_metadata(spec, opset=opset)

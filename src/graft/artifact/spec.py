@@ -26,7 +26,7 @@ __all__ = ["ArtifactSpec", "MODEL_FORMAT", "MODEL_FORMAT_VERSION", "runtime_vers
 MODEL_FORMAT = "graft-model"
 MODEL_FORMAT_VERSION = 1
 #: The keys read from a config; anything else in an untrusted file is ignored.
-_KEYS = ("classes", "preprocessing", "backbone", "head", "training", "metrics", "versions", "created")
+_KEYS = ("classes", "preprocessing", "backbone", "head", "training", "metrics", "versions", "created", "ood")
 _ARCH = re.compile(r"^[A-Za-z0-9_.\-]+$")  # a timm name: no hub scheme ("hf-hub:", "local-dir:")
 _MAX_CLASSES = 100_000
 _MAX_INPUT = 4096
@@ -59,6 +59,8 @@ class ArtifactSpec:
         metrics: validation metrics of this model.
         versions: library versions that wrote it.
         created: ISO time of writing.
+        ood: the out-of-distribution score (method, threshold, pass rate); empty when the
+            model has none (older models, or heads on un-pooled feature maps).
     """
 
     classes: tuple[str, ...]
@@ -69,6 +71,13 @@ class ArtifactSpec:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     versions: Mapping[str, Any] = field(default_factory=dict)
     created: str = ""
+    ood: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def ood_threshold(self) -> float | None:
+        """Scores above this mean "unknown"; None when the model has no OOD score."""
+        t = self.ood.get("threshold")
+        return float(t) if isinstance(t, (int, float)) else None
 
     @property
     def architecture(self) -> str:
@@ -92,6 +101,7 @@ class ArtifactSpec:
             "training": dict(self.training),
             "metrics": dict(self.metrics),
             "versions": dict(self.versions),
+            "ood": dict(self.ood),
         }
 
     @classmethod
@@ -114,7 +124,7 @@ class ArtifactSpec:
             raise ModelFileError(f"{source}: 'classes' must be a non-empty list of names")
         if len(classes) > _MAX_CLASSES:
             raise ModelFileError(f"{source}: {len(classes)} classes is more than graft supports ({_MAX_CLASSES})")
-        sections = {k: data.get(k) or {} for k in ("backbone", "head", "training", "metrics", "versions")}
+        sections = {k: data.get(k) or {} for k in ("backbone", "head", "training", "metrics", "versions", "ood")}
         for k, v in sections.items():
             if not isinstance(v, Mapping):
                 raise ModelFileError(f"{source}: '{k}' must be a JSON object, got {type(v).__name__}")
@@ -131,6 +141,7 @@ class ArtifactSpec:
             metrics=dict(sections["metrics"]),
             versions=dict(sections["versions"]),
             created=str(data.get("created", "")),
+            ood=dict(sections["ood"]),
         )
 
 

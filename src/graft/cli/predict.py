@@ -23,18 +23,21 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
     as_csv: bool = typer.Option(False, "--csv", help="CSV with a header row."),
     device: str = typer.Option("auto", help="auto, cpu or cuda (model directories only)."),
+    no_reject: bool = typer.Option(
+        False, "--no-reject", help="Give every image a class, even those unlike the training data."
+    ),
 ) -> None:
     """Predict labels; unreadable files are reported and the others still predicted."""
     from graft.predict import open_predictor
 
-    results = open_predictor(model, device=device).predict(paths, top_k=top_k)
+    results = open_predictor(model, device=device).predict(paths, top_k=top_k, reject=not no_reject)
     failed = [r for r in results if "error" in r]
     if as_json:
         for r in results:
             print(json.dumps(r))
     elif as_csv:
         w = csv.writer(sys.stdout)
-        w.writerow(["path", "label", "probability", "top_k", "error"])
+        w.writerow(["path", "label", "probability", "top_k", "known", "ood_score", "error"])
         for r in results:
             tk = ";".join(f"{t['label']}:{t['probability']:.4f}" for t in r.get("top_k", []))
             w.writerow(
@@ -43,6 +46,8 @@ def predict(
                     r.get("label", ""),
                     f"{r['probability']:.6f}" if "probability" in r else "",
                     tk,
+                    r.get("known", ""),
+                    f"{r['ood_score']:.4f}" if "ood_score" in r else "",
                     r.get("error", ""),
                 ]
             )
@@ -58,7 +63,13 @@ def predict(
             if "error" in r:
                 t.add_row(Text(r["path"]), Text(f"error: {r['error']}", style="red"), "")
                 continue
-            t.add_row(Text(r["path"]), Text(r["label"]), f"{r['probability']:.3f}")
+            if r.get("known", True):
+                t.add_row(Text(r["path"]), Text(r["label"]), f"{r['probability']:.3f}")
+            else:
+                label = Text("unknown", style="bold magenta") + Text(
+                    f" (unlike the training images; best guess {r['best_label']})"
+                )
+                t.add_row(Text(r["path"]), label, f"{r['probability']:.3f}")
             for extra in r["top_k"][1:]:
                 t.add_row("", Text(f"  {extra['label']}"), f"{extra['probability']:.3f}")
         console.print(t)

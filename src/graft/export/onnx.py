@@ -186,11 +186,15 @@ def _parity(lm: Any, path: Path, imgs: checks.CheckImages, tolerance: float, out
     from graft.predict.onnx import OnnxPredictor
     from graft.predict.torch import TorchPredictor
 
-    ref = TorchPredictor(lm.net, lm.spec).logits(imgs.batch)
+    torch_pred = TorchPredictor(lm.net, lm.spec)
+    ref = torch_pred.logits(imgs.batch)
     onnx32 = OnnxPredictor(path)
     got = onnx32.logits(imgs.batch)
     single = onnx32.logits(imgs.batch[:1])  # dynamic batch: 1 and N must both work
     diff = float(max(np.abs(got - ref).max(), np.abs(single - ref[:1]).max()))
+    ood_t, ood_o = torch_pred.outputs(imgs.batch).ood, onnx32.outputs(imgs.batch).ood
+    if (ood_t is None) != (ood_o is None) or (ood_t is not None and float(np.abs(ood_t - ood_o).max()) > 1e-3):
+        raise ExportError(f"the exported OOD score differs from PyTorch on {len(ref)} {imgs.source} images")
     agree = float((got.argmax(1) == ref.argmax(1)).mean())
     if not np.isfinite(diff) or diff > tolerance or agree < 1.0:
         raise ExportError(

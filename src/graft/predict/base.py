@@ -19,7 +19,7 @@ from graft.data.decode import DEFAULT_MAX_PIXELS, load_image
 from graft.data.files import collect_image_paths
 from graft.data.records import SkippedFile
 from graft.exceptions import ImageDecodeError
-from graft.predict.results import prediction_rows
+from graft.predict.results import Outputs, prediction_rows
 from graft.transforms.eval import Preprocessing
 
 __all__ = ["Predictor"]
@@ -67,29 +67,38 @@ class Predictor:
         }
 
     # ------------------------------------------------------------------ arrays
-    def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
-        """Softmax probabilities (N, n_classes) for a preprocessed float32 (N, 3, H, W) batch.
+    @property
+    def ood_threshold(self) -> float | None:
+        """OOD scores above this mean "unknown" (None: the model has no OOD score)."""
+        return self.spec.ood_threshold
+
+    def outputs(self, batch: np.ndarray) -> Outputs:
+        """Probabilities and OOD scores for a preprocessed float32 (N, 3, H, W) batch.
 
         Runs in chunks of :attr:`batch_size`, so memory stays bounded whatever N is.
         """
         if len(batch) == 0:
-            return np.zeros((0, len(self.spec.classes)), np.float32)
+            return Outputs.empty(len(self.spec.classes), self.ood_threshold is not None)
         step = max(1, int(self.batch_size))
-        return np.concatenate([self._probabilities(batch[i : i + step]) for i in range(0, len(batch), step)])
+        return Outputs.concat([self._outputs(batch[i : i + step]) for i in range(0, len(batch), step)])
 
-    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """One runtime call: probabilities of a non-empty batch (implemented by each predictor)."""
+    def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
+        """Softmax probabilities (N, n_classes) for a preprocessed float32 (N, 3, H, W) batch."""
+        return self.outputs(batch).probs
+
+    def _outputs(self, batch: np.ndarray) -> Outputs:
+        """One runtime call on a non-empty batch (implemented by each predictor)."""
         raise NotImplementedError
 
     def predict_images(self, images: Sequence[Any]) -> np.ndarray:
         """Softmax probabilities for decoded PIL images (in memory), in batches."""
-        return self._run_batched([self.preprocessing(im) for im in images])
+        return self._run_batched([self.preprocessing(im) for im in images]).probs
 
-    def _run_batched(self, arrs: list[np.ndarray]) -> np.ndarray:
+    def _run_batched(self, arrs: list[np.ndarray]) -> Outputs:
         if not arrs:
-            return np.zeros((0, len(self.spec.classes)), np.float32)
+            return Outputs.empty(len(self.spec.classes), self.ood_threshold is not None)
         step = max(1, int(self.batch_size))
-        return np.concatenate([self._probabilities(np.stack(arrs[i : i + step])) for i in range(0, len(arrs), step)])
+        return Outputs.concat([self._outputs(np.stack(arrs[i : i + step])) for i in range(0, len(arrs), step)])
 
     # ------------------------------------------------------------------ files
     def load_array(self, path: str) -> tuple[np.ndarray | None, str | None]:
@@ -107,6 +116,11 @@ class Predictor:
 
     def predict_proba(self, paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray, list[str], list[SkippedFile]]:
         """Class probabilities for image files: (probs of the readable files, their paths, the unreadable ones)."""
+        out, ok, failed = self.predict_outputs(paths)
+        return out.probs, ok, failed
+
+    def predict_outputs(self, paths: Sequence[str | os.PathLike]) -> tuple[Outputs, list[str], list[SkippedFile]]:
+        """:class:`Outputs` of image files: (outputs of the readable files, their paths, the unreadable ones)."""
         names = [str(p) for p in paths]
         if self.decode_workers > 1 and len(names) > 1:
             with ThreadPoolExecutor(self.decode_workers, thread_name_prefix="graft-decode") as pool:
@@ -122,16 +136,23 @@ class Predictor:
                 ok.append(name)
         return self._run_batched(arrs), ok, failed
 
-    def predict(self, paths: Sequence[str | os.PathLike], top_k: int = 1) -> list[dict[str, Any]]:
+    def predict(self, paths: Sequence[str | os.PathLike], top_k: int = 1, reject: bool = True) -> list[dict[str, Any]]:
         """Top-k labels for image files, folders or globs.
+
+        Args:
+            reject: label images beyond the model's OOD threshold ``"unknown"`` (where it has one).
 
         Returns:
             One dict per input image: ``path``, ``label``, ``probability``, ``top_k``
-            (list of {label, probability}); unreadable files get ``error`` instead.
+            (list of {label, probability}), and with an OOD score ``ood_score``, ``known``
+            and, for an unknown image, ``best_label``; unreadable files get ``error`` instead.
         """
         files, missing = collect_image_paths([str(p) for p in paths])
-        probs, ok_paths, failed = self.predict_proba(files)
-        return prediction_rows(ok_paths, probs, self.classes, top_k, list(missing) + list(failed))
+        out, ok_paths, failed = self.predict_outputs(files)
+        return prediction_rows(
+            ok_paths, out, self.classes, top_k, list(missing) + list(failed),
+            threshold=self.ood_threshold if reject else None,
+        )  # fmt: skip
 
     def close(self) -> None:
         """Release runtime resources (no-op by default)."""

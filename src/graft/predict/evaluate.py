@@ -32,7 +32,8 @@ def evaluate_predictor(
     records, _classes, skipped = scan_split(
         data, split, predictor.classes, strict=strict, warn=warn or (lambda _m: None)
     )
-    probs, ok_paths, failed = predictor.predict_proba([r.path for r in records])
+    out, ok_paths, failed = predictor.predict_outputs([r.path for r in records])
+    probs = out.probs
     if not ok_paths:
         raise DataError(
             f"{data}: none of the {len(records)} images to evaluate could be read; see the files listed above"
@@ -40,6 +41,9 @@ def evaluate_predictor(
     label_of = {str(r.path): r.label for r in records}
     y = np.array([label_of[p] for p in ok_paths], dtype=np.int64)
     m = compute_metrics(y, probs, predictor.classes, top_k=top_k)
+    threshold = predictor.ood_threshold
+    if out.ood is not None and threshold is not None:  # how often the model would answer "unknown" here
+        m["unknown_rate"] = float((out.ood > threshold).mean())
     m["skipped"] = [s.to_dict() for s in list(skipped) + list(failed)]
     m["paths"] = ok_paths
     m["probs"] = probs.tolist()

@@ -19,11 +19,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from graft.artifact.onnx_meta import OUTPUT_NAMES, spec_from_onnx_metadata
+from graft.artifact.onnx_meta import OOD_OUTPUT, OUTPUT_NAMES, spec_from_onnx_metadata
 from graft.data.decode import DEFAULT_MAX_PIXELS
 from graft.exceptions import ModelFileError
 from graft.predict.base import Predictor
-from graft.predict.results import softmax
+from graft.predict.results import Outputs, softmax
 
 __all__ = ["OnnxPredictor", "read_onnx_metadata", "onnx_session"]
 
@@ -111,8 +111,12 @@ class OnnxPredictor(Predictor):
         want = [OUTPUT_NAMES[0]] if OUTPUT_NAMES[0] in self.output_names else None
         return self.session.run(want, {self.input_name: x})[0]
 
-    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
-        return softmax(self.logits(batch))
+    def _outputs(self, batch: np.ndarray) -> Outputs:
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if OOD_OUTPUT in self.output_names:
+            logits, ood = self.session.run([OUTPUT_NAMES[0], OOD_OUTPUT], {self.input_name: x})
+            return Outputs(softmax(logits), ood.astype(np.float32))
+        return Outputs(softmax(self.logits(x)))
 
     def __repr__(self) -> str:
         return f"OnnxPredictor({str(self.path)!r}, classes={len(self.spec.classes)})"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from graft.data.records import SkippedFile
 
-__all__ = ["softmax", "top_k_results", "prediction_rows"]
+__all__ = ["Outputs", "softmax", "top_k_results", "prediction_rows"]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -35,10 +36,59 @@ def top_k_results(probs: np.ndarray, classes: Sequence[str], top_k: int) -> list
     return out
 
 
+@dataclass
+class Outputs:
+    """What a predictor gives for a batch: class probabilities and, where the model has one, OOD scores."""
+
+    probs: np.ndarray  # (N, n_classes) float32
+    ood: np.ndarray | None = None  # (N,) float32; higher is less like the training data
+
+    @staticmethod
+    def empty(n_classes: int, with_ood: bool) -> Outputs:
+        return Outputs(np.zeros((0, n_classes), np.float32), np.zeros(0, np.float32) if with_ood else None)
+
+    @staticmethod
+    def concat(parts: Sequence[Outputs]) -> Outputs:
+        oods = [p.ood for p in parts if p.ood is not None]
+        ood = np.concatenate(oods) if oods and len(oods) == len(parts) else None
+        return Outputs(np.concatenate([p.probs for p in parts]), ood)
+
+    def packed(self) -> np.ndarray:
+        """One (N, n_classes + 1) array (last column the OOD score, NaN without one): for the batcher."""
+        ood = self.ood if self.ood is not None else np.full(len(self.probs), np.nan, np.float32)
+        return np.concatenate([self.probs, ood[:, None].astype(self.probs.dtype)], 1)
+
+    @staticmethod
+    def unpack(rows: np.ndarray) -> Outputs:
+        ood = rows[:, -1]
+        return Outputs(rows[:, :-1], None if np.isnan(ood).all() else ood)
+
+
 def prediction_rows(
-    paths: Sequence[str], probs: np.ndarray, classes: Sequence[str], top_k: int, failed: Iterable[SkippedFile] = ()
+    paths: Sequence[str],
+    outputs: Outputs | np.ndarray,
+    classes: Sequence[str],
+    top_k: int,
+    failed: Iterable[SkippedFile] = (),
+    *,
+    threshold: float | None = None,
 ) -> list[dict[str, Any]]:
-    """One dict per image: ``path`` plus :func:`top_k_results`; unreadable files get ``error``."""
-    rows: list[dict[str, Any]] = [{"path": p, **r} for p, r in zip(paths, top_k_results(probs, classes, top_k))]
+    """One dict per image: ``path`` plus :func:`top_k_results`; unreadable files get ``error``.
+
+    With OOD scores, each row also gets ``ood_score`` and ``known``; an image scoring above
+    ``threshold`` is labelled ``"unknown"`` and keeps its best class in ``best_label`` (and
+    ``probability``, ``top_k``), so nothing is hidden from a caller who wants it.
+    """
+    out = outputs if isinstance(outputs, Outputs) else Outputs(outputs)
+    rows: list[dict[str, Any]] = []
+    for i, (p, r) in enumerate(zip(paths, top_k_results(out.probs, classes, top_k))):
+        row = {"path": p, **r}
+        if out.ood is not None:
+            score = float(out.ood[i])
+            known = threshold is None or score <= threshold
+            row.update(ood_score=score, known=known)
+            if not known:
+                row["best_label"], row["label"] = row["label"], "unknown"
+        rows.append(row)
     rows.extend({"path": f.path, "error": f.reason} for f in failed)
     return rows

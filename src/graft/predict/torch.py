@@ -17,9 +17,9 @@ from torch import nn
 
 from graft.artifact.spec import ArtifactSpec
 from graft.data.records import SkippedFile
-from graft.features.embedder import Embedder, choose_precision
 from graft.features.extract import model_features
 from graft.predict.base import Predictor
+from graft.predict.results import Outputs
 
 __all__ = ["TorchPredictor", "probabilities"]
 
@@ -77,53 +77,50 @@ class TorchPredictor(Predictor):
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
             return self.net.eval()(x).float().cpu().numpy()
 
-    def _probabilities(self, batch: np.ndarray) -> np.ndarray:
+    def _outputs(self, batch: np.ndarray) -> Outputs:
+        net: Any = self.net
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
-            return torch.softmax(self.net(x).float(), 1).cpu().numpy()
+            if hasattr(net, "forward_all"):
+                logits, ood = net.forward_all(x)
+            else:
+                logits, ood = net(x), None
+            probs = torch.softmax(logits.float(), 1).cpu().numpy()
+            return Outputs(probs, None if ood is None else ood.float().cpu().numpy())
 
     # ------------------------------------------------------------------ files
-    def predict_proba(
+    def predict_outputs(
         self, paths: Sequence[str | os.PathLike], progress: Callable[[int], None] | None = None
-    ) -> tuple[np.ndarray, list[str], list[SkippedFile]]:
-        """Class probabilities for image files: (probs of the readable files, their paths, the unreadable ones)."""
+    ) -> tuple[Outputs, list[str], list[SkippedFile]]:
+        """Outputs for image files: backbone features (through the cache for a frozen backbone), then the heads."""
         names = [str(p) for p in paths]
-        if not names:
-            return np.zeros((0, len(self.spec.classes)), np.float32), [], []
         net: Any = self.net
-        if self.frozen and hasattr(net, "backbone") and hasattr(net, "head"):
-            fs = model_features(
-                net.backbone,
-                self.preprocessing,
-                names,
-                spatial=bool(getattr(net, "spatial", False)),
-                device=self.device,
-                precision=self.precision,
-                batch_size=self._embed_batch,
-                num_workers=self.num_workers,
-                cache_dir=self.cache_dir,
-                use_cache=self.use_cache,
-                progress=progress,
-            )
-            with torch.inference_mode():
-                logits = net.head.to("cpu").eval()(torch.from_numpy(fs.X)).float()
-            net.head.to(self.device)
-            return torch.softmax(logits, 1).numpy(), [names[i] for i in fs.ok], fs.failed
-        emb = Embedder(
-            net,
+        if not names or not hasattr(net, "head"):
+            return super().predict_outputs(names)
+        fs = model_features(
+            net.backbone,
             self.preprocessing,
+            names,
+            spatial=bool(getattr(net, "spatial", False)),
             device=self.device,
-            precision=choose_precision(self.precision, self.device),
+            precision=self.precision,
             batch_size=self._embed_batch,
             num_workers=self.num_workers,
+            cache_dir=self.cache_dir,
+            use_cache=self.use_cache and self.frozen,
+            progress=progress,
         )
-        try:
-            res = emb.embed_paths(names, progress=progress)
-        finally:
-            emb.close()
-        probs = torch.softmax(torch.from_numpy(res.features), 1).numpy()
-        order = np.argsort(res.ok_indices, kind="stable")
-        return probs[order], [names[i] for i in res.ok_indices[order]], res.failed
+        return self.outputs_of_features(fs.X), [names[i] for i in fs.ok], fs.failed
+
+    def outputs_of_features(self, X: np.ndarray) -> Outputs:
+        """The heads on backbone features (CPU: a few matrix products)."""
+        net: Any = self.net
+        with torch.inference_mode():
+            f = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+            logits = net.head.to("cpu").eval()(f).float()
+            ood = net.ood.to("cpu")(f).float().numpy() if getattr(net, "ood", None) is not None else None
+        net.head.to(self.device)
+        return Outputs(torch.softmax(logits, 1).numpy(), ood)
 
     def __repr__(self) -> str:
         return f"TorchPredictor({self.spec.architecture!r}, classes={len(self.spec.classes)}, device={self.device!r})"

@@ -32,7 +32,7 @@ from graft.data.decode import (
 from graft.exceptions import ImageDecodeError
 from graft.predict.base import Predictor
 from graft.predict.open import BACKENDS, open_predictor
-from graft.predict.results import top_k_results
+from graft.predict.results import Outputs, prediction_rows
 from graft.serve.batcher import MicroBatcher, QueueFullError
 from graft.validation import check_choice
 
@@ -136,7 +136,10 @@ def create_app(
     else:
         model = backend
     batcher = MicroBatcher(
-        model.predict_arrays, max_batch=lim.max_batch, max_wait_ms=lim.batch_wait_ms, max_queue=lim.max_queue
+        lambda batch: model.outputs(batch).packed(),  # probabilities and the OOD score, one row per image
+        max_batch=lim.max_batch,
+        max_wait_ms=lim.batch_wait_ms,
+        max_queue=lim.max_queue,
     )
     classify = _Classifier(model, batcher, lim)
 
@@ -197,7 +200,7 @@ class _Classifier:
             out.append((name, data))
         return out
 
-    async def __call__(self, files: list[UploadFile], top_k: int) -> list[dict[str, Any]]:
+    async def __call__(self, files: list[UploadFile], top_k: int, reject: bool = True) -> list[dict[str, Any]]:
         loop = asyncio.get_running_loop()
         try:
             uploads = await self._read(files)
@@ -207,10 +210,11 @@ class _Classifier:
         except ImageDecodeError as e:
             code = 413 if e.reason.startswith("image too large") else 415
             raise HTTPException(code, f"{e.path}: {e.reason}") from None
-        probs = await self.batcher.submit(list(arrays))
-        return [
-            {"filename": name, **r} for (name, _), r in zip(uploads, top_k_results(probs, self.model.classes, top_k))
-        ]
+        rows = await self.batcher.submit(list(arrays))
+        names = [name for name, _ in uploads]
+        threshold = self.model.ood_threshold if reject else None
+        preds = prediction_rows(names, Outputs.unpack(rows), self.model.classes, top_k, threshold=threshold)
+        return [{"filename": r.pop("path"), **r} for r in preds]
 
 
 def _add_routes(app: FastAPI, model: Predictor, batcher: MicroBatcher, classify: _Classifier, lim: Limits) -> None:
@@ -220,12 +224,13 @@ def _add_routes(app: FastAPI, model: Predictor, batcher: MicroBatcher, classify:
     async def predict(
         file: List[UploadFile] = File(..., description="Image file(s); repeat the field for several images."),
         top_k: int = Query(lim.default_top_k, ge=1, le=1000, description="Labels per image."),
+        reject: bool = Query(True, description="Label images unlike the training data 'unknown'."),
     ) -> dict[str, Any]:
         if len(file) > lim.max_files:
             raise HTTPException(413, f"too many files: {len(file)} in one request, the limit is {lim.max_files}")
         t0 = time.perf_counter()
         try:
-            preds = await asyncio.wait_for(classify(file, top_k), timeout=lim.timeout_s)
+            preds = await asyncio.wait_for(classify(file, top_k, reject), timeout=lim.timeout_s)
         except asyncio.TimeoutError:
             raise HTTPException(504, f"prediction took longer than the {lim.timeout_s:g} s request timeout") from None
         except QueueFullError as e:

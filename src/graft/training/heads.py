@@ -60,19 +60,24 @@ def build_head(spec: HeadSpec) -> nn.Sequential:
 
 
 class GraftNet(nn.Module):
-    """Backbone + head: images in, logits out.
+    """Backbone + head: images in, logits out (and, with an ``ood`` scorer, how unfamiliar they look).
 
     Args:
         backbone: headless timm model (``num_classes=0``).
         head: module mapping features to logits.
         spatial: feed the flattened feature map instead of pooled features.
+        ood: module mapping the same features to out-of-distribution scores
+            (:class:`~graft.training.ood.OODScorer`), saved with the weights.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, spatial: bool = False) -> None:
+    def __init__(
+        self, backbone: nn.Module, head: nn.Module, spatial: bool = False, ood: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.spatial = spatial
+        self.ood = ood
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The head's input for images ``x``."""
@@ -83,3 +88,8 @@ class GraftNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+    def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits, OOD scores or None), computing the features once."""
+        f = self.features(x)
+        return self.head(f), (self.ood(f) if self.ood is not None else None)

@@ -25,6 +25,7 @@ from graft.progress import NullProgress, Progress
 from graft.training.finetune import FineTuneConfig, FitResult, train_network
 from graft.training.head_fit import class_weights_balanced, train_head
 from graft.training.heads import GraftNet, HeadSpec
+from graft.training.ood import K_NEIGHBOURS, OOD_METHOD, PASS_RATE, OODFit, fit_ood
 from graft.training.policy import FineTunePolicy
 from graft.transforms.eval import Preprocessing
 
@@ -226,10 +227,11 @@ class FineTuneStage:
     metrics: dict[str, Any]
     val_probs: np.ndarray
     summary: dict[str, Any]
+    ood: dict[str, Any] | None = None  # the refitted ``ood`` section, None when unchanged
 
 
 def fine_tune_stage(
-    net: nn.Module,
+    net: GraftNet,
     data: Any,
     val: tuple[Sequence[str], np.ndarray],
     before: tuple[dict[str, Any], np.ndarray],
@@ -267,7 +269,7 @@ def fine_tune_stage(
     train = [r for r in data.splits["train"] if r.path not in skipped]
     y = np.array([r.label for r in train])
     saved = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    backbone: nn.Module = net.backbone  # type: ignore[assignment]  # a GraftNet's backbone
+    backbone: nn.Module = net.backbone
     res = train_network(
         net,
         backbone,
@@ -299,6 +301,7 @@ def fine_tune_stage(
         "unfrozen_groups": policy.unfrozen_groups,
         "kept": kept,
     }
+    ood: dict[str, Any] | None = None  # None: unchanged
     if not kept:
         prog.warn(
             f"fine-tuning reached val accuracy {metrics['accuracy']:.4f}, below stage 1 "
@@ -306,7 +309,51 @@ def fine_tune_stage(
         )
         net.load_state_dict(saved)
         metrics, probs = before
-    return FineTuneStage(kept, res, metrics, probs, summary)
+    elif getattr(net, "ood", None) is not None:
+        # The stage-1 statistics describe the frozen backbone's features, not the new ones.
+        fit = _refit_ood(net, [str(r.path) for r in train], y, preprocessing, device=device, precision=precision,
+                         num_workers=num_workers, seed=seed, progress=prog)  # fmt: skip
+        net.ood = fit.scorer if fit is not None else None
+        ood = ood_info(fit)
+    return FineTuneStage(kept, res, metrics, probs, summary, ood)
+
+
+def _refit_ood(
+    net: GraftNet, paths: list[str], y: np.ndarray, preprocessing: Preprocessing, *, seed: int,
+    progress: Progress, **embedding: Any,
+) -> OODFit | None:  # fmt: skip
+    """The OOD score refitted on the fine-tuned backbone's features of the training images."""
+    from graft.features.extract import model_features
+
+    task = progress.task("OOD statistics (fine-tuned features)", total=len(paths))
+    spatial = bool(getattr(net, "spatial", False))
+    fs = model_features(net.backbone, preprocessing, paths, spatial=spatial, progress=task.advance, **embedding)
+    task.close()
+    feats = SplitFeatures(fs.X, y[fs.ok], fs.ok, [paths[i] for i in fs.ok])
+    head: Any = net.head
+    return fit_ood_stage(HeadSpec("linear", fs.X.shape[1], int(head[-1].out_features)), feats, seed=seed)
+
+
+#: Above this feature width the reference set of the OOD score gets too large to ship.
+OOD_MAX_DIM = 8192
+
+
+def fit_ood_stage(spec: HeadSpec, train: SplitFeatures, *, seed: int = 0) -> OODFit | None:
+    """The "unknown" score for pooled features (None for flattened feature maps or very wide ones)."""
+    if spec.spatial or train.X.shape[1] > OOD_MAX_DIM or len(train.y) < 2 * K_NEIGHBOURS:
+        return None
+    return fit_ood(train.X, train.groups, seed=seed)
+
+
+def ood_info(fit: OODFit | None) -> dict[str, Any]:
+    """The ``ood`` section of the artifact for ``fit`` (empty without one)."""
+    if fit is None:
+        return {}
+    return {
+        "method": OOD_METHOD, "threshold": fit.threshold, "pass_rate": PASS_RATE, "k": fit.scorer.k,
+        "n_reference": int(fit.scorer.reference.shape[0]),
+        "fitted_on": "training features; threshold from held-out folds of them (never validation)",
+    }  # fmt: skip
 
 
 @dataclass
@@ -316,8 +363,9 @@ class StageOne:
     data: Any  # DatasetSplits: a copy, files that failed at full decode moved to ``skipped``
     embedded: EmbeddedData
     head: HeadStage
-    net: GraftNet  # the frozen backbone + the fitted head
+    net: GraftNet  # the frozen backbone + the fitted head (+ the OOD scorer)
     timings: dict[str, float]
+    ood: dict[str, Any] = field(default_factory=dict)  # the ArtifactSpec's ``ood`` section
 
 
 def stage_one(
@@ -389,6 +437,11 @@ def stage_one(
     st = fit_head_stage(spec, emb.train, emb.val, data.classes, C=C, class_weight=weights_per_class, seed=seed)
     c_text = f", C={st.info['C']:g}" if "C" in st.info else ""
     prog.message(f"head ({head}{c_text}): val accuracy {st.metrics['accuracy']:.4f}")
-    net = GraftNet(emb.backbone.model, st.head, spatial=spec.spatial).eval()
-    timings = {"scan": t0 - t_start, **emb.timings, "head": st.seconds, "fit": time.perf_counter() - t_start}
-    return StageOne(emb.data, emb, st, net, timings)
+    t1 = time.perf_counter()
+    ood = fit_ood_stage(spec, emb.train, seed=seed)
+    net = GraftNet(emb.backbone.model, st.head, spatial=spec.spatial, ood=ood.scorer if ood else None).eval()
+    timings = {
+        "scan": t0 - t_start, **emb.timings, "head": st.seconds, "ood": time.perf_counter() - t1,
+        "fit": time.perf_counter() - t_start,
+    }  # fmt: skip
+    return StageOne(emb.data, emb, st, net, timings, ood_info(ood))

@@ -1,0 +1,153 @@
+"""Trust: calibrated probabilities, "unknown" for what the model never saw, honesty about shift."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import graft
+from conftest import TINY_BACKBONE, make_synthetic_dataset
+from graft.cli.main import main
+from graft.training.calibration import fit_temperature, nll
+
+
+def run_cli(args: list[Any], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def noise_images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Random-noise pictures: nothing like the colour-stripe classes."""
+    root = tmp_path_factory.mktemp("noise")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(6):
+        p = root / f"noise_{i}.png"
+        Image.fromarray((rng.random((48, 48, 3)) * 255).astype(np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+# ---------------------------------------------------------------------------- calibration
+def test_temperature_recovers_a_known_miscalibration() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 4000)
+    true_logits = rng.normal(0, 1, (4000, 4))
+    true_logits[np.arange(4000), y] += 2.0
+    # Draw labels from the true model, then make the logits 3x overconfident.
+    p = np.exp(true_logits) / np.exp(true_logits).sum(1, keepdims=True)
+    y = np.array([rng.choice(4, p=row) for row in p])
+    t = fit_temperature(3.0 * true_logits, y)
+    assert 2.6 < t < 3.4
+    assert nll(3.0 * true_logits, y, t) < nll(3.0 * true_logits, y, 1.0)
+    assert fit_temperature(true_logits[:5], y[:5]) == 1.0  # too few rows: no change
+
+
+def test_fit_records_the_temperature_and_both_eces(tiny_model_dir: Path) -> None:
+    clf = graft.load(tiny_model_dir)
+    cfg = json.loads((tiny_model_dir / "config.json").read_text())
+    t = cfg["training"]["head"]["temperature"]
+    assert t > 0 and np.isfinite(t)
+    assert "ece" in clf.metrics_ and "ece_uncalibrated" in clf.metrics_
+
+
+# ---------------------------------------------------------------------------- unknown
+def test_unfamiliar_images_are_unknown_and_keep_their_best_guess(
+    tiny_model_dir: Path, synthetic_dataset: Path, noise_images: list[Path]
+) -> None:
+    clf = graft.load(tiny_model_dir)
+    spec = json.loads((tiny_model_dir / "config.json").read_text())["ood"]
+    assert spec["method"] == "knn_cosine" and spec["threshold"] > 0 and spec["pass_rate"] == 0.95
+    val = clf.predict(sorted((synthetic_dataset / "val").rglob("*.png")))
+    assert np.mean([r["known"] for r in val]) >= 0.75
+    odd = clf.predict(noise_images, top_k=2)
+    assert all(r["label"] == "unknown" and not r["known"] for r in odd)
+    assert all(r["best_label"] in clf.classes_ and r["top_k"][0]["label"] == r["best_label"] for r in odd)
+    assert all(r["ood_score"] > spec["threshold"] for r in odd)
+    kept = clf.predict(noise_images, reject=False)
+    assert all(r["label"] in clf.classes_ and "ood_score" in r for r in kept)
+
+
+def test_onnx_and_cli_reject_the_same_images(
+    tmp_path: Path, tiny_model_dir: Path, noise_images: list[Path], synthetic_dataset: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    from graft.export import export_onnx
+    from graft.predict.onnx import OnnxPredictor
+
+    onnx_path = tmp_path / "m.onnx"
+    export_onnx(tiny_model_dir, onnx_path)
+    onnx = OnnxPredictor(onnx_path)
+    assert "ood_score" in onnx.output_names
+    files = noise_images + sorted((synthetic_dataset / "val").rglob("*.png"))[:6]
+    a, b = graft.load(tiny_model_dir).predict(files), onnx.predict(files)
+    assert [r["label"] for r in a] == [r["label"] for r in b]
+    np.testing.assert_allclose([r["ood_score"] for r in a], [r["ood_score"] for r in b], atol=1e-4)
+    code, out, _ = run_cli(["predict", onnx_path, *noise_images[:2], "--json"], capsys)
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and all(r["label"] == "unknown" and r["known"] is False and "ood_score" in r for r in rows)
+    code, out, _ = run_cli(["predict", tiny_model_dir, *noise_images[:2], "--json", "--no-reject"], capsys)
+    assert code == 0 and all(json.loads(line)["label"] != "unknown" for line in out.splitlines())
+
+
+def test_evaluate_reports_the_unknown_rate(tiny_model_dir: Path, synthetic_dataset: Path) -> None:
+    from graft.predict import open_predictor
+    from graft.predict.evaluate import evaluate_predictor
+
+    m = evaluate_predictor(open_predictor(tiny_model_dir), synthetic_dataset)
+    assert 0.0 <= m["unknown_rate"] <= 0.25
+
+
+def test_server_marks_unknown(tiny_model_dir: Path, noise_images: list[Path], synthetic_dataset: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from graft.serve import create_app
+
+    with TestClient(create_app(tiny_model_dir, backend="torch")) as client:
+        r = client.post("/predict", files={"file": ("n.png", noise_images[0].read_bytes(), "image/png")})
+        (p,) = r.json()["predictions"]
+        assert p["label"] == "unknown" and p["known"] is False and p["best_label"]
+        r = client.post("/predict?reject=false", files={"file": ("n.png", noise_images[0].read_bytes())})
+        assert r.json()["predictions"][0]["label"] != "unknown"
+
+
+# ---------------------------------------------------------------------------- shift
+def _invert_copy(src: Path, dst: Path) -> None:
+    for p in src.rglob("*.png"):
+        out = dst / p.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(255 - np.asarray(Image.open(p).convert("RGB"))).save(out)
+
+
+def test_a_test_folder_is_reported_beside_val_and_a_shift_is_flagged(
+    tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = make_synthetic_dataset(tmp_path / "ds", per_class=12)
+    _invert_copy(root / "val", root / "test")  # another "scanner": colours inverted
+    args = ["train", root, "--out", tmp_path / "run", "--backbone", TINY_BACKBONE, "--weights", tiny_weights,
+            "--workers", "0", "--precision", "fp32", "--no-report"]  # fmt: skip
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["test_n"] == 12 and m["test_accuracy"] < m["val_accuracy"] - 0.1
+    assert m["test_shift"] is True and "test folder differs" in err
+
+
+def test_a_random_test_split_is_not_called_a_shift(tmp_path: Path, tiny_weights: Path) -> None:
+    from graft.run import RunOptions, train_run
+
+    root = make_synthetic_dataset(tmp_path / "ds", per_class=15, split=False)
+    clf = graft.Classifier(TINY_BACKBONE, weights=tiny_weights, num_workers=0, precision="fp32", test_fraction=0.2)
+    m = train_run(root, tmp_path / "run", clf, RunOptions())
+    assert m["test_n"] >= 9 and m["test_shift"] is False
