@@ -11,6 +11,7 @@ Example:
     >>> clf.evaluate("data/flowers")["accuracy"]
     >>> clf.predict(["rose.jpg"], top_k=3)
     >>> clf.save("flowers-model"); clf = graft.load("flowers-model")
+    >>> graft.doctor("data/flowers").issues  # corrupt files, leaks, label errors, ... before training
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ __all__ = [
     "__version__",
     "Classifier",
     "load",
+    "doctor",
+    "learning_curve",
+    "LearningCurve",
     "GraftError",
     "DataError",
     "ImageDecodeError",
@@ -54,4 +58,12 @@ def __getattr__(name: str) -> Any:
         from graft import classifier
 
         return getattr(classifier, name)
+    if name in {"learning_curve", "LearningCurve"}:
+        from graft import curve
+
+        return getattr(curve, name)
+    if name == "doctor":  # the package, callable: graft.doctor(data_dir) and graft.doctor.DoctorReport both work
+        import importlib
+
+        return importlib.import_module("graft.doctor")
     raise AttributeError(f"module 'graft' has no attribute {name!r}")

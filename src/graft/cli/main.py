@@ -13,7 +13,9 @@ import sys
 import typer
 
 from graft.cli import backbones as _backbones
+from graft.cli import curve as _curve
 from graft.cli import demo as _demo
+from graft.cli import doctor as _doctor
 from graft.cli import evaluate as _evaluate
 from graft.cli import explain as _explain
 from graft.cli import export as _export
@@ -42,6 +44,8 @@ app.command("dream")(_explain.dream)
 app.command("attack")(_explain.attack)
 app.command("export")(_export.export)
 app.command("serve")(_serve.serve)
+app.command("doctor")(_doctor.doctor)
+app.command("curve")(_curve.curve)
 
 
 def _click_errors() -> tuple[tuple[type[Exception], ...], tuple[type[BaseException], ...]]:

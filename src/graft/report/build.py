@@ -45,6 +45,7 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
         ("data", "Dataset", S.dataset_section),
         ("training", "Training", S.training_section),
         ("baseline", "Transfer learning vs from scratch", S.baseline_section),
+        ("curve", "Learning curve", S.learning_curve_section),
         ("evaluation", "Validation metrics", S.evaluation_section),
         ("calibration", "Calibration", S.calibration_section),
         ("top-losses", "Top losses", S.top_losses_section),

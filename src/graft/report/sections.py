@@ -20,6 +20,7 @@ __all__ = [
     "top_losses_section",
     "gradcam_section",
     "facts_section",
+    "learning_curve_section",
 ]
 
 N_TOP_LOSSES = 12  # images in the top-losses grid
@@ -364,4 +365,50 @@ def facts_section(rf: RunFiles, figs: Figures) -> str | None:
     params = {**(run.get("params") or {}), **{f"option {k}": v for k, v in (run.get("options") or {}).items()}}
     if params:
         out += ["<h3>Parameters</h3>", H.kv_table([(k, "" if v is None else v) for k, v in params.items()])]
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------- learning curve
+def learning_curve_section(rf: RunFiles, figs: Figures) -> str | None:
+    """``graft curve DATA --out RUN_DIR``'s curve.json (and figure), with the scratch baseline beside it."""
+    from graft.artifact.run_folder import RunFolder
+
+    c = RunFolder(rf.dir).read("curve.json")
+    if not c.get("mean") or not c.get("sizes"):
+        return None
+    base = (rf.metrics.get("stages") or {}).get("baseline_scratch") or {}
+    scratch = base.get("val_accuracy")
+    last = len(c["sizes"]) - 1
+    rows: list[list[Any]] = [
+        [f"all ({k} max)" if i == last else str(k), int(n), len(accs), float(m), float(s)]
+        for i, (k, n, accs, m, s) in enumerate(zip(c["sizes"], c["n_images"], c["per_seed"], c["mean"], c["std"]))
+    ]
+    if scratch is not None:
+        rows.append(["from scratch, all", int(c["n_images"][-1]), 1, float(scratch), "-"])
+    seeds = max(len(a) for a in c["per_seed"])
+    out = [
+        H.note(
+            f"Validation accuracy of graft's default linear head on frozen {c.get('backbone') or '?'} features "
+            f"({c.get('n_val', '?')} validation images), refitted on k training images per class: the mean and "
+            f"standard deviation over {seeds} random subsets per size (one at the full size, where every subset is "
+            "the same). Written by graft curve from cached features, without augmented views, so its last point can "
+            "differ slightly from the trained model's accuracy."
+        ),
+        f"<p><b>{H.esc(c.get('verdict', ''))}</b></p>",
+    ]
+    png = figs.out / "curve.png"
+    if png.is_file():
+        out.append(H.img_tag(png, "validation accuracy against training images per class"))
+    out.append(H.table(["images per class", "training images", "seeds", "val accuracy", "sd"], rows))
+    if scratch is not None:
+        out.append(
+            H.note(
+                f"The same network trained from scratch on all {c['n_images'][-1]} training images reached "
+                f"{float(scratch):.3f}; transfer learning reached {c['mean'][0]:.3f} with "
+                f"{c['sizes'][0]} image(s) per class and {c['mean'][-1]:.3f} with all of them."
+            )
+        )
+    curve_data, run_data = c.get("data_dir"), rf.run.get("data_dir")
+    if curve_data and run_data and curve_data != run_data:
+        out.append(H.note(f"The curve was computed on {curve_data}, the run trained on {run_data}.", warn=True))
     return "".join(out)
