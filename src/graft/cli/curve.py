@@ -1,0 +1,90 @@
+"""``graft curve DATA_DIR``: validation accuracy against training images per class."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from graft.cli._common import console, make_progress
+
+__all__ = ["curve", "parse_sizes"]
+
+
+def parse_sizes(text: str | None) -> list[int] | None:
+    """``"1,5,25"`` -> [1, 5, 25]; None stays None (the default sizes)."""
+    from graft.validation import invalid_parameter
+
+    if text is None:
+        return None
+    try:
+        sizes = [int(s) for s in text.replace(" ", "").split(",") if s]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise invalid_parameter("sizes", "graft curve", "comma-separated ints >= 1, such as 1,5,25", text)
+    return sizes
+
+
+def curve(
+    data_dir: Path = typer.Argument(..., help="Dataset folder, as for graft train."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (for machines)."),
+    png: Path | None = typer.Option(None, "--png", help="Also save the figure to this PNG file."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Run directory: write curve.json and report/curve.png there for graft report."
+    ),
+    backbone: str = typer.Option("efficientnet_lite0", help="Any timm model name."),
+    weights: Path | None = typer.Option(None, help="Local weights file for the backbone (.safetensors, .pth)."),
+    seeds: int = typer.Option(5, help="Random subsets per size (one at the full size)."),
+    sizes: str | None = typer.Option(None, help="Images per class, e.g. 1,5,25 (default 1,2,5,10,20,50,... all)."),
+    seed: int = typer.Option(0, help="Seed of the split (as graft train's) and the first subset."),
+    val_fraction: float = typer.Option(0.2, help="Validation share when the folder has no val split."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    precision: str = typer.Option("auto", help="Backbone precision: auto, fp32, bf16 or fp16."),
+    batch_size: int | None = typer.Option(None, help="Embedding batch size (default: auto)."),
+    workers: int | None = typer.Option(None, help="Decoder processes (default: auto)."),
+    jobs: int | None = typer.Option(None, help="Head fits run at once (default: the CPU count)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Would more labels help? Accuracy against training images per class, from cached features."""
+    from graft.curve import check_outputs, learning_curve, save_curve, write_curve_png
+
+    check_outputs(data_dir, out=out, png=png)
+    with make_progress(quiet or as_json) as prog:
+        result = learning_curve(
+            data_dir, backbone=backbone, weights=weights, seeds=seeds, sizes=parse_sizes(sizes), seed=seed,
+            val_fraction=val_fraction, device=device, precision=precision, batch_size=batch_size,
+            num_workers=workers, use_cache=not no_cache, jobs=jobs, progress=prog,
+        )  # fmt: skip
+    written = [write_curve_png(result, png)] if png else []
+    if out:
+        written += list(save_curve(result, out))
+    if as_json:
+        print(json.dumps(result.to_dict()))
+        return
+    render(result, written, out)
+
+
+def render(result: Any, written: list[Path], out: Path | None) -> None:
+    """The table of points, the verdict, and where the files went."""
+    t = Table(title=f"learning curve: {len(result.classes)} classes, {result.n_val} validation images")
+    for name in ("images per class", "training images", "seeds", "val accuracy", "sd"):
+        t.add_column(name, justify="right")
+    last = len(result.sizes) - 1
+    for i, (k, n, accs, m, s) in enumerate(
+        zip(result.sizes, result.n_images, result.per_seed, result.mean, result.std)
+    ):
+        t.add_row(f"all ({k} max)" if i == last else str(k), str(n), str(len(accs)), f"{m:.4f}", f"{s:.4f}")
+    console.print(t)
+    console.print(Text(result.verdict, style="bold"))
+    secs = result.seconds
+    console.print(f"scan and embed {secs.get('scan_and_embed', 0):.1f} s, head fits {secs.get('fits', 0):.1f} s")
+    for path in written:
+        console.print(Text(f"wrote {path}"))
+    if out:
+        console.print(Text(f"run `graft report {out}` to add the curve to the report"))
