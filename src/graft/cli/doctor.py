@@ -1,0 +1,98 @@
+"""``graft doctor DATA_DIR``: what is wrong with a dataset, before training on it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from graft.cli._common import console, make_progress
+
+if TYPE_CHECKING:
+    from graft.doctor import DoctorReport
+
+__all__ = ["doctor"]
+
+_STYLE = {"corrupt": "red", "leak": "red", "duplicate": "yellow", "label": "yellow", "near_duplicate": "yellow"}
+
+
+def doctor(
+    data_dir: Path = typer.Argument(..., help="Dataset folder, as for graft train."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (for machines)."),
+    html: Path | None = typer.Option(None, "--html", help="Also write a self-contained HTML page with thumbnails."),
+    fix_plan: Path | None = typer.Option(None, "--fix-plan", help="Also write a CSV of suggested actions."),
+    limit: int = typer.Option(40, help="Issues listed in the table (all are in --json, --html, --fix-plan)."),
+    backbone: str = typer.Option("efficientnet_lite0", help="Any timm model name."),
+    weights: Path | None = typer.Option(None, help="Local weights file for the backbone (.safetensors, .pth)."),
+    input_size: str = typer.Option("auto", help="Embedding resolution, as for graft train."),
+    val_fraction: float = typer.Option(0.2, help="Validation share when the folder has no val split."),
+    test_fraction: float = typer.Option(0.0, help="Test share when the folder has no test split."),
+    seed: int = typer.Option(0, help="Seed of the split (as graft train's) and of the cross-validation."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    precision: str = typer.Option("auto", help="Backbone precision: auto, fp32, bf16 or fp16."),
+    batch_size: int | None = typer.Option(None, help="Embedding batch size (default: auto)."),
+    workers: int | None = typer.Option(None, help="Decoder processes (default: auto)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Corrupt files, duplicates, train/val leaks, likely label errors, outliers, imbalance, small images."""
+    from graft.doctor import check_output, doctor, write_fix_plan, write_html
+
+    html = check_output(data_dir, html, "--html") if html else None
+    fix_plan = check_output(data_dir, fix_plan, "--fix-plan") if fix_plan else None
+    with make_progress(quiet or as_json) as prog:
+        report = doctor(
+            data_dir, backbone=backbone, weights=weights, seed=seed, progress=prog,
+            input_size=int(input_size) if input_size.isdigit() else input_size, val_fraction=val_fraction,
+            test_fraction=test_fraction, device=device, precision=precision, batch_size=batch_size,
+            num_workers=workers, use_cache=not no_cache,
+        )  # fmt: skip
+    if html:
+        write_html(report, html)
+    if fix_plan:
+        write_fix_plan(report, fix_plan)
+    if as_json:
+        print(json.dumps(report.to_dict()))
+        return
+    render(report, limit)
+    for label, path in (("html", html), ("fix plan", fix_plan)):
+        if path:
+            console.print(Text(f"{label}: ") + Text(str(path)))
+
+
+def _shown(path: str, root: str) -> str:
+    rel = os.path.relpath(path, root) if os.path.isabs(path) == os.path.isabs(root) else path
+    return path if rel.startswith("..") else rel
+
+
+def render(report: DoctorReport, limit: int) -> None:
+    """The issues as a table, most severe first, and the count per kind."""
+    counts = {k: n for k, n in report.counts().items() if n}
+    if not report.issues:
+        console.print(Text(f"{report.root}: no issues in {report.n_images} images", style="green"))
+        return
+    t = Table(title=Text(f"graft doctor {report.root}: {len(report.issues)} issues in {report.n_images} images"))
+    for name, justify in (
+        ("#", "right"),
+        ("kind", "left"),
+        ("score", "right"),
+        ("file(s)", "left"),
+        ("detail", "left"),
+    ):
+        t.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for n, issue in enumerate(report.issues[: max(limit, 0)], 1):
+        files = [_shown(p, report.root) for p in issue.paths[:3]]
+        more = f"\n(+{len(issue.paths) - 3} more)" if len(issue.paths) > 3 else ""
+        t.add_row(
+            str(n), Text(issue.kind, style=_STYLE.get(issue.kind, "")), f"{issue.score:.3f}",
+            Text("\n".join(files) + more), Text(issue.detail),
+        )  # fmt: skip
+    console.print(t)
+    if len(report.issues) > limit:
+        console.print(Text(f"... and {len(report.issues) - limit} more (see --json, --html or --fix-plan)"))
+    console.print(Text("issues: " + ", ".join(f"{k} {n}" for k, n in counts.items())))

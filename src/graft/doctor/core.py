@@ -1,0 +1,192 @@
+"""``graft.doctor(DATA_DIR)``: find what is wrong with a dataset before training on it.
+
+It reads the folder exactly as ``graft train`` will (the same scan, the same embedding
+preprocessing and feature cache, so a doctor run makes the next training run's
+embedding free and vice versa) and never writes, moves or edits a user file.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from graft.data.records import DatasetSplits, SkippedFile
+from graft.doctor import checks, duplicates
+from graft.doctor.issues import DoctorReport, Issue
+from graft.progress import NullProgress, Progress
+from graft.validation import check_number
+
+__all__ = ["doctor"]
+
+
+@dataclass
+class _Embedded:
+    """Features of every image that decoded: ``X[k]`` belongs to ``corpus.records[rows[k]]``."""
+
+    X: np.ndarray
+    rows: np.ndarray
+    failed: list[SkippedFile]
+    input_side: int
+    preprocessing: dict[str, Any]
+
+
+def doctor(
+    data_dir: str | os.PathLike,
+    *,
+    backbone: str = "efficientnet_lite0",
+    weights: str | os.PathLike | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+    input_size: int | str | None = "auto",
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
+    device: str = "auto",
+    **embedding: Any,
+) -> DoctorReport:
+    """Check a dataset folder for corrupt files, duplicates, leaks, label errors, outliers, imbalance and small images.
+
+    Args:
+        data_dir: the dataset folder, in any layout ``graft train`` reads.
+        backbone, weights, input_size: the embedding, as for :class:`graft.Classifier`
+            (the defaults share ``graft train``'s feature cache).
+        seed: seed of the automatic split (as in training) and of the cross-validation folds.
+        val_fraction, test_fraction: the automatic split, where the folder has no split folders.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        **embedding: passed to the feature extractor (precision, batch_size, num_workers,
+            cache_dir, use_cache, max_pixels).
+
+    Returns:
+        A :class:`DoctorReport`, issues most severe first.
+
+    Raises:
+        DataError: the folder is not a dataset graft can read (one line, exit code 2).
+    """
+    from graft.config import resolve_device
+    from graft.training.stages import scan_splits
+
+    check_number("seed", seed, "doctor", integer=True)
+    prog = progress or NullProgress()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    pixels = {"max_pixels": embedding["max_pixels"]} if embedding.get("max_pixels") else {}
+    splits = scan_splits(
+        data_dir, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, progress=prog, **pixels
+    )
+    corpus = _corpus(splits)
+    timings["scan"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    task = prog.task("hashing files", total=len(corpus.records))
+    digests, thumbs = duplicates.file_digests([corpus.path(i) for i in range(len(corpus.records))], task.advance)
+    task.close()
+    timings["hash"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    emb = _embed(corpus, backbone, weights, input_size, seed, resolve_device(device), prog, embedding)
+    timings["embed"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    issues, measured = _run_checks(splits, corpus, emb, digests, thumbs, seed, prog)
+    timings["checks"] = time.perf_counter() - t0
+    settings = {"backbone": backbone, "preprocessing": emb.preprocessing, "seed": seed, **_thresholds(emb), **measured}
+    n_images = len(corpus.records) + len(splits.skipped)
+    return DoctorReport(str(splits.root), issues, n_images, list(splits.classes), splits.summary(), settings, timings)
+
+
+def _thresholds(emb: _Embedded) -> dict[str, Any]:
+    """The thresholds the checks used, for the report."""
+    return {
+        "near_duplicate": {
+            "thumbnail_min": duplicates.THUMB_MIN,
+            "thumbnail_cosine_min": duplicates.THUMB_COS_MIN,
+            "crop_cosine_min": duplicates.CROP_COS_MIN,
+            "crop_gap_min": duplicates.CROP_GAP_MIN,
+            "crop_thumbnail_min": duplicates.CROP_THUMB_MIN,
+        },
+        "label_method": "confident_learning",
+        "outlier_percentile": checks.OUTLIER_PERCENTILE,
+        "imbalance_ratio": checks.IMBALANCE_RATIO,
+        "small_side": emb.input_side / 2,
+    }
+
+
+def _corpus(splits: DatasetSplits) -> checks.Corpus:
+    records, split_of = [], []
+    for name, recs in splits.splits.items():
+        records.extend(recs)
+        split_of.extend([name] * len(recs))
+    names = {s: splits.split_dirs.get(s, s) for s in splits.splits}
+    auto = any(s not in splits.split_dirs for s in splits.splits)
+    return checks.Corpus(records, split_of, list(splits.classes), names, auto)
+
+
+def _embed(
+    corpus: checks.Corpus,
+    backbone: str,
+    weights: str | os.PathLike | None,
+    input_size: int | str | None,
+    seed: int,
+    device: str,
+    prog: Progress,
+    embedding: dict[str, Any],
+) -> _Embedded:
+    """View-0 features of every split, chosen and cached as :func:`graft.training.stages.embed_dataset` does."""
+    from graft.backbones import create_backbone, feature_preprocessing
+    from graft.features.extract import model_features
+    from graft.training.stages import embed_split
+
+    bb = create_backbone(backbone, weights=weights)
+    train = [r for r, s in zip(corpus.records, corpus.split_of) if s == "train"]
+    sides = [min(r.width, r.height) for r in train if r.width and r.height]
+    pre = feature_preprocessing(
+        bb.model, bb.preprocessing, input_size, None, image_short_side=float(np.median(sides)) if sides else None
+    )
+    embed = functools.partial(model_features, bb.model, pre, seed=seed, device=device, **embedding)
+    Xs, rows, failed = [], [], []
+    for name in dict.fromkeys(corpus.split_of):
+        idx = np.array([i for i, s in enumerate(corpus.split_of) if s == name], np.int64)
+        sf = embed_split([corpus.records[i] for i in idx], embed, name=name, progress=prog)
+        Xs.append(sf.X)
+        rows.append(idx[sf.groups])
+        failed.extend(sf.failed)
+    X = np.concatenate(Xs) if Xs else np.zeros((0, 0), np.float32)
+    return _Embedded(X, np.concatenate(rows), failed, int(min(pre.input_size)), pre.to_dict())
+
+
+def _run_checks(
+    splits: DatasetSplits,
+    corpus: checks.Corpus,
+    emb: _Embedded,
+    digests: list[str | None],
+    thumbs: np.ndarray,
+    seed: int,
+    prog: Progress,
+) -> tuple[list[Issue], dict[str, Any]]:
+    """Every check, in the order of :data:`~graft.doctor.issues.KINDS`; also what the model-based ones measured."""
+    from graft.doctor.labels import out_of_fold_probs
+    from graft.training.ood import fit_ood
+
+    bad = {f.path for f in emb.failed}
+    ok_digests = [None if corpus.path(i) in bad else d for i, d in enumerate(digests)]
+    groups = checks.exact_groups(ok_digests)
+    issues = checks.corrupt_issues(list(splits.skipped) + emb.failed)
+    issues += checks.duplicate_issues(corpus, groups)
+    # Near copies among one representative per exact-copy group (a third identical copy would hide the gap).
+    later = {i for g in groups for i in g[1:]}
+    keep = np.array([int(r) not in later for r in emb.rows], bool)
+    reps = emb.rows[keep]
+    issues += checks.near_duplicate_issues(corpus, duplicates.near_pairs(emb.X[keep], thumbs[reps]), reps)
+    y = np.array([corpus.records[i].label for i in emb.rows], np.int64)
+    measured: dict[str, Any] = {}
+    if len(y) >= 10 and len(np.unique(y)) >= 2:
+        prog.message("checking labels (cross-validated linear head) and outliers")
+        oof_rows, probs = out_of_fold_probs(emb.X, y, len(corpus.classes), seed=seed)
+        issues += checks.label_issues(corpus, probs, emb.rows[oof_rows])
+        measured["label_rows_checked"] = int(len(oof_rows))
+        held = fit_ood(emb.X, seed=seed).heldout_scores
+        issues += checks.outlier_issues(corpus, held, emb.rows)
+    issues += checks.imbalance_issue(str(splits.root), splits.class_counts("train"))
+    issues += checks.small_issues(corpus, emb.input_side, str(splits.root))
+    return issues, measured
