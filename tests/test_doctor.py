@@ -128,11 +128,20 @@ def test_cli_json_fix_plan_and_html(
     assert code == 0 and "[red]x[bold]" in out and "leak" in out
 
 
-def test_cli_refuses_outputs_inside_the_dataset(planted: dict[str, Path], capsys) -> None:
+def test_cli_errors_are_one_line_with_exit_code_2(planted: dict[str, Path], capsys) -> None:
     code, _, err = run_cli(["doctor", planted["root"], "--html", planted["root"] / "doctor.html"], capsys)
     assert code == 2 and "outside the dataset folder" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli(["doctor", planted["root"] / "missing"], capsys)
     assert code == 2 and "does not exist" in err
+    code, _, err = run_cli(["doctor", planted["root"], "--checks", "leak,typo"], capsys)
+    assert code == 2 and "'checks'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_checks_selects_kinds(planted: dict[str, Path], tiny_weights: Path) -> None:
+    report = doctor(
+        planted["root"], backbone=TINY_BACKBONE, weights=tiny_weights, num_workers=0, checks=["leak", "small"]
+    )
+    assert {i.kind for i in report.issues} == {"leak", "small"} and len(report.by_kind("leak")) == 2
 
 
 def test_graft_doctor_is_callable_from_the_package(planted_run) -> None:
@@ -241,8 +250,8 @@ def test_hymenoptera_has_no_false_duplicates(flipped: dict) -> None:
 
 @pytest.mark.integration
 def test_sign_digits_has_no_false_duplicates(tmp_path_factory: pytest.TempPathFactory) -> None:
-    with isolated_graft_home(tmp_path_factory, "doctor_sign_digits"):
-        report = doctor(shared_dataset("sign_digits"))
+    with isolated_graft_home(tmp_path_factory, "doctor_sign_digits"):  # no label/outlier cross-validation: faster
+        report = doctor(shared_dataset("sign_digits"), checks=("duplicate", "near_duplicate", "leak", "small"))
     dups = [i for i in report.issues if i.kind in ("duplicate", "near_duplicate", "leak")]
     assert not dups, dups
     assert len(report.by_kind("small")) == 1  # 100 px hand signs: one dataset-wide issue, not 2,062

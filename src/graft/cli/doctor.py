@@ -27,6 +27,9 @@ def doctor(
     html: Path | None = typer.Option(None, "--html", help="Also write a self-contained HTML page with thumbnails."),
     fix_plan: Path | None = typer.Option(None, "--fix-plan", help="Also write a CSV of suggested actions."),
     limit: int = typer.Option(40, help="Issues listed in the table (all are in --json, --html, --fix-plan)."),
+    checks: str | None = typer.Option(
+        None, help="Comma-separated kinds to look for, e.g. leak,duplicate,near_duplicate (default: all)."
+    ),
     backbone: str = typer.Option("efficientnet_lite0", help="Any timm model name."),
     weights: Path | None = typer.Option(None, help="Local weights file for the backbone (.safetensors, .pth)."),
     input_size: str = typer.Option("auto", help="Embedding resolution, as for graft train."),
@@ -51,6 +54,7 @@ def doctor(
             input_size=int(input_size) if input_size.isdigit() else input_size, val_fraction=val_fraction,
             test_fraction=test_fraction, device=device, precision=precision, batch_size=batch_size,
             num_workers=workers, use_cache=not no_cache,
+            checks=[c.strip() for c in checks.split(",") if c.strip()] if checks is not None else None,
         )  # fmt: skip
     if html:
         write_html(report, html)

@@ -11,17 +11,19 @@ import functools
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
 from graft.data.records import DatasetSplits, SkippedFile
 from graft.doctor import checks, duplicates
-from graft.doctor.issues import DoctorReport, Issue
+from graft.doctor.issues import KINDS, DoctorReport, Issue
 from graft.progress import NullProgress, Progress
-from graft.validation import check_number
+from graft.validation import check_number, invalid_parameter
 
 __all__ = ["doctor"]
+
+_COPY_KINDS = frozenset({"duplicate", "near_duplicate", "leak"})
 
 
 @dataclass
@@ -46,6 +48,7 @@ def doctor(
     val_fraction: float = 0.2,
     test_fraction: float = 0.0,
     device: str = "auto",
+    checks: Iterable[str] | None = None,
     **embedding: Any,
 ) -> DoctorReport:
     """Check a dataset folder for corrupt files, duplicates, leaks, label errors, outliers, imbalance and small images.
@@ -57,6 +60,9 @@ def doctor(
         seed: seed of the automatic split (as in training) and of the cross-validation folds.
         val_fraction, test_fraction: the automatic split, where the folder has no split folders.
         device: ``auto``, ``cpu`` or ``cuda``.
+        checks: the issue kinds to look for (see :data:`~graft.doctor.issues.KINDS`); None: all.
+            Leaving out ``label`` and ``outlier`` skips the cross-validation, the costliest
+            step after embedding.
         **embedding: passed to the feature extractor (precision, batch_size, num_workers,
             cache_dir, use_cache, max_pixels).
 
@@ -70,6 +76,7 @@ def doctor(
     from graft.training.stages import scan_splits
 
     check_number("seed", seed, "doctor", integer=True)
+    kinds = _kinds(checks)
     prog = progress or NullProgress()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -80,19 +87,30 @@ def doctor(
     corpus = _corpus(splits)
     timings["scan"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    task = prog.task("hashing files", total=len(corpus.records))
-    digests, thumbs = duplicates.file_digests([corpus.path(i) for i in range(len(corpus.records))], task.advance)
+    paths = [corpus.path(i) for i in range(len(corpus.records))] if kinds & _COPY_KINDS else []
+    task = prog.task("hashing files", total=len(paths))
+    digests, thumbs = duplicates.file_digests(paths, task.advance)
     task.close()
     timings["hash"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     emb = _embed(corpus, backbone, weights, input_size, seed, resolve_device(device), prog, embedding)
     timings["embed"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    issues, measured = _run_checks(splits, corpus, emb, digests, thumbs, seed, prog)
+    issues, measured = _run_checks(splits, corpus, emb, (digests, thumbs), kinds, seed, prog)
     timings["checks"] = time.perf_counter() - t0
-    settings = {"backbone": backbone, "preprocessing": emb.preprocessing, "seed": seed, **_thresholds(emb), **measured}
+    settings = {"backbone": backbone, "preprocessing": emb.preprocessing, "seed": seed, "checks": sorted(kinds)}
+    settings.update(**_thresholds(emb), **measured)
     n_images = len(corpus.records) + len(splits.skipped)
     return DoctorReport(str(splits.root), issues, n_images, list(splits.classes), splits.summary(), settings, timings)
+
+
+def _kinds(checks: Iterable[str] | None) -> frozenset[str]:
+    if checks is None:
+        return frozenset(KINDS)
+    kinds = frozenset([checks] if isinstance(checks, str) else checks)
+    if not kinds or not kinds <= set(KINDS):
+        raise invalid_parameter("checks", "doctor", f"None or some of {', '.join(KINDS)}", checks)
+    return kinds
 
 
 def _thresholds(emb: _Embedded) -> dict[str, Any]:
@@ -159,34 +177,43 @@ def _run_checks(
     splits: DatasetSplits,
     corpus: checks.Corpus,
     emb: _Embedded,
-    digests: list[str | None],
-    thumbs: np.ndarray,
+    hashes: tuple[list[str | None], np.ndarray],
+    kinds: frozenset[str],
     seed: int,
     prog: Progress,
 ) -> tuple[list[Issue], dict[str, Any]]:
-    """Every check, in the order of :data:`~graft.doctor.issues.KINDS`; also what the model-based ones measured."""
+    """The checks of ``kinds``; also what the model-based ones measured."""
     from graft.doctor.labels import out_of_fold_probs
     from graft.training.ood import fit_ood
 
-    bad = {f.path for f in emb.failed}
-    ok_digests = [None if corpus.path(i) in bad else d for i, d in enumerate(digests)]
-    groups = checks.exact_groups(ok_digests)
     issues = checks.corrupt_issues(list(splits.skipped) + emb.failed)
-    issues += checks.duplicate_issues(corpus, groups)
-    # Near copies among one representative per exact-copy group (a third identical copy would hide the gap).
-    later = {i for g in groups for i in g[1:]}
-    keep = np.array([int(r) not in later for r in emb.rows], bool)
-    reps = emb.rows[keep]
-    issues += checks.near_duplicate_issues(corpus, duplicates.near_pairs(emb.X[keep], thumbs[reps]), reps)
+    if kinds & _COPY_KINDS:
+        issues += _copies(corpus, emb, *hashes)
     y = np.array([corpus.records[i].label for i in emb.rows], np.int64)
     measured: dict[str, Any] = {}
-    if len(y) >= 10 and len(np.unique(y)) >= 2:
-        prog.message("checking labels (cross-validated linear head) and outliers")
+    enough = len(y) >= 10 and len(np.unique(y)) >= 2
+    if "label" in kinds and enough:
+        prog.message("checking labels (out-of-fold probabilities of the linear head)")
         oof_rows, probs = out_of_fold_probs(emb.X, y, len(corpus.classes), seed=seed)
         issues += checks.label_issues(corpus, probs, emb.rows[oof_rows])
         measured["label_rows_checked"] = int(len(oof_rows))
-        held = fit_ood(emb.X, seed=seed).heldout_scores
-        issues += checks.outlier_issues(corpus, held, emb.rows)
+    if "outlier" in kinds and enough:
+        issues += checks.outlier_issues(corpus, fit_ood(emb.X, seed=seed).heldout_scores, emb.rows)
     issues += checks.imbalance_issue(str(splits.root), splits.class_counts("train"))
     issues += checks.small_issues(corpus, emb.input_side, str(splits.root))
-    return issues, measured
+    return [i for i in issues if i.kind in kinds], measured
+
+
+def _copies(corpus: checks.Corpus, emb: _Embedded, digests: list[str | None], thumbs: np.ndarray) -> list[Issue]:
+    """Exact copies by content hash, then near copies among one representative of each exact group.
+
+    Collapsing exact groups first matters: a third identical copy would otherwise be every
+    pair's next-nearest neighbour and hide the gap the crop rule looks for.
+    """
+    bad = {f.path for f in emb.failed}
+    groups = checks.exact_groups([None if corpus.path(i) in bad else d for i, d in enumerate(digests)])
+    issues = checks.duplicate_issues(corpus, groups)
+    later = {i for g in groups for i in g[1:]}
+    keep = np.array([int(r) not in later for r in emb.rows], bool)
+    reps = emb.rows[keep]
+    return issues + checks.near_duplicate_issues(corpus, duplicates.near_pairs(emb.X[keep], thumbs[reps]), reps)
