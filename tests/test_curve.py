@@ -172,8 +172,15 @@ def test_report_shows_the_curve_and_the_scratch_baseline(tiny_curve: LearningCur
     doc = write_report(run).read_text()
     section = doc.split('<section id="curve">', 1)[1].split("</section>", 1)[0]
     assert tiny_curve.verdict.split(":")[0] in section and "from scratch, all" in section
-    assert "0.41" in section and 'src="data:image/png;base64,' in section
+    assert (
+        "0.41" in section
+        and "matches that with 1 image(s) per class" in section
+        and 'src="data:image/png;base64,' in section
+    )
     assert "could not be rendered" not in doc
+    (run / "run.json").write_text(json.dumps({"data_dir": "/elsewhere", "params": {"seed": 1, "val_fraction": 0.2}}))
+    section = write_report(run).read_text().split('<section id="curve">', 1)[1].split("</section>", 1)[0]
+    assert "the run trained on /elsewhere" in section and "the run seed 1" in section
 
 
 # --------------------------------------------------------------------------- command line

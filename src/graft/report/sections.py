@@ -401,14 +401,26 @@ def learning_curve_section(rf: RunFiles, figs: Figures) -> str | None:
         out.append(H.img_tag(png, "validation accuracy against training images per class"))
     out.append(H.table(["images per class", "training images", "seeds", "val accuracy", "sd"], rows))
     if scratch is not None:
+        match = next((k for k, m in zip(c["sizes"], c["mean"]) if m >= float(scratch)), None)
         out.append(
             H.note(
                 f"The same network trained from scratch on all {c['n_images'][-1]} training images reached "
-                f"{float(scratch):.3f}; transfer learning reached {c['mean'][0]:.3f} with "
-                f"{c['sizes'][0]} image(s) per class and {c['mean'][-1]:.3f} with all of them."
+                f"{float(scratch):.3f}; transfer learning "
+                + (f"matches that with {match} image(s) per class" if match else "stays below it at every size")
+                + f" and reaches {c['mean'][-1]:.3f} with all of them."
             )
         )
     curve_data, run_data = c.get("data_dir"), rf.run.get("data_dir")
     if curve_data and run_data and curve_data != run_data:
         out.append(H.note(f"The curve was computed on {curve_data}, the run trained on {run_data}.", warn=True))
+    split, params = c.get("split") or {}, rf.run.get("params") or {}
+    if any(k in split and k in params and split[k] != params[k] for k in ("seed", "val_fraction")):
+        out.append(
+            H.note(
+                f"The curve used seed {split.get('seed')} and val_fraction {split.get('val_fraction')}, "
+                f"the run seed {params.get('seed')} and val_fraction "
+                f"{params.get('val_fraction')}: without a val/ folder their validation images differ.",
+                warn=True,
+            )
+        )
     return "".join(out)
