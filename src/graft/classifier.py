@@ -167,10 +167,10 @@ class Classifier:
         The defaults (whole backbone, AdamW 1e-4 for head and backbone, light augmentation,
         4 epochs, BatchNorm statistics fixed) measured above stage 1 on sign_digits and
         flowers_kaggle_128 (RESULTS.md). Early stopping on validation loss restores the best
-        epoch; a result below stage 1 is rolled back (see :func:`graft.training.stages.fine_tune_stage`).
+        epoch; a result below stage 1 is rolled back (see :func:`graft.training.stage_two.fine_tune_stage`).
         """
         from graft.training import FineTuneConfig, FineTunePolicy
-        from graft.training.stages import fine_tune_stage
+        from graft.training.stage_two import fine_tune_stage
 
         self._check_fitted()
         cfg = FineTuneConfig(

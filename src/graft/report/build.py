@@ -12,6 +12,7 @@ from graft.artifact.run_folder import RunFolder
 from graft.exceptions import DataError
 from graft.fileio import atomic_write_text
 from graft.report import html as H
+from graft.report import image_sections as I
 from graft.report import sections as S
 from graft.report.inputs import Figures, RunFiles
 
@@ -48,8 +49,8 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
         ("curve", "Learning curve", S.learning_curve_section),
         ("evaluation", "Validation metrics", S.evaluation_section),
         ("calibration", "Calibration", S.calibration_section),
-        ("top-losses", "Top losses", S.top_losses_section),
-        ("gradcam", "Grad-CAM", S.gradcam_section),
+        ("top-losses", "Top losses", I.top_losses_section),
+        ("gradcam", "Grad-CAM", I.gradcam_section),
         ("facts", "Run facts", S.facts_section),
     ]
     sections: list[tuple[str, str, str]] = []
