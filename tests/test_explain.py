@@ -137,9 +137,11 @@ def test_cli_features(tiny_model_dir: Path, red_image: Path, tmp_path: Path) -> 
 def test_dream_raises_class_probability(target) -> None:
     from graft.explain import dream
 
-    r = dream(target, 1, steps=15, seed=0)
+    # The class the starting noise is least like: a calibrated head can be very sure of the others.
+    starts = [dream(target, k, steps=1, seed=0).start_probability for k in range(len(target.classes))]
+    r = dream(target, int(np.argmin(starts)), steps=15, seed=0)
     assert r.image.shape == (*target.preprocessing.input_size, 3) and r.image.dtype == np.uint8
-    assert r.probability > r.start_probability + 0.05
+    assert np.log(r.probability) > np.log(r.start_probability) + 0.5  # log-probability up, however small
     assert r.image.std() > 1.0  # moved away from flat grey
 
 

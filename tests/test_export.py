@@ -72,14 +72,14 @@ def test_metadata_round_trip(exported, run_copy: Path) -> None:
 def test_dynamic_batch_and_probabilities_output(exported, run_copy: Path) -> None:
     _, out = exported
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    assert [o.name for o in sess.get_outputs()] == ["logits", "probabilities"]
+    assert [o.name for o in sess.get_outputs()] == ["logits", "probabilities", "ood_score"]
     assert sess.get_inputs()[0].shape[0] == "batch"
     h, w = read_onnx_metadata(out)["preprocessing"]["input_size"]
     x = np.random.default_rng(1).standard_normal((5, 3, h, w)).astype(np.float32)
     ref = _torch_logits(run_copy, x)
     for n in (1, 5):
-        logits, probs = sess.run(None, {"input": x[:n]})
-        assert logits.shape == (n, 3) and probs.shape == (n, 3)
+        logits, probs, ood = sess.run(None, {"input": x[:n]})
+        assert logits.shape == (n, 3) and probs.shape == (n, 3) and ood.shape == (n,)
         np.testing.assert_allclose(logits, ref[:n], atol=1e-4)
         np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
 

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -110,6 +111,14 @@ def live_server(hym_model: tuple[Path, Path]):
     thread.join(10)
 
 
+def _card_class(page: Any) -> str:
+    """The class a card shows: its label, or for an "unknown" card the best guess in its note."""
+    label = page.inner_text(".result .top-label")
+    if label != "unknown":
+        return label
+    return page.inner_text(".result .unknown-note").rsplit("best guess: ", 1)[-1].rstrip(")")
+
+
 @pytest.mark.browser
 def test_web_page_in_headless_chromium(live_server: str) -> None:
     if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None:
@@ -122,6 +131,7 @@ def test_web_page_in_headless_chromium(live_server: str) -> None:
 
     bee = shared_dataset("hymenoptera") / "val" / "bees" / "1032546534_06907fe3b3.jpg"
     ant = shared_dataset("hymenoptera") / "val" / "ants" / "10308379_1b6c72e180.jpg"
+    sign = sorted((shared_dataset("sign_digits") / "3").glob("*.JPG"))[0]
     external: list[str] = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
@@ -148,13 +158,19 @@ def test_web_page_in_headless_chromium(live_server: str) -> None:
             assert drop["top"] >= header["bottom"] - 1 and drop["height"] > 60, (drop, header)
             page.set_input_files("#picker", str(bee))
             page.wait_for_selector(".result[data-state=done] .top-label", timeout=30_000)
-            assert page.inner_text(".result .top-label") == "bees"
+            assert _card_class(page) == "bees"
             assert page.locator(".result .row").count() == 2  # top-2 bars (2 classes)
             width = page.eval_on_selector(".result .bar span", "e => parseFloat(e.style.width)")
             assert width > 50
             page.set_input_files("#picker", str(ant))  # newest card first
             page.wait_for_function("document.querySelectorAll('.result[data-state=done]').length == 2", timeout=30_000)
-            assert page.inner_text(".result .top-label") == "ants"
+            assert _card_class(page) == "ants"
+            # A hand sign is nothing like ants or bees: the card says "unknown", in its own style.
+            page.set_input_files("#picker", str(sign))
+            page.wait_for_function("document.querySelectorAll('.result[data-state=done]').length == 3", timeout=30_000)
+            assert page.inner_text(".result .top-label") == "unknown"
+            assert "card result unknown" in page.get_attribute(".result", "class")
+            assert "best guess" in page.inner_text(".result .unknown-note")
             page.set_input_files(
                 "#picker", files=[{"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"plain text"}]
             )
