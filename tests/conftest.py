@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
@@ -143,3 +143,16 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, synthetic_dataset: 
         out = tmp_path_factory.mktemp("tiny_model") / "model"
         clf.save(out)
     return out
+
+
+def run_cli(args: list[Any], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """``graft ARGS`` as the console script runs it, in this process: (exit code, stdout, stderr)."""
+    from graft.cli.main import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -11,18 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_BACKBONE, isolated_graft_home
+from conftest import TINY_BACKBONE, isolated_graft_home, run_cli
 from graft.cli.main import main
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

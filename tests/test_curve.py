@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from _datasets import shared_dataset
-from conftest import TINY_BACKBONE, isolated_graft_home, make_synthetic_dataset
-from graft.cli.main import main
+from conftest import TINY_BACKBONE, isolated_graft_home, make_synthetic_dataset, run_cli
 from graft.curve import (
     FEW_SHOT_C,
     LearningCurve,
@@ -41,16 +40,6 @@ def _blobs(per_class: int = 40, n_classes: int = 3, dim: int = 24, noise: float 
     X, y = draw(per_class)
     Xv, yv = draw(60)
     return X, y, Xv, yv
-
-
-def run_cli(args: list[object], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -16,23 +16,12 @@ import pytest
 from PIL import Image
 
 from _datasets import shared_dataset
-from conftest import TINY_BACKBONE, isolated_graft_home, make_synthetic_dataset
-from graft.cli.main import main
+from conftest import TINY_BACKBONE, isolated_graft_home, make_synthetic_dataset, run_cli
 from graft.doctor import KINDS, DoctorReport, Issue, doctor, fix_plan_rows, report_html
 from graft.doctor.duplicates import near_pairs
 from graft.doctor.labels import confident_learning
 
 EVIL = '<img src=x onerror="alert(1)"> & [red]x[bold]'  # HTML and rich markup in a file name
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def tree_digest(root: Path) -> dict[str, str]:

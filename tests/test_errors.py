@@ -15,22 +15,12 @@ import pytest
 from PIL import Image
 from torch import nn
 
+from conftest import run_cli
 from graft.cli.main import main
 from graft.exceptions import GraftError, InvalidParameterError
 from graft.validation import check_choice, check_number, invalid_parameter
 
 TEMPLATE = re.compile(r"^The '[^']+' parameter of [\w. ]+ must be .+; got .+ instead\.$", re.S)
-
-
-def run_cli(args: list[Any], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """``main(args)`` as the console script runs it: (exit code, stdout, stderr)."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_clean_error(err: str, *fragments: str) -> None:

@@ -22,19 +22,8 @@ import pytest
 from PIL import Image
 
 import graft
-from conftest import TINY_BACKBONE, make_synthetic_dataset
-from graft.cli.main import main
+from conftest import TINY_BACKBONE, make_synthetic_dataset, run_cli
 from graft.exceptions import ModelFileError
-
-
-def run_cli(args: list[Any], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _graft(*args: Any, home: Path, timeout: float = 300, **kw: Any) -> subprocess.CompletedProcess[str]:
