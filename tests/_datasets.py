@@ -12,10 +12,22 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["DATASETS_DIR", "shared_dataset"]
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "DATASETS_DIR", "shared_dataset"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATASETS_DIR = Path(os.environ.get("GRAFT_DATASETS_DIR") or REPO_ROOT.parent / "shared" / "datasets")
+
+#: Debian's headless Chromium, driven by Playwright in the browser tests (``GRAFT_CHROMIUM`` overrides).
+CHROMIUM = Path(os.environ.get("GRAFT_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def shared_dataset(name: str) -> Path:

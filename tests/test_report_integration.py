@@ -12,18 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from _datasets import shared_dataset
-
-CHROMIUM = Path(os.environ.get("GRAFT_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from _datasets import CHROMIUM, CHROMIUM_ARGS, shared_dataset
 
 pytestmark = pytest.mark.integration
 

@@ -17,20 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from _datasets import shared_dataset
+from _datasets import CHROMIUM, CHROMIUM_ARGS, shared_dataset
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @pytest.fixture(scope="session")
@@ -121,7 +110,7 @@ def _card_class(page: Any) -> str:
 
 @pytest.mark.browser
 def test_web_page_in_headless_chromium(live_server: str) -> None:
-    if not Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is None:
+    if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
         msg = f"{CHROMIUM} not found (apt-get install chromium)"
         if os.environ.get("GRAFT_REQUIRE_BROWSER") == "1":
             pytest.fail(msg + "; GRAFT_REQUIRE_BROWSER=1 makes this an error", pytrace=False)
@@ -134,7 +123,7 @@ def test_web_page_in_headless_chromium(live_server: str) -> None:
     sign = sorted((shared_dataset("sign_digits") / "3").glob("*.JPG"))[0]
     external: list[str] = []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 800})
             page.on(
