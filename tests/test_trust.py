@@ -50,7 +50,56 @@ def test_fit_records_the_temperature_and_both_eces(tiny_model_dir: Path) -> None
     assert "ece" in clf.metrics_ and "ece_uncalibrated" in clf.metrics_
 
 
+def test_calibration_split_is_stratified_seeded_and_skipped_when_too_small() -> None:
+    from graft.training.stage_two import calibration_split
+
+    y = np.repeat([0, 1, 2], 40)
+    held = calibration_split(y, seed=0)
+    assert held.sum() == 12 and np.bincount(y[held]).tolist() == [4, 4, 4]
+    assert (calibration_split(y, seed=0) == held).all()  # a resumed run holds out the same images
+    assert not calibration_split(np.repeat([0, 1], 12)).any()  # 2 held out: too few to fit T
+
+
+def test_a_kept_fine_tune_is_recalibrated_on_held_out_training_images(
+    tmp_path: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from graft.training import stage_two
+
+    data = make_synthetic_dataset(tmp_path / "d", per_class=60)  # 40 train images per class
+    seen: list[int] = []
+    real = stage_two.train_network
+    monkeypatch.setattr(stage_two, "train_network", lambda *a, **k: seen.append(len(a[2])) or real(*a, **k))
+    clf = graft.Classifier(TINY_BACKBONE, weights=tiny_weights, num_workers=0, precision="fp32").fit(data)
+    t1 = clf.head_info_["temperature"]
+    clf.fine_tune(epochs=1, unfreeze=1, lr=1e-3, batch_size=16)
+    summary = clf.stage_metrics_["fine_tune"]
+    assert seen == [108] and summary["calibration_images"] == 12  # 10% of train never trained on
+    assert summary["kept"], "the colour classes are easy: fine-tuning should not fall below stage 1"
+    t2 = summary["temperature"]
+    assert t2 is not None and t2 > 0 and t2 != t1
+    assert "ece_uncalibrated" in clf.metrics_ and clf.metrics_["ece"] >= 0
+    # The temperature is folded into the network: every predictor gives the calibrated probabilities.
+    probs, _ok, _bad = clf.predict_proba(clf.val_paths_)
+    np.testing.assert_allclose(probs, clf.val_probs_, atol=2e-4)
+    out = tmp_path / "run"
+    args = ["train", data, "--backbone", TINY_BACKBONE, "--weights", tiny_weights, "--out", out, "--fine-tune",
+            "--epochs", "1", "--quiet", "--no-report", "--workers", "0", "--precision", "fp32"]  # fmt: skip
+    assert run_cli(args, capsys)[0] == 0
+    assert json.loads((out / "metrics.json").read_text())["temperature"] > 0
+
+
 # ---------------------------------------------------------------------------- unknown
+def test_the_threshold_passes_95_percent_with_a_margin_that_shrinks_with_data() -> None:
+    from graft.training.ood import fit_ood, pass_quantile
+
+    qs = [pass_quantile(0.95, n) for n in (245, 2000, 100_000)]
+    assert qs[0] > qs[1] > qs[2] > 0.95 and abs(qs[0] - 0.968) < 1e-3 and qs[2] < 0.951
+    X = np.random.default_rng(0).normal(size=(400, 16)).astype(np.float32)
+    fit = fit_ood(X)
+    assert fit.quantile == pytest.approx(pass_quantile(0.95, 400))
+    assert np.mean(fit.heldout_scores <= fit.threshold) == pytest.approx(fit.quantile, abs=0.01)
+
+
 def test_unfamiliar_images_are_unknown_and_keep_their_best_guess(
     tiny_model_dir: Path, synthetic_dataset: Path, noise_images: list[Path]
 ) -> None:

@@ -209,7 +209,9 @@ def _write_outputs(run: RunFolder, clf: Classifier, stages: dict[str, Any]) -> d
         "val_log_loss": m.get("log_loss"),
         "val_ece": m.get("ece"),
         "val_ece_uncalibrated": m.get("ece_uncalibrated"),
-        "temperature": getattr(clf, "head_info_", {}).get("temperature") if not clf.fine_tuned_ else None,
+        "temperature": (clf.stage_metrics_.get("fine_tune", {}) if clf.fine_tuned_ else clf.head_info_).get(
+            "temperature"
+        ),
         "train_seconds": None,  # filled last, so it covers everything
         "classes": clf.classes_,
         "counts": data.summary().get("counts"),

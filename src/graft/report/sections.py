@@ -217,11 +217,16 @@ def calibration_section(rf: RunFiles, figs: Figures) -> str | None:
         raw = np.power(np.clip(va[2], 1e-300, 1.0), float(t))
         raw /= raw.sum(1, keepdims=True)
         ece0, bins0 = expected_calibration_error(raw, va[1])
+        source = (
+            "the fine-tuned network's logits on a held-out slice of the training images"
+            if rf.metrics.get("kept_stage") == "fine_tune"
+            else "the out-of-fold logits of the head's cross-validation"
+        )
         parts.insert(
             1,
             H.note(
-                f"Temperature scaling (T = {float(t):.3f}, fitted on the out-of-fold logits of the head's "
-                f"cross-validation, never on validation) took the validation ECE from {ece0:.4f} to {m['ece']:.4f}."
+                f"Temperature scaling (T = {float(t):.3f}, fitted on {source}, "
+                f"never on validation) took the validation ECE from {ece0:.4f} to {m['ece']:.4f}."
             ),
         )
         parts.append(figs.add("reliability_uncalibrated", P.reliability_figure(bins0, ece0), "before calibration"))
