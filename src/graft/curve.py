@@ -125,14 +125,18 @@ def _subsample(y: np.ndarray, per_class: int, rng_seed: int) -> np.ndarray:
     return np.sort(np.concatenate(rows))
 
 
-def _accuracy(X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, n_classes: int, seed: int) -> float:
-    """Validation accuracy of the default linear head fitted on (X, y): C by CV, or FEW_SHOT_C."""
+def _accuracy(
+    X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, n_classes: int, seed: int,
+    C: float | None = None,
+) -> tuple[float, float]:  # fmt: skip
+    """(validation accuracy, C) of the default linear head fitted on (X, y): C given, by CV, or FEW_SHOT_C."""
     from graft.training.linear_probe import fit_linear_head
 
     counts = np.bincount(y, minlength=n_classes)
-    C = None if counts[counts > 0].min() >= 2 else FEW_SHOT_C  # CV needs two images of each class
+    if C is None and counts[counts > 0].min() < 2:  # CV needs two images of each class
+        C = FEW_SHOT_C
     fit = fit_linear_head(X, y, n_classes, C=C, seed=seed)
-    return float((fit.logits(X_val).argmax(1) == y_val).mean())
+    return float((fit.logits(X_val).argmax(1) == y_val).mean()), float(fit.C)
 
 
 def slope_per_doubling(n_images: Sequence[int], mean: Sequence[float]) -> tuple[float | None, float]:
@@ -170,25 +174,44 @@ def _fit_all(
 ) -> list[float]:
     """Validation accuracy of one head fit per (rows, seed), ``jobs`` fits side by side.
 
-    Each fit runs on one torch thread (the fits are small matmuls that scale poorly across
-    threads) while ``jobs`` Python threads run them at once; torch releases the GIL in its
-    kernels. The global thread count is restored afterwards. Largest fits go first.
+    Cross-validation chooses C once per training-set size, on that size's first subsample;
+    the other seeds reuse it. CV is 40 fits (5 folds x 8 Cs) per head, so this makes the
+    curve about 5x faster, and C still comes from training rows only. Each fit runs on
+    one torch thread (small matmuls scale poorly across threads) while ``jobs`` Python
+    threads run them at once; torch releases the GIL in its kernels.
     """
     import torch
 
     X, y, X_val, y_val = data
+    sizes = [len(rows) for rows, _ in subsets]
+    first = {n: i for i, n in reversed(list(enumerate(sizes)))}  # size -> index of its first subsample
     old = torch.get_num_threads()
     torch.set_num_threads(1)  # fixed for every fit: results do not depend on ``jobs``
     pool = ThreadPoolExecutor(max(1, min(jobs, len(subsets))))
-    try:
-        order = sorted(range(len(subsets)), key=lambda i: -len(subsets[i][0]))
+
+    def run(indices: list[int], C_of: dict[int, float]) -> dict[int, tuple[float, float]]:
+        order = sorted(indices, key=lambda i: -sizes[i])  # largest fits first
         futures = {
-            i: pool.submit(_accuracy, X[subsets[i][0]], y[subsets[i][0]], X_val, y_val, n_classes, subsets[i][1])
+            i: pool.submit(
+                _accuracy,
+                X[subsets[i][0]],
+                y[subsets[i][0]],
+                X_val,
+                y_val,
+                n_classes,
+                subsets[i][1],
+                C_of.get(sizes[i]),
+            )  # fmt: skip
             for i in order
         }
         for _ in as_completed(futures.values()):
             task.advance()
-        return [futures[i].result() for i in range(len(subsets))]
+        return {i: f.result() for i, f in futures.items()}
+
+    try:
+        done = run(sorted(first.values()), {})
+        done.update(run([i for i in range(len(subsets)) if i not in done], {n: done[i][1] for n, i in first.items()}))
+        return [done[i][0] for i in range(len(subsets))]
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C: queued fits are dropped, running ones end
         torch.set_num_threads(old)
