@@ -89,17 +89,6 @@ def test_a_kept_fine_tune_is_recalibrated_on_held_out_training_images(
 
 
 # ---------------------------------------------------------------------------- unknown
-def test_the_threshold_passes_95_percent_with_a_margin_that_shrinks_with_data() -> None:
-    from graft.training.ood import fit_ood, pass_quantile
-
-    qs = [pass_quantile(0.95, n) for n in (245, 2000, 100_000)]
-    assert qs[0] > qs[1] > qs[2] > 0.95 and abs(qs[0] - 0.968) < 1e-3 and qs[2] < 0.951
-    X = np.random.default_rng(0).normal(size=(400, 16)).astype(np.float32)
-    fit = fit_ood(X)
-    assert fit.quantile == pytest.approx(pass_quantile(0.95, 400))
-    assert np.mean(fit.heldout_scores <= fit.threshold) == pytest.approx(fit.quantile, abs=0.01)
-
-
 def test_unfamiliar_images_are_unknown_and_keep_their_best_guess(
     tiny_model_dir: Path, synthetic_dataset: Path, noise_images: list[Path]
 ) -> None:

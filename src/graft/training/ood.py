@@ -12,13 +12,12 @@ inside the exported ONNX graph alike. The reference set is at most
 :data:`MAX_REFERENCE` training feature rows (a seeded subset beyond that), so the model
 grows by at most about 50 MB on very large datasets.
 
-The threshold is set on the scores of held-out training images (each fold scored against
-the other folds' references), never on the validation split. It is not their plain 95th
-percentile: that lets 95% of new in-distribution images pass only on average, so on half
-of all datasets more than 5% of their own images would be called unknown. The quantile
-is raised by a one-sided 90% binomial margin for the number of held-out images
-(:func:`pass_quantile`), so that at least 95% pass with 90% confidence: 96.8% on 245
-training images, 95.5% on 4,000, tending to 95% as data grows.
+The threshold is the 95th percentile of the scores of held-out training images (each
+fold scored against the other folds' references): about 95% of images like the training
+data pass, and the validation split is never looked at. A safety margin (the 96.8th
+percentile: 95% with 90% confidence for 245 images) was measured on hymenoptera and
+rejected: it took the validation "unknown" rate from 5.2% to 3.3% but let through five
+times as many flowers (96.8% called unknown -> 83.3%).
 """
 
 from __future__ import annotations
@@ -29,26 +28,13 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = [
-    "OOD_METHOD", "OODScorer", "OODFit", "fit_ood", "pass_quantile", "PASS_RATE", "K_NEIGHBOURS", "MAX_REFERENCE",
-]  # fmt: skip
+__all__ = ["OOD_METHOD", "OODScorer", "OODFit", "fit_ood", "PASS_RATE", "K_NEIGHBOURS", "MAX_REFERENCE"]
 
 OOD_METHOD = "knn_cosine"
 PASS_RATE = 0.95
 """Share of held-out in-distribution training images the threshold lets through."""
 K_NEIGHBOURS = 5
 MAX_REFERENCE = 10_000
-_Z_90 = 1.2816  # one-sided 90% normal quantile
-
-
-def pass_quantile(pass_rate: float, n: int) -> float:
-    """The held-out quantile that lets at least ``pass_rate`` of new images pass with 90% confidence.
-
-    The share of ``n`` held-out images below a threshold estimates the true pass rate with
-    standard error ``sqrt(p (1 - p) / n)``; adding 1.28 of those is the one-sided 90% margin.
-    """
-    margin = _Z_90 * float(np.sqrt(pass_rate * (1.0 - pass_rate) / max(int(n), 1)))
-    return float(min(pass_rate + margin, 0.5 * (1.0 + pass_rate)))
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
@@ -80,7 +66,6 @@ class OODFit:
     scorer: OODScorer
     threshold: float
     heldout_scores: np.ndarray
-    quantile: float = PASS_RATE  # of the held-out scores, see :func:`pass_quantile`
 
 
 def _scorer(reference: np.ndarray, k: int) -> OODScorer:
@@ -106,8 +91,7 @@ def fit_ood(
     Args:
         X: training features (augmented views allowed: ``groups`` keeps the views of one
             image in one fold, so no image is its own neighbour when scored).
-        pass_rate: share of new in-distribution images that should score below the
-            threshold (with 90% confidence: see :func:`pass_quantile`).
+        pass_rate: share of held-out training images that should score below the threshold.
     """
     rng = np.random.default_rng(seed)
     X = np.asarray(X, np.float32)
@@ -125,9 +109,8 @@ def fit_ood(
             te = fold == f
             if te.any() and (~te).sum() >= 1:
                 held[te] = _scorer(X[~te], k)(torch.from_numpy(X[te])).double().numpy()
-    q = pass_quantile(pass_rate, len(uniq))
-    threshold = float(np.quantile(held, q))
+    threshold = float(np.quantile(held, pass_rate))
     scorer = _scorer(X, k)
     with torch.no_grad():
         scorer.threshold.fill_(threshold)
-    return OODFit(scorer, threshold, held, q)
+    return OODFit(scorer, threshold, held)

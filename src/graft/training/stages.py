@@ -229,8 +229,7 @@ def ood_info(fit: OODFit | None) -> dict[str, Any]:
     if fit is None:
         return {}
     return {
-        "method": OOD_METHOD, "threshold": fit.threshold, "pass_rate": PASS_RATE, "quantile": round(fit.quantile, 4),
-        "k": fit.scorer.k,
+        "method": OOD_METHOD, "threshold": fit.threshold, "pass_rate": PASS_RATE, "k": fit.scorer.k,
         "n_reference": int(fit.scorer.reference.shape[0]),
         "fitted_on": "training features; threshold from held-out folds of them (never validation)",
     }  # fmt: skip
