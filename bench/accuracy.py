@@ -6,6 +6,7 @@ the floors from ../shared/datasets/README.md.
 
     python bench/accuracy.py                      # defaults on all four datasets
     python bench/accuracy.py --fine-tune flowers_kaggle_128 sign_digits
+    python bench/accuracy.py --old-stage-1        # also `--features final` (stage 1 before multi-depth)
 """
 
 from __future__ import annotations
@@ -50,14 +51,20 @@ def main() -> None:
     ap.add_argument("datasets", nargs="*", default=list(FLOORS))
     ap.add_argument("--fine-tune", action="store_true", help="also run --fine-tune on each dataset")
     ap.add_argument("--warm-cache", action="store_true", help="share one GRAFT_HOME (features embedded once)")
+    ap.add_argument(
+        "--old-stage-1", action="store_true", help="also `--features final`: stage 1 before multi-depth features"
+    )
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         shared_home = Path(tmp) / "home"
         for ds in args.datasets:
             variants = [("defaults", [])] + ([("--fine-tune", ["--fine-tune"])] if args.fine_tune else [])
+            if args.old_stage_1:
+                variants.insert(0, ("--features final", ["--features", "final"]))
             for name, extra in variants:
-                home = shared_home if args.warm_cache or name != "defaults" else Path(tmp) / f"home-{ds}"
+                cold = not args.warm_cache and name != "--fine-tune"  # both stage-1 variants embed from scratch
+                home = Path(tmp) / f"home-{ds}-{len(rows)}" if cold else shared_home
                 m = run(ds, extra, home, Path(tmp) / f"{ds}-{name.strip('-')}")
                 st = m["stages"]
                 rows.append(
@@ -69,17 +76,27 @@ def main() -> None:
                         m["val_accuracy"],
                         FLOORS[ds],
                         m["wall"],
+                        _features(m),
                     )
                 )
-                print(f"{ds} {name}: val {m['val_accuracy']:.4f} (floor {FLOORS[ds]}) in {m['wall']:.1f} s", flush=True)
+                print(
+                    f"{ds} {name}: val {m['val_accuracy']:.4f} (floor {FLOORS[ds]}) in {m['wall']:.1f} s; {rows[-1][-1]}",
+                    flush=True,
+                )
     print()
-    print("| dataset | command | stage 1 (head) | fine-tuned | kept model | floor | wall s |")
-    print("|---|---|---|---|---|---|---|")
-    for ds, name, head, ft, kept, floor, wall in rows:
+    print("| dataset | command | stage 1 (head) | fine-tuned | kept model | floor | wall s | features (train CV) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for ds, name, head, ft, kept, floor, wall, feats in rows:
         ft_s = f"{ft:.4f}" if ft is not None else "-"
         print(
-            f"| {ds} | `graft train {ds} {'' if name == 'defaults' else name}` | {head:.4f} | {ft_s} | {kept:.4f} | {floor} | {wall:.0f} |"
+            f"| {ds} | `graft train {ds} {'' if name == 'defaults' else name}` | {head:.4f} | {ft_s} | {kept:.4f} | {floor} | {wall:.0f} | {feats} |"
         )
+
+
+def _features(m: dict) -> str:
+    f = m.get("features") or {}
+    cv = ", ".join(f"{k} {v:.4f}" for k, v in (f.get("cv_accuracy") or {}).items())
+    return ("multi-depth" if f.get("taps") else "final") + (f" ({cv})" if cv else "")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from graft.artifact.spec import ArtifactSpec
 from graft.data.records import DatasetSplits, SkippedFile
 from graft.exceptions import NotFittedError
 from graft.progress import NullProgress, Progress
+from graft.training.feature_choice import FEATURE_MODES
 from graft.training.heads import HEAD_TYPES
 from graft.validation import check_choice, check_number
 
@@ -33,6 +34,7 @@ _SAFE_PARAMS = {
     "C",
     "dropout",
     "hidden",
+    "features",
     "augment_views",
     "class_weight",
     "seed",
@@ -49,6 +51,9 @@ class Classifier:
         input_size / crop_pct: ``"auto"`` embeds photos with enough detail about 30% above the backbone's
             training size, whole frame (FixRes; :func:`graft.backbones.feature_preprocessing`); ``"native"``; pixels.
         head / C / dropout / hidden: ``linear`` (C by cross-validation when None), ``mlp`` or ``flatten``.
+        features: ``"auto"`` adds the pooled outputs of the last three block stages to the final features
+            where cross-validation on the training features finds it better (never validation); ``"final"``;
+            ``"multi"`` (:mod:`graft.training.feature_choice`).
         augment_views: ``"auto"`` adds the mirror image below 2,000 training images (+1.7 points on
             sign_digits); K adds the mirror then K-1 random resized crops.
         class_weight: None or ``"balanced"``; val_fraction / test_fraction: shares where the folder has no split.
@@ -74,6 +79,7 @@ class Classifier:
         C: float | None = None,
         dropout: float = 0.2,
         hidden: int = 512,
+        features: str = "auto",
         augment_views: int | str = "auto",
         class_weight: str | None = None,
         val_fraction: float = 0.2,
@@ -90,7 +96,7 @@ class Classifier:
         progress: Progress | None = None,
     ) -> None:
         self.backbone, self.weights, self.input_size, self.crop_pct = backbone, weights, input_size, crop_pct
-        self.head, self.C, self.dropout, self.hidden = head, C, dropout, hidden
+        self.head, self.C, self.dropout, self.hidden, self.features = head, C, dropout, hidden, features
         self.augment_views, self.class_weight = augment_views, class_weight
         self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
         self.device, self.precision, self.batch_size, self.num_workers = device, precision, batch_size, num_workers
@@ -108,6 +114,7 @@ class Classifier:
     def _validate_params(self) -> None:
         owner = type(self).__name__
         check_choice("head", self.head, HEAD_TYPES, owner)
+        check_choice("features", self.features, FEATURE_MODES, owner)
         check_choice("class_weight", self.class_weight, (None, "balanced"), owner)
         if self.augment_views != "auto":
             check_number("augment_views", self.augment_views, owner, low=0, integer=True)

@@ -212,6 +212,7 @@ def _write_outputs(run: RunFolder, clf: Classifier, stages: dict[str, Any]) -> d
         "temperature": (clf.stage_metrics_.get("fine_tune", {}) if clf.fine_tuned_ else clf.head_info_).get(
             "temperature"
         ),
+        "features": clf.head_info_.get("features"),
         "train_seconds": None,  # filled last, so it covers everything
         "classes": clf.classes_,
         "counts": data.summary().get("counts"),

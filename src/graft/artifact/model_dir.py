@@ -146,7 +146,16 @@ def build_network(spec: ArtifactSpec, source: str = "config.json") -> GraftNet:
     except Exception as e:  # noqa: BLE001 - unknown arch in a newer/older timm
         raise ModelFileError(f"{source}: cannot build backbone {arch!r} with timm {timm.__version__}: {e}") from None
     ood = _ood_scorer(spec, head, source)  # its buffers come with the weights
-    return GraftNet(backbone, build_head(head), spatial=head.spatial, ood=ood)
+    return GraftNet(backbone, build_head(head), spatial=head.spatial, ood=ood, taps=_taps(spec, source))
+
+
+def _taps(spec: ArtifactSpec, source: str) -> tuple[int, ...]:
+    """The multi-depth feature taps the model was trained with (none in older models)."""
+    taps = spec.backbone.get("feature_taps") or []
+    if not isinstance(taps, list) or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 64
+                                             for t in taps):  # fmt: skip
+        raise ModelFileError(f"{source}: backbone.feature_taps must be a list of block indices; got {taps!r}")
+    return tuple(taps)
 
 
 def _ood_scorer(spec: ArtifactSpec, head: HeadSpec, source: str) -> OODScorer | None:

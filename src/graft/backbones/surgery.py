@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
+
+from graft.backbones.taps import tapped_features
 
 __all__ = ["FeatureExtractor", "static_same_padding"]
 
@@ -79,12 +81,15 @@ def static_same_padding(model: nn.Module, input_size: tuple[int, int]) -> nn.Mod
 
 
 class FeatureExtractor(nn.Module):
-    """Module -> pooled features, or the flattened feature map (``spatial``)."""
+    """Module -> pooled features (with ``taps``: multi-depth, see :mod:`.taps`), or the flattened feature map."""
 
-    def __init__(self, model: nn.Module, spatial: bool) -> None:
+    def __init__(self, model: nn.Module, spatial: bool, taps: Sequence[int] = ()) -> None:
         super().__init__()
         self.model: Any = model
         self.spatial = spatial
+        self.taps = tuple(int(t) for t in taps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(x).flatten(1) if self.spatial else self.model(x)
+        if self.spatial:
+            return self.model.forward_features(x).flatten(1)
+        return tapped_features(self.model, x, self.taps)

@@ -39,6 +39,12 @@ class ClassWeight(str, Enum):
     balanced = "balanced"
 
 
+class Features(str, Enum):
+    auto = "auto"
+    final = "final"
+    multi = "multi"
+
+
 class Augment(str, Enum):
     default = "default"
     light = "light"
@@ -65,6 +71,11 @@ def train(
     c: float | None = typer.Option(None, "--C", help="Inverse L2 strength of the linear head (default: chosen by CV)."),
     dropout: float = typer.Option(0.2, help="Dropout before the head."),
     hidden: int = typer.Option(512, help="Hidden width of the mlp head."),
+    features: Features = typer.Option(
+        Features.auto,
+        help="auto: add the last block stages' pooled outputs where cross-validation on train finds it better; "
+        "final; multi.",
+    ),
     augment_views: str = typer.Option(
         "auto",
         help="Extra feature views per training image: auto (the mirror below 2,000 images), or K (mirror + K-1 crops).",
@@ -123,6 +134,7 @@ def train(
             C=c,
             dropout=dropout,
             hidden=hidden,
+            features=features.value,
             augment_views=int(augment_views) if augment_views.isdigit() else augment_views,
             class_weight=class_weight.value if class_weight else None,
             val_fraction=val_fraction,
@@ -182,6 +194,11 @@ def render_summary(out: Path, m: dict) -> None:
         if "seconds" in st:
             t.add_row(f"{name} seconds", f"{st['seconds']:.1f}")
     t.add_row("kept", m["kept_stage"])
+    feats = m.get("features") or {}
+    if feats.get("cv_accuracy") or feats.get("taps"):
+        cv = ", ".join(f"{k} {v:.4f}" for k, v in (feats.get("cv_accuracy") or {}).items())
+        kind = f"multi-depth (blocks {feats['taps']})" if feats.get("taps") else "final"
+        t.add_row("features", kind + (f"; train CV: {cv}" if cv else ""))
     t.add_row(Text("val accuracy", style="bold"), Text(f"{m['val_accuracy']:.4f}", style="bold"))
     if m.get("test_accuracy") is not None:
         shift = "  (differs from val: see the warning)" if m.get("test_shift") else ""

@@ -189,6 +189,7 @@ class Embedder:
         batch_size: images per forward pass.
         num_workers: decoder processes (0 decodes in this process).
         spatial: return the flattened feature map instead of pooled features.
+        taps: block stages whose pooled outputs precede the final features (:mod:`graft.backbones.taps`).
         max_pixels: decompression-bomb guard passed to the decoder.
         weights_key: returns a fingerprint of the weights (keys the ONNX export cache).
     """
@@ -203,6 +204,7 @@ class Embedder:
         batch_size: int | None = None,
         num_workers: int | None = None,
         spatial: bool = False,
+        taps: Sequence[int] = (),
         max_pixels: int | None = None,
         weights_key: Callable[[], str] | None = None,
     ) -> None:
@@ -222,6 +224,7 @@ class Embedder:
         self.batch_size = batch_size or (64 if device.startswith("cuda") else 32)
         self.num_workers = default_num_workers() if num_workers is None else num_workers
         self.spatial = spatial
+        self.taps = tuple(int(t) for t in taps)
         self.max_pixels = max_pixels
         self._engine: Engine | None = None
         mean = torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, 3, 1, 1)
@@ -237,6 +240,7 @@ class Embedder:
                 device=self.device,
                 precision=self.precision,
                 spatial=self.spatial,
+                taps=self.taps,
                 n_images=n_images,
                 key=self._key,
             )

@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import warnings
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -79,15 +79,16 @@ class TorchEngine(Engine):
         precision: str,
         *,
         spatial: bool = False,
+        taps: Sequence[int] = (),
         input_size: tuple[int, int] | None = None,
         channels_last: bool = True,
     ) -> None:
         self.device, self.precision, self.channels_last = device, precision, channels_last
         self.input_size = input_size
         model = model.eval().to(device)
-        self.general = FeatureExtractor(model, spatial)
+        self.general = FeatureExtractor(model, spatial, taps)
         fixed = static_same_padding(model, input_size) if input_size else model
-        self.fixed = FeatureExtractor(fixed, spatial) if fixed is not model else self.general
+        self.fixed = FeatureExtractor(fixed, spatial, taps) if fixed is not model else self.general
         if channels_last:
             # channels-last helps bf16/fp16 kernels, GPUs, and depthwise convs on CPU.
             model.to(memory_format=torch.channels_last)
@@ -142,10 +143,11 @@ class OrtEngine(Engine):
         return torch.from_numpy(self.run_numpy(x.detach().float().cpu().contiguous().numpy()))
 
 
-def _onnx_cache_key(key: str, input_size: tuple[int, int], spatial: bool) -> str:
+def _onnx_cache_key(key: str, input_size: tuple[int, int], spatial: bool, taps: Sequence[int] = ()) -> str:
     """Cache key of the export for this backbone key, input size and output kind."""
     size = (int(input_size[0]), int(input_size[1]))
-    return hashlib.sha1(f"{key}|{size}|{spatial}|{torch.__version__}|17".encode()).hexdigest()[:24]
+    kind = f"{spatial}" + (f"|taps{list(taps)}" if taps else "")
+    return hashlib.sha1(f"{key}|{size}|{kind}|{torch.__version__}|17".encode()).hexdigest()[:24]
 
 
 def _export_onnx(module: nn.Module, input_size: tuple[int, int]) -> bytes:
@@ -167,7 +169,13 @@ def _export_onnx(module: nn.Module, input_size: tuple[int, int]) -> bytes:
 
 
 def build_ort_engine(
-    model: nn.Module, input_size: tuple[int, int], *, spatial: bool = False, key: str | None = None, check: bool = True
+    model: nn.Module,
+    input_size: tuple[int, int],
+    *,
+    spatial: bool = False,
+    taps: Sequence[int] = (),
+    key: str | None = None,
+    check: bool = True,
 ) -> OrtEngine:
     """Export ``model`` (static padding) to ONNX, cached by ``key``, and open a session.
 
@@ -175,9 +183,9 @@ def build_ort_engine(
         RuntimeError: export failed or ORT disagrees with PyTorch (callers fall back).
     """
     input_size = (int(input_size[0]), int(input_size[1]))
-    ckey = None if key is None else _onnx_cache_key(key, input_size, spatial)
+    ckey = None if key is None else _onnx_cache_key(key, input_size, spatial, taps)
     model = model.eval().to("cpu")
-    wrapped = FeatureExtractor(static_same_padding(model, input_size), spatial).eval()
+    wrapped = FeatureExtractor(static_same_padding(model, input_size), spatial, taps).eval()
     path = None if ckey is None else onnx_cache.lookup(ckey)
     data: bytes | None = None
     if path is not None:
@@ -203,8 +211,8 @@ def build_ort_engine(
     return engine
 
 
-def onnx_cached(key: str | None, input_size: tuple[int, int], spatial: bool) -> bool:
-    return key is not None and onnx_cache.lookup(_onnx_cache_key(key, input_size, spatial)) is not None
+def onnx_cached(key: str | None, input_size: tuple[int, int], spatial: bool, taps: Sequence[int] = ()) -> bool:
+    return key is not None and onnx_cache.lookup(_onnx_cache_key(key, input_size, spatial, taps)) is not None
 
 
 def build_engine(
@@ -214,6 +222,7 @@ def build_engine(
     device: str,
     precision: str,
     spatial: bool = False,
+    taps: Sequence[int] = (),
     n_images: int | None = None,
     key: Callable[[], str] | None = None,
 ) -> Engine:
@@ -225,14 +234,14 @@ def build_engine(
         key: returns a weights fingerprint; keys the on-disk ONNX cache.
     """
     if device.startswith("cuda"):
-        return TorchEngine(model, device, precision, spatial=spatial, input_size=input_size)
+        return TorchEngine(model, device, precision, spatial=spatial, taps=taps, input_size=input_size)
     forced = os.environ.get("GRAFT_RUNTIME", "").strip().lower()
     if precision == "fp32" and forced != "torch" and onnxruntime_available():
         k = key() if key else None
         big = n_images is None or n_images >= ORT_MIN_IMAGES or forced == "onnxruntime"
-        if big or onnx_cached(k, input_size, spatial):
+        if big or onnx_cached(k, input_size, spatial, taps):
             try:
-                return build_ort_engine(model, input_size, spatial=spatial, key=k)
+                return build_ort_engine(model, input_size, spatial=spatial, taps=taps, key=k)
             except Exception as e:  # noqa: BLE001 - the PyTorch path always works
                 log.warning("ONNX Runtime could not run this network (%s); using PyTorch", e)
-    return TorchEngine(model, "cpu", precision, spatial=spatial, input_size=input_size)
+    return TorchEngine(model, "cpu", precision, spatial=spatial, taps=taps, input_size=input_size)

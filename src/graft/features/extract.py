@@ -110,6 +110,7 @@ def model_features(
     paths: Sequence[str],
     *,
     spatial: bool = False,
+    taps: Sequence[int] = (),
     view: int = 0,
     seed: int = 0,
     transform: Callable | None = None,
@@ -122,7 +123,10 @@ def model_features(
     progress: Callable[[int], None] | None = None,
     max_pixels: int | None = None,
 ) -> FeatureSet:
-    """Backbone features of image files, through the on-disk cache keyed by the weights' fingerprint."""
+    """Backbone features of image files, through the on-disk cache keyed by the weights' fingerprint.
+
+    ``taps``: block stages whose pooled outputs precede the final features (:mod:`graft.backbones.taps`).
+    """
     emb = Embedder(
         backbone,
         preprocessing,
@@ -131,6 +135,7 @@ def model_features(
         batch_size=batch_size,
         num_workers=num_workers,
         spatial=spatial,
+        taps=taps,
         max_pixels=max_pixels,
     )
     spec: dict[str, Any] = {
@@ -139,8 +144,10 @@ def model_features(
         "precision": emb.precision,
         "pipeline": FEATURE_PIPELINE_VERSION,
         "spatial": spatial,
-        "dim": feature_dim(backbone, preprocessing, spatial),
+        "dim": feature_dim(backbone, preprocessing, spatial, taps),
     }
+    if taps:  # only where used: plain features keep their existing cache entries
+        spec["taps"] = [int(t) for t in taps]
     try:
         return extract_features(
             paths,
@@ -157,9 +164,13 @@ def model_features(
         emb.close()  # free the runtime session now, not whenever the garbage collector runs
 
 
-def feature_dim(module: nn.Module, pre: Preprocessing, spatial: bool) -> int:
-    """Width of the features ``module`` gives (pooled, or the flattened feature map)."""
+def feature_dim(module: nn.Module, pre: Preprocessing, spatial: bool, taps: Sequence[int] = ()) -> int:
+    """Width of the features ``module`` gives (pooled, multi-depth, or the flattened feature map)."""
     backbone: Any = module  # a timm model: num_features, forward_features
+    if taps and not spatial:
+        from graft.backbones.taps import tap_widths
+
+        return sum(tap_widths(backbone, taps))
     if not spatial and getattr(backbone, "num_features", None) and getattr(backbone, "num_classes", 1) == 0:
         hidden = getattr(backbone, "head_hidden_size", None)
         return int(hidden or backbone.num_features)

@@ -102,6 +102,7 @@ class TorchPredictor(Predictor):
             self.preprocessing,
             names,
             spatial=bool(getattr(net, "spatial", False)),
+            taps=tuple(getattr(net, "taps", ())),
             device=self.device,
             precision=self.precision,
             batch_size=self._embed_batch,

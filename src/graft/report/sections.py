@@ -245,6 +245,11 @@ def facts_section(rf: RunFiles, figs: Figures) -> str | None:
     for key in ("name", "architecture", "weights_source", "weights_sha256"):
         if bb.get(key) is not None:
             items.append((f"backbone {key}", bb[key]))
+    feats = m.get("features") or {}
+    if feats.get("cv_accuracy") or feats.get("taps"):
+        cv = ", ".join(f"{k} {float(v):.4f}" for k, v in (feats.get("cv_accuracy") or {}).items())
+        kind = f"multi-depth: final + pooled block stages {feats['taps']}" if feats.get("taps") else "final"
+        items.append(("features", kind + (f" (chosen by cross-validation on train: {cv})" if cv else "")))
     for k, v in (run.get("versions") or {}).items():
         items.append((f"version {k}", v))
     for k, v in (run.get("hardware") or {}).items():

@@ -40,12 +40,14 @@ def train_head(
     class_weight: np.ndarray | None = None,
     seed: int = 0,
     groups: np.ndarray | None = None,
+    linear_fit: Any = None,
 ) -> tuple[nn.Module, dict[str, Any], list[dict[str, Any]]]:
     """Build the head ``spec`` (a :class:`~graft.heads.HeadSpec`) and train it on features.
 
     The linear head is fitted by :func:`fit_linear_head` (validation features unused:
     C comes from cross-validation on the training rows); the others by
-    :func:`fit_sgd_head` with early stopping on the validation features.
+    :func:`fit_sgd_head` with early stopping on the validation features. ``linear_fit``:
+    a :class:`~graft.training.linear_probe.LinearFit` already made on (X, y), reused.
 
     Returns:
         (head in eval mode, summary for the run record, one history dict per C or epoch)
@@ -55,7 +57,9 @@ def train_head(
     head = build_head(spec)
     info: dict[str, Any] = {"type": spec.type}
     if spec.type == "linear":
-        fit = fit_linear_head(X, y, spec.num_classes, C=C, class_weight=class_weight, seed=seed, groups=groups)
+        fit = linear_fit or fit_linear_head(
+            X, y, spec.num_classes, C=C, class_weight=class_weight, seed=seed, groups=groups
+        )
         # Temperature scaling on the out-of-fold logits, folded into the layer: every
         # predictor (PyTorch, the ONNX graph, the server) then gives calibrated probabilities.
         t = 1.0 if fit.oof_logits is None else fit_temperature(fit.oof_logits, fit.oof_labels)  # type: ignore[arg-type]

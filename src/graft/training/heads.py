@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from graft.backbones.taps import tapped_features
 from graft.validation import check_choice, check_number
 
 __all__ = ["HEAD_TYPES", "HeadSpec", "build_head", "GraftNet"]
@@ -68,23 +69,31 @@ class GraftNet(nn.Module):
         spatial: feed the flattened feature map instead of pooled features.
         ood: module mapping the same features to out-of-distribution scores
             (:class:`~graft.training.ood.OODScorer`), saved with the weights.
+        taps: block stages whose pooled outputs precede the final pooled features
+            (multi-depth features, :mod:`graft.backbones.taps`); empty: final features only.
     """
 
     def __init__(
-        self, backbone: nn.Module, head: nn.Module, spatial: bool = False, ood: nn.Module | None = None
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        spatial: bool = False,
+        ood: nn.Module | None = None,
+        taps: Sequence[int] = (),
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.spatial = spatial
         self.ood = ood
+        self.taps = tuple(int(t) for t in taps)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The head's input for images ``x``."""
         backbone: Any = self.backbone  # a timm model
         if self.spatial:
             return backbone.forward_features(x).flatten(1)
-        return backbone(x)
+        return tapped_features(backbone, x, self.taps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

@@ -199,7 +199,9 @@ def _refit_after_fine_tune(
         return None, None
     task = progress.task("calibration and OOD statistics (fine-tuned features)", total=len(paths))
     spatial = bool(getattr(net, "spatial", False))
-    fs = model_features(net.backbone, preprocessing, paths, spatial=spatial, progress=task.advance, **embedding)
+    fs = model_features(
+        net.backbone, preprocessing, paths, spatial=spatial, taps=net.taps, progress=task.advance, **embedding
+    )
     task.close()
     head: Any = net.head.eval()
     t = None

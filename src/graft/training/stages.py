@@ -21,6 +21,7 @@ from graft.exceptions import DataError
 from graft.features.extract import FeatureSet
 from graft.metrics import compute_metrics, expected_calibration_error
 from graft.progress import NullProgress, Progress
+from graft.training.feature_choice import choose_features, select_columns
 from graft.training.head_fit import class_weights_balanced, train_head
 from graft.training.heads import GraftNet, HeadSpec
 from graft.training.ood import K_NEIGHBOURS, OOD_METHOD, PASS_RATE, OODFit, fit_ood
@@ -119,6 +120,8 @@ class EmbeddedData:
     train: SplitFeatures
     val: SplitFeatures
     timings: dict[str, float]
+    taps: tuple[int, ...] = ()  # block stages embedded besides the final features
+    widths: list[int] = field(default_factory=list)  # their pooled widths, then the final width
 
 
 def embed_dataset(
@@ -129,6 +132,7 @@ def embed_dataset(
     input_size: int | str | None = "auto",
     crop_pct: float | None = None,
     spatial: bool = False,
+    multi_depth: bool = False,
     augment_views: int | str = "auto",
     seed: int = 0,
     strict: bool = False,
@@ -139,12 +143,15 @@ def embed_dataset(
 
     Args:
         splits: the scanned :class:`~graft.data.records.DatasetSplits` (read only).
+        multi_depth: also embed the pooled outputs of the last block stages (``taps``), where
+            the backbone has them; features are then ``[taps..., final]`` (:mod:`graft.backbones.taps`).
         **embedding: passed to :func:`~graft.features.extract.model_features` (device,
             precision, batch_size, num_workers, cache_dir, use_cache, max_pixels).
     """
     import functools
 
     from graft.backbones import create_backbone, feature_preprocessing
+    from graft.backbones.taps import candidate_taps, tap_widths
     from graft.features.extract import model_features
     from graft.transforms.train import build_feature_view_transform, resolve_augment_views
 
@@ -158,7 +165,9 @@ def embed_dataset(
     timings = {"load_backbone": time.perf_counter() - t0}
     t0 = time.perf_counter()
     views = resolve_augment_views(augment_views, len(splits.splits["train"]))
-    embed = functools.partial(model_features, bb.model, pre, spatial=spatial, seed=seed, **embedding)
+    taps = candidate_taps(bb.model) if multi_depth and not spatial else ()
+    widths = tap_widths(bb.model, taps) if taps else []
+    embed = functools.partial(model_features, bb.model, pre, spatial=spatial, taps=taps, seed=seed, **embedding)
 
     def view_transform(view: int) -> Callable | None:
         return None if view == 0 else build_feature_view_transform(pre, view, seed)
@@ -171,7 +180,7 @@ def embed_dataset(
     bad = {f.path for f in failed}
     kept = {name: [r for r in recs if str(r.path) not in bad] for name, recs in splits.splits.items()}
     data = dataclasses.replace(splits, splits=kept, skipped=list(splits.skipped) + failed)
-    return EmbeddedData(bb, data, pre, info, views, train, val, timings)
+    return EmbeddedData(bb, data, pre, info, views, train, val, timings, taps, widths)
 
 
 @dataclass
@@ -196,12 +205,14 @@ def fit_head_stage(
     C: float | None = None,
     class_weight: np.ndarray | None = None,
     seed: int = 0,
+    linear_fit: Any = None,
 ) -> HeadStage:
     """Train the head on cached features and score it on the validation features."""
     t0 = time.perf_counter()
     head, info, history = train_head(
-        spec, train.X, train.y, val.X, val.y, C=C, class_weight=class_weight, seed=seed, groups=train.groups
-    )
+        spec, train.X, train.y, val.X, val.y, C=C, class_weight=class_weight, seed=seed, groups=train.groups,
+        linear_fit=linear_fit,
+    )  # fmt: skip
     seconds = time.perf_counter() - t0
     with torch.no_grad():
         logits = head(torch.from_numpy(val.X)).float()
@@ -258,6 +269,7 @@ def stage_one(
     C: float | None = None,
     dropout: float = 0.2,
     hidden: int = 512,
+    features: str = "auto",
     augment_views: int | str = "auto",
     class_weight: str | None = None,
     val_fraction: float = 0.2,
@@ -300,6 +312,7 @@ def stage_one(
         input_size=input_size,
         crop_pct=crop_pct,
         spatial=head == "flatten",
+        multi_depth=features != "final",
         augment_views=augment_views,
         seed=seed,
         strict=strict,
@@ -311,16 +324,44 @@ def stage_one(
         prog.warn(f"{len(emb.data.skipped)} file(s) skipped; see the run summary")
     if len(emb.train.X) == 0 or len(emb.val.X) == 0:
         raise DataError(f"{data.root}: no usable training or validation images after skipping unreadable files")
-    spec = HeadSpec(head, emb.train.X.shape[1], len(data.classes), dropout, hidden)
     weights_per_class = class_weights_balanced(emb.train.y, len(data.classes)) if class_weight == "balanced" else None
-    st = fit_head_stage(spec, emb.train, emb.val, data.classes, C=C, class_weight=weights_per_class, seed=seed)
+    choice, fits = _choose_features(emb, features, head, len(data.classes), C, weights_per_class, seed)
+    train, val = select_columns(emb.train, choice.columns), select_columns(emb.val, choice.columns)
+    spec = HeadSpec(head, train.X.shape[1], len(data.classes), dropout, hidden)
+    st = fit_head_stage(
+        spec, train, val, data.classes, C=C, class_weight=weights_per_class, seed=seed,
+        linear_fit=fits.get(tuple(choice.columns)) if C is None else None,
+    )  # fmt: skip
+    st.info["features"] = choice.to_dict()
     c_text = f", C={st.info['C']:g}" if "C" in st.info else ""
-    prog.message(f"head ({head}{c_text}): val accuracy {st.metrics['accuracy']:.4f}")
+    f_text = f", multi-depth features (blocks {list(choice.taps)})" if choice.taps else ""
+    prog.message(f"head ({head}{c_text}{f_text}): val accuracy {st.metrics['accuracy']:.4f}")
     t1 = time.perf_counter()
-    ood = fit_ood_stage(spec, emb.train, seed=seed)
-    net = GraftNet(emb.backbone.model, st.head, spatial=spec.spatial, ood=ood.scorer if ood else None).eval()
+    ood = fit_ood_stage(spec, train, seed=seed)
+    net = GraftNet(
+        emb.backbone.model, st.head, spatial=spec.spatial, ood=ood.scorer if ood else None, taps=choice.taps
+    ).eval()
+    emb.backbone_info["feature_taps"] = list(choice.taps)
     timings = {
         "scan": t0 - t_start, **emb.timings, "head": st.seconds, "ood": time.perf_counter() - t1,
         "fit": time.perf_counter() - t_start,
     }  # fmt: skip
     return StageOne(emb.data, emb, st, net, timings, ood_info(ood))
+
+
+def _choose_features(
+    emb: EmbeddedData, mode: str, head: str, n_classes: int, C: float | None, class_weight: Any, seed: int
+) -> tuple[Any, dict[tuple[int, ...], Any]]:
+    """:func:`~graft.training.feature_choice.choose_features` on the training features alone; the CV fits made."""
+    from graft.training.linear_probe import fit_linear_head
+
+    fits: dict[tuple[int, ...], Any] = {}
+
+    def cv_accuracy(columns: list[int]) -> float:
+        X = np.ascontiguousarray(emb.train.X[:, columns])
+        fit = fit_linear_head(X, emb.train.y, n_classes, class_weight=class_weight, seed=seed, groups=emb.train.groups)
+        fits[tuple(columns)] = fit
+        return float(max(fit.cv_scores.values())) if fit.cv_scores else 0.0
+
+    widths = emb.widths or [int(emb.train.X.shape[1])]
+    return choose_features(mode, head, emb.taps, widths, cv_accuracy), fits

@@ -1,0 +1,74 @@
+"""Which features stage 1 uses: the final ones, or multi-depth (final + pooled last block stages).
+
+Decided from the training data alone: the linear head is cross-validated on both column
+sets of the same cached features (one embedding pass computes them all), and the
+multi-depth set is used only where its best cross-validated accuracy beats the final
+features' by at least :data:`MIN_GAIN`. Validation images are never looked at, so the
+validation accuracy reported afterwards stays an honest estimate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from graft.backbones.taps import tap_columns
+from graft.validation import check_choice
+
+__all__ = ["FEATURE_MODES", "MIN_GAIN", "FeatureChoice", "choose_features", "select_columns"]
+
+#: auto: choose by cross-validation; final: the backbone's own pooled features; multi: always multi-depth.
+FEATURE_MODES = ("auto", "final", "multi")
+
+#: Cross-validated accuracy multi-depth must gain to be used (accuracy as a fraction). Half a
+#: point: below that the difference is within the CV noise of a few hundred images, and the
+#: final features are the smaller, better-known model.
+MIN_GAIN = 0.005
+
+
+@dataclass
+class FeatureChoice:
+    """The chosen taps (``()``: final features only) and the evidence behind the choice."""
+
+    taps: tuple[int, ...]
+    columns: list[int]
+    cv_accuracy: dict[str, float]
+    mode: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "taps": list(self.taps), "cv_accuracy": self.cv_accuracy}
+
+
+def select_columns(split: Any, columns: Sequence[int]) -> Any:
+    """A copy of a :class:`~graft.training.stages.SplitFeatures` with only ``columns`` of its features."""
+    if len(columns) == split.X.shape[1]:
+        return split
+    return dataclasses.replace(split, X=np.ascontiguousarray(split.X[:, list(columns)]))
+
+
+def choose_features(
+    mode: str, head: str, taps: Sequence[int], widths: Sequence[int], cv_accuracy: Callable[[list[int]], float]
+) -> FeatureChoice:
+    """Choose the feature columns of features embedded with ``taps`` (widths from :func:`tap_widths`).
+
+    Args:
+        mode: ``auto``, ``final`` or ``multi`` (see :data:`FEATURE_MODES`).
+        head: the head type; only the linear head is cross-validated, so ``auto`` means
+            ``final`` for the others.
+        cv_accuracy: best cross-validated accuracy of the head on the given training columns.
+    """
+    check_choice("features", mode, FEATURE_MODES, "Classifier")
+    taps = tuple(int(t) for t in taps)
+    final = tap_columns(widths, taps, ()) if taps else list(range(int(sum(widths))))
+    if not taps or mode == "final" or (mode == "auto" and head != "linear"):
+        return FeatureChoice((), final, {}, mode)
+    multi = list(range(int(sum(widths))))
+    if mode == "multi":
+        return FeatureChoice(taps, multi, {}, mode)
+    scores = {"final": cv_accuracy(final), "multi": cv_accuracy(multi)}
+    if scores["multi"] >= scores["final"] + MIN_GAIN:
+        return FeatureChoice(taps, multi, scores, mode)
+    return FeatureChoice((), final, scores, mode)
