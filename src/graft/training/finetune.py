@@ -28,6 +28,7 @@ from graft.data.records import SkippedFile
 from graft.features.embedder import ImageArrayDataset, collate_skip_failed, make_loader
 from graft.progress import NullProgress, Progress, Task
 from graft.training.callbacks import Checkpointer, EarlyStopping
+from graft.training.ddp import DataParallel
 from graft.training.loop import _lr_factor, evaluate, train_one_epoch
 from graft.training.policy import FineTunePolicy
 
@@ -121,13 +122,19 @@ def train_network(
     start_epoch = _start(
         net, backbone, optimizer, policy, config, result, stopper, ckpt if resume else None, progress, stage
     )
-    train_loader, val_loader = _loaders(
-        train_paths, val_paths, train_transform, eval_transform, config, num_workers, device, seed
-    )
+    ddp = DataParallel.from_env(config.batch_size, device, seed)  # None in a single process
+    if ddp is None:
+        train_loader, val_loader = _loaders(
+            train_paths, val_paths, train_transform, eval_transform, config, num_workers, device, seed
+        )
+    else:
+        train_loader, val_loader = ddp.loaders(train_paths, val_paths, train_transform, eval_transform, num_workers)
     failed_paths: dict[str, str] = {}
     fit_epoch = _epoch_fn(
-        net, train_loader, train_labels, train_paths, optimizer, config, device, precision, class_weight, failed_paths
-    )
+        net if ddp is None else ddp.wrap(net, train_bn=policy.train_bn),
+        train_loader, train_labels, train_paths, optimizer, config, device, precision, class_weight, failed_paths,
+    )  # fmt: skip
+    fit_epoch = fit_epoch if ddp is None else ddp.epoch_fn(fit_epoch)
     for epoch in range(start_epoch, config.epochs + 1):
         e0 = time.perf_counter()
         policy.train_mode(net, backbone)
@@ -135,6 +142,8 @@ def train_network(
         stats = fit_epoch(epoch, task)
         task.close()
         val_loss, val_acc = evaluate(net, val_loader, val_labels, device, precision)
+        if ddp is not None:
+            val_loss, val_acc = ddp.reduce_eval(val_loss, val_acc)
         rec = {
             "stage": stage,
             "epoch": epoch,
@@ -145,7 +154,9 @@ def train_network(
             "seconds": time.perf_counter() - e0,
             "best": False,
         }
-        if _end_epoch(rec, net, optimizer, policy, config, result, stopper, ckpt, progress, on_epoch):
+        writer = ckpt if ddp is None or ddp.writes else None  # checkpoints: rank 0 only
+        stop = _end_epoch(rec, net, optimizer, policy, config, result, stopper, writer, progress, on_epoch)
+        if stop if ddp is None else ddp.agree(stop):
             break
     stopper.restore(net)
     net.eval()

@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from torch import nn
 
+from graft import distributed
 from graft.metrics import compute_metrics
 from graft.progress import NullProgress, Progress
 from graft.training.finetune import FineTuneConfig, FitResult, train_network
@@ -95,7 +96,7 @@ def fine_tune_stage(
         seed=seed,
         progress=prog,
     )
-    probs = score(net)
+    probs = distributed.on_rank_zero(score, net)  # scored once; every rank then takes the same keep/rollback
     metrics = compute_metrics(np.asarray(val[1]), probs, list(data.classes))
     embedding = {"device": device, "precision": precision, "num_workers": num_workers}
     return _keep_or_roll_back(
@@ -141,8 +142,12 @@ def _refit_ood(
 
     task = progress.task("OOD statistics (fine-tuned features)", total=len(paths))
     spatial = bool(getattr(net, "spatial", False))
-    fs = model_features(net.backbone, preprocessing, paths, spatial=spatial, progress=task.advance, **embedding)
+    shard = distributed.is_distributed()  # each process embeds its share
+    fs = model_features(
+        net.backbone, preprocessing, paths, spatial=spatial, progress=task.advance, shard=shard, **embedding
+    )
     task.close()
     feats = SplitFeatures(fs.X, y[fs.ok], fs.ok, [paths[i] for i in fs.ok])
     head: Any = net.head
-    return fit_ood_stage(HeadSpec("linear", fs.X.shape[1], int(head[-1].out_features)), feats, seed=seed)
+    spec = HeadSpec("linear", fs.X.shape[1], int(head[-1].out_features))
+    return distributed.on_rank_zero(fit_ood_stage, spec, feats, seed=seed)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from graft import distributed
 from graft.data.records import ImageRecord, SkippedFile
 from graft.exceptions import DataError
 from graft.features.extract import FeatureSet
@@ -34,6 +35,7 @@ __all__ = [  # stage 2: graft.training.stage_two
     "stage_one",
     "scan_splits",
     "embed_dataset",
+    "load_backbone",
     "embed_split",
     "fit_head_stage",
 ]
@@ -121,6 +123,26 @@ class EmbeddedData:
     timings: dict[str, float]
 
 
+def load_backbone(
+    splits: Any,
+    backbone: str,
+    *,
+    weights: Any = None,
+    input_size: int | str | None = "auto",
+    crop_pct: float | None = None,
+) -> tuple[Any, Preprocessing, dict[str, Any]]:
+    """The pretrained backbone, the embedding preprocessing chosen for ``splits``' training images, and its info."""
+    from graft.backbones import create_backbone, feature_preprocessing
+
+    bb = create_backbone(backbone, weights=weights)
+    sides = [min(r.width, r.height) for r in splits.splits["train"] if r.width and r.height]
+    pre = feature_preprocessing(
+        bb.model, bb.preprocessing, input_size, crop_pct, image_short_side=float(np.median(sides)) if sides else None
+    )
+    info = {**bb.to_dict(), "preprocessing": pre.to_dict(), "native_preprocessing": bb.preprocessing.to_dict()}
+    return bb, pre, info
+
+
 def embed_dataset(
     splits: Any,
     backbone: str,
@@ -144,21 +166,17 @@ def embed_dataset(
     """
     import functools
 
-    from graft.backbones import create_backbone, feature_preprocessing
     from graft.features.extract import model_features
     from graft.transforms.train import build_feature_view_transform, resolve_augment_views
 
     t0 = time.perf_counter()
-    bb = create_backbone(backbone, weights=weights)
-    sides = [min(r.width, r.height) for r in splits.splits["train"] if r.width and r.height]
-    pre = feature_preprocessing(
-        bb.model, bb.preprocessing, input_size, crop_pct, image_short_side=float(np.median(sides)) if sides else None
-    )
-    info = {**bb.to_dict(), "preprocessing": pre.to_dict(), "native_preprocessing": bb.preprocessing.to_dict()}
+    bb, pre, info = load_backbone(splits, backbone, weights=weights, input_size=input_size, crop_pct=crop_pct)
     timings = {"load_backbone": time.perf_counter() - t0}
     t0 = time.perf_counter()
     views = resolve_augment_views(augment_views, len(splits.splits["train"]))
-    embed = functools.partial(model_features, bb.model, pre, spatial=spatial, seed=seed, **embedding)
+    # In a job of several processes each embeds its share of the files (graft.features.sharded).
+    shard = distributed.is_distributed()
+    embed = functools.partial(model_features, bb.model, pre, spatial=spatial, seed=seed, shard=shard, **embedding)
 
     def view_transform(view: int) -> Callable | None:
         return None if view == 0 else build_feature_view_transform(pre, view, seed)
@@ -313,11 +331,14 @@ def stage_one(
         raise DataError(f"{data.root}: no usable training or validation images after skipping unreadable files")
     spec = HeadSpec(head, emb.train.X.shape[1], len(data.classes), dropout, hidden)
     weights_per_class = class_weights_balanced(emb.train.y, len(data.classes)) if class_weight == "balanced" else None
-    st = fit_head_stage(spec, emb.train, emb.val, data.classes, C=C, class_weight=weights_per_class, seed=seed)
+    # Fitted once, on rank 0, and handed to the other processes of a job (a no-op alone).
+    st = distributed.on_rank_zero(
+        fit_head_stage, spec, emb.train, emb.val, data.classes, C=C, class_weight=weights_per_class, seed=seed
+    )
     c_text = f", C={st.info['C']:g}" if "C" in st.info else ""
     prog.message(f"head ({head}{c_text}): val accuracy {st.metrics['accuracy']:.4f}")
     t1 = time.perf_counter()
-    ood = fit_ood_stage(spec, emb.train, seed=seed)
+    ood = distributed.on_rank_zero(fit_ood_stage, spec, emb.train, seed=seed)
     net = GraftNet(emb.backbone.model, st.head, spatial=spec.spatial, ood=ood.scorer if ood else None).eval()
     timings = {
         "scan": t0 - t_start, **emb.timings, "head": st.seconds, "ood": time.perf_counter() - t1,
