@@ -11,7 +11,7 @@ from rich.text import Text
 
 from graft.cli._common import console, launch_if_asked, make_progress, process_seconds
 
-_RESUME_HINT = "The run folder is kept: continue it with graft train --resume RUN_DIR"
+_RESUME_HINT = "The run folder is kept: continue it with graft train --resume {out}"
 
 
 class HeadType(str, Enum):
@@ -117,7 +117,8 @@ def train(
     if resume is None and data_dir is not None and out is None:
         out = default_run_dir(data_dir)
     pinned = ["--out", str(out)] if out is not None and resume is None else []  # one folder for every rank
-    if launch_if_asked(devices, nnodes, node_rank, rdzv_endpoint, device=device, extra=pinned, hint=_RESUME_HINT):
+    hint = _RESUME_HINT.format(out=resume or out)
+    if launch_if_asked(devices, nnodes, node_rank, rdzv_endpoint, device=device, extra=pinned, hint=hint):
         return
     out = distributed.broadcast_object(out)  # torchrun by hand: rank 0's default folder
     if resume is not None:
