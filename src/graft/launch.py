@@ -26,6 +26,7 @@ from graft.validation import invalid_parameter
 __all__ = [
     "LAUNCH_OPTIONS",
     "failure_line",
+    "first_failure",
     "in_worker",
     "is_peer_failure",
     "launch",
@@ -112,36 +113,49 @@ def launch(
     try:
         torchrun.run(args)
     except ChildFailedError as e:
-        raise DistributedError(failure_line(e.failures) + (f". {hint}" if hint else "")) from None
+        _rank, first = first_failure(e.failures)
+        input_error = first.exitcode in (2, 3)  # graft's "fix the input" codes: resuming would not help
+        err = DistributedError(failure_line(e.failures) + (f". {hint}" if hint and not input_error else ""))
+        err.exit_code = first.exitcode if first.exitcode > 0 else 1
+        raise err from None
     finally:
         os.environ.pop(LAUNCHED_ENV, None)
 
 
-def failure_line(failures: dict[int, Any]) -> str:
-    """One line for torchrun's failures: the rank that failed first for a reason of its own, and why.
+def _message(f: Any) -> str:
+    m = f.message
+    return str(m.get("message", "") if isinstance(m, dict) else m or "")
+
+
+def first_failure(failures: dict[int, Any]) -> tuple[int, Any]:
+    """(rank, failure) of the cause among torchrun's failures: the lowest rank that failed for a reason of its own.
 
     A rank the agent stopped (SIGTERM) or one that only lost its peers is a consequence;
-    the cause is a rank killed by another signal, or one that recorded an error.
+    the cause is, first, a rank killed by another signal, then one that recorded an error,
+    then one that merely exited non-zero.
     """
 
-    def message(f: Any) -> str:
-        m = f.message
-        return str(m.get("message", "") if isinstance(m, dict) else m or "")
-
-    def weight(item: tuple[int, Any]) -> tuple[int, int, int]:
+    def weight(item: tuple[int, Any]) -> tuple[int, int]:
         r, f = item
-        consequence = f.exitcode == -signal.SIGTERM or "lost contact" in message(f)
-        return (1 if consequence else 0, int(getattr(f, "timestamp", 0) or 0), r)
+        text = _message(f)
+        if f.exitcode == -signal.SIGTERM or "lost contact" in text:
+            return (3, r)
+        if f.exitcode < 0:
+            return (0, r)
+        return (1 if text and not text.startswith("To enable traceback") else 2, r)
 
-    rank, f = min(failures.items(), key=weight)
+    return min(failures.items(), key=weight)
+
+
+def failure_line(failures: dict[int, Any]) -> str:
+    """One line for torchrun's failures: the rank that caused them (:func:`first_failure`) and why."""
+    rank, f = first_failure(failures)
     if f.exitcode < 0:
         cause = f"killed by {f.signal_name()} (pid {f.pid})"
     else:
-        text = message(f)
+        text = _message(f)
         cause = text if text and not text.startswith("To enable traceback") else f"exited with code {f.exitcode}"
-    others = len(failures) - 1
-    rest = f"; the other processes were stopped ({others} more reported)" if others else "; the others were stopped"
-    return f"rank {rank} failed: {cause}{rest}"
+    return f"rank {rank} failed: {cause}; the other processes were stopped"
 
 
 def record_worker_error(e: BaseException) -> None:
