@@ -23,6 +23,7 @@ in a single process it gets None and nothing changes. In a job of N processes:
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any, Callable, Sequence
 
 import torch
@@ -101,6 +102,9 @@ class DataParallel:
         # Rank 0's weights and buffers are copied to every rank when wrapping, whatever the flag.
         sync = "forward_sync_buffers" if "forward_sync_buffers" in _DDP_ARGS else "broadcast_buffers"
         kwargs: dict[str, Any] = {sync: train_bn}
+        # Depthwise kernels (C, 1, k, k) get gradients whose stride on the size-1 dim differs from
+        # DDP's bucket view: the same memory layout, reported by a warning in every process.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         return DistributedDataParallel(net, device_ids=ids, **kwargs)
 
     def epoch_fn(self, fit_epoch: Callable[[int, Task], dict[str, float]]) -> Callable[[int, Task], dict[str, float]]:
