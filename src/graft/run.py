@@ -25,6 +25,7 @@ from graft.classifier import Classifier
 from graft.config import cpu_info
 from graft.exceptions import DataError
 from graft.progress import NullProgress, Progress
+from graft.validation import invalid_parameter
 
 __all__ = ["RunOptions", "check_run_dir", "train_run", "resume_run", "run_demo", "hardware_info"]
 
@@ -137,6 +138,11 @@ def train_run(
     # In a job of several processes (torchrun, ``--devices N``) every rank trains, rank 0 alone
     # writes and reports: the run folder is written once.
     distributed.init(clf.device)
+    if opts.fine_tune and opts.ft_batch_size % distributed.world_size():  # before stage 1, not after it
+        raise invalid_parameter(
+            "ft_batch_size", "train_run", f"a multiple of the {distributed.world_size()} processes (the global batch)",
+            opts.ft_batch_size,
+        )  # fmt: skip
     main = distributed.is_main()
     progress = (progress or NullProgress()) if main else NullProgress()
     if not opts.resume:

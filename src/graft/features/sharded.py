@@ -50,6 +50,7 @@ def fill_cache_shards(
     mine = distributed.shard(list(todo))
     bad: list[tuple[int, str]] = []
     if mine:
+        embedder.engine(len(todo))  # the runtime one process would pick for the whole job, not for a share
 
         def write(ids: np.ndarray, feats: np.ndarray) -> None:
             cache.add([str(keys[mine[j]]) for j in ids], feats)
@@ -74,6 +75,8 @@ def embed_shards(
 ) -> tuple[np.ndarray, np.ndarray, list[SkippedFile], int]:
     """No cache: embed this rank's share of ``paths``, all-gather the rows; (X, ok, failed, n_embedded) in input order."""
     mine = list(range(len(paths)))[distributed.rank() :: distributed.world_size()]
+    if mine:
+        embedder.engine(len(paths))  # the runtime one process would pick for the whole job
     res = embedder.embed_paths([paths[i] for i in mine], transform=transform, progress=_scaled(progress))
     part = (res.features, np.asarray([mine[j] for j in res.ok_indices], dtype=np.int64), res.failed)
     parts = distributed.all_gather_object(part)

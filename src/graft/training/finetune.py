@@ -123,12 +123,9 @@ def train_network(
         net, backbone, optimizer, policy, config, result, stopper, ckpt if resume else None, progress, stage
     )
     ddp = DataParallel.from_env(config.batch_size, device, seed)  # None in a single process
-    if ddp is None:
-        train_loader, val_loader = _loaders(
-            train_paths, val_paths, train_transform, eval_transform, config, num_workers, device, seed
-        )
-    else:
-        train_loader, val_loader = ddp.loaders(train_paths, val_paths, train_transform, eval_transform, num_workers)
+    train_loader, val_loader = _loaders(
+        train_paths, val_paths, train_transform, eval_transform, config, num_workers, device, seed, ddp
+    )
     failed_paths: dict[str, str] = {}
     fit_epoch = _epoch_fn(
         net if ddp is None else ddp.wrap(net, train_bn=policy.train_bn),
@@ -142,8 +139,7 @@ def train_network(
         stats = fit_epoch(epoch, task)
         task.close()
         val_loss, val_acc = evaluate(net, val_loader, val_labels, device, precision)
-        if ddp is not None:
-            val_loss, val_acc = ddp.reduce_eval(val_loss, val_acc)
+        val_loss, val_acc = (val_loss, val_acc) if ddp is None else ddp.reduce_eval(val_loss, val_acc)
         rec = {
             "stage": stage,
             "epoch": epoch,
@@ -217,8 +213,11 @@ def _loaders(
     num_workers: int,
     device: str,
     seed: int,
+    ddp: DataParallel | None = None,
 ) -> tuple[DataLoader, DataLoader]:
-    """Shuffled (seeded) training loader and a plain validation loader at twice the batch size."""
+    """Shuffled (seeded) training loader and a plain validation loader at twice the batch size (DDP: this rank's)."""
+    if ddp is not None:
+        return ddp.loaders(train_paths, val_paths, train_transform, eval_transform, num_workers)
     train_ds = ImageArrayDataset(train_paths, train_transform)
     g = torch.Generator().manual_seed(seed)
     train_loader = make_loader(
