@@ -11,7 +11,10 @@ in a child process; the figures are graft's own timings from ``metrics.json`` an
 time until every rank's share is merged) and the fine-tuning epoch (train step +
 validation, DDP with the same global batch).
 
-    python bench/scale.py [--images 320] [--backbone efficientnet_lite0] [--root /tmp/graft-bench-scale]
+    python bench/scale.py [--images 320] [--processes 1 1t1 2] [--root /tmp/graft-bench-scale]
+
+``1t1`` is one process with one thread (``OMP_NUM_THREADS=1``): on a 2-core machine it
+separates what a second process adds from what leaving OpenMP a single thread does.
 """
 
 from __future__ import annotations
@@ -50,9 +53,11 @@ def make_images(root: Path, n: int) -> Path:
     return out
 
 
-def graft(args: list[object], home: Path) -> float:
-    """Run ``python -m graft ARGS`` with GRAFT_HOME=home; wall seconds (raises on failure)."""
+def graft(args: list[object], home: Path, threads: int | None = None) -> float:
+    """Run ``python -m graft ARGS`` with GRAFT_HOME=home (and OMP_NUM_THREADS=threads); wall seconds."""
     env = {**os.environ, "GRAFT_HOME": str(home), "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     t = time.perf_counter()
     res = subprocess.run([sys.executable, "-m", "graft", *map(str, args)], env=env, capture_output=True, text=True)
     if res.returncode:
@@ -64,27 +69,30 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=320)
     ap.add_argument("--backbone", default="efficientnet_lite0")
-    ap.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--processes", nargs="+", default=["1", "1t1", "2"], help="N, or NtK: N processes of K threads")
     ap.add_argument("--root", type=Path, default=Path("/tmp/graft-bench-scale"))
     a = ap.parse_args()
     data, home = make_images(a.root, a.images), a.root / "home"
     common = ["--backbone", a.backbone, "--input-size", "native", "--augment-views", "0", "--no-report", "-q"]
     graft(["embed", data, "--out", a.root / "warmup.npz", "--backbone", a.backbone, "--input-size", "native"], home)
     rows = []
-    for n in a.processes:
+    for label in a.processes:
+        n, _, k = label.partition("t")
         shutil.rmtree(home / "features", ignore_errors=True)  # cold feature cache; the ONNX export stays
-        run = a.root / f"run-{n}"
+        run = a.root / f"run-{label}"
         shutil.rmtree(run, ignore_errors=True)
-        wall = graft(["train", data, "--out", run, "--fine-tune", "--epochs", 1, "--devices", n, *common], home)
+        args = ["train", data, "--out", run, "--fine-tune", "--epochs", 1, "--devices", n, *common]
+        wall = graft(args, home, threads=int(k) if k else None)
         m = json.loads((run / "metrics.json").read_text())
         epoch = json.loads((run / "history.json").read_text())["fine_tune"][0]
         n_train, n_val = (
             sum(c.values()) if isinstance(c, dict) else int(c) for c in map(m["counts"].get, ("train", "val"))
         )
         emb_s, ft_s = m["timings"]["embed"], epoch["seconds"]
-        rows.append([n, f"{(n_train + n_val) / emb_s:.1f}", f"{emb_s:.1f}", f"{n_train / ft_s:.1f}", f"{ft_s:.1f}",
+        rows.append([label.replace("t", " x ") + (" threads" if k else ""), f"{(n_train + n_val) / emb_s:.1f}", f"{emb_s:.1f}", f"{n_train / ft_s:.1f}", f"{ft_s:.1f}",
                      f"{m['val_accuracy']:.3f}", f"{wall:.0f}"])  # fmt: skip
-    base_e, base_f = float(rows[0][1]), float(rows[0][3])
+    base = next((r for r in rows if r[0] == "1"), rows[0])  # "vs 1": against one process, whatever the order
+    base_e, base_f = float(base[1]), float(base[3])
     for r in rows:
         r.insert(2, f"{float(r[1]) / base_e:.2f}x")
         r.insert(5, f"{float(r[4]) / base_f:.2f}x")
