@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 import graft
-from conftest import TINY_BACKBONE, make_synthetic_dataset
+from conftest import TINY_BACKBONE, make_synthetic_dataset, run_cli
 from graft.launch import failure_line, strip_launch_options, torchrun_args
 
 pytestmark = pytest.mark.distributed
@@ -73,6 +73,13 @@ def test_failure_line_names_the_killed_rank_not_the_stopped_one() -> None:
     assert line.startswith("rank 1 failed: data/ is empty") and "\n" not in line
     line = failure_line({0: F(1, "To enable traceback see: ..."), 1: F(-signal.SIGSEGV)})
     assert line.startswith("rank 1 failed: killed by SIGSEGV")
+
+
+def test_embed_refuses_an_unknown_output_format(
+    tmp_path: Path, data: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _out, err = run_cli(["embed", data, "--out", tmp_path / "f.csv", *_tiny(tiny_weights)], capsys)
+    assert code == 2 and ".npz or .parquet" in err and not (tmp_path / "f.csv").exists()
 
 
 def test_sharded_embedding_equals_single_process(tmp_path: Path, data: Path, tiny_weights: Path) -> None:

@@ -9,6 +9,7 @@ features, path, label and split: ``.npz`` (numpy) or ``.parquet`` (with pyarrow)
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,8 @@ def embed_folder(
     suffix = Path(out).suffix.lower()
     if suffix not in FEATURE_FORMATS:
         raise invalid_parameter("out", "graft embed", "a file ending in .npz or .parquet", str(out))
+    if suffix == ".parquet" and importlib.util.find_spec("pyarrow") is None:  # say so before embedding, not after
+        raise DataError(f"--out {out}: writing parquet needs pyarrow (pip install pyarrow); or write .npz")
     dev = resolve_device(device)
     distributed.init(dev)
     prog = (progress or NullProgress()) if distributed.is_main() else NullProgress()
