@@ -71,6 +71,8 @@ def test_failure_line_names_the_killed_rank_not_the_stopped_one() -> None:
     assert line.startswith("rank 1 failed: killed by SIGKILL")
     line = failure_line({0: F(2, "lost contact with another process (x)"), 1: F(2, "data/ is empty")})
     assert line.startswith("rank 1 failed: data/ is empty") and "\n" not in line
+    line = failure_line({0: F(2, "lost contact with another process (timed out)"), 1: F(-signal.SIGKILL)})
+    assert line.startswith("rank 1 failed: stopped answering")
     line = failure_line({0: F(1, "To enable traceback see: ..."), 1: F(-signal.SIGSEGV)})
     assert line.startswith("rank 1 failed: killed by SIGSEGV")
 

@@ -150,7 +150,11 @@ def first_failure(failures: dict[int, Any]) -> tuple[int, Any]:
 def failure_line(failures: dict[int, Any]) -> str:
     """One line for torchrun's failures: the rank that caused them (:func:`first_failure`) and why."""
     rank, f = first_failure(failures)
-    if f.exitcode < 0:
+    msgs = [_message(g).lower() for r, g in failures.items() if r != rank]
+    peers_timed_out = any("lost contact" in m and ("timed out" in m or "timeout" in m) for m in msgs)
+    if f.exitcode == -signal.SIGKILL and peers_timed_out:  # the agent's kill of a rank that had stopped answering
+        cause = f"stopped answering (the others' collectives timed out), then killed by SIGKILL (pid {f.pid})"
+    elif f.exitcode < 0:
         cause = f"killed by {f.signal_name()} (pid {f.pid})"
     else:
         text = _message(f)
