@@ -28,6 +28,7 @@ __all__ = [
     "ModelFileError",
     "ExportError",
     "WorkerTimeoutError",
+    "DistributedError",
 ]
 
 
@@ -99,3 +100,7 @@ class WorkerTimeoutError(GraftError, RuntimeError):
 
 class ExportError(GraftError, RuntimeError):
     """Export failed, or the exported model does not match the PyTorch model."""
+
+
+class DistributedError(GraftError, RuntimeError):
+    """A process of a multi-process job (``--devices N``, torchrun) failed, or lost its peers."""

@@ -18,12 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from graft import distributed
 from graft.artifact.run_folder import RunFolder
 from graft.artifact.spec import runtime_versions
 from graft.classifier import Classifier
 from graft.config import cpu_info
 from graft.exceptions import DataError
 from graft.progress import NullProgress, Progress
+from graft.validation import invalid_parameter
 
 __all__ = ["RunOptions", "check_run_dir", "train_run", "resume_run", "run_demo", "hardware_info"]
 
@@ -133,23 +135,43 @@ def train_run(
         The content of ``metrics.json``.
     """
     opts = options or RunOptions()
-    progress = progress or NullProgress()
+    # In a job of several processes (torchrun, ``--devices N``) every rank trains, rank 0 alone
+    # writes and reports: the run folder is written once.
+    distributed.init(clf.device)
+    if opts.fine_tune and opts.ft_batch_size % distributed.world_size():  # before stage 1, not after it
+        raise invalid_parameter(
+            "ft_batch_size", "train_run", f"a multiple of the {distributed.world_size()} processes (the global batch)",
+            opts.ft_batch_size,
+        )  # fmt: skip
+    main = distributed.is_main()
+    progress = (progress or NullProgress()) if main else NullProgress()
     if not opts.resume:
-        check_run_dir(out, data_dir, overwrite=overwrite)
+        distributed.on_rank_zero(check_run_dir, out, data_dir, overwrite=overwrite)
     run = RunFolder(out)
     # ``started`` lets the CLI count interpreter start-up and imports too.
     t_start = time.perf_counter() if started is None else started
-    _run_record(run, Path(data_dir), clf, opts, argv, "running")
+    record = _run_record if main else lambda *_a, **_k: None
+    record(run, Path(data_dir), clf, opts, argv, "running", processes=distributed.world_size())
     clf.progress = progress
     try:
         stages = _train_stages(clf, data_dir, run, opts, progress)
-        clf.save(run.model_dir)
+        if main:
+            clf.save(run.model_dir)
     except BaseException:
-        _run_record(run, Path(data_dir), clf, opts, argv, "failed")
+        record(run, Path(data_dir), clf, opts, argv, "failed", processes=distributed.world_size())
         raise
+    return distributed.on_rank_zero(_finish, run, clf, stages, opts, Path(data_dir), argv, progress, t_start)
+
+
+def _finish(
+    run: RunFolder, clf: Classifier, stages: dict[str, Any], opts: RunOptions, data_dir: Path,
+    argv: list[str] | None, progress: Progress, t_start: float,
+) -> dict[str, Any]:  # fmt: skip
+    """Write the outputs, score the test split, mark the run done (rank 0): metrics.json's content."""
     metrics = _write_outputs(run, clf, stages)
     metrics.update(_test_split(clf, progress))
-    _run_record(run, Path(data_dir), clf, opts, argv, "done", device=clf.device_, timings=clf.timings_)
+    extra = {"device": clf.device_, "timings": clf.timings_, "processes": distributed.world_size()}
+    _run_record(run, data_dir, clf, opts, argv, "done", **extra)
     metrics["train_seconds"] = time.perf_counter() - t_start
     run.write(RunFolder.METRICS, metrics)
     return metrics

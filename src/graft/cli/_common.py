@@ -19,7 +19,23 @@ from rich.progress import (
 )
 from rich.text import Text
 
-__all__ = ["console", "err_console", "RichProgress", "QuietProgress", "make_progress", "process_seconds"]
+__all__ = [
+    "console", "err_console", "RichProgress", "QuietProgress", "SilentProgress", "make_progress",
+    "process_seconds", "set_argv", "command_argv",
+]  # fmt: skip
+
+_ARGV: list[str] = []
+
+
+def set_argv(argv: list[str]) -> None:
+    """Remember the command line ``main`` ran (``--devices N`` re-runs it in each process)."""
+    _ARGV[:] = [str(a) for a in argv]
+
+
+def command_argv() -> list[str]:
+    """The arguments of this ``graft`` invocation (without the program name)."""
+    return list(_ARGV)
+
 
 # No rich markup anywhere: file and class names like "IMG_001 [edited].jpg" or "[/]" print as
 # they are. Styles are applied with rich.text.Text where wanted.
@@ -123,5 +139,38 @@ class QuietProgress:
         print(f"warning: {text}", file=sys.stderr)
 
 
+class SilentProgress(QuietProgress):
+    """The other processes of a multi-process job: rank 0 shows bars, messages and warnings for all."""
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+
+
 def make_progress(quiet: bool) -> RichProgress | QuietProgress:
+    from graft import distributed
+
+    if not distributed.is_main():
+        return SilentProgress()
     return QuietProgress() if quiet else RichProgress()
+
+
+def launch_if_asked(
+    devices: int, nnodes: int, node_rank: int, rdzv_endpoint: str | None, *, device: str = "auto",
+    extra: list[str] | None = None, hint: str = "",
+) -> bool:  # fmt: skip
+    """``--devices N`` (or ``--nnodes``): re-run this command as N processes through torchrun; True if it did.
+
+    Inside a process torchrun started, join the process group instead and return False
+    (the command then runs as one rank of the job).
+    """
+    from graft import distributed
+    from graft.launch import in_worker, launch, strip_launch_options
+
+    if in_worker():
+        distributed.init(device)
+        return False
+    if devices == 1 and nnodes == 1:
+        return False
+    argv = strip_launch_options(command_argv()) + list(extra or [])
+    launch(argv, devices=devices, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint, hint=hint)
+    return True

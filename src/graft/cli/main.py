@@ -16,6 +16,7 @@ from graft.cli import backbones as _backbones
 from graft.cli import curve as _curve
 from graft.cli import demo as _demo
 from graft.cli import doctor as _doctor
+from graft.cli import embed as _embed
 from graft.cli import evaluate as _evaluate
 from graft.cli import explain as _explain
 from graft.cli import export as _export
@@ -33,6 +34,7 @@ app = typer.Typer(
 )
 
 app.command("train")(_train.train)
+app.command("embed")(_embed.embed)
 app.command("evaluate")(_evaluate.evaluate)
 app.command("predict")(_predict.predict)
 app.command("backbones")(_backbones.backbones)
@@ -66,19 +68,61 @@ def _click_errors() -> tuple[tuple[type[Exception], ...], tuple[type[BaseExcepti
     return tuple(usage), tuple(aborts)
 
 
+def _run_app(argv: list[str] | None) -> object:
+    """The command; in a process of a multi-process job, a broken collective becomes one :class:`DistributedError`."""
+    from graft.exceptions import DistributedError
+    from graft.launch import is_peer_failure
+
+    try:
+        return app(args=argv, standalone_mode=False)
+    except RuntimeError as e:
+        if not is_peer_failure(e):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DistributedError(f"lost contact with another process ({first[:200]})") from None
+
+
+def _is_main() -> bool:
+    from graft import distributed
+
+    return distributed.is_main()
+
+
+def _worker_error(e: Exception) -> bool:
+    """Record a worker's error for the launcher; True where this process should print it itself.
+
+    Under ``--devices N`` the launcher prints the one line (naming the rank); under torchrun by
+    hand each rank that fails prints its own line, prefixed with its rank.
+    """
+    import os
+
+    from graft import distributed
+    from graft.launch import LAUNCHED_ENV, in_worker, record_worker_error
+
+    if not in_worker():
+        return True
+    record_worker_error(e)
+    if os.environ.get(LAUNCHED_ENV):
+        return False
+    e.args = (f"rank {distributed.rank()}: {e}",)
+    return True
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``graft`` console script."""
     from rich.text import Text
 
-    from graft.cli._common import err_console
+    from graft.cli._common import err_console, set_argv
     from graft.exceptions import GraftError
 
     usage_errors, aborts = _click_errors()
+    set_argv(sys.argv[1:] if argv is None else argv)
     try:
-        rv = app(args=argv, standalone_mode=False)
+        rv = _run_app(argv)
     except GraftError as e:
         # graft's own errors are one line; anything else is a bug and keeps its traceback.
-        err_console.print(Text("error: ", style="red") + Text(str(e)), highlight=False, soft_wrap=True)
+        if _worker_error(e):
+            err_console.print(Text("error: ", style="red") + Text(str(e)), highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except usage_errors as e:
         e.show()  # type: ignore[attr-defined]
@@ -87,7 +131,8 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print("aborted")
         sys.exit(130)
     except KeyboardInterrupt:
-        err_console.print("interrupted (fine-tuning checkpoints, if any, are kept; use --resume RUN_DIR)")
+        if _is_main():
+            err_console.print("interrupted (fine-tuning checkpoints, if any, are kept; use --resume RUN_DIR)")
         sys.exit(130)
     sys.exit(rv if isinstance(rv, int) else 0)
 

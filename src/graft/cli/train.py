@@ -9,7 +9,9 @@ from pathlib import Path
 import typer
 from rich.text import Text
 
-from graft.cli._common import console, make_progress, process_seconds
+from graft.cli._common import console, launch_if_asked, make_progress, process_seconds
+
+_RESUME_HINT = "The run folder is kept: continue it with graft train --resume {out}"
 
 
 class HeadType(str, Enum):
@@ -108,15 +110,28 @@ def train(
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow --out to be a folder that already holds files."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary."),
+    ft_batch_size: int = typer.Option(32, help="Fine-tuning batch size: the global batch, split over --devices."),
+    devices: int = typer.Option(1, help="Processes on this machine (torchrun; gloo on CPU, NCCL on GPUs)."),
+    nnodes: int = typer.Option(1, help="Machines in a multi-machine job (each runs the same command)."),
+    node_rank: int = typer.Option(0, help="This machine's number, 0 to --nnodes - 1."),
+    rdzv_endpoint: str | None = typer.Option(None, help="HOST:PORT of machine 0 (torchrun rendezvous)."),
 ) -> None:
     """Train a classifier on DATA_DIR and write RUN_DIR (model/, metrics.json, report.html)."""
     import sys
 
+    from graft import distributed
     from graft.classifier import Classifier
     from graft.exceptions import DataError
     from graft.run import RunOptions, resume_run, train_run
 
     started = time.perf_counter() - process_seconds()
+    if resume is None and data_dir is not None and out is None:
+        out = default_run_dir(data_dir)
+    pinned = ["--out", str(out)] if out is not None and resume is None else []  # one folder for every rank
+    hint = _RESUME_HINT.format(out=resume or out)
+    if launch_if_asked(devices, nnodes, node_rank, rdzv_endpoint, device=device, extra=pinned, hint=hint):
+        return
+    out = distributed.broadcast_object(out)  # torchrun by hand: rank 0's default folder
     if resume is not None:
         with make_progress(quiet) as prog:
             metrics = resume_run(resume, argv=sys.argv, progress=prog, started=started)
@@ -158,11 +173,14 @@ def train(
             augment=augment.value,
             baseline=baseline.value if baseline else None,
             baseline_epochs=baseline_epochs,
+            ft_batch_size=ft_batch_size,
         )
         with make_progress(quiet) as prog:
             metrics = train_run(
                 data_dir, out, clf, opts, argv=sys.argv, progress=prog, started=started, overwrite=overwrite
             )
+    if not distributed.is_main():
+        return  # rank 0 reports for the job
     if not no_report:
         _write_report(out, quiet)
     if not quiet:

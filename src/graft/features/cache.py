@@ -96,6 +96,10 @@ class FeatureCache:
                 self._index[item["k"]] = int(item["r"])
         self._index_size += end
 
+    def refresh(self) -> None:
+        """Read index lines other processes appended since (the ranks of a sharded embedding)."""
+        self._reload_index()
+
     def __len__(self) -> int:
         return len(self._index)
 

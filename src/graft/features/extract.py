@@ -10,11 +10,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from graft import distributed
 from graft.config import graft_home
 from graft.data.records import SkippedFile
 from graft.features.cache import FeatureCache, embedder_key, file_key
 from graft.features.embedder import Embedder
 from graft.features.fingerprint import FEATURE_PIPELINE_VERSION, fingerprint
+from graft.features.sharded import embed_shards, fill_cache_shards
 from graft.transforms.eval import Preprocessing
 
 __all__ = ["FeatureSet", "extract_features", "model_features", "feature_dim"]
@@ -45,6 +47,7 @@ def extract_features(
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
     progress: Callable[[int], None] | None = None,
+    shard: bool = False,
 ) -> FeatureSet:
     """Embed ``paths`` with ``embedder``, reusing and filling the on-disk cache.
 
@@ -59,10 +62,16 @@ def extract_features(
         cache_dir: root of the feature cache (default ``$GRAFT_HOME/features``).
         use_cache: False embeds everything and writes nothing.
         progress: called with the number of images done (cached ones count at once).
+        shard: in a job of several processes, each embeds its share and every process
+            gets all the features (every process must call this with the same paths;
+            see :mod:`graft.features.sharded`).
     """
-    paths = [str(p) for p in paths]
-    n = len(paths)
+    names: list[str] = [str(p) for p in paths]
+    paths, n = names, len(names)
+    sharded = shard and distributed.is_distributed()
     if not use_cache:
+        if sharded:
+            return FeatureSet(*embed_shards(names, embedder, transform=transform, progress=progress))
         res = embedder.embed_paths(paths, transform=transform, progress=progress)
         return FeatureSet(res.features, res.ok_indices, res.failed, len(res.ok_indices))
 
@@ -80,11 +89,17 @@ def extract_features(
     dim_hint = int(spec.get("dim", 0))
     cache = FeatureCache(root, dim_hint, meta=dict(spec))
     todo = [i for i, k in enumerate(keys) if k is not None and k not in cache]
+    if sharded:  # rank 0's view of what is missing, so the shares cover it exactly
+        todo = distributed.broadcast_object(todo)
     if progress is not None and n - len(todo) - len(failed) > 0:
         progress(n - len(todo) - len(failed))
 
     failed_pos: set[int] = {i for i, k in enumerate(keys) if k is None}
-    if todo:
+    if sharded:
+        fill_cache_shards(
+            paths, todo, keys, cache, embedder, failed, failed_pos, transform=transform, progress=progress
+        )
+    elif todo:
         todo_paths = [paths[i] for i in todo]
 
         def write(ids: np.ndarray, feats: np.ndarray) -> None:
@@ -122,10 +137,12 @@ def model_features(
     use_cache: bool = True,
     progress: Callable[[int], None] | None = None,
     max_pixels: int | None = None,
+    shard: bool = False,
 ) -> FeatureSet:
     """Backbone features of image files, through the on-disk cache keyed by the weights' fingerprint.
 
     ``taps``: block stages whose pooled outputs precede the final features (:mod:`graft.backbones.taps`).
+    ``shard``: in a job of several processes, each embeds its share (see :func:`extract_features`).
     """
     emb = Embedder(
         backbone,
@@ -138,6 +155,8 @@ def model_features(
         taps=taps,
         max_pixels=max_pixels,
     )
+    if shard:  # one precision for all ranks (an auto choice is measured per process): one cache key
+        emb.precision = distributed.broadcast_object(emb.precision)
     spec: dict[str, Any] = {
         "backbone": fingerprint(backbone),
         "preprocessing": preprocessing.to_dict(),
@@ -159,6 +178,7 @@ def model_features(
             cache_dir=cache_dir,
             use_cache=use_cache,
             progress=progress,
+            shard=shard,
         )
     finally:
         emb.close()  # free the runtime session now, not whenever the garbage collector runs

@@ -28,6 +28,7 @@ from graft.data.records import SkippedFile
 from graft.features.embedder import ImageArrayDataset, collate_skip_failed, make_loader
 from graft.progress import NullProgress, Progress, Task
 from graft.training.callbacks import Checkpointer, EarlyStopping
+from graft.training.ddp import DataParallel
 from graft.training.loop import _lr_factor, evaluate, train_one_epoch
 from graft.training.policy import FineTunePolicy
 
@@ -121,13 +122,16 @@ def train_network(
     start_epoch = _start(
         net, backbone, optimizer, policy, config, result, stopper, ckpt if resume else None, progress, stage
     )
+    ddp = DataParallel.from_env(config.batch_size, device, seed)  # None in a single process
     train_loader, val_loader = _loaders(
-        train_paths, val_paths, train_transform, eval_transform, config, num_workers, device, seed
+        train_paths, val_paths, train_transform, eval_transform, config, num_workers, device, seed, ddp
     )
     failed_paths: dict[str, str] = {}
     fit_epoch = _epoch_fn(
-        net, train_loader, train_labels, train_paths, optimizer, config, device, precision, class_weight, failed_paths
-    )
+        net if ddp is None else ddp.wrap(net, train_bn=policy.train_bn),
+        train_loader, train_labels, train_paths, optimizer, config, device, precision, class_weight, failed_paths,
+    )  # fmt: skip
+    fit_epoch = fit_epoch if ddp is None else ddp.epoch_fn(fit_epoch)
     for epoch in range(start_epoch, config.epochs + 1):
         e0 = time.perf_counter()
         policy.train_mode(net, backbone)
@@ -135,6 +139,7 @@ def train_network(
         stats = fit_epoch(epoch, task)
         task.close()
         val_loss, val_acc = evaluate(net, val_loader, val_labels, device, precision)
+        val_loss, val_acc = (val_loss, val_acc) if ddp is None else ddp.reduce_eval(val_loss, val_acc)
         rec = {
             "stage": stage,
             "epoch": epoch,
@@ -145,7 +150,9 @@ def train_network(
             "seconds": time.perf_counter() - e0,
             "best": False,
         }
-        if _end_epoch(rec, net, optimizer, policy, config, result, stopper, ckpt, progress, on_epoch):
+        writer = ckpt if ddp is None or ddp.writes else None  # checkpoints: rank 0 only
+        stop = _end_epoch(rec, net, optimizer, policy, config, result, stopper, writer, progress, on_epoch)
+        if stop if ddp is None else ddp.agree(stop):
             break
     stopper.restore(net)
     net.eval()
@@ -206,8 +213,11 @@ def _loaders(
     num_workers: int,
     device: str,
     seed: int,
+    ddp: DataParallel | None = None,
 ) -> tuple[DataLoader, DataLoader]:
-    """Shuffled (seeded) training loader and a plain validation loader at twice the batch size."""
+    """Shuffled (seeded) training loader and a plain validation loader at twice the batch size (DDP: this rank's)."""
+    if ddp is not None:
+        return ddp.loaders(train_paths, val_paths, train_transform, eval_transform, num_workers)
     train_ds = ImageArrayDataset(train_paths, train_transform)
     g = torch.Generator().manual_seed(seed)
     train_loader = make_loader(

@@ -18,12 +18,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from graft import distributed
 from graft.metrics import compute_metrics, expected_calibration_error
 from graft.progress import NullProgress, Progress
 from graft.training.calibration import fit_temperature
 from graft.training.finetune import FineTuneConfig, FitResult, train_network
 from graft.training.head_fit import class_weights_balanced
 from graft.training.heads import GraftNet, HeadSpec
+from graft.training.ood import OODFit
 from graft.training.policy import FineTunePolicy
 from graft.training.stages import SplitFeatures, fit_ood_stage, ood_info
 from graft.transforms.eval import Preprocessing
@@ -130,7 +132,7 @@ def fine_tune_stage(
         seed=seed,
         progress=prog,
     )
-    probs = score(net)
+    probs = distributed.on_rank_zero(score, net)  # scored once; every rank then takes the same keep/rollback
     metrics = compute_metrics(np.asarray(val[1]), probs, list(data.classes))
     embedding = {"device": device, "precision": precision, "num_workers": num_workers}
     return _keep_or_roll_back(
@@ -199,24 +201,35 @@ def _refit_after_fine_tune(
         return None, None
     task = progress.task("calibration and OOD statistics (fine-tuned features)", total=len(paths))
     spatial = bool(getattr(net, "spatial", False))
+    shard = distributed.is_distributed()  # each process embeds its share
     fs = model_features(
-        net.backbone, preprocessing, paths, spatial=spatial, taps=net.taps, progress=task.advance, **embedding
-    )
+        net.backbone, preprocessing, paths, spatial=spatial, taps=net.taps, progress=task.advance, shard=shard,
+        **embedding,
+    )  # fmt: skip
     task.close()
     head: Any = net.head.eval()
-    t = None
     rows = held[fs.ok]
-    if rows.any():
-        with torch.no_grad():
-            logits = head(torch.from_numpy(fs.X[rows])).double().numpy()
-        t = fit_temperature(logits, y[fs.ok][rows])
+    with torch.no_grad():
+        logits = head(torch.from_numpy(fs.X[rows])).double().numpy() if rows.any() else None
+    feats = SplitFeatures(fs.X, y[fs.ok], fs.ok, [paths[i] for i in fs.ok])
+    spec = HeadSpec("linear", fs.X.shape[1], int(head[-1].out_features))
+    # Fitted once, on rank 0; every process then applies the same temperature and scorer.
+    t, fit = distributed.on_rank_zero(
+        _fit_temperature_and_ood, logits, y[fs.ok][rows], spec, feats if net.ood is not None else None, seed
+    )
+    if t is not None:
         with torch.no_grad():  # logits / t, folded into the last linear layer as stage 1 does
             head[-1].weight.div_(t)
             head[-1].bias.div_(t)
-    ood: dict[str, Any] | None = None
-    if net.ood is not None:
-        feats = SplitFeatures(fs.X, y[fs.ok], fs.ok, [paths[i] for i in fs.ok])
-        fit = fit_ood_stage(HeadSpec("linear", fs.X.shape[1], int(head[-1].out_features)), feats, seed=seed)
-        net.ood = fit.scorer if fit is not None else None
-        ood = ood_info(fit)
-    return t, ood
+    if net.ood is None:
+        return t, None
+    net.ood = fit.scorer if fit is not None else None
+    return t, ood_info(fit)
+
+
+def _fit_temperature_and_ood(
+    logits: np.ndarray | None, labels: np.ndarray, spec: HeadSpec, feats: SplitFeatures | None, seed: int
+) -> tuple[float | None, OODFit | None]:
+    """The temperature on the held-out logits (None without any) and the OOD fit (None without features)."""
+    t = fit_temperature(logits, labels) if logits is not None else None
+    return t, (fit_ood_stage(spec, feats, seed=seed) if feats is not None else None)

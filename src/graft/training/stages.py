@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from graft import distributed
 from graft.data.records import ImageRecord, SkippedFile
 from graft.exceptions import DataError
 from graft.features.extract import FeatureSet
@@ -35,6 +36,7 @@ __all__ = [  # stage 2: graft.training.stage_two
     "stage_one",
     "scan_splits",
     "embed_dataset",
+    "load_backbone",
     "embed_split",
     "fit_head_stage",
 ]
@@ -124,6 +126,26 @@ class EmbeddedData:
     widths: list[int] = field(default_factory=list)  # their pooled widths, then the final width
 
 
+def load_backbone(
+    splits: Any,
+    backbone: str,
+    *,
+    weights: Any = None,
+    input_size: int | str | None = "auto",
+    crop_pct: float | None = None,
+) -> tuple[Any, Preprocessing, dict[str, Any]]:
+    """The pretrained backbone, the embedding preprocessing chosen for ``splits``' training images, and its info."""
+    from graft.backbones import create_backbone, feature_preprocessing
+
+    bb = create_backbone(backbone, weights=weights)
+    sides = [min(r.width, r.height) for r in splits.splits["train"] if r.width and r.height]
+    pre = feature_preprocessing(
+        bb.model, bb.preprocessing, input_size, crop_pct, image_short_side=float(np.median(sides)) if sides else None
+    )
+    info = {**bb.to_dict(), "preprocessing": pre.to_dict(), "native_preprocessing": bb.preprocessing.to_dict()}
+    return bb, pre, info
+
+
 def embed_dataset(
     splits: Any,
     backbone: str,
@@ -150,24 +172,22 @@ def embed_dataset(
     """
     import functools
 
-    from graft.backbones import create_backbone, feature_preprocessing
     from graft.backbones.taps import candidate_taps, tap_widths
     from graft.features.extract import model_features
     from graft.transforms.train import build_feature_view_transform, resolve_augment_views
 
     t0 = time.perf_counter()
-    bb = create_backbone(backbone, weights=weights)
-    sides = [min(r.width, r.height) for r in splits.splits["train"] if r.width and r.height]
-    pre = feature_preprocessing(
-        bb.model, bb.preprocessing, input_size, crop_pct, image_short_side=float(np.median(sides)) if sides else None
-    )
-    info = {**bb.to_dict(), "preprocessing": pre.to_dict(), "native_preprocessing": bb.preprocessing.to_dict()}
+    bb, pre, info = load_backbone(splits, backbone, weights=weights, input_size=input_size, crop_pct=crop_pct)
     timings = {"load_backbone": time.perf_counter() - t0}
     t0 = time.perf_counter()
     views = resolve_augment_views(augment_views, len(splits.splits["train"]))
     taps = candidate_taps(bb.model) if multi_depth and not spatial else ()
     widths = tap_widths(bb.model, taps) if taps else []
-    embed = functools.partial(model_features, bb.model, pre, spatial=spatial, taps=taps, seed=seed, **embedding)
+    # In a job of several processes each embeds its share of the files (graft.features.sharded).
+    shard = distributed.is_distributed()
+    embed = functools.partial(
+        model_features, bb.model, pre, spatial=spatial, taps=taps, seed=seed, shard=shard, **embedding
+    )
 
     def view_transform(view: int) -> Callable | None:
         return None if view == 0 else build_feature_view_transform(pre, view, seed)
@@ -325,19 +345,17 @@ def stage_one(
     if len(emb.train.X) == 0 or len(emb.val.X) == 0:
         raise DataError(f"{data.root}: no usable training or validation images after skipping unreadable files")
     weights_per_class = class_weights_balanced(emb.train.y, len(data.classes)) if class_weight == "balanced" else None
-    choice, fits = _choose_features(emb, features, head, len(data.classes), C, weights_per_class, seed)
-    train, val = select_columns(emb.train, choice.columns), select_columns(emb.val, choice.columns)
-    spec = HeadSpec(head, train.X.shape[1], len(data.classes), dropout, hidden)
-    st = fit_head_stage(
-        spec, train, val, data.classes, C=C, class_weight=weights_per_class, seed=seed,
-        linear_fit=fits.get(tuple(choice.columns)) if C is None else None,
-    )  # fmt: skip
-    st.info["features"] = choice.to_dict()
+    # Chosen and fitted once, on rank 0, and handed to the other processes of a job (a no-op alone).
+    choice, st = distributed.on_rank_zero(
+        _choose_and_fit_head, emb, features, head, data.classes, C, dropout, hidden, weights_per_class, seed
+    )
+    train = select_columns(emb.train, choice.columns)
+    spec = st.spec
     c_text = f", C={st.info['C']:g}" if "C" in st.info else ""
     f_text = f", multi-depth features (blocks {list(choice.taps)})" if choice.taps else ""
     prog.message(f"head ({head}{c_text}{f_text}): val accuracy {st.metrics['accuracy']:.4f}")
     t1 = time.perf_counter()
-    ood = fit_ood_stage(spec, train, seed=seed)
+    ood = distributed.on_rank_zero(fit_ood_stage, spec, train, seed=seed)
     net = GraftNet(
         emb.backbone.model, st.head, spatial=spec.spatial, ood=ood.scorer if ood else None, taps=choice.taps
     ).eval()
@@ -347,6 +365,22 @@ def stage_one(
         "fit": time.perf_counter() - t_start,
     }  # fmt: skip
     return StageOne(emb.data, emb, st, net, timings, ood_info(ood))
+
+
+def _choose_and_fit_head(
+    emb: EmbeddedData, mode: str, head: str, classes: Sequence[str], C: float | None, dropout: float, hidden: int,
+    class_weight: Any, seed: int,
+) -> tuple[Any, HeadStage]:  # fmt: skip
+    """Choose the features (training data only), then fit the head on them and score it on validation."""
+    choice, fits = _choose_features(emb, mode, head, len(classes), C, class_weight, seed)
+    train, val = select_columns(emb.train, choice.columns), select_columns(emb.val, choice.columns)
+    spec = HeadSpec(head, train.X.shape[1], len(classes), dropout, hidden)
+    st = fit_head_stage(
+        spec, train, val, classes, C=C, class_weight=class_weight, seed=seed,
+        linear_fit=fits.get(tuple(choice.columns)) if C is None else None,
+    )  # fmt: skip
+    st.info["features"] = choice.to_dict()
+    return choice, st
 
 
 def _choose_features(

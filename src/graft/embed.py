@@ -1,0 +1,116 @@
+"""``graft embed``: the frozen backbone's features of a whole dataset folder, as a product of their own.
+
+Fills the feature cache exactly as ``graft train`` does (same backbone, preprocessing
+and keys, so a later ``train`` on the folder embeds nothing), sharded over the
+processes of a job (``--devices N``), and writes one file with every image's
+features, path, label and split: ``.npz`` (numpy) or ``.parquet`` (with pyarrow).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from graft import distributed
+from graft.exceptions import DataError
+from graft.progress import NullProgress, Progress
+from graft.validation import invalid_parameter
+
+__all__ = ["FEATURE_FORMATS", "embed_folder", "write_features"]
+
+FEATURE_FORMATS = (".npz", ".parquet")
+
+
+def embed_folder(
+    data_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    backbone: str = "efficientnet_lite0",
+    weights: str | os.PathLike | None = None,
+    input_size: int | str | None = "auto",
+    crop_pct: float | None = None,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    device: str = "auto",
+    precision: str = "auto",
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+    use_cache: bool = True,
+    strict: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Embed every split of ``data_dir`` and write the features to ``out`` (rank 0); a summary of what was written.
+
+    Raises:
+        InvalidParameterError: ``out`` is neither ``.npz`` nor ``.parquet``.
+        DataError: the folder is unusable, or parquet is asked for without pyarrow.
+    """
+    from graft.config import resolve_device
+    from graft.features.extract import model_features
+    from graft.training.stages import embed_split, load_backbone, scan_splits
+
+    suffix = Path(out).suffix.lower()
+    if suffix not in FEATURE_FORMATS:
+        raise invalid_parameter("out", "graft embed", "a file ending in .npz or .parquet", str(out))
+    if suffix == ".parquet" and importlib.util.find_spec("pyarrow") is None:  # say so before embedding, not after
+        raise DataError(f"--out {out}: writing parquet needs pyarrow (pip install pyarrow); or write .npz")
+    dev = resolve_device(device)
+    distributed.init(dev)
+    prog = (progress or NullProgress()) if distributed.is_main() else NullProgress()
+    splits = scan_splits(
+        data_dir, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, strict=strict, progress=prog
+    )
+    bb, pre, info = load_backbone(splits, backbone, weights=weights, input_size=input_size, crop_pct=crop_pct)
+    embed = functools.partial(
+        model_features, bb.model, pre, device=dev, precision=precision, batch_size=batch_size,
+        num_workers=num_workers, use_cache=use_cache, shard=distributed.is_distributed(),
+    )  # fmt: skip
+    parts = {
+        name: embed_split(recs, embed, name=name, strict=strict, progress=prog) for name, recs in splits.splits.items()
+    }
+    meta = {"backbone": info, "classes": list(splits.classes)}
+    return distributed.on_rank_zero(write_features, out, parts, meta)
+
+
+def write_features(out: str | os.PathLike, parts: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """Write ``{split: SplitFeatures}`` to ``out`` (.npz or .parquet): one row per image, in split order."""
+    X = np.concatenate([p.X for p in parts.values()]) if parts else np.zeros((0, 0), np.float32)
+    paths = [path for p in parts.values() for path in p.paths]
+    labels = np.concatenate([p.y for p in parts.values()]).astype(np.int64) if parts else np.zeros(0, np.int64)
+    split = [name for name, p in parts.items() for _ in p.paths]
+    classes = list(meta["classes"])
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".parquet":
+        _write_parquet(out, X, paths, labels, split, classes)
+    else:
+        tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.npz")
+        np.savez(tmp, features=X, paths=np.array(paths, dtype=str), labels=labels, splits=np.array(split, dtype=str),
+                 classes=np.array(classes, dtype=str))  # fmt: skip
+        os.replace(tmp, out)
+    skipped = [f.path for p in parts.values() for f in p.failed]
+    return {"out": str(out), "n": len(paths), "dim": int(X.shape[1]) if X.ndim == 2 else 0,
+            "splits": {k: len(p.paths) for k, p in parts.items()}, "classes": classes, "skipped": skipped}  # fmt: skip
+
+
+def _write_parquet(out: Path, X: np.ndarray, paths: list[str], labels: np.ndarray, split: list[str],
+                   classes: list[str]) -> None:  # fmt: skip
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError(f"--out {out}: writing parquet needs pyarrow (pip install pyarrow); or write .npz") from None
+    flat = pa.array(np.ascontiguousarray(X, dtype=np.float32).reshape(-1))
+    table = pa.table({
+        "path": paths, "label": labels, "class": [classes[i] for i in labels], "split": split,
+        "features": pa.FixedSizeListArray.from_arrays(flat, int(X.shape[1])),
+    })  # fmt: skip
+    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.parquet")
+    pq.write_table(table, tmp)
+    os.replace(tmp, out)
