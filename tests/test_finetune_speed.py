@@ -169,3 +169,29 @@ def test_channels_last_gives_same_logits() -> None:
         net.to(memory_format=torch.channels_last)
         got = net(x.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_cached_validation_matches_the_plain_evaluation(synthetic_dataset: Path, monkeypatch: Any) -> None:
+    from graft.features.embedder import ImageArrayDataset, collate_skip_failed
+    from graft.training.fast import fast_path
+    from graft.training.loop import evaluate
+    from graft.transforms.eval import Preprocessing
+
+    monkeypatch.setenv("GRAFT_COMPILE", "0")
+    net, bb, _ = _net(unfreeze=1)
+    paths, y = _train_paths(synthetic_dataset)
+    pre = Preprocessing(input_size=(64, 64), crop_pct=1.0)
+    loader = torch.utils.data.DataLoader(
+        ImageArrayDataset(paths, pre), batch_size=8, collate_fn=collate_skip_failed, num_workers=0
+    )
+    fast = fast_path(
+        net, bb, loader, loader, batch_size=8, views=1, epochs=1, device="cpu", precision="fp32", seed=0,
+        progress=NullProgress(),
+    )  # fmt: skip
+    assert fast.split is not None and fast.module is fast.split.suffix
+    ref = evaluate(net, loader, y)
+    first = fast.evaluate(net, y, "cpu")  # runs the prefix and fills the validation cache
+    again = fast.evaluate(net, y, "cpu")  # suffix only, from the cache
+    assert fast.val_cache is not None and bool(fast.val_cache.filled.all())
+    for got in (first, again):
+        assert got[1] == ref[1] and got[0] == pytest.approx(ref[0], rel=1e-2)

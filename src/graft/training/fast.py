@@ -21,11 +21,12 @@ from graft.features.embedder import batches, collate_skip_failed
 from graft.progress import Progress
 from graft.training.loop import evaluate
 from graft.training.prefix import PrefixCache, PrefixSplit, cache_views, split_backbone
-from graft.training.speed import CompiledStep, SpeedPlan, plan_speed
+from graft.training.speed import CompiledStep, SpeedPlan, plan_speed, prefix_precision
 
 __all__ = ["FastPath", "fast_path"]
 
-_PLAN_BATCH = 8  # images per measured step: enough for per-image speed, cheap on a small CPU
+_PLAN_IMAGES = 8  # images per measured whole-net step or prefix pass: per-image speed, cheap on a small CPU
+_PLAN_SUFFIX = 32  # suffix steps are cheap: measured at the real batch size (up to this), where speed differs
 
 
 @dataclass
@@ -43,14 +44,13 @@ class FastPath:
     cache: PrefixCache | None = None
     val_cache: PrefixCache | None = None
     epochs_run: int = 0
+    prefix_precision: str = "fp32"
 
     @property
     def label(self) -> str:
-        where = (
-            f"suffix from block {self.split.k}, {self.cache.views} cached views"
-            if self.split and self.cache
-            else "whole net"
-        )
+        where = "whole net"
+        if self.split and self.cache:
+            where = f"suffix from block {self.split.k}; prefix {self.prefix_precision}, {self.cache.views} cached views"
         return f"{self.plan.label} ({where})"
 
     @property
@@ -76,7 +76,7 @@ class FastPath:
             if x is None:
                 yield idx, None, bad
                 continue
-            acts = self.split.run_prefix(x, self._device(), self.plan.precision)
+            acts = self.split.run_prefix(x, self._device(), self.prefix_precision)
             yield idx, cache.put(view, idx, acts), bad
 
     def _device(self) -> str:
@@ -138,18 +138,22 @@ def fast_path(
         precision: ``auto`` lets :func:`~graft.training.speed.plan_speed` measure; else used as given.
     """
     n = len(train_loader.dataset)  # type: ignore[arg-type]
-    example = _example(train_loader, min(batch_size, _PLAN_BATCH))
+    example = _example(train_loader, min(batch_size, _PLAN_IMAGES))
     split = None
     if views > 0 and example is not None and os.environ.get("GRAFT_PREFIX_CACHE", "1") != "0":
         split = split_backbone(net, backbone)
     low = "fp32" if precision == "auto" else precision
     module: nn.Module = net
     cache = val_cache = None
+    name = _model_name(backbone)
     if split is not None and example is not None:
+        low = prefix_precision(split.prefix, example, split.suffix, name=name, device=device, precision=precision)
         v = cache_views(split, n, views, example, device, low)
         if v >= 1:
             module = split.suffix
-            example = split.run_prefix(example, device, low).float()
+            acts = split.run_prefix(example, device, low).float()
+            m = min(batch_size, _PLAN_SUFFIX)
+            example = acts.repeat((m + len(acts) - 1) // len(acts), 1, 1, 1)[:m]
             dtype = torch.bfloat16 if low == "bf16" else torch.float16
             cache = PrefixCache(n, v, dtype)
             val_cache = PrefixCache(len(val_loader.dataset), 1, dtype)  # type: ignore[arg-type]
@@ -157,7 +161,7 @@ def fast_path(
             split = None
     plan = SpeedPlan(precision=low)
     if example is not None:
-        name = f"{_model_name(backbone)}|" + (f"suffix{split.k}" if split else "whole")
+        name += f"|suffix{split.k}" if split else "|whole"
         plan = plan_speed(module, example, name=name, device=device, precision=precision, work_images=n * epochs)
     if split is not None:
         split.prefix.to(memory_format=torch.channels_last)
@@ -165,5 +169,6 @@ def fast_path(
     if plan.compile:
         forward = CompiledStep(module, warn=progress.warn)
     fp = FastPath(module, forward, plan, train_loader, val_loader, batch_size, seed, split, cache, val_cache)
+    fp.prefix_precision = low
     progress.message(f"fine-tuning runs {fp.label}")
     return fp
