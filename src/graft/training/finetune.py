@@ -144,15 +144,9 @@ def train_network(
         task.close()
         val_loss, val_acc = fast.evaluate(net, val_labels, device)
         rec = {
-            "stage": stage,
-            "epoch": epoch,
-            **stats,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - e0,
-            "best": False,
-        }
+            "stage": stage, "epoch": epoch, **stats, "val_loss": val_loss, "val_acc": val_acc,
+            "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - e0, "best": False,
+        }  # fmt: skip
         if _end_epoch(rec, net, optimizer, policy, config, result, stopper, ckpt, progress, on_epoch):
             break
     stopper.restore(net)
