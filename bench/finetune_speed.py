@@ -163,6 +163,12 @@ def graft_run(bb, paths, labels, vpaths, vlabels, args, precision: str) -> dict[
     }
 
 
+def best_epoch(r: dict[str, Any]) -> float:
+    """img/s of the fastest steady-state epoch: the figure least disturbed by other tenants of the machine."""
+    k = min(r["steady_from"], len(r["secs"]) - 1)
+    return max(n / s for n, s in zip(r["n"][k:], r["secs"][k:]))
+
+
 def rates(r: dict[str, Any]) -> tuple[float, float]:
     """(steady-state training img/s, training img/s over the whole call incl. validation and set-up)."""
     k = min(r["steady_from"], len(r["secs"]) - 1)
@@ -210,13 +216,17 @@ def main() -> None:
         )
         if rates(again)[0] > rates(first)[0]:
             runs["(a) plain PyTorch loop"] = again
+        runs["(a) plain PyTorch loop"]["best"] = max(best_epoch(first), best_epoch(again))
     a_steady, a_whole = rates(runs["(a) plain PyTorch loop"])
+    a_best = runs["(a) plain PyTorch loop"].get("best") or best_epoch(runs["(a) plain PyTorch loop"])
     rows = []
     for name, r in runs.items():
         steady, whole = rates(r)
-        rows.append([name, r["label"], f"{steady:.1f}", f"{steady / a_steady:.2f}x", f"{whole:.1f}",
-                     f"{whole / a_whole:.2f}x", f"{r['acc']:.3f}"])  # fmt: skip
-    heads = ["path", "runs", "steady train img/s", "vs (a)", "end-to-end img/s", "vs (a)", "val acc"]
+        best = r.get("best") or best_epoch(r)
+        rows.append([name, r["label"], f"{steady:.1f}", f"{steady / a_steady:.2f}x", f"{best:.1f}",
+                     f"{best / a_best:.2f}x", f"{whole:.1f}", f"{whole / a_whole:.2f}x", f"{r['acc']:.3f}"])  # fmt: skip
+    heads = ["path", "runs", "steady train img/s", "vs (a)", "best epoch img/s", "vs (a)", "end-to-end img/s",
+             "vs (a)", "val acc"]  # fmt: skip
     print(table(heads, rows))
     print("end-to-end: training images / wall time of all epochs incl. validation and graft's one-off speed plan")
     for name, r in runs.items():

@@ -6,6 +6,9 @@ layers train. AdamW with discriminative learning rates, linear warm-up then cosi
 validation loss with the best weights restored, an atomic checkpoint after every
 improvement and at the end of every epoch, and resume from the last one.
 
+How each step runs is :mod:`.fast`'s choice: a speed plan measured once per machine
+and model (channels-last, bf16, ``torch.compile``; :mod:`.speed`) and, when only the
+last blocks train, the frozen prefix's activations cached per augmented view (:mod:`.prefix`).
 This module wires the run together; the epoch itself is :mod:`.loop`'s
 ``train_one_epoch``/``evaluate``, early stopping and checkpoints are :mod:`.callbacks`.
 """
