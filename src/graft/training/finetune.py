@@ -6,6 +6,9 @@ layers train. AdamW with discriminative learning rates, linear warm-up then cosi
 validation loss with the best weights restored, an atomic checkpoint after every
 improvement and at the end of every epoch, and resume from the last one.
 
+How each step runs is :mod:`.fast`'s choice: a speed plan measured once per machine
+and model (channels-last, bf16, ``torch.compile``; :mod:`.speed`) and, when only the
+last blocks train, the frozen prefix's activations cached per augmented view (:mod:`.prefix`).
 This module wires the run together; the epoch itself is :mod:`.loop`'s
 ``train_one_epoch``/``evaluate``, early stopping and checkpoints are :mod:`.callbacks`.
 """
@@ -29,7 +32,8 @@ from graft.features.embedder import ImageArrayDataset, collate_skip_failed, make
 from graft.progress import NullProgress, Progress, Task
 from graft.training.callbacks import Checkpointer, EarlyStopping
 from graft.training.ddp import DataParallel
-from graft.training.loop import _lr_factor, evaluate, train_one_epoch
+from graft.training.fast import FastPath, fast_path, plain_path
+from graft.training.loop import _lr_factor, train_one_epoch
 from graft.training.policy import FineTunePolicy
 
 __all__ = ["FineTuneConfig", "FitResult", "train_network"]
@@ -48,12 +52,15 @@ class FineTuneConfig:
     patience: int = 3
     label_smoothing: float = 0.1
     augment: str = "light"  # light | default | none
+    prefix_views: int = 2  # augmented views of the frozen prefix cached (0: recompute it every epoch)
 
     def __post_init__(self) -> None:
         if self.schedule not in {"cosine", "onecycle", "constant"}:
             raise ValueError(f"schedule must be cosine, onecycle or constant, got {self.schedule!r}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.prefix_views < 0:
+            raise ValueError(f"prefix_views must be >= 0, got {self.prefix_views}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,6 +113,7 @@ def train_network(
         eval_transform: PIL -> array/tensor without augmentation.
         policy: which backbone groups train, at which LR ratio.
         config: epochs, LRs, schedule, patience...
+        precision: ``fp32|bf16|fp16`` as given, or ``auto``: measured (see :mod:`.speed`).
         checkpoint_dir: where ``best/`` and ``last/`` checkpoints go (None: nowhere).
         resume: continue from ``checkpoint_dir/last`` if it exists.
         stage: name used in history records and progress bars.
@@ -126,11 +134,17 @@ def train_network(
     train_loader, val_loader = _loaders(
         train_paths, val_paths, train_transform, eval_transform, config, num_workers, device, seed, ddp
     )
+    policy.train_mode(net, backbone)  # the speed plan is measured in training's module modes
+    if ddp is None:
+        fast = fast_path(
+            net, backbone, train_loader, val_loader, batch_size=config.batch_size, views=config.prefix_views,
+            epochs=config.epochs - start_epoch + 1, device=device, precision=precision, seed=seed, progress=progress,
+        )  # fmt: skip
+    else:  # every rank must run the same step: no per-process measurement, no prefix cache
+        fast = plain_path(ddp.wrap(net, train_bn=policy.train_bn), train_loader, val_loader, config.batch_size,
+                          seed, precision="fp32" if precision == "auto" else precision)  # fmt: skip
     failed_paths: dict[str, str] = {}
-    fit_epoch = _epoch_fn(
-        net if ddp is None else ddp.wrap(net, train_bn=policy.train_bn),
-        train_loader, train_labels, train_paths, optimizer, config, device, precision, class_weight, failed_paths,
-    )  # fmt: skip
+    fit_epoch = _epoch_fn(fast, train_labels, train_paths, optimizer, config, device, class_weight, failed_paths)
     fit_epoch = fit_epoch if ddp is None else ddp.epoch_fn(fit_epoch)
     for epoch in range(start_epoch, config.epochs + 1):
         e0 = time.perf_counter()
@@ -138,18 +152,12 @@ def train_network(
         task = progress.task(f"{stage} epoch {epoch}/{config.epochs}", total=len(train_paths))
         stats = fit_epoch(epoch, task)
         task.close()
-        val_loss, val_acc = evaluate(net, val_loader, val_labels, device, precision)
+        val_loss, val_acc = fast.evaluate(net, val_labels, device)
         val_loss, val_acc = (val_loss, val_acc) if ddp is None else ddp.reduce_eval(val_loss, val_acc)
         rec = {
-            "stage": stage,
-            "epoch": epoch,
-            **stats,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - e0,
-            "best": False,
-        }
+            "stage": stage, "epoch": epoch, **stats, "val_loss": val_loss, "val_acc": val_acc,
+            "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - e0, "best": False,
+        }  # fmt: skip
         writer = ckpt if ddp is None or ddp.writes else None  # checkpoints: rank 0 only
         stop = _end_epoch(rec, net, optimizer, policy, config, result, stopper, writer, progress, on_epoch)
         if stop if ddp is None else ddp.agree(stop):
@@ -242,23 +250,21 @@ def _loaders(
 
 
 def _epoch_fn(
-    net: nn.Module,
-    loader: DataLoader,
+    fast: FastPath,
     labels: np.ndarray,
     paths: Sequence[str],
     optimizer: torch.optim.Optimizer,
     config: FineTuneConfig,
     device: str,
-    precision: str,
     class_weight: np.ndarray | None,
     failed: dict[str, str],
 ) -> Callable[[int, Task], dict[str, float]]:
-    """Bind what stays fixed across epochs: ``fn(epoch, task)`` runs :func:`train_one_epoch`.
+    """Bind what stays fixed across epochs: ``fn(epoch, task)`` runs :func:`train_one_epoch` on ``fast``'s batches.
 
     Call it once the policy has set the optimizer's groups: their LRs then are the
     schedule's base LRs. Undecodable images land in ``failed`` (path -> reason).
     """
-    steps = max(1, len(loader))
+    steps = fast.steps_per_epoch()
     lr_at = functools.partial(
         _lr_factor, total=steps * config.epochs, warmup=int(config.warmup_epochs * steps), schedule=config.schedule
     )
@@ -270,19 +276,21 @@ def _epoch_fn(
 
     def fit_epoch(epoch: int, task: Task) -> dict[str, float]:
         return train_one_epoch(
-            net,
-            loader,
+            fast.module,
+            fast.train_batches(),
             labels,
             optimizer,
             base_lrs=base_lrs,
             lr_at=lr_at,
             step=(epoch - 1) * steps,
             device=device,
-            precision=precision,
+            precision=fast.plan.precision,
             class_weight=cw,
             label_smoothing=config.label_smoothing,
             task=task,
             on_skip=on_skip,
+            forward=fast.forward,
+            channels_last=fast.channels_last,
         )
 
     return fit_epoch

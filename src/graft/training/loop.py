@@ -10,7 +10,7 @@ Loaders yield ``(indices, images or None, skipped)`` batches (see
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from graft.features.embedder import batches
 from graft.progress import Task
+from graft.training.speed import autocast
 
 __all__ = ["evaluate", "train_one_epoch"]
 
@@ -38,14 +39,21 @@ def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 
 def _autocast(device: str, precision: str) -> torch.autocast:
     """bf16/fp16 autocast for ``precision``; a disabled context for fp32."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    dev = "cuda" if device.startswith("cuda") else "cpu"
-    return torch.autocast(dev, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+    return autocast(device, precision)
+
+
+def _iter(loader: DataLoader | Iterable[Any]) -> Iterable[Any]:
+    return batches(loader) if isinstance(loader, DataLoader) else loader
+
+
+def _to_device(x: torch.Tensor, device: str, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
 def train_one_epoch(
     net: nn.Module,
-    loader: DataLoader,
+    loader: DataLoader | Iterable[Any],
     labels: np.ndarray,
     optimizer: torch.optim.Optimizer,
     *,
@@ -58,6 +66,8 @@ def train_one_epoch(
     label_smoothing: float = 0.0,
     task: Task | None = None,
     on_skip: Callable[[int, str], None] | None = None,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    channels_last: bool = False,
 ) -> dict[str, float]:
     """One pass over ``loader``, the LR set per step from ``lr_at(step)`` times ``base_lrs``.
 
@@ -65,12 +75,14 @@ def train_one_epoch(
     epochs; ``step`` is the global step of the epoch's first batch. ``net`` must already
     be in the train mode the caller wants (a policy may keep frozen BatchNorm in eval).
     ``on_skip(index, reason)`` hears of every image the loader could not decode.
+    ``loader`` may be any iterable of such batches (cached prefix activations);
+    ``forward`` replaces ``net(x)`` (a compiled step); ``channels_last`` converts inputs.
 
     Returns:
         ``{"train_loss": mean loss, "train_acc": accuracy}`` over the decoded images.
     """
     tot_loss, tot_ok, n = 0.0, 0, 0
-    for idx, x, bad in batches(loader):
+    for idx, x, bad in _iter(loader):
         if on_skip is not None:
             for i, reason in bad:
                 on_skip(i, reason)
@@ -81,7 +93,7 @@ def train_one_epoch(
             grp["lr"] = base * f
         y = torch.from_numpy(labels[idx.numpy()]).to(device)
         with _autocast(device, precision):
-            logits = net(x.to(device)).float()
+            logits = (forward or net)(_to_device(x, device, channels_last)).float()
         loss = F.cross_entropy(logits, y, weight=class_weight, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -97,7 +109,12 @@ def train_one_epoch(
 
 
 def evaluate(
-    net: nn.Module, loader: DataLoader, labels: np.ndarray, device: str = "cpu", precision: str = "fp32"
+    net: nn.Module,
+    loader: DataLoader | Iterable[Any],
+    labels: np.ndarray,
+    device: str = "cpu",
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of ``net`` on ``loader``, unweighted and unsmoothed.
 
@@ -107,12 +124,12 @@ def evaluate(
     net.eval()
     tot_loss, ok, n = 0.0, 0, 0
     with torch.inference_mode():
-        for idx, x, _bad in batches(loader):
+        for idx, x, _bad in _iter(loader):
             if x is None:
                 continue
             y = torch.from_numpy(labels[idx.numpy()]).to(device)
             with _autocast(device, precision):
-                logits = net(x.to(device)).float()
+                logits = net(_to_device(x, device, channels_last)).float()
             tot_loss += float(F.cross_entropy(logits, y, reduction="sum"))
             ok += int((logits.argmax(1) == y).sum())
             n += len(y)

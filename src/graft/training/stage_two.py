@@ -106,6 +106,9 @@ def fine_tune_stage(
     from graft.transforms.train import build_train_transform
 
     prog = progress or NullProgress()
+    resolved = choose_precision(precision, device)  # validates
+    # auto: train_network measures which precision trains fastest here (and agrees with fp32).
+    train_precision = "auto" if str(precision or "auto").lower() == "auto" else resolved
     skipped = {Path(s.path) for s in data.skipped}
     train = [r for r in data.splits["train"] if r.path not in skipped]
     y = np.array([r.label for r in train])
@@ -124,7 +127,7 @@ def fine_tune_stage(
         policy=policy,
         config=config,
         device=device,
-        precision=choose_precision(precision, device),
+        precision=train_precision,
         num_workers=default_num_workers() if num_workers is None else num_workers,
         class_weight=class_weights_balanced(y[~held], len(data.classes)) if balanced else None,
         checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
