@@ -102,3 +102,17 @@ def test_a_model_file_with_bad_taps_is_refused(tmp_path: Path, tiny_model_dir: P
     (bad / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelFileError, match="feature_taps"):
         graft.load(bad)
+
+
+def test_the_summary_names_the_chosen_features_and_both_cv_scores(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from graft.cli.train import render_summary
+
+    m = {
+        "counts": {"train": {"a": 3}}, "classes": ["a", "b"], "skipped": [], "kept_stage": "head",
+        "stages": {"head": {"val_accuracy": 0.9}}, "val_accuracy": 0.9, "timings": {}, "train_seconds": 1.0,
+        "features": {"mode": "auto", "taps": [5, 6, 7], "cv_accuracy": {"final": 0.9482, "multi": 0.9646}},
+    }  # fmt: skip
+    render_summary(tmp_path, m)
+    assert "multi-depth (train CV 0.9646 vs 0.9482)" in capsys.readouterr().out

@@ -213,10 +213,11 @@ def render_summary(out: Path, m: dict) -> None:
             t.add_row(f"{name} seconds", f"{st['seconds']:.1f}")
     t.add_row("kept", m["kept_stage"])
     feats = m.get("features") or {}
-    if feats.get("cv_accuracy") or feats.get("taps"):
-        cv = ", ".join(f"{k} {v:.4f}" for k, v in (feats.get("cv_accuracy") or {}).items())
-        kind = f"multi-depth (blocks {feats['taps']})" if feats.get("taps") else "final"
-        t.add_row("features", kind + (f"; train CV: {cv}" if cv else ""))
+    cv = feats.get("cv_accuracy") or {}
+    if cv or feats.get("taps"):  # e.g. "multi-depth (train CV 0.9646 vs 0.9482)"
+        kind, other = ("multi-depth", "final") if feats.get("taps") else ("final", "multi")
+        vs = f" (train CV {cv[kind.split('-')[0]]:.4f} vs {cv[other]:.4f})" if len(cv) == 2 else ""
+        t.add_row("features", kind + vs)
     t.add_row(Text("val accuracy", style="bold"), Text(f"{m['val_accuracy']:.4f}", style="bold"))
     if m.get("test_accuracy") is not None:
         shift = "  (differs from val: see the warning)" if m.get("test_shift") else ""
