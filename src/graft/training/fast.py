@@ -66,17 +66,16 @@ class FastPath:
         if self.split is None or self.cache is None:
             return self.train_loader
         if epoch < self.cache.views:
-            return self._fill(self.train_loader, self.cache, epoch)
+            return self._fill(self.split, self.train_loader, self.cache, epoch)
         g = torch.Generator().manual_seed(self.seed * 1009 + epoch)
         return self.cache.epoch(self.batch_size, g)
 
-    def _fill(self, loader: DataLoader, cache: PrefixCache, view: int) -> Iterator[Any]:
-        assert self.split is not None
+    def _fill(self, split: PrefixSplit, loader: DataLoader, cache: PrefixCache, view: int) -> Iterator[Any]:
         for idx, x, bad in batches(loader):
             if x is None:
                 yield idx, None, bad
                 continue
-            acts = self.split.run_prefix(x, self._device(), self.prefix_precision)
+            acts = split.run_prefix(x, self._device(), self.prefix_precision)
             yield idx, cache.put(view, idx, acts), bad
 
     def _device(self) -> str:
@@ -91,7 +90,7 @@ class FastPath:
         if self.val_cache.filled.any():
             batches_: Iterable[Any] = self.val_cache.ordered(self.batch_size * 2)
         else:
-            batches_ = self._fill(self.val_loader, self.val_cache, 0)
+            batches_ = self._fill(self.split, self.val_loader, self.val_cache, 0)
         return evaluate(self.split.suffix, batches_, labels, device, prec, channels_last=self.channels_last)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from graft.backbones.taps import tap_columns
 from graft.validation import check_choice
 
-__all__ = ["FEATURE_MODES", "MIN_GAIN", "FeatureChoice", "choose_features", "select_columns"]
+__all__ = ["FEATURE_MODES", "MIN_GAIN", "FeatureChoice", "choose_features", "choose_features_by_cv", "select_columns"]
 
 #: auto: choose by cross-validation; final: the backbone's own pooled features; multi: always multi-depth.
 FEATURE_MODES = ("auto", "final", "multi")
@@ -72,3 +72,31 @@ def choose_features(
     if scores["multi"] >= scores["final"] + MIN_GAIN:
         return FeatureChoice(taps, multi, scores, mode)
     return FeatureChoice((), final, scores, mode)
+
+
+def choose_features_by_cv(
+    train: Any,
+    taps: Sequence[int],
+    widths: Sequence[int],
+    mode: str,
+    head: str,
+    n_classes: int,
+    *,
+    class_weight: np.ndarray | None = None,
+    seed: int = 0,
+) -> tuple[FeatureChoice, dict[tuple[int, ...], Any]]:
+    """:func:`choose_features` with the linear head's CV on ``train`` (training features only); the fits made.
+
+    The returned fits (keyed by column tuple) let the caller reuse the chosen set's fit as the head.
+    """
+    from graft.training.linear_probe import fit_linear_head
+
+    fits: dict[tuple[int, ...], Any] = {}
+
+    def cv_accuracy(columns: list[int]) -> float:
+        X = np.ascontiguousarray(train.X[:, columns])
+        fit = fit_linear_head(X, train.y, n_classes, class_weight=class_weight, seed=seed, groups=train.groups)
+        fits[tuple(columns)] = fit
+        return float(max(fit.cv_scores.values())) if fit.cv_scores else 0.0
+
+    return choose_features(mode, head, taps, widths, cv_accuracy), fits

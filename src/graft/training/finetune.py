@@ -35,6 +35,7 @@ from graft.training.ddp import DataParallel
 from graft.training.fast import FastPath, fast_path, plain_path
 from graft.training.loop import _lr_factor, train_one_epoch
 from graft.training.policy import FineTunePolicy
+from graft.validation import check_choice, check_number
 
 __all__ = ["FineTuneConfig", "FitResult", "train_network"]
 
@@ -55,12 +56,9 @@ class FineTuneConfig:
     prefix_views: int = 2  # augmented views of the frozen prefix cached (0: recompute it every epoch)
 
     def __post_init__(self) -> None:
-        if self.schedule not in {"cosine", "onecycle", "constant"}:
-            raise ValueError(f"schedule must be cosine, onecycle or constant, got {self.schedule!r}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.prefix_views < 0:
-            raise ValueError(f"prefix_views must be >= 0, got {self.prefix_views}")
+        check_choice("schedule", self.schedule, ("cosine", "onecycle", "constant"), "FineTuneConfig")
+        check_number("epochs", self.epochs, "FineTuneConfig", low=1, integer=True)
+        check_number("prefix_views", self.prefix_views, "FineTuneConfig", low=0, integer=True)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,14 +133,8 @@ def train_network(
         train_paths, val_paths, train_transform, eval_transform, config, num_workers, device, seed, ddp
     )
     policy.train_mode(net, backbone)  # the speed plan is measured in training's module modes
-    if ddp is None:
-        fast = fast_path(
-            net, backbone, train_loader, val_loader, batch_size=config.batch_size, views=config.prefix_views,
-            epochs=config.epochs - start_epoch + 1, device=device, precision=precision, seed=seed, progress=progress,
-        )  # fmt: skip
-    else:  # every rank must run the same step: no per-process measurement, no prefix cache
-        fast = plain_path(ddp.wrap(net, train_bn=policy.train_bn), train_loader, val_loader, config.batch_size,
-                          seed, precision="fp32" if precision == "auto" else precision)  # fmt: skip
+    fast = _step_path(net, backbone, (train_loader, val_loader), ddp, policy, config, start_epoch, device,
+                      precision, seed, progress)  # fmt: skip
     failed_paths: dict[str, str] = {}
     fit_epoch = _epoch_fn(fast, train_labels, train_paths, optimizer, config, device, class_weight, failed_paths)
     fit_epoch = fit_epoch if ddp is None else ddp.epoch_fn(fit_epoch)
@@ -167,6 +159,22 @@ def train_network(
     result.failed = [SkippedFile(p, r) for p, r in failed_paths.items()]
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _step_path(
+    net: nn.Module, backbone: nn.Module, loaders: tuple[DataLoader, DataLoader], ddp: DataParallel | None,
+    policy: FineTunePolicy, config: FineTuneConfig, start_epoch: int, device: str, precision: str, seed: int,
+    progress: Progress,
+) -> FastPath:  # fmt: skip
+    """How each step runs: the measured fast path alone; under DDP the plain step, the same on every rank."""
+    if ddp is None:
+        return fast_path(
+            net, backbone, *loaders, batch_size=config.batch_size, views=config.prefix_views,
+            epochs=config.epochs - start_epoch + 1, device=device, precision=precision, seed=seed, progress=progress,
+        )  # fmt: skip
+    # No per-process measurement (ranks could disagree) and no prefix cache.
+    prec = "fp32" if precision == "auto" else precision
+    return plain_path(ddp.wrap(net, train_bn=policy.train_bn), *loaders, config.batch_size, seed, precision=prec)
 
 
 def _head_optimizer(net: nn.Module, config: FineTuneConfig) -> torch.optim.AdamW:

@@ -22,7 +22,7 @@ from graft.exceptions import DataError
 from graft.features.extract import FeatureSet
 from graft.metrics import compute_metrics, expected_calibration_error
 from graft.progress import NullProgress, Progress
-from graft.training.feature_choice import choose_features, select_columns
+from graft.training.feature_choice import choose_features_by_cv, select_columns
 from graft.training.head_fit import class_weights_balanced, train_head
 from graft.training.heads import GraftNet, HeadSpec
 from graft.training.ood import K_NEIGHBOURS, OOD_METHOD, PASS_RATE, OODFit, fit_ood
@@ -310,20 +310,10 @@ def stage_one(
     pixels = {"max_pixels": max_pixels} if max_pixels else {}
     if isinstance(data, (str, os.PathLike)):
         data = scan_splits(
-            data,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            seed=seed,
-            strict=strict,
-            progress=prog,
+            data, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, strict=strict, progress=prog,
             **pixels,
-        )
-    ratio = data.imbalance_ratio("train")
-    if ratio > 5 and class_weight is None:
-        prog.warn(
-            f"classes are imbalanced: the largest has {ratio:.1f}x the images of the smallest; "
-            "consider --class-weight balanced"
-        )
+        )  # fmt: skip
+    _warn_imbalance(data, class_weight, prog)
     t0 = time.perf_counter()
     emb = embed_dataset(
         data,
@@ -367,12 +357,24 @@ def stage_one(
     return StageOne(emb.data, emb, st, net, timings, ood_info(ood))
 
 
+def _warn_imbalance(data: Any, class_weight: str | None, prog: Progress) -> None:
+    ratio = data.imbalance_ratio("train")
+    if ratio > 5 and class_weight is None:
+        prog.warn(
+            f"classes are imbalanced: the largest has {ratio:.1f}x the images of the smallest; "
+            "consider --class-weight balanced"
+        )
+
+
 def _choose_and_fit_head(
     emb: EmbeddedData, mode: str, head: str, classes: Sequence[str], C: float | None, dropout: float, hidden: int,
     class_weight: Any, seed: int,
 ) -> tuple[Any, HeadStage]:  # fmt: skip
     """Choose the features (training data only), then fit the head on them and score it on validation."""
-    choice, fits = _choose_features(emb, mode, head, len(classes), C, class_weight, seed)
+    widths = emb.widths or [int(emb.train.X.shape[1])]
+    choice, fits = choose_features_by_cv(
+        emb.train, emb.taps, widths, mode, head, len(classes), class_weight=class_weight, seed=seed
+    )
     train, val = select_columns(emb.train, choice.columns), select_columns(emb.val, choice.columns)
     spec = HeadSpec(head, train.X.shape[1], len(classes), dropout, hidden)
     st = fit_head_stage(
@@ -381,21 +383,3 @@ def _choose_and_fit_head(
     )  # fmt: skip
     st.info["features"] = choice.to_dict()
     return choice, st
-
-
-def _choose_features(
-    emb: EmbeddedData, mode: str, head: str, n_classes: int, C: float | None, class_weight: Any, seed: int
-) -> tuple[Any, dict[tuple[int, ...], Any]]:
-    """:func:`~graft.training.feature_choice.choose_features` on the training features alone; the CV fits made."""
-    from graft.training.linear_probe import fit_linear_head
-
-    fits: dict[tuple[int, ...], Any] = {}
-
-    def cv_accuracy(columns: list[int]) -> float:
-        X = np.ascontiguousarray(emb.train.X[:, columns])
-        fit = fit_linear_head(X, emb.train.y, n_classes, class_weight=class_weight, seed=seed, groups=emb.train.groups)
-        fits[tuple(columns)] = fit
-        return float(max(fit.cv_scores.values())) if fit.cv_scores else 0.0
-
-    widths = emb.widths or [int(emb.train.X.shape[1])]
-    return choose_features(mode, head, emb.taps, widths, cv_accuracy), fits
