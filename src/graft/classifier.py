@@ -20,7 +20,7 @@ from graft.exceptions import NotFittedError
 from graft.progress import NullProgress, Progress
 from graft.training.feature_choice import FEATURE_MODES
 from graft.training.heads import HEAD_TYPES
-from graft.validation import check_choice, check_number
+from graft.validation import check_choice, check_duration, check_number
 
 __all__ = ["Classifier", "load"]
 
@@ -62,7 +62,8 @@ class Classifier:
         cache_dir / use_cache: the feature cache (default ``$GRAFT_HOME/features``); progress: a reporter.
 
     Attributes (after fit): ``classes_``, ``model_`` (:class:`~graft.training.heads.GraftNet`),
-    ``data_``, ``history_``, ``metrics_``, ``backbone_info_``, ``preprocessing_``, ``stage_metrics_``.
+    ``data_``, ``history_``, ``metrics_``, ``backbone_info_``, ``preprocessing_``, ``stage_metrics_``,
+    ``ladder_`` (the rungs of ``fit(..., budget=...)``, else None).
     """
 
     spec_: ArtifactSpec  # set by load()
@@ -132,11 +133,29 @@ class Classifier:
                 "this Classifier is not fitted yet: call fit(data_dir) first, or graft.load(model_dir)"
             )
 
-    def fit(self, data: str | os.PathLike | DatasetSplits) -> Classifier:
-        """Scan ``data`` (a dataset folder, or splits already scanned), embed it with the frozen backbone, train the head."""
+    def fit(
+        self,
+        data: str | os.PathLike | DatasetSplits,
+        budget: float | str | None = None,
+        *,
+        checkpoint_dir: str | os.PathLike | None = None,
+    ) -> Classifier:
+        """Scan ``data`` (a dataset folder, or splits already scanned), embed it with the frozen backbone, train the head.
+
+        Args:
+            budget: seconds, or a duration such as ``"20m"``: after the head, climb the transfer
+                ladder (the last block groups, then the whole backbone) as far as this time allows
+                from the start of ``fit``, and keep the rung that is best on held-out training
+                images (:mod:`graft.training.ladder`; the table is ``ladder_``). None: the head only.
+            checkpoint_dir: where the ladder's fine-tuning checkpoints go (None: nowhere).
+        """
+        import time
+
         from graft.config import resolve_device
         from graft.training.stages import stage_one
 
+        started = time.perf_counter()
+        budget_s = None if budget is None else check_duration("budget", budget, f"{type(self).__name__}.fit")
         self._validate_params()
         self.device_ = resolve_device(self.device)
         params = {k: v for k, v in self.get_params().items() if k not in {"device", "progress"}}
@@ -152,7 +171,34 @@ class Classifier:
         self.val_probs_, self.val_labels_, self.val_paths_ = head.val_probs, emb.val.y, emb.val.paths
         self.metrics_, self.fine_tuned_, self.ood_ = head.metrics, False, st.ood
         self.stage_metrics_ = {"head": {"val_accuracy": head.metrics["accuracy"], "seconds": head.seconds}}
+        self.ladder_: list[dict[str, Any]] | None = None
+        if budget_s is not None:
+            self._climb(st, budget_s, started, checkpoint_dir)
         return self
+
+    def _climb(self, st: Any, budget_s: float, started: float, checkpoint_dir: str | os.PathLike | None) -> None:
+        """The transfer ladder after stage 1 (see :meth:`fit`); stores the kept rung like :meth:`fine_tune` does."""
+        from graft.training.ladder import climb
+
+        res = climb(
+            self.model_, self.data_, (st.head, st.train), (self.val_paths_, self.val_labels_),
+            score=lambda _net: self._predictor(frozen=False).predict_proba(self.val_paths_)[0],
+            preprocessing=self.preprocessing_, budget_seconds=budget_s, started=started, device=self.device_,
+            precision=self.precision, num_workers=self.num_workers, balanced=self.class_weight == "balanced",
+            seed=self.seed, checkpoint_dir=checkpoint_dir, progress=self._progress(),
+        )  # fmt: skip
+        self.ladder_ = res.table()
+        self.stage_metrics_["ladder"] = {"budget_seconds": budget_s, "kept": res.kept, "plan": res.plan}
+        if res.history:
+            self.history_["ladder"] = res.history
+        if res.stage is None or res.policy is None or res.config is None:
+            return  # the stage-1 model stays
+        self.fine_tuned_, self.policy_ = True, res.policy
+        self.fine_tune_config_ = {**res.config.to_dict(), **res.policy.state_dict()}
+        self.metrics_, self.val_probs_ = res.stage.metrics, res.stage.val_probs
+        self.stage_metrics_["fine_tune"] = res.stage.summary
+        self.ood_ = res.stage.ood if res.stage.ood is not None else self.ood_
+        self.timings_["fine_tune"] = sum(r["seconds"] for r in self.ladder_[1:])
 
     def fine_tune(
         self,
@@ -260,6 +306,7 @@ class Classifier:
             "fine_tune": getattr(self, "fine_tune_config_", None),
             "stages": getattr(self, "stage_metrics_", {}),
             "history": getattr(self, "history_", {}),
+            "ladder": getattr(self, "ladder_", None),
         }
         metrics = {k: v for k, v in getattr(self, "metrics_", {}).items() if k != "reliability"}
         backbone = {**self.backbone_info_, "fine_tuned": bool(self.fine_tuned_)}
@@ -299,6 +346,7 @@ class Classifier:
         obj.fine_tuned_ = bool(lm.spec.backbone.get("fine_tuned", False))
         obj.history_ = dict(lm.spec.training.get("history", {}))
         obj.stage_metrics_ = dict(lm.spec.training.get("stages", {}))
+        obj.ladder_ = lm.spec.training.get("ladder")
         obj.spec_, obj.path_ = lm.spec, lm.path
         return obj
 

@@ -25,7 +25,7 @@ from graft.classifier import Classifier
 from graft.config import cpu_info
 from graft.exceptions import DataError
 from graft.progress import NullProgress, Progress
-from graft.validation import invalid_parameter
+from graft.validation import check_duration, invalid_parameter
 
 __all__ = ["RunOptions", "check_run_dir", "train_run", "resume_run", "run_demo", "hardware_info"]
 
@@ -47,6 +47,7 @@ class RunOptions:
     baseline_epochs: int | None = None  # default: same as fine-tuning epochs
     baseline_lr: float = 1e-3  # random init needs a larger LR than fine-tuning
     resume: bool = False
+    budget: float | str | None = None  # climb the transfer ladder within this time (Classifier.fit's budget)
 
 
 def hardware_info() -> dict[str, Any]:
@@ -138,6 +139,13 @@ def train_run(
     # In a job of several processes (torchrun, ``--devices N``) every rank trains, rank 0 alone
     # writes and reports: the run folder is written once.
     distributed.init(clf.device)
+    if opts.budget is not None:
+        check_duration("budget", opts.budget, "graft train")  # before any work
+        if opts.fine_tune:
+            raise invalid_parameter(
+                "budget", "graft train", "left out with --fine-tune (the ladder decides whether to fine-tune)",
+                opts.budget,
+            )  # fmt: skip
     if opts.fine_tune and opts.ft_batch_size % distributed.world_size():  # before stage 1, not after it
         raise invalid_parameter(
             "ft_batch_size", "train_run", f"a multiple of the {distributed.world_size()} processes (the global batch)",
@@ -180,8 +188,10 @@ def _finish(
 def _train_stages(
     clf: Classifier, data_dir: str | os.PathLike, run: RunFolder, opts: RunOptions, progress: Progress
 ) -> dict[str, Any]:
-    clf.fit(data_dir)
+    clf.fit(data_dir, budget=opts.budget, checkpoint_dir=run.checkpoints if opts.budget is not None else None)
     stages: dict[str, Any] = {"head": dict(clf.stage_metrics_["head"])}
+    if clf.fine_tuned_:  # the budget ladder kept a fine-tuned rung
+        stages["fine_tune"] = dict(clf.stage_metrics_["fine_tune"])
     if opts.fine_tune:
         clf.fine_tune(
             epochs=opts.epochs,
@@ -235,6 +245,8 @@ def _write_outputs(run: RunFolder, clf: Classifier, stages: dict[str, Any]) -> d
             "temperature"
         ),
         "features": clf.head_info_.get("features"),
+        "ladder": clf.ladder_,
+        "budget_seconds": (clf.stage_metrics_.get("ladder") or {}).get("budget_seconds"),
         "train_seconds": None,  # filled last, so it covers everything
         "classes": clf.classes_,
         "counts": data.summary().get("counts"),

@@ -8,11 +8,12 @@ same whether it came from Python or from a command-line option.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Iterable
 
 from graft.exceptions import InvalidParameterError
 
-__all__ = ["check_choice", "check_number", "invalid_parameter"]
+__all__ = ["check_choice", "check_duration", "check_number", "invalid_parameter"]
 
 
 def invalid_parameter(name: str, owner: str, expected: str, got: Any) -> InvalidParameterError:
@@ -68,3 +69,27 @@ def _bounds(low: float | None, high: float | None, low_inc: bool, high_inc: bool
     if high is not None:
         return f" {'<=' if high_inc else '<'} {high:g}"
     return ""
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(h|min|m|s)", re.IGNORECASE)
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "min": 60.0, "s": 1.0}
+
+
+def check_duration(name: str, value: Any, owner: str) -> float:
+    """Seconds from a duration: a positive number of seconds, or text such as ``"90s"``, ``"20m"``, ``"1h30m"``.
+
+    Text needs a unit: a bare ``"20"`` could mean seconds or minutes, so it is refused.
+    """
+    expected = "a positive number of seconds or a duration such as '90s', '20m' or '1h30m'"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if math.isfinite(float(value)) and value > 0:
+            return float(value)
+        raise invalid_parameter(name, owner, expected, value)
+    text = str(value).strip().replace(" ", "") if isinstance(value, str) else ""
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts).lower() != text.lower():
+        raise invalid_parameter(name, owner, expected, value)
+    seconds = sum(float(n) * _UNIT_SECONDS[u.lower()] for n, u in parts)
+    if seconds <= 0:
+        raise invalid_parameter(name, owner, expected, value)
+    return seconds

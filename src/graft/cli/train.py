@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.text import Text
@@ -96,6 +97,11 @@ def train(
     fine_tune: bool = typer.Option(
         False, "--fine-tune", help="Stage 2: fine-tune the backbone (all of it by default; see --unfreeze)."
     ),
+    budget: str | None = typer.Option(
+        None,
+        help="Time for the whole fit, e.g. 10m or 1h30m: after the head, fine-tune the last block groups, then "
+        "the whole backbone, as far as it allows; keep the rung best on held-out training images.",
+    ),
     unfreeze: int = typer.Option(-1, help="Block groups to unfreeze when fine-tuning, from the top (-1: all)."),
     epochs: int = typer.Option(4, help="Fine-tuning epochs (early stopping may end sooner)."),
     lr: float = typer.Option(1e-4, help="Head learning rate when fine-tuning."),
@@ -174,6 +180,7 @@ def train(
             baseline=baseline.value if baseline else None,
             baseline_epochs=baseline_epochs,
             ft_batch_size=ft_batch_size,
+            budget=budget,
         )
         with make_progress(quiet) as prog:
             metrics = train_run(
@@ -230,8 +237,25 @@ def render_summary(out: Path, m: dict) -> None:
     t.add_row("embedding seconds", f"{m['timings'].get('embed', 0):.1f}")
     t.add_row("total seconds", f"{m['train_seconds']:.1f}")
     console.print(t)
+    if m.get("ladder"):
+        console.print(ladder_table(m["ladder"]))
     for s in m["skipped"][:20]:
         console.print(f"  skipped {s['path']}: {s['reason']}", highlight=False)
     if len(m["skipped"]) > 20:
         console.print(f"  ... and {len(m['skipped']) - 20} more (see {out / 'metrics.json'})")
     console.print(f"model: {out / 'model'}")
+
+
+def ladder_table(rungs: list[dict]) -> Any:
+    """The budget ladder: rung, held-out and validation accuracy, epochs, time, which was kept."""
+    from rich.table import Table
+
+    t = Table(title="transfer ladder: accuracy on held-out training images (decides) and on val (reported)")
+    for col in ("rung", "epochs", "held-out", "val", "s", "kept"):
+        t.add_column(col, justify="left" if col == "rung" else "right")
+    for r in rungs:
+        acc = [f"{r[k]:.4f}" if r.get(k) is not None else "-" for k in ("held_out_accuracy", "val_accuracy")]
+        epochs = f"{r['epochs_run']}/{r['epochs_planned']}" if r["rung"] != "head" else "-"
+        kept = "yes" if r["kept"] else (r.get("note") or "")
+        t.add_row(f"{r['rung']} ({r['what']})", epochs, *acc, f"{r['seconds']:.0f}", kept)
+    return t

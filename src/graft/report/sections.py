@@ -21,7 +21,10 @@ __all__ = [
     "learning_curve_section",
 ]
 
-_STAGE_TITLES = {"head": "head (frozen features)", "fine_tune": "fine-tuning", "baseline": "from-scratch baseline"}
+_STAGE_TITLES = {
+    "head": "head (frozen features)", "fine_tune": "fine-tuning", "baseline": "from-scratch baseline",
+    "ladder": "transfer ladder (curves: the held-out slice of train, not val)",
+}  # fmt: skip
 
 
 def _metrics(rf: RunFiles) -> dict[str, Any] | None:
@@ -106,7 +109,10 @@ def training_section(rf: RunFiles, figs: Figures) -> str | None:
         for name, st in stages.items()
     ]
     out = [H.table(["stage", "val accuracy", "seconds"], rows)] if rows else []
-    if rf.metrics.get("kept_stage"):
+    ladder = rf.metrics.get("ladder")
+    if ladder:
+        out.append(_ladder_html(ladder, rf.metrics.get("budget_seconds")))
+    elif rf.metrics.get("kept_stage"):
         out.append(H.note(f"Kept model: {rf.metrics['kept_stage']} (the stage with the better validation result)."))
     for key, records in hist.items():
         if not records:
@@ -143,6 +149,28 @@ def training_section(rf: RunFiles, figs: Figures) -> str | None:
                 )
             )
     return "".join(out)
+
+
+def _ladder_html(rungs: list[dict[str, Any]], budget: float | None) -> str:
+    """The ``--budget`` ladder: one row per rung; the choice was made on held-out training images."""
+    rows = [
+        [
+            f"{r['rung']} ({r['what']})",
+            f"{r['epochs_run']}/{r['epochs_planned']}" if r["rung"] != "head" else "-",
+            "-" if r.get("held_out_accuracy") is None else float(r["held_out_accuracy"]),
+            "-" if r.get("val_accuracy") is None else float(r["val_accuracy"]),
+            float(r.get("seconds", 0.0)),
+            "kept" if r.get("kept") else (r.get("note") or ""),
+        ]
+        for r in rungs
+    ]
+    head = ["rung", "epochs run/planned", "held-out accuracy", "val accuracy", "seconds", ""]
+    text = (f"The transfer ladder under a {budget / 60:.1f}-minute budget. " if budget else "The transfer ladder. ") + (
+        "Each rung was early-stopped and judged on a stratified 10% of the training images held out of all of "
+        "them (the frozen head was refitted without it); the kept rung is the most accurate there, ties going "
+        "to the cheaper rung. Validation accuracy is shown, never used to choose."
+    )
+    return H.table(head, rows) + H.note(text)
 
 
 def baseline_section(rf: RunFiles, figs: Figures) -> str | None:

@@ -73,6 +73,7 @@ class FitResult:
     best_val_loss: float = math.inf
     best_val_acc: float = 0.0
     stopped_early: bool = False
+    stopped_by_budget: bool = False  # ended before its planned epochs because the next would pass the deadline
     seconds: float = 0.0
     failed: list[SkippedFile] = field(default_factory=list)
 
@@ -99,6 +100,8 @@ def train_network(
     stage: str = "fine_tune",
     progress: Progress | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    deadline: float | None = None,
+    eval_name: str = "val",
 ) -> FitResult:
     """Train ``net`` (backbone + head); the best weights end up in ``net``.
 
@@ -115,6 +118,9 @@ def train_network(
         checkpoint_dir: where ``best/`` and ``last/`` checkpoints go (None: nowhere).
         resume: continue from ``checkpoint_dir/last`` if it exists.
         stage: name used in history records and progress bars.
+        deadline: a ``time.perf_counter()`` value: after an epoch, stop if another epoch as long
+            as the last one would end past it (a time budget is then overrun by less than one epoch).
+        eval_name: what the ``val_paths`` images are called in progress lines.
     """
     t0 = time.perf_counter()
     progress = progress or NullProgress()
@@ -151,7 +157,15 @@ def train_network(
             "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - e0, "best": False,
         }  # fmt: skip
         writer = ckpt if ddp is None or ddp.writes else None  # checkpoints: rank 0 only
-        stop = _end_epoch(rec, net, optimizer, policy, config, result, stopper, writer, progress, on_epoch)
+        stop = _end_epoch(rec, net, optimizer, policy, config, result, stopper, writer, progress, on_epoch, eval_name)
+        if (
+            not stop
+            and deadline is not None
+            and epoch < config.epochs
+            and time.perf_counter() + rec["seconds"] > deadline
+        ):
+            stop = result.stopped_by_budget = True
+            progress.message(f"{stage}: stopped after epoch {epoch}: another epoch would pass the time budget")
         if stop if ddp is None else ddp.agree(stop):
             break
     stopper.restore(net)
@@ -315,6 +329,7 @@ def _end_epoch(
     ckpt: Checkpointer | None,
     progress: Progress,
     on_epoch: Callable[[dict[str, Any]], None] | None,
+    eval_name: str = "val",
 ) -> bool:
     """Early stopping, history, ``on_epoch``, progress line and checkpoints for one epoch; True: stop."""
     improved = stopper.update(rec["epoch"], rec["val_loss"], net)
@@ -326,7 +341,7 @@ def _end_epoch(
         on_epoch(rec)
     progress.message(
         f"{rec['stage']} epoch {rec['epoch']}: train loss {rec['train_loss']:.3f} acc {rec['train_acc']:.3f} | "
-        f"val loss {rec['val_loss']:.3f} acc {rec['val_acc']:.3f}{'  (best)' if improved else ''}"
+        f"{eval_name} loss {rec['val_loss']:.3f} acc {rec['val_acc']:.3f}{'  (best)' if improved else ''}"
     )
     if ckpt is not None:
         meta = {
@@ -343,6 +358,7 @@ def _end_epoch(
     if stopper.should_stop:
         result.stopped_early = True
         progress.message(
-            f"{rec['stage']}: early stop after epoch {rec['epoch']} (no val-loss gain for {stopper.bad_epochs} epochs)"
+            f"{rec['stage']}: early stop after epoch {rec['epoch']} "
+            f"(no {eval_name}-loss gain for {stopper.bad_epochs} epochs)"
         )
     return stopper.should_stop

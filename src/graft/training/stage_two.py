@@ -30,7 +30,9 @@ from graft.training.policy import FineTunePolicy
 from graft.training.stages import SplitFeatures, fit_ood_stage, ood_info
 from graft.transforms.eval import Preprocessing
 
-__all__ = ["CALIBRATION_FRACTION", "FineTuneStage", "calibration_split", "fine_tune_stage"]
+__all__ = [
+    "CALIBRATION_FRACTION", "FineTuneStage", "calibration_split", "fine_tune_stage", "refit_after_fine_tune", "rescale_probs",
+]  # fmt: skip
 
 #: Share of the training images held out of fine-tuning to fit the new temperature on.
 #: 10% (at least 2 per class) costs little training data and gives a few hundred
@@ -168,9 +170,9 @@ def _keep_or_roll_back(
         )
         net.load_state_dict(saved)
         return FineTuneStage(kept, res, before[0], before[1], summary)
-    t, ood = _refit_after_fine_tune(net, train, preprocessing, seed=seed, progress=progress, **embedding)
+    t, ood = refit_after_fine_tune(net, train, preprocessing, seed=seed, progress=progress, **embedding)
     if t is not None:
-        calibrated = _rescale_probs(probs, t)
+        calibrated = rescale_probs(probs, t)
         metrics = {
             **compute_metrics(val_labels, calibrated, classes),
             "ece_uncalibrated": expected_calibration_error(probs, val_labels)[0],
@@ -180,7 +182,7 @@ def _keep_or_roll_back(
     return FineTuneStage(kept, res, metrics, probs, summary, ood, t)
 
 
-def _rescale_probs(probs: np.ndarray, t: float) -> np.ndarray:
+def rescale_probs(probs: np.ndarray, t: float) -> np.ndarray:
     """``softmax(logits / t)`` from ``softmax(logits)``: log-probabilities differ from logits by a per-row constant."""
     z = np.log(np.clip(np.asarray(probs, np.float64), 1e-300, None)) / t
     z -= z.max(1, keepdims=True)
@@ -188,7 +190,7 @@ def _rescale_probs(probs: np.ndarray, t: float) -> np.ndarray:
     return (e / e.sum(1, keepdims=True)).astype(np.float32)
 
 
-def _refit_after_fine_tune(
+def refit_after_fine_tune(
     net: GraftNet, train: tuple[list[str], np.ndarray, np.ndarray], preprocessing: Preprocessing, *, seed: int,
     progress: Progress, **embedding: Any,
 ) -> tuple[float | None, dict[str, Any] | None]:  # fmt: skip

@@ -276,6 +276,7 @@ class StageOne:
     net: GraftNet  # the frozen backbone + the fitted head (+ the OOD scorer)
     timings: dict[str, float]
     ood: dict[str, Any] = field(default_factory=dict)  # the ArtifactSpec's ``ood`` section
+    train: SplitFeatures | None = None  # the training features the head was fitted on (chosen columns)
 
 
 def stage_one(
@@ -354,7 +355,7 @@ def stage_one(
         "scan": t0 - t_start, **emb.timings, "head": st.seconds, "ood": time.perf_counter() - t1,
         "fit": time.perf_counter() - t_start,
     }  # fmt: skip
-    return StageOne(emb.data, emb, st, net, timings, ood_info(ood))
+    return StageOne(emb.data, emb, st, net, timings, ood_info(ood), train)
 
 
 def _warn_imbalance(data: Any, class_weight: str | None, prog: Progress) -> None:

@@ -1,0 +1,373 @@
+"""The transfer ladder under a time budget: frozen head, then the last block groups, then the whole backbone.
+
+``Classifier.fit(data, budget=...)`` and ``graft train DATA --budget 20m``. After stage 1,
+a few fine-tuning steps of each further rung are timed on a copy of the network, the plan
+is printed, and the ladder climbs as far as the budget allows; each rung stops early when
+its held-out loss stops improving, and before an epoch that would pass the budget.
+
+The choice stays honest: a stratified 10% of the training images
+(:func:`~graft.training.stage_two.calibration_split`) is held out of every rung (the frozen
+head is refitted without it to score the first rung on the same footing). Early stopping,
+the choice of rung and the new temperature use that slice alone. The validation split is
+scored for the ladder table and never decides anything, so the reported accuracy is a
+measurement, not a selection.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from torch import nn
+
+from graft import distributed
+from graft.metrics import compute_metrics, expected_calibration_error
+from graft.progress import NullProgress, Progress
+from graft.training.finetune import FineTuneConfig, FitResult, train_network
+from graft.training.head_fit import class_weights_balanced
+from graft.training.heads import GraftNet
+from graft.training.policy import FineTunePolicy
+from graft.training.stage_two import FineTuneStage, calibration_split, refit_after_fine_tune, rescale_probs
+from graft.training.stages import HeadStage, SplitFeatures, fit_head_stage
+from graft.transforms.eval import Preprocessing
+
+__all__ = ["RUNGS", "Rung", "RungResult", "LadderResult", "climb"]
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One step of the ladder: how many backbone layer groups train (0: none, -1: all) and at most how long."""
+
+    name: str
+    what: str
+    unfreeze: int
+    max_epochs: int
+
+
+#: The rungs, cheapest first. "top" trains the last two layer groups (EfficientNet: the last
+#: two block stages with the head convolution), where the frozen prefix is cached and an epoch
+#: costs a fraction of the whole network's; "all" is what moved data far from ImageNet
+#: (sign_digits: only whole-backbone fine-tuning beat stage 1, RESULTS.md). Epoch caps: a
+#: cosine schedule needs a length; early stopping on the held-out slice usually ends sooner.
+RUNGS: tuple[Rung, ...] = (
+    Rung("head", "frozen backbone", 0, 0),
+    Rung("top", "last 2 block groups", 2, 6),
+    Rung("all", "whole backbone", -1, 12),
+)
+#: The ``--fine-tune`` defaults measured above stage 1 on sign_digits and flowers (RESULTS.md),
+#: the same for both rungs, so that the rungs differ only in depth.
+LR, BACKBONE_LR_RATIO, AUGMENT, PATIENCE = 1e-4, 1.0, "light", 3
+#: Share of the time left after stage 1 that the cheaper rung may use when the whole
+#: backbone also fits: it is the hedge for photos close to ImageNet, the larger share goes
+#: to the rung that can move furthest.
+TOP_SHARE = 1 / 3
+_PROBE_TRAIN, _PROBE_HELD = 32, 8  # images of the timing probe (one step of 32 per epoch)
+
+
+@dataclass
+class RungResult:
+    """One row of the ladder table."""
+
+    rung: str
+    what: str
+    epochs_planned: int = 0
+    epochs_run: int = 0
+    held_out_accuracy: float | None = None  # on the held-out slice of train: what the choice used
+    val_accuracy: float | None = None  # reported, never used to choose
+    seconds: float = 0.0
+    kept: bool = False
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LadderResult:
+    """What the climb did: the table, the printed plan and, where a fine-tuned rung won, its stage result."""
+
+    rungs: list[RungResult]
+    plan: list[str]
+    kept: str
+    budget_seconds: float
+    stage: FineTuneStage | None = None  # None: the stage-1 model is kept
+    history: list[dict[str, Any]] = field(default_factory=list)
+    policy: FineTunePolicy | None = None
+    config: FineTuneConfig | None = None
+
+    def table(self) -> list[dict[str, Any]]:
+        return [r.to_dict() for r in self.rungs]
+
+
+@dataclass
+class _Costs:
+    """Estimated seconds of a rung's epochs over the whole training set (from the probe)."""
+
+    first: float  # an epoch that decodes images (for "top": also fills the prefix cache)
+    later: float  # a later epoch ("top": the cached suffix only)
+    views: int  # epochs at the ``first`` cost
+
+    def epochs(self, e: int) -> float:
+        return self.first * min(e, self.views) + self.later * max(e - self.views, 0)
+
+
+def climb(
+    net: GraftNet,
+    data: Any,
+    stage1: tuple[HeadStage, SplitFeatures],
+    val: tuple[Sequence[str], np.ndarray],
+    *,
+    score: Callable[[nn.Module], np.ndarray],
+    preprocessing: Preprocessing,
+    budget_seconds: float,
+    started: float,
+    device: str = "cpu",
+    precision: str = "auto",
+    num_workers: int | None = None,
+    balanced: bool = False,
+    batch_size: int = 32,
+    seed: int = 0,
+    checkpoint_dir: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+) -> LadderResult:
+    """Climb the ladder from stage 1's ``net`` (changed in place: it ends as the kept rung's network).
+
+    Args:
+        stage1: the stage-1 head result and the training features it was fitted on.
+        val: validation (paths, labels), scored for the table only.
+        score: validation probabilities of a network through the prediction path.
+        started: ``time.perf_counter()`` when the fit began: the budget counts from there.
+    """
+    from graft.features.embedder import choose_precision, default_num_workers
+
+    prog = progress or NullProgress()
+    end = started + budget_seconds
+    head_st, feats = stage1
+    table = [RungResult("head", RUNGS[0].what, val_accuracy=float(head_st.metrics["accuracy"]))]
+    table[0].seconds = time.perf_counter() - started
+    result = LadderResult(table, [], "head", budget_seconds)
+    skipped = {Path(s.path) for s in data.skipped}
+    records = [r for r in data.splits["train"] if r.path not in skipped]
+    paths, y = [str(r.path) for r in records], np.array([r.label for r in records], dtype=np.int64)
+    held = calibration_split(y, seed=seed)
+    if not held.any():
+        table[0].kept = True
+        table[0].note = "too few training images to hold out a slice for an honest choice: no fine-tuning"
+        prog.warn(f"budget ladder: {table[0].note}")
+        return result
+    classes = list(data.classes)
+    t0 = time.perf_counter()
+    held_head = distributed.on_rank_zero(_refit_head_without, head_st, feats, paths, held, classes, balanced, seed)
+    table[0].held_out_accuracy = float(held_head.metrics["accuracy"])
+    table[0].seconds += time.perf_counter() - t0
+    saved = {k: v.detach().clone() for k, v in net.state_dict().items()}  # stage 1, head on all of train
+    net.head.load_state_dict(held_head.head.state_dict())
+    train_set = ([p for p, h in zip(paths, held) if not h], y[~held])
+    held_set = ([p for p, h in zip(paths, held) if h], y[held])
+    run_kw: dict[str, Any] = dict(
+        preprocessing=preprocessing, device=device,
+        precision="auto" if str(precision or "auto").lower() == "auto" else choose_precision(precision, device),
+        num_workers=default_num_workers() if num_workers is None else num_workers, batch_size=batch_size, seed=seed,
+        class_weight=class_weights_balanced(y[~held], len(classes)) if balanced else None,
+    )  # fmt: skip
+    costs = {r.name: distributed.broadcast_object(_probe(net, r, train_set, held_set, **run_kw)) for r in RUNGS[1:]}
+    per_image = costs["all"].later / max(len(train_set[0]) + len(held_set[0]), 1) / 3  # forward only
+    val_cost = per_image * len(val[0])
+    finish = per_image * len(paths) + val_cost  # recalibration pass over train + scoring
+    epochs = _plan(end - time.perf_counter() - finish, costs, val_cost)
+    result.plan = _plan_lines(table[0].seconds, budget_seconds, end - time.perf_counter(), epochs, costs, finish)
+    for line in result.plan:
+        prog.message(line)
+
+    best = (0, table[0].held_out_accuracy, {k: v.detach().clone() for k, v in net.state_dict().items()})
+    best_fit: tuple[FitResult, np.ndarray, FineTunePolicy, FineTuneConfig] | None = None
+    for i, rung in enumerate(RUNGS[1:], start=1):
+        row = RungResult(rung.name, rung.what)
+        table.append(row)
+        later = sum(costs[r.name].epochs(epochs[r.name]) + val_cost for r in RUNGS[i + 1 :] if epochs[r.name])
+        deadline = end - finish - val_cost - later
+        # The first rung keeps its planned share; a later one takes what is left, at probe costs
+        # corrected by how far the previous rung's real epochs were from their estimate.
+        cap = epochs[rung.name] if i == 1 else (rung.max_epochs if epochs[rung.name] else 0)
+        n = _fits(costs[rung.name], deadline - time.perf_counter(), cap)
+        row.epochs_planned = n
+        if n < 1:
+            row.note = "does not fit in the budget"
+            continue
+        t0 = time.perf_counter()
+        cfg = FineTuneConfig(epochs=n, lr=LR, patience=PATIENCE, augment=AUGMENT, batch_size=batch_size)
+        policy = FineTunePolicy(unfreeze=rung.unfreeze, backbone_lr_ratio=BACKBONE_LR_RATIO)
+        ckpt = Path(checkpoint_dir) / f"ladder-{rung.name}" if checkpoint_dir else None
+        fit = _train(net, train_set, held_set, cfg, policy, deadline, ckpt, prog, f"ladder {rung.name}", **run_kw)
+        probs = distributed.on_rank_zero(score, net)
+        row.epochs_run, row.held_out_accuracy = len(fit.history), float(fit.best_val_acc)
+        row.val_accuracy = float(compute_metrics(np.asarray(val[1]), probs, classes)["accuracy"])
+        row.note = "stopped by the budget" if fit.stopped_by_budget else ("stopped early" if fit.stopped_early else "")
+        result.history += fit.history
+        ratio = _observed_ratio(fit, costs[rung.name])
+        for r in RUNGS[i + 1 :]:
+            costs[r.name] = _Costs(costs[r.name].first * ratio, costs[r.name].later * ratio, costs[r.name].views)
+        finish, val_cost = finish * ratio, val_cost * ratio
+        if row.held_out_accuracy > best[1]:  # strictly better on held-out images, else the cheaper rung stays
+            best = (i, row.held_out_accuracy, {k: v.detach().clone() for k, v in net.state_dict().items()})
+            best_fit = (fit, probs, policy, cfg)
+        else:
+            net.load_state_dict(best[2])  # the next rung climbs from the best network so far
+        row.seconds = time.perf_counter() - t0
+    table[best[0]].kept = True
+    result.kept = RUNGS[best[0]].name
+    if best_fit is None:
+        net.load_state_dict(saved)  # the stage-1 model, its head fitted on all of train
+        return result
+    net.load_state_dict(best[2])
+    fit, probs, policy, cfg = best_fit
+    result.stage, result.policy, result.config = _recalibrate(
+        net, fit, probs, (paths, y, held), val, classes, policy, table[best[0]], prog, **run_kw
+    ), policy, cfg  # fmt: skip
+    return result
+
+
+def _refit_head_without(
+    head_st: HeadStage, feats: SplitFeatures, paths: list[str], held: np.ndarray, classes: list[str],
+    balanced: bool, seed: int,
+) -> HeadStage:  # fmt: skip
+    """Stage 1's head (same features, same C) refitted without the held-out images, scored on them."""
+    held_paths = {p for p, h in zip(paths, held) if h}
+    n0 = len(feats.paths)  # view-0 rows come first, in ``feats.paths`` order
+    path_of = dict(zip(feats.groups[:n0].tolist(), feats.paths))
+    out = np.array([path_of.get(int(g)) in held_paths for g in feats.groups], dtype=bool)
+    first = np.zeros(len(out), dtype=bool)
+    first[:n0] = True
+
+    def rows(mask: np.ndarray) -> SplitFeatures:
+        keep = np.flatnonzero(mask)
+        return SplitFeatures(
+            feats.X[keep], feats.y[keep], feats.groups[keep], [path_of[int(g)] for g in feats.groups[keep]]
+        )
+
+    train, test = rows(~out), rows(out & first)
+    cw = class_weights_balanced(train.y, len(classes)) if balanced else None
+    return fit_head_stage(head_st.spec, train, test, classes, C=head_st.info.get("C"), class_weight=cw, seed=seed)
+
+
+def _train(
+    net: GraftNet, train: tuple[list[str], np.ndarray], held: tuple[list[str], np.ndarray], cfg: FineTuneConfig,
+    policy: FineTunePolicy, deadline: float | None, ckpt: Path | None, progress: Progress, stage: str, *,
+    preprocessing: Preprocessing, device: str, precision: str, num_workers: int, batch_size: int, seed: int,
+    class_weight: np.ndarray | None,
+) -> FitResult:  # fmt: skip
+    """One rung's fine-tune: the held-out slice of train stands where validation stands in ``--fine-tune``."""
+    from graft.transforms.train import build_train_transform
+
+    return train_network(
+        net, net.backbone, train[0], train[1], held[0], held[1],
+        train_transform=build_train_transform(preprocessing, strength=cfg.augment), eval_transform=preprocessing,
+        policy=policy, config=cfg, device=device, precision=precision, num_workers=num_workers,
+        class_weight=class_weight, checkpoint_dir=ckpt, seed=seed, stage=stage, progress=progress, deadline=deadline,
+        eval_name="held-out",
+    )  # fmt: skip
+
+
+def _probe(
+    net: GraftNet, rung: Rung, train: tuple[list[str], np.ndarray], held: tuple[list[str], np.ndarray], **run_kw: Any
+) -> _Costs:
+    """Time a few real steps of ``rung`` on a copy of ``net``; scale them to the whole training set.
+
+    Images are decoded in the training process (no worker start-up in the timings); the
+    speed plan the real run uses is measured here once and cached. The first epoch of
+    each kind is discarded as warm-up where a second one was run.
+    """
+    k, m = min(len(train[0]), _PROBE_TRAIN), min(len(held[0]), _PROBE_HELD)
+    views = 1 if rung.unfreeze != -1 else 0  # "top": epoch 1 fills the prefix cache, 2 fills again, 3 uses it
+    cfg = FineTuneConfig(
+        epochs=3 if views else 2, lr=LR, batch_size=min(run_kw["batch_size"], k), augment=AUGMENT,
+        warmup_epochs=0, patience=10, prefix_views=2 if views else 0,
+    )  # fmt: skip
+    probe = copy.deepcopy(net)
+    policy = FineTunePolicy(unfreeze=rung.unfreeze, backbone_lr_ratio=BACKBONE_LR_RATIO)
+    kw = {**run_kw, "num_workers": 0}
+    fit = _train(probe, (train[0][:k], train[1][:k]), (held[0][:m], held[1][:m]), cfg, policy, None, None,
+                 NullProgress(), f"probe {rung.name}", **kw)  # fmt: skip
+    secs = [float(r["seconds"]) for r in fit.history]
+    scale = (len(train[0]) + len(held[0])) / max(k + m, 1)
+    first = secs[1] if len(secs) > 1 else secs[0]
+    later = secs[2] if views and len(secs) > 2 else first
+    return _Costs(first * scale, later * scale, cfg.prefix_views if views else cfg.epochs)
+
+
+def _observed_ratio(fit: FitResult, est: _Costs) -> float:
+    """Real over estimated seconds of a rung's first epoch (clamped to 1/4..4): how far the probe was off.
+
+    The probe times one step per epoch with images decoded in-process, so on a quiet
+    machine it overestimates; on a loaded one it can underestimate. Either way the same
+    bias touches the next rung's probe, so its estimate is scaled by this ratio.
+    """
+    if not fit.history or est.first <= 0:
+        return 1.0
+    return float(min(max(float(fit.history[0]["seconds"]) / est.first, 0.25), 4.0))
+
+
+def _fits(costs: _Costs, seconds: float, cap: int) -> int:
+    """The most epochs (up to ``cap``) whose estimated cost fits in ``seconds``."""
+    return max((e for e in range(cap + 1) if costs.epochs(e) <= seconds), default=0)
+
+
+def _plan(avail: float, costs: dict[str, _Costs], val_cost: float) -> dict[str, int]:
+    """Epochs per rung: "top" takes up to ``TOP_SHARE`` of the time while "all" fits 2+ epochs, else all of it."""
+    top_cap, all_cap = RUNGS[1].max_epochs, RUNGS[2].max_epochs
+    e_top = _fits(costs["top"], avail * TOP_SHARE - val_cost, top_cap)
+    e_all = _fits(costs["all"], avail - costs["top"].epochs(e_top) - (val_cost if e_top else 0) - val_cost, all_cap)
+    if e_all < 2:
+        return {"top": _fits(costs["top"], avail - val_cost, top_cap), "all": 0}
+    return {"top": e_top, "all": e_all}
+
+
+def _fmt(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def _plan_lines(
+    stage1: float, budget: float, left: float, epochs: dict[str, int], costs: dict[str, _Costs], finish: float
+) -> list[str]:  # fmt: skip
+    lines = [f"budget {_fmt(budget)}: stage 1 took {_fmt(stage1)}, {_fmt(max(left, 0))} left"]
+    for rung in RUNGS[1:]:
+        c, e = costs[rung.name], epochs[rung.name]
+        if not e:
+            lines.append(f"  {rung.name} ({rung.what}): skipped, one epoch (~{_fmt(c.epochs(1))}) does not fit")
+            continue
+        each = f"~{_fmt(c.later)}" + (
+            f" (first {c.views} ~{_fmt(c.first)})" if c.views and c.first > 1.5 * c.later else ""
+        )
+        lines.append(f"  {rung.name} ({rung.what}): up to {e} epochs x {each}, ~{_fmt(c.epochs(e))}")
+    lines.append(f"  then recalibration and scoring: ~{_fmt(finish)}; rungs are kept by held-out training images")
+    return lines
+
+
+def _recalibrate(
+    net: GraftNet, fit: FitResult, probs: np.ndarray, train: tuple[list[str], np.ndarray, np.ndarray],
+    val: tuple[Sequence[str], np.ndarray], classes: list[str], policy: FineTunePolicy, row: RungResult,
+    progress: Progress, *, preprocessing: Preprocessing, device: str, precision: str, num_workers: int, seed: int,
+    **_: Any,
+) -> FineTuneStage:  # fmt: skip
+    """The kept rung's temperature (held-out slice) and OOD refit, and its calibrated validation metrics."""
+    labels = np.asarray(val[1])
+    embedding = {"device": device, "precision": precision, "num_workers": num_workers}
+    t, ood = refit_after_fine_tune(net, train, preprocessing, seed=seed, progress=progress, **embedding)
+    metrics = compute_metrics(labels, probs, classes)
+    if t is not None:
+        raw, probs = probs, rescale_probs(probs, t)
+        metrics = {
+            **compute_metrics(labels, probs, classes),
+            "ece_uncalibrated": expected_calibration_error(raw, labels)[0],
+        }
+    summary = {
+        "val_accuracy": metrics["accuracy"], "seconds": row.seconds, "best_epoch": fit.best_epoch,
+        "stopped_early": fit.stopped_early, "unfrozen_groups": policy.unfrozen_groups, "kept": True,
+        "calibration_images": int(train[2].sum()), "temperature": t, "rung": row.rung,
+    }  # fmt: skip
+    return FineTuneStage(True, fit, metrics, probs, summary, ood, t)

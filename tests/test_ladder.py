@@ -1,0 +1,133 @@
+"""The transfer ladder under a time budget (``fit(..., budget=...)``, ``graft train --budget``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import graft
+from conftest import TINY_BACKBONE, make_synthetic_dataset, run_cli
+from graft.exceptions import InvalidParameterError
+
+
+@pytest.fixture(scope="module")
+def ladder_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 classes x 40 training images: enough to hold out a 10% slice (12 images)."""
+    return make_synthetic_dataset(tmp_path_factory.mktemp("ladder") / "d", per_class=60)
+
+
+def _clf(weights: Path) -> graft.Classifier:
+    return graft.Classifier(TINY_BACKBONE, weights=weights, num_workers=0, precision="fp32")
+
+
+def test_plan_gives_the_whole_backbone_the_larger_share_and_drops_it_when_it_cannot_fit() -> None:
+    from graft.training.ladder import TOP_SHARE, _Costs, _plan
+
+    costs = {"top": _Costs(first=10.0, later=2.0, views=2), "all": _Costs(first=30.0, later=30.0, views=2)}
+    plan = _plan(300.0, costs, val_cost=1.0)
+    assert 1 <= plan["top"] <= 6 and costs["top"].epochs(plan["top"]) <= 300 * TOP_SHARE
+    assert plan["all"] >= 2 and costs["top"].epochs(plan["top"]) + costs["all"].epochs(plan["all"]) <= 300
+    short = _plan(50.0, costs, val_cost=1.0)  # two whole-backbone epochs (60 s) do not fit
+    assert short == {"top": 6, "all": 0}
+    assert _plan(5.0, costs, val_cost=1.0) == {"top": 0, "all": 0}
+
+
+def test_a_45_s_budget_ends_within_one_epoch_of_it_and_writes_the_ladder_table(
+    ladder_data: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from graft.training import ladder
+
+    # Uncapped epochs and patience: only the budget can end the rungs.
+    monkeypatch.setattr(
+        ladder, "RUNGS", tuple(dataclasses.replace(r, max_epochs=r.max_epochs * 1000) for r in ladder.RUNGS)
+    )
+    monkeypatch.setattr(ladder, "PATIENCE", 10_000)
+    t0 = time.perf_counter()
+    clf = _clf(tiny_weights).fit(ladder_data, budget="45s")
+    wall = time.perf_counter() - t0
+    longest = max(r["seconds"] for r in clf.history_["ladder"])
+    assert wall <= 45 + longest + 2, f"{wall:.1f} s for a 45 s budget (longest epoch {longest:.1f} s)"
+    assert wall >= 30, "the rungs should use most of the budget when nothing else ends them"
+    rungs = clf.ladder_
+    assert [r["rung"] for r in rungs] == ["head", "top", "all"] and sum(r["kept"] for r in rungs) == 1
+    assert any(r["note"] == "stopped by the budget" for r in rungs[1:])
+    for r in rungs:
+        assert r["held_out_accuracy"] is not None and r["val_accuracy"] is not None
+    assert rungs[1]["epochs_run"] > 0 and rungs[2]["epochs_run"] > 0
+    assert clf.stage_metrics_["ladder"]["plan"][0].startswith("budget 45 s: stage 1 took")
+
+
+def test_no_rung_trains_or_stops_on_validation_images(
+    ladder_data: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from graft.training import ladder
+
+    calls: list[tuple[list[str], list[str]]] = []
+    real = ladder.train_network
+    monkeypatch.setattr(
+        ladder, "train_network", lambda *a, **k: calls.append((list(a[2]), list(a[4]))) or real(*a, **k)
+    )
+    clf = _clf(tiny_weights).fit(ladder_data, budget=20)
+    val = {str(p) for p in clf.val_paths_}
+    train = {str(r.path) for r in clf.data_.splits["train"]}
+    assert calls, "the ladder should have fine-tuned"
+    for fit_paths, stop_paths in calls:
+        assert not (set(fit_paths) | set(stop_paths)) & val
+        assert set(stop_paths) <= train and not set(stop_paths) & set(fit_paths)
+
+
+def test_a_kept_rung_is_recalibrated_saved_and_predicts_as_validated(
+    ladder_data: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from graft.training import ladder
+
+    real = ladder._refit_head_without
+
+    def worse_head(*a, **k):  # the frozen head scores 0 on the held-out slice: a fine-tuned rung must win
+        st = real(*a, **k)
+        return dataclasses.replace(st, metrics={**st.metrics, "accuracy": 0.0})
+
+    monkeypatch.setattr(ladder, "_refit_head_without", worse_head)
+    clf = _clf(tiny_weights).fit(ladder_data, budget=20)
+    assert clf.fine_tuned_ and not clf.ladder_[0]["kept"]
+    summary = clf.stage_metrics_["fine_tune"]
+    assert summary["rung"] in {"top", "all"} and summary["calibration_images"] == 12
+    assert summary["temperature"] is not None and summary["temperature"] > 0
+    clf.save(tmp_path / "m")
+    back = graft.load(tmp_path / "m")
+    assert back.ladder_ == clf.ladder_ and back.fine_tuned_
+    probs, _ok, _bad = back.predict_proba(clf.val_paths_)
+    np.testing.assert_allclose(probs, clf.val_probs_, atol=2e-4)
+
+
+def test_too_small_a_dataset_keeps_the_head_and_says_why(synthetic_dataset: Path, tiny_weights: Path) -> None:
+    clf = _clf(tiny_weights).fit(synthetic_dataset, budget="1m")  # 8 training images per class
+    assert [r["rung"] for r in clf.ladder_] == ["head"] and clf.ladder_[0]["kept"]
+    assert "too few training images" in clf.ladder_[0]["note"] and not clf.fine_tuned_
+
+
+@pytest.mark.parametrize("bad", ["20", "5d", "-1m", 0])
+def test_a_budget_needs_a_unit_and_a_positive_duration(bad: object, synthetic_dataset: Path) -> None:
+    with pytest.raises(InvalidParameterError, match="The 'budget' parameter of Classifier.fit must be"):
+        graft.Classifier().fit(synthetic_dataset, budget=bad)  # type: ignore[arg-type]
+
+
+def test_cli_budget_writes_the_ladder_and_rejects_bad_durations(
+    ladder_data: Path, tiny_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["train", ladder_data, "--backbone", TINY_BACKBONE, "--weights", tiny_weights, "--no-report",
+            "--workers", "0", "--precision", "fp32"]  # fmt: skip
+    code, out, err = run_cli([*base, "--out", tmp_path / "run", "--budget", "20s"], capsys)
+    assert code == 0 and "transfer ladder" in out and "budget 20 s: stage 1 took" in out + err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [r["rung"] for r in metrics["ladder"]] == ["head", "top", "all"] and metrics["budget_seconds"] == 20
+    code, _out, err = run_cli([*base, "--out", tmp_path / "r2", "--budget", "20"], capsys)
+    assert code == 2 and "'budget' parameter of graft train" in err and len(err.strip().splitlines()) == 1
+    code, _out, err = run_cli([*base, "--out", tmp_path / "r3", "--budget", "1m", "--fine-tune"], capsys)
+    assert code == 2 and "--fine-tune" in err
+    assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()
