@@ -72,3 +72,30 @@ def test_groups_and_class_weights() -> None:
     # a class absent from the training data does not crash the fit
     fit4 = fit_linear_head(X, y, 4, C=1.0)
     assert fit4.weight.shape == (4, 16)
+
+
+def test_large_feature_matrices_are_fitted_in_chunks_without_a_centred_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above the size limit the centred features are never materialised; the fit is the same."""
+    from graft.training import linear_probe as lp
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 900)
+    X = np.abs(rng.normal(0, 0.3, (3, 64))[y] + rng.normal(0, 1, (900, 64))).astype(np.float32)
+    whole = lp.fit_linear_head(X, y, 3)
+    seen: list[int] = []
+    real = lp._Centred.chunks
+
+    def spy(self):  # type: ignore[no-untyped-def]
+        for sl, c in real(self):
+            seen.append(len(c))
+            yield sl, c
+
+    monkeypatch.setattr(lp, "_MATERIALISE_MAX", 10_000)
+    monkeypatch.setattr(lp, "_CHUNK_VALUES", 64 * 100)  # 100-row chunks
+    monkeypatch.setattr(lp._Centred, "chunks", spy)
+    chunked = lp.fit_linear_head(X, y, 3)
+    assert seen and max(seen) == 100, "the large path should run over 100-row chunks"
+    assert chunked.C == whole.C and chunked.cv_scores == whole.cv_scores
+    np.testing.assert_allclose(chunked.weight, whole.weight, rtol=0, atol=2e-3 * np.abs(whole.weight).max())
+    np.testing.assert_allclose(chunked.bias, whole.bias, rtol=0, atol=2e-3 * max(np.abs(whole.bias).max(), 1e-3))
+    assert X.flags.writeable and np.isfinite(X).all()  # the caller's matrix is untouched

@@ -17,7 +17,7 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence, Union
 
 import numpy as np
 import torch
@@ -43,8 +43,72 @@ def _threads(n: int) -> Iterator[None]:
             torch.set_num_threads(old)
 
 
+#: Above this many feature values (256 MB of float32) the centred, scaled copy of the
+#: features is never materialised: products run over row chunks centred on the fly, so a
+#: fit on 200,000 x 1,280 features holds the caller's matrix and tens of MB besides.
+_MATERIALISE_MAX = 64_000_000
+_CHUNK_VALUES = 16_000_000  # values per on-the-fly chunk (64 MB)
+
+
+class _Centred:
+    """``(X - mu) * g`` without a copy of ``X``: row chunks are centred when a product needs them.
+
+    Same arithmetic per element as the materialised matrix (centre, then multiply), so
+    results agree with it to float32 summation order, not to a cancellation error.
+    """
+
+    def __init__(self, X: torch.Tensor, mu: torch.Tensor, g: float) -> None:
+        self.X, self.mu, self.g = X, mu, g
+        self.shape = X.shape
+        self.step = max(1, _CHUNK_VALUES // max(int(X.shape[1]), 1))
+
+    def chunks(self) -> Iterator[tuple[slice, torch.Tensor]]:
+        for i in range(0, int(self.shape[0]), self.step):
+            sl = slice(i, i + self.step)
+            yield sl, (self.X[sl] - self.mu).mul_(self.g)
+
+    def __getitem__(self, idx: Any) -> torch.Tensor:
+        return (self.X[torch.as_tensor(idx)] - self.mu).mul_(self.g)
+
+    def __len__(self) -> int:
+        return int(self.shape[0])
+
+
+Rows = Union[torch.Tensor, _Centred]
+
+
+def _addmm(b: torch.Tensor, R: Rows, M: torch.Tensor) -> torch.Tensor:
+    """``b + R @ M``."""
+    if isinstance(R, torch.Tensor):
+        return torch.addmm(b, R, M)
+    return torch.cat([torch.addmm(b, c, M) for _, c in R.chunks()])
+
+
+def _t_matmul(P: torch.Tensor, R: Rows) -> torch.Tensor:
+    """``P.T @ R``."""
+    if isinstance(R, torch.Tensor):
+        return P.T @ R
+    out = torch.zeros(P.shape[1], int(R.shape[1]))
+    for sl, c in R.chunks():
+        out.addmm_(P[sl].T, c)
+    return out
+
+
+def _centre(Xt: torch.Tensor) -> tuple[Rows, torch.Tensor, float]:
+    """(centred features scaled to unit RMS, the mean, the scale): a copy for small X, chunks for large X."""
+    mu = Xt.mean(0)
+    if Xt.numel() <= _MATERIALISE_MAX or Xt.shape[0] < Xt.shape[1]:  # an SVD needs the matrix
+        Z = Xt - mu
+        g = 1.0 / max(float(Z.pow(2).mean().sqrt()), 1e-12)  # one global scale: C transfers across backbones
+        return Z.mul_(g), mu, g
+    lazy = _Centred(Xt, mu, 1.0)
+    sq = sum(float(c.double().pow(2).sum()) for _, c in lazy.chunks())
+    lazy.g = 1.0 / max(math.sqrt(sq / Xt.numel()), 1e-12)
+    return lazy, mu, lazy.g
+
+
 def _lbfgs_logreg(
-    R: torch.Tensor,
+    R: Rows,
     y: torch.Tensor,
     n_classes: int,
     C: float,
@@ -79,12 +143,12 @@ def _lbfgs_logreg(
     def closure() -> torch.Tensor:
         # Analytic loss and gradient: no autograd graph, a few matmuls per call.
         Wr, b = theta[: k * d].view(k, d) * D, theta[k * d :]
-        logp = torch.log_softmax(torch.addmm(b, R, (Wr @ axes).T), 1)
+        logp = torch.log_softmax(_addmm(b, R, (Wr @ axes).T), 1)
         loss = -(logp[rows, y] * sample_w).sum() * scale + 0.5 * reg * (Wr * Wr).sum()
         P = logp.exp_()
         P[rows, y] -= 1.0
         P.mul_((sample_w * scale)[:, None])
-        theta.grad = torch.cat([(((P.T @ R) @ axes.T + reg * Wr) * D).reshape(-1), P.sum(0)])
+        theta.grad = torch.cat([((_t_matmul(P, R) @ axes.T + reg * Wr) * D).reshape(-1), P.sum(0)])
         return loss
 
     # torch's L-BFGS: SciPy's L-BFGS-B spent ~0.1 s per step on 12k variables.
@@ -101,7 +165,7 @@ def _lbfgs_logreg(
     return (theta[: k * d].view(k, d) * D) @ axes, theta[k * d :].clone()
 
 
-def _principal_axes(Z: torch.Tensor, max_rows: int = 8000) -> tuple[torch.Tensor, torch.Tensor]:
+def _principal_axes(Z: Rows, max_rows: int = 8000) -> tuple[torch.Tensor, torch.Tensor]:
     """(axes (r, d), variances (r,)) of centred Z.
 
     Rotating is free for an L2 penalty. With fewer rows than dimensions the axes come
@@ -110,12 +174,15 @@ def _principal_axes(Z: torch.Tensor, max_rows: int = 8000) -> tuple[torch.Tensor
     kept and estimated on at most ``max_rows`` rows: they only precondition.
     """
     n, d = Z.shape
-    if n < d:
+    if n < d and isinstance(Z, torch.Tensor):  # fewer rows than columns: always materialised
         _, S, Vh = torch.linalg.svd(Z, full_matrices=False)
         var = S * S / n
         keep = var > var[0].clamp_min(1e-30) * 1e-9
         return Vh[keep].contiguous(), var[keep]
-    sub = Z if n <= max_rows else Z[torch.randperm(n, generator=torch.Generator().manual_seed(0))[:max_rows]]
+    if n <= max_rows and isinstance(Z, torch.Tensor):
+        sub = Z
+    else:
+        sub = Z[torch.randperm(n, generator=torch.Generator().manual_seed(0))[:max_rows]]
     var, V = torch.linalg.eigh((sub.T @ sub) / len(sub))
     return V.T.flip(0).contiguous(), var.flip(0).clamp_min(0)
 
@@ -182,10 +249,7 @@ def fit_linear_head(
     t0 = time.perf_counter()
     y = np.asarray(y, dtype=np.int64)
     Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-    mu = Xt.mean(0)
-    Z = Xt - mu
-    g = 1.0 / max(float(Z.pow(2).mean().sqrt()), 1e-12)  # one global scale: C transfers across backbones
-    Z.mul_(g)
+    Z, mu, g = _centre(Xt)
     yt = torch.from_numpy(y)
     cw = torch.ones(n_classes) if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32)
     sw = cw[yt]
@@ -211,7 +275,7 @@ def fit_linear_head(
 
 
 def _choose_C(
-    R: torch.Tensor,
+    R: Rows,
     var: torch.Tensor,
     axes: torch.Tensor,
     y: np.ndarray,
@@ -263,7 +327,7 @@ def _cv_folds(
 
 
 def _score_path(
-    R: torch.Tensor,
+    R: Rows,
     var: torch.Tensor,
     axes: torch.Tensor,
     yt: torch.Tensor,
