@@ -204,3 +204,20 @@ def test_killed_rank_ends_the_job_with_one_line_and_the_run_resumes(
     hist = json.loads((run / "history.json").read_text())["fine_tune"]
     assert json.loads((run / "run.json").read_text())["status"] == "done"
     assert hist[0]["epoch"] == 1 and hist[-1]["epoch"] == 20 and len(hist) == 20 and done >= 1
+
+
+def test_budget_ladder_runs_on_two_processes_with_one_plan_and_one_table(tmp_path: Path, tiny_weights: Path) -> None:
+    """Every rank must run the same rungs and epochs (rank 0's plan), or the collectives would hang."""
+    data = make_synthetic_dataset(tmp_path / "d", per_class=60)
+    out = tmp_path / "run"
+    two = _graft(
+        ["train", data, "--out", out, "--no-report", "--devices", 2, "--budget", "40s", *_tiny(tiny_weights)],
+        tmp_path / "h",
+        timeout=240,
+    )
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("transfer ladder") == 1, two.stdout  # one table, from rank 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert [r["rung"] for r in m["ladder"]] == ["head", "top", "all"] and sum(r["kept"] for r in m["ladder"]) == 1
+    assert any(r["epochs_run"] > 0 for r in m["ladder"][1:])
+    assert json.loads((out / "run.json").read_text())["processes"] == 2

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
 from torch import nn
 
 from graft import distributed
@@ -194,7 +195,7 @@ def climb(
         # The first rung keeps its planned share; a later one takes what is left, at probe costs
         # corrected by how far the previous rung's real epochs were from their estimate.
         cap = epochs[rung.name] if i == 1 else (rung.max_epochs if epochs[rung.name] else 0)
-        n = _fits(costs[rung.name], deadline - time.perf_counter(), cap)
+        n = distributed.broadcast_object(_fits(costs[rung.name], deadline - time.perf_counter(), cap))  # rank 0's
         row.epochs_planned = n
         if n < 1:
             row.note = "does not fit in the budget"
@@ -205,6 +206,7 @@ def climb(
         ckpt = Path(checkpoint_dir) / f"ladder-{rung.name}" if checkpoint_dir else None
         fit = _train(net, train_set, held_set, cfg, policy, deadline, ckpt, prog, f"ladder {rung.name}", **run_kw)
         probs = distributed.on_rank_zero(score, net)
+        net.to(memory_format=torch.contiguous_format)  # scoring may change rank 0's layout; DDP needs all alike
         row.epochs_run, row.held_out_accuracy = len(fit.history), float(fit.best_val_acc)
         row.val_accuracy = float(compute_metrics(np.asarray(val[1]), probs, classes)["accuracy"])
         row.note = "stopped by the budget" if fit.stopped_by_budget else ("stopped early" if fit.stopped_early else "")
