@@ -162,7 +162,7 @@ def train_run(
     record(run, Path(data_dir), clf, opts, argv, "running", processes=distributed.world_size())
     clf.progress = progress
     try:
-        stages = _train_stages(clf, data_dir, run, opts, progress)
+        stages = _train_stages(clf, data_dir, run, opts, progress, t_start)
         if main:
             clf.save(run.model_dir)
     except BaseException:
@@ -178,6 +178,8 @@ def _finish(
     """Write the outputs, score the test split, mark the run done (rank 0): metrics.json's content."""
     metrics = _write_outputs(run, clf, stages)
     metrics.update(_test_split(clf, progress))
+    if opts.budget is not None:
+        metrics["budget_seconds"] = check_duration("budget", opts.budget, "graft train")
     extra = {"device": clf.device_, "timings": clf.timings_, "processes": distributed.world_size()}
     _run_record(run, data_dir, clf, opts, argv, "done", **extra)
     metrics["train_seconds"] = time.perf_counter() - t_start
@@ -186,9 +188,13 @@ def _finish(
 
 
 def _train_stages(
-    clf: Classifier, data_dir: str | os.PathLike, run: RunFolder, opts: RunOptions, progress: Progress
-) -> dict[str, Any]:
-    clf.fit(data_dir, budget=opts.budget, checkpoint_dir=run.checkpoints if opts.budget is not None else None)
+    clf: Classifier, data_dir: str | os.PathLike, run: RunFolder, opts: RunOptions, progress: Progress,
+    t_start: float,
+) -> dict[str, Any]:  # fmt: skip
+    budget = None
+    if opts.budget is not None:  # counted from the command's start: start-up and imports are the user's time too
+        budget = max(check_duration("budget", opts.budget, "graft train") - (time.perf_counter() - t_start), 1.0)
+    clf.fit(data_dir, budget=budget, checkpoint_dir=run.checkpoints if budget is not None else None)
     stages: dict[str, Any] = {"head": dict(clf.stage_metrics_["head"])}
     if clf.fine_tuned_:  # the budget ladder kept a fine-tuned rung
         stages["fine_tune"] = dict(clf.stage_metrics_["fine_tune"])
@@ -246,7 +252,7 @@ def _write_outputs(run: RunFolder, clf: Classifier, stages: dict[str, Any]) -> d
         ),
         "features": clf.head_info_.get("features"),
         "ladder": clf.ladder_,
-        "budget_seconds": (clf.stage_metrics_.get("ladder") or {}).get("budget_seconds"),
+        "budget_seconds": None,  # the user's, filled by _finish
         "train_seconds": None,  # filled last, so it covers everything
         "classes": clf.classes_,
         "counts": data.summary().get("counts"),
