@@ -15,7 +15,6 @@ This module wires the run together; the epoch itself is :mod:`.loop`'s
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from graft import distributed
 from graft.data.records import SkippedFile
 from graft.features.embedder import ImageArrayDataset, collate_skip_failed, make_loader
 from graft.progress import NullProgress, Progress, Task
@@ -142,12 +142,14 @@ def train_network(
     fast = _step_path(net, backbone, (train_loader, val_loader), ddp, policy, config, start_epoch, device,
                       precision, seed, progress)  # fmt: skip
     failed_paths: dict[str, str] = {}
-    fit_epoch = _epoch_fn(fast, train_labels, train_paths, optimizer, config, device, class_weight, failed_paths)
+    span = {"epochs": config.epochs}  # where the LR schedule ends; a deadline can bring it forward
+    fit_epoch = _epoch_fn(fast, train_labels, train_paths, optimizer, config, device, class_weight, failed_paths, span)
     fit_epoch = fit_epoch if ddp is None else ddp.epoch_fn(fit_epoch)
-    for epoch in range(start_epoch, config.epochs + 1):
+    epoch = start_epoch
+    while epoch <= span["epochs"]:
         e0 = time.perf_counter()
         policy.train_mode(net, backbone)
-        task = progress.task(f"{stage} epoch {epoch}/{config.epochs}", total=len(train_paths))
+        task = progress.task(f"{stage} epoch {epoch}/{span['epochs']}", total=len(train_paths))
         stats = fit_epoch(epoch, task)
         task.close()
         val_loss, val_acc = fast.evaluate(net, val_labels, device)
@@ -158,21 +160,39 @@ def train_network(
         }  # fmt: skip
         writer = ckpt if ddp is None or ddp.writes else None  # checkpoints: rank 0 only
         stop = _end_epoch(rec, net, optimizer, policy, config, result, stopper, writer, progress, on_epoch, eval_name)
-        if (
-            not stop
-            and deadline is not None
-            and epoch < config.epochs
-            and time.perf_counter() + rec["seconds"] > deadline
-        ):
-            stop = result.stopped_by_budget = True
-            progress.message(f"{stage}: stopped after epoch {epoch}: another epoch would pass the time budget")
+        if not stop and deadline is not None and epoch < span["epochs"]:
+            stop = _fit_deadline(span, epoch, rec["seconds"], deadline, ddp, result, progress, stage)
         if stop if ddp is None else ddp.agree(stop):
             break
+        epoch += 1
     stopper.restore(net)
     net.eval()
     result.failed = [SkippedFile(p, r) for p, r in failed_paths.items()]
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _fit_deadline(
+    span: dict[str, int], epoch: int, epoch_s: float, deadline: float, ddp: DataParallel | None, result: FitResult,
+    progress: Progress, stage: str,
+) -> bool:  # fmt: skip
+    """Bring the schedule's end forward to the epochs that still fit before ``deadline``; True: stop now.
+
+    Epochs are assumed as long as the last one. Shortening the schedule (rather than
+    cutting it) lets the learning rate still anneal to zero by the last epoch that fits.
+    """
+    fits = int(max(deadline - time.perf_counter(), 0.0) // max(epoch_s, 1e-6))
+    end = min(span["epochs"], epoch + fits)
+    end = end if ddp is None else int(distributed.broadcast_object(end))  # rank 0's clock decides
+    if end >= span["epochs"]:
+        return False
+    result.stopped_by_budget = True
+    if end <= epoch:
+        progress.message(f"{stage}: stopped after epoch {epoch}: another epoch would pass the time budget")
+        return True
+    progress.message(f"{stage}: {end - epoch} more epoch(s) fit in the time budget; the schedule now ends at {end}")
+    span["epochs"] = end
+    return False
 
 
 def _step_path(
@@ -280,6 +300,7 @@ def _epoch_fn(
     device: str,
     class_weight: np.ndarray | None,
     failed: dict[str, str],
+    span: dict[str, int] | None = None,
 ) -> Callable[[int, Task], dict[str, float]]:
     """Bind what stays fixed across epochs: ``fn(epoch, task)`` runs :func:`train_one_epoch` on ``fast``'s batches.
 
@@ -287,9 +308,12 @@ def _epoch_fn(
     schedule's base LRs. Undecodable images land in ``failed`` (path -> reason).
     """
     steps = fast.steps_per_epoch()
-    lr_at = functools.partial(
-        _lr_factor, total=steps * config.epochs, warmup=int(config.warmup_epochs * steps), schedule=config.schedule
-    )
+    span = span if span is not None else {"epochs": config.epochs}
+    warmup = int(config.warmup_epochs * steps)
+
+    def lr_at(step: int) -> float:  # reads the schedule's end each step: a deadline may move it
+        return _lr_factor(step, total=steps * span["epochs"], warmup=warmup, schedule=config.schedule)
+
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     cw = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32, device=device)
 
