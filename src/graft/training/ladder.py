@@ -303,15 +303,18 @@ def _probe(
 
 
 def _observed_ratio(fit: FitResult, est: _Costs) -> float:
-    """Real over estimated seconds of a rung's first epoch (clamped to 1/4..4): how far the probe was off.
+    """Real over estimated seconds of a rung's epochs (clamped to 1/4..4): how far the probe was off.
 
-    The probe times one step per epoch with images decoded in-process, so on a quiet
-    machine it overestimates; on a loaded one it can underestimate. Either way the same
-    bias touches the next rung's probe, so its estimate is scaled by this ratio.
+    The probe times one step per epoch, so its per-image cost carries fixed overheads and
+    the machine's load at that moment. Its bias is shared by the next rung's probe, whose
+    estimate is scaled by this ratio. All the rung's epochs count, not the first alone:
+    the first also pays one-off costs (warm-up, the held-out slice's prefix pass).
     """
-    if not fit.history or est.first <= 0:
+    real = sum(float(r["seconds"]) for r in fit.history)
+    planned = est.epochs(len(fit.history))
+    if not fit.history or planned <= 0:
         return 1.0
-    return float(min(max(float(fit.history[0]["seconds"]) / est.first, 0.25), 4.0))
+    return float(min(max(real / planned, 0.25), 4.0))
 
 
 def _fits(costs: _Costs, seconds: float, cap: int) -> int:
