@@ -37,6 +37,8 @@ def run(dataset: str, budget: str, tmp: Path) -> dict:
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stderr[-3000:]}")
     m = json.loads((out / "metrics.json").read_text())
+    spec = json.loads((out / "model" / "config.json").read_text())
+    plan = ((spec.get("training") or {}).get("stages") or {}).get("ladder", {}).get("plan", [])
     rungs = " / ".join(
         f"{r['rung']} {r['epochs_run']}ep held {r['held_out_accuracy'] or 0:.3f} val {r['val_accuracy'] or 0:.3f}"
         if r["rung"] != "head" else f"head held {r['held_out_accuracy'] or 0:.3f}"
@@ -46,7 +48,7 @@ def run(dataset: str, budget: str, tmp: Path) -> dict:
         "dataset": dataset, "budget": budget, "budget_s": m.get("budget_seconds"), "wall_s": round(wall, 1),
         "kept": next((r["rung"] for r in m["ladder"] or [] if r["kept"]), "head"),
         "val": m["val_accuracy"], "head_val": m["stages"]["head"]["val_accuracy"], "test": m.get("test_accuracy"),
-        "rungs": rungs,
+        "rungs": rungs, "plan": plan, "ladder": m.get("ladder"),
     }  # fmt: skip
 
 
