@@ -152,10 +152,7 @@ def climb(
     table = [RungResult("head", RUNGS[0].what, val_accuracy=float(head_st.metrics["accuracy"]))]
     table[0].seconds = time.perf_counter() - started
     result = LadderResult(table, [], "head", budget_seconds)
-    skipped = {Path(s.path) for s in data.skipped}
-    records = [r for r in data.splits["train"] if r.path not in skipped]
-    paths, y = [str(r.path) for r in records], np.array([r.label for r in records], dtype=np.int64)
-    held = calibration_split(y, seed=seed)
+    paths, y, held = _held_out_slice(data, seed)
     if not held.any():
         table[0].kept = True
         table[0].note = "too few training images to hold out a slice for an honest choice: no fine-tuning"
@@ -176,16 +173,13 @@ def climb(
         num_workers=default_num_workers() if num_workers is None else num_workers, batch_size=batch_size, seed=seed,
         class_weight=class_weights_balanced(y[~held], len(classes)) if balanced else None,
     )  # fmt: skip
-    costs = {r.name: distributed.broadcast_object(_probe(net, r, train_set, held_set, **run_kw)) for r in RUNGS[1:]}
-    per_image = costs["all"].later / max(len(train_set[0]) + len(held_set[0]), 1) / 3  # forward only
-    val_cost = per_image * len(val[0])
-    finish = per_image * len(paths) + val_cost  # recalibration pass over train + scoring
-    epochs = _plan(end - time.perf_counter() - finish, costs, val_cost)
-    result.plan = _plan_lines(table[0].seconds, budget_seconds, end - time.perf_counter(), epochs, costs, finish)
+    costs, epochs, val_cost, finish, result.plan = _estimate(
+        net, train_set, held_set, len(val[0]), len(paths), end, table[0].seconds, budget_seconds, run_kw
+    )
     for line in result.plan:
         prog.message(line)
 
-    best = (0, table[0].held_out_accuracy, {k: v.detach().clone() for k, v in net.state_dict().items()})
+    best = (0, float(held_head.metrics["accuracy"]), {k: v.detach().clone() for k, v in net.state_dict().items()})
     best_fit: tuple[FitResult, np.ndarray, FineTunePolicy, FineTuneConfig] | None = None
     for i, rung in enumerate(RUNGS[1:], start=1):
         row = RungResult(rung.name, rung.what)
@@ -201,37 +195,70 @@ def climb(
             row.note = "does not fit in the budget"
             continue
         t0 = time.perf_counter()
-        cfg = FineTuneConfig(epochs=n, lr=LR, patience=PATIENCE, augment=AUGMENT, batch_size=batch_size)
-        policy = FineTunePolicy(unfreeze=rung.unfreeze, backbone_lr_ratio=BACKBONE_LR_RATIO)
         ckpt = Path(checkpoint_dir) / f"ladder-{rung.name}" if checkpoint_dir else None
-        fit = _train(net, train_set, held_set, cfg, policy, deadline, ckpt, prog, f"ladder {rung.name}", **run_kw)
-        probs = distributed.on_rank_zero(score, net)
-        net.to(memory_format=torch.contiguous_format)  # scoring may change rank 0's layout; DDP needs all alike
-        row.epochs_run, row.held_out_accuracy = len(fit.history), float(fit.best_val_acc)
-        row.val_accuracy = float(compute_metrics(np.asarray(val[1]), probs, classes)["accuracy"])
-        row.note = "stopped by the budget" if fit.stopped_by_budget else ("stopped early" if fit.stopped_early else "")
+        fit, probs, policy, cfg = _run_rung(net, rung, n, deadline, row, (train_set, held_set, val), score, ckpt,
+                                            prog, classes, run_kw)  # fmt: skip
         result.history += fit.history
         ratio = _observed_ratio(fit, costs[rung.name])
         for r in RUNGS[i + 1 :]:
             costs[r.name] = _Costs(costs[r.name].first * ratio, costs[r.name].later * ratio, costs[r.name].views)
         finish, val_cost = finish * ratio, val_cost * ratio
-        if row.held_out_accuracy > best[1]:  # strictly better on held-out images, else the cheaper rung stays
-            best = (i, row.held_out_accuracy, {k: v.detach().clone() for k, v in net.state_dict().items()})
+        if fit.best_val_acc > best[1]:  # strictly better on held-out images, else the cheaper rung stays
+            best = (i, float(fit.best_val_acc), {k: v.detach().clone() for k, v in net.state_dict().items()})
             best_fit = (fit, probs, policy, cfg)
         else:
             net.load_state_dict(best[2])  # the next rung climbs from the best network so far
         row.seconds = time.perf_counter() - t0
     table[best[0]].kept = True
     result.kept = RUNGS[best[0]].name
-    if best_fit is None:
-        net.load_state_dict(saved)  # the stage-1 model, its head fitted on all of train
-        return result
-    net.load_state_dict(best[2])
-    fit, probs, policy, cfg = best_fit
-    result.stage, result.policy, result.config = _recalibrate(
-        net, fit, probs, (paths, y, held), val, classes, policy, table[best[0]], prog, **run_kw
-    ), policy, cfg  # fmt: skip
+    net.load_state_dict(saved if best_fit is None else best[2])  # no fine-tuned winner: stage 1, head on all of train
+    if best_fit is not None:
+        fit, probs, result.policy, result.config = best_fit
+        result.stage = _recalibrate(
+            net, fit, probs, (paths, y, held), val, classes, result.policy, table[best[0]], prog, **run_kw
+        )
     return result
+
+
+def _held_out_slice(data: Any, seed: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The usable training images, their labels, and the mask of the held-out slice (all False: too few)."""
+    skipped = {Path(s.path) for s in data.skipped}
+    records = [r for r in data.splits["train"] if r.path not in skipped]
+    y = np.array([r.label for r in records], dtype=np.int64)
+    return [str(r.path) for r in records], y, calibration_split(y, seed=seed)
+
+
+def _estimate(
+    net: GraftNet, train_set: tuple[list[str], np.ndarray], held_set: tuple[list[str], np.ndarray], n_val: int,
+    n_train: int, end: float, stage1_s: float, budget_s: float, run_kw: dict[str, Any],
+) -> tuple[dict[str, _Costs], dict[str, int], float, float, list[str]]:  # fmt: skip
+    """Probe each rung (rank 0's figures), then plan: (costs, epochs per rung, val scoring s, finish s, plan lines)."""
+    costs = {r.name: distributed.broadcast_object(_probe(net, r, train_set, held_set, **run_kw)) for r in RUNGS[1:]}
+    per_image = costs["all"].later / max(len(train_set[0]) + len(held_set[0]), 1) / 3  # forward only
+    val_cost = per_image * n_val
+    finish = per_image * n_train + val_cost  # recalibration pass over train + scoring
+    epochs = _plan(end - time.perf_counter() - finish, costs, val_cost)
+    lines = _plan_lines(stage1_s, budget_s, end - time.perf_counter(), epochs, costs, finish)
+    return costs, epochs, val_cost, finish, lines
+
+
+def _run_rung(
+    net: GraftNet, rung: Rung, epochs: int, deadline: float, row: RungResult,
+    sets: tuple[tuple[list[str], np.ndarray], tuple[list[str], np.ndarray], tuple[Sequence[str], np.ndarray]],
+    score: Callable[[nn.Module], np.ndarray], ckpt: Path | None, progress: Progress, classes: list[str],
+    run_kw: dict[str, Any],
+) -> tuple[FitResult, np.ndarray, FineTunePolicy, FineTuneConfig]:  # fmt: skip
+    """Fine-tune one rung (train set, held-out stop set), score validation for the table, fill ``row``."""
+    train_set, held_set, val = sets
+    cfg = FineTuneConfig(epochs=epochs, lr=LR, patience=PATIENCE, augment=AUGMENT, batch_size=run_kw["batch_size"])
+    policy = FineTunePolicy(unfreeze=rung.unfreeze, backbone_lr_ratio=BACKBONE_LR_RATIO)
+    fit = _train(net, train_set, held_set, cfg, policy, deadline, ckpt, progress, f"ladder {rung.name}", **run_kw)
+    probs = distributed.on_rank_zero(score, net)
+    net.to(memory_format=torch.contiguous_format)  # scoring may change rank 0's layout; DDP needs all alike
+    row.epochs_run, row.held_out_accuracy = len(fit.history), float(fit.best_val_acc)
+    row.val_accuracy = float(compute_metrics(np.asarray(val[1]), probs, classes)["accuracy"])
+    row.note = "stopped by the budget" if fit.stopped_by_budget else ("stopped early" if fit.stopped_early else "")
+    return fit, probs, policy, cfg
 
 
 def _refit_head_without(
