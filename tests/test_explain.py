@@ -252,3 +252,20 @@ def test_cli_attack(tiny_model_dir: Path, red_image: Path, tmp_path: Path) -> No
     assert adv.shape[2] == 3
     res = runner.invoke(app, ["attack", str(tiny_model_dir), str(red_image)])
     assert res.exit_code != 0 and "--target" in str(res.exception)
+
+
+def test_gradcam_records_no_graph_before_its_layer_and_leaves_parameters_trainable(target, red_image: Path) -> None:
+    """Only the captured activation needs a gradient: the layers before it keep no activations."""
+    from graft.explain import gradcam, prepare_image
+
+    rgb = prepare_image(red_image, target.preprocessing)
+    first = next(target.net.parameters())
+    seen: list[bool] = []
+    hook = target.net.backbone.conv_stem.register_forward_hook(lambda _m, _i, out: seen.append(out.requires_grad))
+    try:
+        r = gradcam(target, rgb)
+    finally:
+        hook.remove()
+    assert seen and not any(seen), "the stem's output would be kept for a parameter gradient"
+    assert r.cam.std() > 0.01
+    assert first.requires_grad and all(p.requires_grad for p in target.net.parameters())

@@ -99,3 +99,20 @@ def test_large_feature_matrices_are_fitted_in_chunks_without_a_centred_copy(monk
     np.testing.assert_allclose(chunked.weight, whole.weight, rtol=0, atol=2e-3 * np.abs(whole.weight).max())
     np.testing.assert_allclose(chunked.bias, whole.bias, rtol=0, atol=2e-3 * max(np.abs(whole.bias).max(), 1e-3))
     assert X.flags.writeable and np.isfinite(X).all()  # the caller's matrix is untouched
+
+
+def test_a_column_slice_is_fitted_without_a_copy_and_like_a_copy() -> None:
+    """The final features are a column range of multi-depth features: a view, fitted as its copy is."""
+    from graft.training import linear_probe as lp
+    from graft.training.feature_choice import column_view
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 400)
+    X = (rng.normal(0, 0.3, (3, 48))[y] + rng.normal(0, 1, (400, 48))).astype(np.float32)
+    view = column_view(X, range(16, 48))
+    assert np.shares_memory(view, X) and not view.flags.c_contiguous
+    gathered = column_view(X, [0, 5, 9])
+    assert not np.shares_memory(gathered, X) and gathered.flags.c_contiguous
+    a, b = lp.fit_linear_head(view, y, 3), lp.fit_linear_head(np.ascontiguousarray(view), y, 3)
+    assert a.C == b.C and a.cv_scores == b.cv_scores
+    np.testing.assert_allclose(a.weight, b.weight, rtol=0, atol=1e-5 * np.abs(b.weight).max())

@@ -104,3 +104,18 @@ def test_foreign_and_missing_files_are_clean_errors(tmp_path: Path, tiny_onnx: P
     onnx.save(m, str(plain))
     with pytest.raises(ModelFileError, match="not exported by graft"):
         read_onnx_metadata(plain)
+
+
+def test_every_onnx_session_is_opened_by_one_function_that_plans_memory_tensor_by_tensor() -> None:
+    """The embedding engine and the predictor share one session factory (graft.onnxrt)."""
+    import inspect
+
+    import graft.features.engines as engines
+    import graft.predict.onnx as predict_onnx
+    from graft.onnxrt import onnx_session
+
+    for module in (engines, predict_onnx):
+        src = inspect.getsource(module)
+        assert "InferenceSession(" not in src and "SessionOptions(" not in src, module.__name__
+    with pytest.raises(ModelFileError, match="^exported backbone: ONNX Runtime cannot load"):
+        onnx_session(b"not an onnx graph", name="exported backbone")

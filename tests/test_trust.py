@@ -177,3 +177,22 @@ def test_a_random_test_split_is_not_called_a_shift(tmp_path: Path, tiny_weights:
     clf = graft.Classifier(TINY_BACKBONE, weights=tiny_weights, num_workers=0, precision="fp32", test_fraction=0.2)
     m = train_run(root, tmp_path / "run", clf, RunOptions())
     assert m["test_n"] >= 9 and m["test_shift"] is False
+
+
+def test_the_ood_score_of_many_queries_is_computed_in_chunks_with_the_same_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    from graft.training import ood
+
+    rng = np.random.default_rng(0)
+    fit = ood.fit_ood(rng.normal(size=(300, 16)).astype(np.float32), seed=0)
+    queries = torch.from_numpy(rng.normal(size=(250, 16)).astype(np.float32))
+    whole = fit.scorer(queries)
+    monkeypatch.setattr(ood, "_QUERY_CHUNK", 64)
+    chunked = fit.scorer(queries)
+    assert chunked.shape == (250,)
+    torch.testing.assert_close(chunked, whole)
+    ref = fit.scorer.reference
+    torch.testing.assert_close(ref.norm(dim=1), torch.ones(len(ref)))  # normalised in place, one copy

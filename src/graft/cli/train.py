@@ -186,6 +186,7 @@ def train(
             metrics = train_run(
                 data_dir, out, clf, opts, argv=sys.argv, progress=prog, started=started, overwrite=overwrite
             )
+        del clf  # the report reads the run folder; the fitted features need not stay in memory beside it
     if not distributed.is_main():
         return  # rank 0 reports for the job
     if not no_report:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from graft.exceptions import InvalidParameterError
-from graft.explain.layers import capture, default_feature_layer, get_layer
+from graft.explain.layers import capture, default_feature_layer, frozen_parameters, get_layer
 from graft.explain.target import ExplainTarget, predict_top_k, to_input
 from graft.validation import check_number, invalid_parameter
 
@@ -100,7 +100,7 @@ def gradcam_batch(
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         x = torch.cat([to_input(im, target.preprocessing, target.device) for im in chunk])
-        with torch.enable_grad(), capture(module, leaf=True) as store:
+        with torch.enable_grad(), frozen_parameters(net), capture(module, leaf=True) as store:
             logits = net(x).float()
         act = store.get("out")
         if act is None or act.dim() != 4:

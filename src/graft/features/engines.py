@@ -31,6 +31,7 @@ from torch import nn
 
 from graft.backbones.surgery import FeatureExtractor, static_same_padding
 from graft.features import onnx_cache
+from graft.onnxrt import onnx_session
 
 __all__ = [
     "Engine",
@@ -118,18 +119,12 @@ class OrtEngine(Engine):
     def __init__(
         self, onnx_bytes_or_path: bytes | str, input_size: tuple[int, int], threads: int | None = None
     ) -> None:
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.intra_op_num_threads = threads or torch.get_num_threads()
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
         # Idle ORT threads would spin between batches, taking CPU from the decoders
         # (measured: +10% end to end on 2 busy cores).
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.input_size = tuple(input_size)
-        self.session = ort.InferenceSession(onnx_bytes_or_path, so, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(
+            onnx_bytes_or_path, threads or torch.get_num_threads(), spin=False, name="exported backbone"
+        )
         self.input_name = self.session.get_inputs()[0].name
 
     label = "onnxruntime-fp32"

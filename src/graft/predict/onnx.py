@@ -22,30 +22,11 @@ import numpy as np
 from graft.artifact.onnx_meta import OOD_OUTPUT, OUTPUT_NAMES, spec_from_onnx_metadata
 from graft.data.decode import DEFAULT_MAX_PIXELS
 from graft.exceptions import ModelFileError
+from graft.onnxrt import onnx_session
 from graft.predict.base import Predictor
 from graft.predict.results import Outputs, softmax
 
 __all__ = ["OnnxPredictor", "read_onnx_metadata", "onnx_session"]
-
-
-def onnx_session(
-    path: str, threads: int | None = None, providers: Sequence[str] | None = None, spin: bool = True
-) -> Any:
-    """An ONNX Runtime session, with a one-line :class:`ModelFileError` for files it cannot load."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    if not spin:
-        # Idle ORT threads otherwise busy-wait; a server needs those cycles for decoding.
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3  # errors only: ORT's warnings are noise for users
-    if threads:
-        so.intra_op_num_threads = int(threads)
-    try:
-        return ort.InferenceSession(path, so, providers=list(providers or ["CPUExecutionProvider"]))
-    except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
-        raise ModelFileError(f"{path}: ONNX Runtime cannot load this file ({type(e).__name__}: {e})") from None
 
 
 def _check_file(path: str | os.PathLike) -> str:
@@ -92,7 +73,7 @@ class OnnxPredictor(Predictor):
         spin: bool = True,
     ) -> None:
         self.path = Path(_check_file(path))
-        self.session = onnx_session(str(self.path), threads, providers, spin)
+        self.session = onnx_session(str(self.path), threads, providers, spin=spin)
         self.spec, self.document = spec_from_onnx_metadata(
             self.session.get_modelmeta().custom_metadata_map, str(self.path)
         )

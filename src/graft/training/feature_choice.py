@@ -18,7 +18,15 @@ import numpy as np
 from graft.backbones.taps import tap_columns
 from graft.validation import check_choice
 
-__all__ = ["FEATURE_MODES", "MIN_GAIN", "FeatureChoice", "choose_features", "choose_features_by_cv", "select_columns"]
+__all__ = [
+    "FEATURE_MODES",
+    "MIN_GAIN",
+    "FeatureChoice",
+    "choose_features",
+    "choose_features_by_cv",
+    "column_view",
+    "select_columns",
+]
 
 #: auto: choose by cross-validation; final: the backbone's own pooled features; multi: always multi-depth.
 FEATURE_MODES = ("auto", "final", "multi")
@@ -42,11 +50,19 @@ class FeatureChoice:
         return {"mode": self.mode, "taps": list(self.taps), "cv_accuracy": self.cv_accuracy}
 
 
+def column_view(X: np.ndarray, columns: Sequence[int]) -> np.ndarray:
+    """``X[:, columns]``: a view without a copy where ``columns`` is a range (the final features are)."""
+    cols = [int(c) for c in columns]
+    if cols and cols == list(range(cols[0], cols[0] + len(cols))):
+        return X[:, cols[0] : cols[0] + len(cols)]
+    return np.ascontiguousarray(X[:, cols])
+
+
 def select_columns(split: Any, columns: Sequence[int]) -> Any:
-    """A copy of a :class:`~graft.training.stages.SplitFeatures` with only ``columns`` of its features."""
+    """A copy of a :class:`~graft.training.stages.SplitFeatures` with only ``columns`` of its features (a view)."""
     if len(columns) == split.X.shape[1]:
         return split
-    return dataclasses.replace(split, X=np.ascontiguousarray(split.X[:, list(columns)]))
+    return dataclasses.replace(split, X=column_view(split.X, columns))
 
 
 def choose_features(
@@ -94,8 +110,9 @@ def choose_features_by_cv(
     fits: dict[tuple[int, ...], Any] = {}
 
     def cv_accuracy(columns: list[int]) -> float:
-        X = np.ascontiguousarray(train.X[:, columns])
-        fit = fit_linear_head(X, train.y, n_classes, class_weight=class_weight, seed=seed, groups=train.groups)
+        fit = fit_linear_head(
+            column_view(train.X, columns), train.y, n_classes, class_weight=class_weight, seed=seed, groups=train.groups
+        )
         fits[tuple(columns)] = fit
         return float(max(fit.cv_scores.values())) if fit.cv_scores else 0.0
 

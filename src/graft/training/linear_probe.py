@@ -43,11 +43,13 @@ def _threads(n: int) -> Iterator[None]:
             torch.set_num_threads(old)
 
 
-#: Above this many feature values (256 MB of float32) the centred, scaled copy of the
+#: Above this many feature values (64 MB of float32) the centred, scaled copy of the
 #: features is never materialised: products run over row chunks centred on the fly, so a
-#: fit on 200,000 x 1,280 features holds the caller's matrix and tens of MB besides.
-_MATERIALISE_MAX = 64_000_000
-_CHUNK_VALUES = 16_000_000  # values per on-the-fly chunk (64 MB)
+#: fit holds the caller's matrix and tens of MB besides, whatever the dataset size. Below
+#: it (every shared dataset) the copy is faster: 16,000 x 1,904 features fitted in 4.9 s
+#: materialised vs 7.7 s in chunks, noise next to the 2.5 minutes of embedding behind them.
+_MATERIALISE_MAX = 16_000_000
+_CHUNK_VALUES = 4_000_000  # values per on-the-fly chunk (16 MB)
 
 
 class _Centred:
@@ -102,7 +104,7 @@ def _centre(Xt: torch.Tensor) -> tuple[Rows, torch.Tensor, float]:
         g = 1.0 / max(float(Z.pow(2).mean().sqrt()), 1e-12)  # one global scale: C transfers across backbones
         return Z.mul_(g), mu, g
     lazy = _Centred(Xt, mu, 1.0)
-    sq = sum(float(c.double().pow(2).sum()) for _, c in lazy.chunks())
+    sq = sum(float(c.square_().sum(dtype=torch.float64)) for _, c in lazy.chunks())
     lazy.g = 1.0 / max(math.sqrt(sq / Xt.numel()), 1e-12)
     return lazy, mu, lazy.g
 
@@ -248,7 +250,8 @@ def fit_linear_head(
     """
     t0 = time.perf_counter()
     y = np.asarray(y, dtype=np.int64)
-    Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    # A column slice of a larger matrix stays a strided view: no copy before centring.
+    Xt = torch.from_numpy(X if X.dtype == np.float32 and all(st >= 0 for st in X.strides) else X.astype(np.float32))
     Z, mu, g = _centre(Xt)
     yt = torch.from_numpy(y)
     cw = torch.ones(n_classes) if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32)

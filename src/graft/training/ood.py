@@ -35,6 +35,7 @@ PASS_RATE = 0.95
 """Share of held-out in-distribution training images the threshold lets through."""
 K_NEIGHBOURS = 5
 MAX_REFERENCE = 10_000
+_QUERY_CHUNK = 1024  # query rows per similarity matrix in a large call (1024 x 10,000 floats: 40 MB)
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
@@ -54,9 +55,12 @@ class OODScorer(nn.Module):
         self.register_buffer("threshold", torch.tensor(float("inf")))
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        sim = _normalise(feats.float()) @ self.reference.T
-        kth = torch.topk(sim, min(self.k, self.reference.shape[0]), dim=1).values[:, -1]
-        return 1.0 - kth
+        k = min(self.k, self.reference.shape[0])
+        if torch.jit.is_tracing() or len(feats) <= _QUERY_CHUNK:
+            sim = _normalise(feats.float()) @ self.reference.T
+            return 1.0 - torch.topk(sim, k, dim=1).values[:, -1]
+        # Many queries at once (the threshold fit): a bounded similarity matrix at a time.
+        return torch.cat([self(feats[i : i + _QUERY_CHUNK]) for i in range(0, len(feats), _QUERY_CHUNK)])
 
 
 @dataclass
@@ -69,10 +73,10 @@ class OODFit:
 
 
 def _scorer(reference: np.ndarray, k: int) -> OODScorer:
-    ref = _normalise(torch.from_numpy(np.ascontiguousarray(reference, np.float32)))
-    scorer = OODScorer(len(ref), ref.shape[1], k)
-    with torch.no_grad():
-        scorer.reference.copy_(ref)
+    scorer = OODScorer(len(reference), reference.shape[1], k)
+    with torch.no_grad():  # one copy of the reference rows, normalised in place
+        ref = scorer.reference.copy_(torch.from_numpy(np.asarray(reference, np.float32)))
+        ref.div_(ref.norm(dim=1, keepdim=True).clamp_min_(1e-12))
     return scorer.eval()
 
 

@@ -20,6 +20,7 @@ from graft import distributed
 from graft.data.records import ImageRecord, SkippedFile
 from graft.exceptions import DataError
 from graft.features.extract import FeatureSet
+from graft.heap import large_blocks_returned
 from graft.metrics import compute_metrics, expected_calibration_error
 from graft.progress import NullProgress, Progress
 from graft.training.feature_choice import choose_features_by_cv, select_columns
@@ -92,10 +93,11 @@ def embed_split(
                     "remove or fix them, or drop --strict to skip them"
                 )
         keep = np.array([paths[i] not in bad for i in fs.ok], dtype=bool)
-        Xs.append(fs.X[keep])
+        Xs.append(fs.X if keep.all() else fs.X[keep])  # no copy of the largest array in a run
         ys.append(labels[fs.ok[keep]])
         gs.append(fs.ok[keep])
-    return SplitFeatures(np.concatenate(Xs), np.concatenate(ys), np.concatenate(gs), [paths[i] for i in gs[0]], failed)
+    X = Xs[0] if len(Xs) == 1 else np.concatenate(Xs)
+    return SplitFeatures(X, np.concatenate(ys), np.concatenate(gs), [paths[i] for i in gs[0]], failed)
 
 
 def scan_splits(data: str | os.PathLike, *, progress: Progress | None = None, **options: Any) -> Any:
@@ -279,6 +281,9 @@ class StageOne:
     train: SplitFeatures | None = None  # the training features the head was fitted on (chosen columns)
 
 
+# Embedding and the head fit allocate and free many arrays of 1-60 MB (ONNX Runtime's arena,
+# batches, the fit's chunks and CV subsets); see graft.heap for why they are mmapped here.
+@large_blocks_returned()
 def stage_one(
     data: Any,
     *,
@@ -341,18 +346,19 @@ def stage_one(
         _choose_and_fit_head, emb, features, head, data.classes, C, dropout, hidden, weights_per_class, seed
     )
     train = select_columns(emb.train, choice.columns)
+    t1 = time.perf_counter()
+    ood = distributed.on_rank_zero(fit_ood_stage, st.spec, train, seed=seed)
+    ood_seconds = time.perf_counter() - t1
     spec = st.spec
     c_text = f", C={st.info['C']:g}" if "C" in st.info else ""
     f_text = f", multi-depth features (blocks {list(choice.taps)})" if choice.taps else ""
     prog.message(f"head ({head}{c_text}{f_text}): val accuracy {st.metrics['accuracy']:.4f}")
-    t1 = time.perf_counter()
-    ood = distributed.on_rank_zero(fit_ood_stage, spec, train, seed=seed)
     net = GraftNet(
         emb.backbone.model, st.head, spatial=spec.spatial, ood=ood.scorer if ood else None, taps=choice.taps
     ).eval()
     emb.backbone_info["feature_taps"] = list(choice.taps)
     timings = {
-        "scan": t0 - t_start, **emb.timings, "head": st.seconds, "ood": time.perf_counter() - t1,
+        "scan": t0 - t_start, **emb.timings, "head": st.seconds, "ood": ood_seconds,
         "fit": time.perf_counter() - t_start,
     }  # fmt: skip
     return StageOne(emb.data, emb, st, net, timings, ood_info(ood), train)
