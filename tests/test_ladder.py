@@ -37,6 +37,18 @@ def test_plan_gives_the_whole_backbone_the_larger_share_and_drops_it_when_it_can
     assert _plan(5.0, costs, val_cost=1.0) == {"top": 0, "all": 0}
 
 
+def test_a_rung_left_out_of_the_plan_comes_back_when_an_earlier_one_stopped_early() -> None:
+    from graft.training.ladder import _Costs, _epochs_now
+
+    top, whole = _Costs(first=10.0, later=2.0, views=2), _Costs(first=30.0, later=30.0, views=2)
+    assert _epochs_now(1, 6, top, 1000.0) == 6  # the first rung keeps its planned share
+    assert _epochs_now(1, 6, top, 25.0) == 4  # or what of it still fits: 10 + 10 + 2 + 2 s
+    assert _epochs_now(2, 0, whole, 59.0) == 0  # left out, and 2 epochs still do not fit
+    assert _epochs_now(2, 0, whole, 95.0) == 3  # left out, but "top" stopped early: back in
+    assert _epochs_now(2, 4, whole, 40.0) == 1  # planned: runs what fits, even one epoch
+    assert _epochs_now(2, 4, whole, 10_000.0) == 12  # planned: up to its cap
+
+
 def test_a_45_s_budget_ends_within_one_epoch_of_it_and_writes_the_ladder_table(
     ladder_data: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -116,3 +116,23 @@ def test_the_summary_names_the_chosen_features_and_both_cv_scores(
     }  # fmt: skip
     render_summary(tmp_path, m)
     assert "multi-depth (train CV 0.9646 vs 0.9482)" in capsys.readouterr().out
+
+
+def test_head_seconds_count_the_fit_the_feature_choice_made(
+    tmp_path: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chosen features' CV fit is reused as the head: its time is the head's, not ~0 s."""
+    from graft.training import linear_probe
+
+    real = linear_probe.fit_linear_head
+
+    def slow(*a, **k):  # type: ignore[no-untyped-def]
+        fit = real(*a, **k)
+        fit.seconds += 5.0
+        return fit
+
+    monkeypatch.setattr(linear_probe, "fit_linear_head", slow)
+    data = make_synthetic_dataset(tmp_path / "d", per_class=8)
+    clf = graft.Classifier(TINY_BACKBONE, weights=tiny_weights, num_workers=0, precision="fp32").fit(data)
+    assert set(clf.head_info_["features"]["cv_accuracy"]) == {"final", "multi"}  # the reuse path ran
+    assert 5.0 <= clf.timings_["head"] < 60.0

@@ -186,10 +186,9 @@ def climb(
         table.append(row)
         later = sum(costs[r.name].epochs(epochs[r.name]) + val_cost for r in RUNGS[i + 1 :] if epochs[r.name])
         deadline = end - finish - val_cost - later
-        # The first rung keeps its planned share; a later one takes what is left, at probe costs
-        # corrected by how far the previous rung's real epochs were from their estimate.
-        cap = epochs[rung.name] if i == 1 else (rung.max_epochs if epochs[rung.name] else 0)
-        n = distributed.broadcast_object(_fits(costs[rung.name], deadline - time.perf_counter(), cap))  # rank 0's
+        n = distributed.broadcast_object(  # rank 0's clock decides for every process
+            _epochs_now(i, epochs[rung.name], costs[rung.name], deadline - time.perf_counter())
+        )
         row.epochs_planned = n
         if n < 1:
             row.note = "does not fit in the budget"
@@ -347,6 +346,20 @@ def _observed_ratio(fit: FitResult, est: _Costs) -> float:
 def _fits(costs: _Costs, seconds: float, cap: int) -> int:
     """The most epochs (up to ``cap``) whose estimated cost fits in ``seconds``."""
     return max((e for e in range(cap + 1) if costs.epochs(e) <= seconds), default=0)
+
+
+def _epochs_now(index: int, planned: int, costs: _Costs, seconds: float) -> int:
+    """Epochs the rung at ``index`` runs now, with ``seconds`` left before its deadline.
+
+    The first rung keeps its planned share. A later one takes what is left, at probe costs
+    corrected by how far the previous rung's real epochs were from their estimate; one the
+    plan left out (2 epochs did not fit) comes back when an earlier rung stopped early and
+    freed time for 2.
+    """
+    if index == 1:
+        return _fits(costs, seconds, planned)
+    n = _fits(costs, seconds, RUNGS[index].max_epochs)
+    return n if planned or n >= 2 else 0
 
 
 def _plan(avail: float, costs: dict[str, _Costs], val_cost: float) -> dict[str, int]:
