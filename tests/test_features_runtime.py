@@ -145,7 +145,7 @@ def test_auto_on_bf16_cpu_benchmarks_once_and_caches(tiny, monkeypatch) -> None:
     monkeypatch.setattr(autotune, "_time", fake_time)
     assert resolve_cpu_auto(tiny, (64, 64)) == "bf16"
     n = len(calls)
-    assert n >= 2
+    assert sorted(calls) == ["onnxruntime-fp32", "torch-bf16"]  # eager fp32 cannot change the answer
     assert resolve_cpu_auto(tiny, (64, 64)) == "bf16"
     assert len(calls) == n  # cached
     stored = json.loads((graft_home() / "runtime" / "choice.json").read_text())
