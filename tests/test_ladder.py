@@ -26,38 +26,38 @@ def _clf(weights: Path) -> graft.Classifier:
 
 
 def test_plan_gives_the_whole_backbone_the_larger_share_and_drops_it_when_it_cannot_fit() -> None:
-    from graft.training.ladder import TOP_SHARE, _Costs, _plan
+    from graft.training.budget_plan import TOP_SHARE, Costs, plan
 
-    costs = {"top": _Costs(first=10.0, later=2.0, views=2), "all": _Costs(first=30.0, later=30.0, views=2)}
-    plan = _plan(300.0, costs, val_cost=1.0)
-    assert 1 <= plan["top"] <= 6 and costs["top"].epochs(plan["top"]) <= 300 * TOP_SHARE
-    assert plan["all"] >= 2 and costs["top"].epochs(plan["top"]) + costs["all"].epochs(plan["all"]) <= 300
-    short = _plan(50.0, costs, val_cost=1.0)  # two whole-backbone epochs (60 s) do not fit
+    costs = {"top": Costs(first=10.0, later=2.0, views=2), "all": Costs(first=30.0, later=30.0, views=2)}
+    plan300 = plan(300.0, costs, val_cost=1.0)
+    assert 1 <= plan300["top"] <= 6 and costs["top"].epochs(plan300["top"]) <= 300 * TOP_SHARE
+    assert plan300["all"] >= 2 and costs["top"].epochs(plan300["top"]) + costs["all"].epochs(plan300["all"]) <= 300
+    short = plan(50.0, costs, val_cost=1.0)  # two whole-backbone epochs (60 s) do not fit
     assert short == {"top": 6, "all": 0}
-    assert _plan(5.0, costs, val_cost=1.0) == {"top": 0, "all": 0}
+    assert plan(5.0, costs, val_cost=1.0) == {"top": 0, "all": 0}
 
 
 def test_a_rung_left_out_of_the_plan_comes_back_when_an_earlier_one_stopped_early() -> None:
-    from graft.training.ladder import _Costs, _epochs_now
+    from graft.training.budget_plan import Costs, epochs_now
 
-    top, whole = _Costs(first=10.0, later=2.0, views=2), _Costs(first=30.0, later=30.0, views=2)
-    assert _epochs_now(1, 6, top, 1000.0) == 6  # the first rung keeps its planned share
-    assert _epochs_now(1, 6, top, 25.0) == 4  # or what of it still fits: 10 + 10 + 2 + 2 s
-    assert _epochs_now(2, 0, whole, 59.0) == 0  # left out, and 2 epochs still do not fit
-    assert _epochs_now(2, 0, whole, 95.0) == 3  # left out, but "top" stopped early: back in
-    assert _epochs_now(2, 4, whole, 40.0) == 1  # planned: runs what fits, even one epoch
-    assert _epochs_now(2, 4, whole, 10_000.0) == 12  # planned: up to its cap
+    top, whole = Costs(first=10.0, later=2.0, views=2), Costs(first=30.0, later=30.0, views=2)
+    assert epochs_now(1, 6, top, 1000.0) == 6  # the first rung keeps its planned share
+    assert epochs_now(1, 6, top, 25.0) == 4  # or what of it still fits: 10 + 10 + 2 + 2 s
+    assert epochs_now(2, 0, whole, 59.0) == 0  # left out, and 2 epochs still do not fit
+    assert epochs_now(2, 0, whole, 95.0) == 3  # left out, but "top" stopped early: back in
+    assert epochs_now(2, 4, whole, 40.0) == 1  # planned: runs what fits, even one epoch
+    assert epochs_now(2, 4, whole, 10_000.0) == 12  # planned: up to its cap
 
 
 def test_a_45_s_budget_ends_within_one_epoch_of_it_and_writes_the_ladder_table(
     ladder_data: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from graft.training import ladder
+    from graft.training import budget_plan, ladder
 
-    # Uncapped epochs and patience: only the budget can end the rungs.
-    monkeypatch.setattr(
-        ladder, "RUNGS", tuple(dataclasses.replace(r, max_epochs=r.max_epochs * 1000) for r in ladder.RUNGS)
-    )
+    # Uncapped epochs and patience: only the budget can end the rungs (the plan and the climb).
+    uncapped = tuple(dataclasses.replace(r, max_epochs=r.max_epochs * 1000) for r in ladder.RUNGS)
+    monkeypatch.setattr(ladder, "RUNGS", uncapped)
+    monkeypatch.setattr(budget_plan, "RUNGS", uncapped)
     monkeypatch.setattr(ladder, "PATIENCE", 10_000)
     t0 = time.perf_counter()
     clf = _clf(tiny_weights).fit(ladder_data, budget="45s")

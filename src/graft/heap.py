@@ -7,7 +7,7 @@ embedding, then the head fit's chunks and cross-validation subsets and the OOD f
 folds. Each phase then reuses the previous one's free blocks, faulting their pages back
 in, and leaves them resident: 20,000 images, cold cache, the head fit alone took the
 process from 1,055 to 1,741 MiB. With large blocks mmapped (freed memory leaves at
-once) the whole stage peaked at 1,295 MiB.
+once) the whole stage peaked at 1,314 MiB.
 """
 
 from __future__ import annotations

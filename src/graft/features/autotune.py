@@ -80,15 +80,15 @@ def machine_choice(model: nn.Module, input_size: tuple[int, int], *, key: str | 
     candidates: dict[str, Callable[[], Engine]] = {
         "torch-bf16": lambda: TorchEngine(model, "cpu", "bf16", input_size=input_size)
     }
-    # Only the precision is decided here, and fp32 runs on ONNX Runtime wherever it is installed
-    # (build_engine): timing eager fp32 beside it could not change the answer, and cost about 2 s
-    # of a first run (Lite0, 288 px, 2 cores: 23 img/s for 48 images).
     if onnxruntime_available():
         candidates["onnxruntime-fp32"] = lambda: build_ort_engine(model, input_size, key=key)
     candidates["torch-fp32"] = lambda: TorchEngine(model, "cpu", "fp32", input_size=input_size)
     for name, make in candidates.items():
+        # Only the precision is decided here, and fp32 runs on ONNX Runtime wherever it works
+        # (build_engine): timing eager fp32 beside it could not change the answer, and cost
+        # about 2 s of a first run (Lite0, 288 px, 2 cores: 23 img/s for 48 images).
         if name == "torch-fp32" and "onnxruntime-fp32" in speeds:
-            continue  # measured only where ONNX Runtime is missing or failed
+            continue
         try:
             speeds[name] = _time(make(), x)
         except Exception as e:  # noqa: BLE001 - a failing candidate just loses

@@ -29,6 +29,7 @@ from torch import nn
 from graft import distributed
 from graft.metrics import compute_metrics, expected_calibration_error
 from graft.progress import NullProgress, Progress
+from graft.training.budget_plan import RUNGS, Costs, Rung, epochs_now, observed_ratio, plan, plan_lines
 from graft.training.finetune import FineTuneConfig, FitResult, train_network
 from graft.training.head_fit import class_weights_balanced
 from graft.training.heads import GraftNet
@@ -40,33 +41,9 @@ from graft.transforms.eval import Preprocessing
 __all__ = ["RUNGS", "Rung", "RungResult", "LadderResult", "climb"]
 
 
-@dataclass(frozen=True)
-class Rung:
-    """One step of the ladder: how many backbone layer groups train (0: none, -1: all) and at most how long."""
-
-    name: str
-    what: str
-    unfreeze: int
-    max_epochs: int
-
-
-#: The rungs, cheapest first. "top" trains the last two layer groups (EfficientNet: the last
-#: two block stages with the head convolution), where the frozen prefix is cached and an epoch
-#: costs a fraction of the whole network's; "all" is what moved data far from ImageNet
-#: (sign_digits: only whole-backbone fine-tuning beat stage 1, RESULTS.md). Epoch caps: a
-#: cosine schedule needs a length; early stopping on the held-out slice usually ends sooner.
-RUNGS: tuple[Rung, ...] = (
-    Rung("head", "frozen backbone", 0, 0),
-    Rung("top", "last 2 block groups", 2, 6),
-    Rung("all", "whole backbone", -1, 12),
-)
 #: The ``--fine-tune`` defaults measured above stage 1 on sign_digits and flowers (RESULTS.md),
 #: the same for both rungs, so that the rungs differ only in depth.
 LR, BACKBONE_LR_RATIO, AUGMENT, PATIENCE = 1e-4, 1.0, "light", 3
-#: Share of the time left after stage 1 that the cheaper rung may use when the whole
-#: backbone also fits: it is the hedge for photos close to ImageNet, the larger share goes
-#: to the rung that can move furthest.
-TOP_SHARE = 1 / 3
 _PROBE_TRAIN, _PROBE_HELD = 32, 8  # images of the timing probe (one step of 32 per epoch)
 
 
@@ -103,18 +80,6 @@ class LadderResult:
 
     def table(self) -> list[dict[str, Any]]:
         return [r.to_dict() for r in self.rungs]
-
-
-@dataclass
-class _Costs:
-    """Estimated seconds of a rung's epochs over the whole training set (from the probe)."""
-
-    first: float  # an epoch that decodes images (for "top": also fills the prefix cache)
-    later: float  # a later epoch ("top": the cached suffix only)
-    views: int  # epochs at the ``first`` cost
-
-    def epochs(self, e: int) -> float:
-        return self.first * min(e, self.views) + self.later * max(e - self.views, 0)
 
 
 def climb(
@@ -187,7 +152,7 @@ def climb(
         later = sum(costs[r.name].epochs(epochs[r.name]) + val_cost for r in RUNGS[i + 1 :] if epochs[r.name])
         deadline = end - finish - val_cost - later
         n = distributed.broadcast_object(  # rank 0's clock decides for every process
-            _epochs_now(i, epochs[rung.name], costs[rung.name], deadline - time.perf_counter())
+            epochs_now(i, epochs[rung.name], costs[rung.name], deadline - time.perf_counter())
         )
         row.epochs_planned = n
         if n < 1:
@@ -198,9 +163,9 @@ def climb(
         fit, probs, policy, cfg = _run_rung(net, rung, n, deadline, row, (train_set, held_set, val), score, ckpt,
                                             prog, classes, run_kw)  # fmt: skip
         result.history += fit.history
-        ratio = _observed_ratio(fit, costs[rung.name])
+        ratio = observed_ratio(fit.history, costs[rung.name])
         for r in RUNGS[i + 1 :]:
-            costs[r.name] = _Costs(costs[r.name].first * ratio, costs[r.name].later * ratio, costs[r.name].views)
+            costs[r.name] = Costs(costs[r.name].first * ratio, costs[r.name].later * ratio, costs[r.name].views)
         finish, val_cost = finish * ratio, val_cost * ratio
         if fit.best_val_acc > best[1]:  # strictly better on held-out images, else the cheaper rung stays
             best = (i, float(fit.best_val_acc), {k: v.detach().clone() for k, v in net.state_dict().items()})
@@ -230,14 +195,14 @@ def _held_out_slice(data: Any, seed: int) -> tuple[list[str], np.ndarray, np.nda
 def _estimate(
     net: GraftNet, train_set: tuple[list[str], np.ndarray], held_set: tuple[list[str], np.ndarray], n_val: int,
     n_train: int, end: float, stage1_s: float, budget_s: float, run_kw: dict[str, Any],
-) -> tuple[dict[str, _Costs], dict[str, int], float, float, list[str]]:  # fmt: skip
+) -> tuple[dict[str, Costs], dict[str, int], float, float, list[str]]:  # fmt: skip
     """Probe each rung (rank 0's figures), then plan: (costs, epochs per rung, val scoring s, finish s, plan lines)."""
     costs = {r.name: distributed.broadcast_object(_probe(net, r, train_set, held_set, **run_kw)) for r in RUNGS[1:]}
     per_image = costs["all"].later / max(len(train_set[0]) + len(held_set[0]), 1) / 3  # forward only
     val_cost = per_image * n_val
     finish = per_image * n_train + val_cost  # recalibration pass over train + scoring
-    epochs = _plan(end - time.perf_counter() - finish, costs, val_cost)
-    lines = _plan_lines(stage1_s, budget_s, end - time.perf_counter(), epochs, costs, finish)
+    epochs = plan(end - time.perf_counter() - finish, costs, val_cost)
+    lines = plan_lines(stage1_s, budget_s, end - time.perf_counter(), epochs, costs, finish)
     return costs, epochs, val_cost, finish, lines
 
 
@@ -303,7 +268,7 @@ def _train(
 
 def _probe(
     net: GraftNet, rung: Rung, train: tuple[list[str], np.ndarray], held: tuple[list[str], np.ndarray], **run_kw: Any
-) -> _Costs:
+) -> Costs:
     """Time a few real steps of ``rung`` on a copy of ``net``; scale them to the whole training set.
 
     Images are decoded in the training process (no worker start-up in the timings); the
@@ -325,72 +290,7 @@ def _probe(
     scale = (len(train[0]) + len(held[0])) / max(k + m, 1)
     first = secs[1] if len(secs) > 1 else secs[0]
     later = secs[2] if views and len(secs) > 2 else first
-    return _Costs(first * scale, later * scale, cfg.prefix_views if views else cfg.epochs)
-
-
-def _observed_ratio(fit: FitResult, est: _Costs) -> float:
-    """Real over estimated seconds of a rung's epochs (clamped to 1/4..4): how far the probe was off.
-
-    The probe times one step per epoch, so its per-image cost carries fixed overheads and
-    the machine's load at that moment. Its bias is shared by the next rung's probe, whose
-    estimate is scaled by this ratio. All the rung's epochs count, not the first alone:
-    the first also pays one-off costs (warm-up, the held-out slice's prefix pass).
-    """
-    real = sum(float(r["seconds"]) for r in fit.history)
-    planned = est.epochs(len(fit.history))
-    if not fit.history or planned <= 0:
-        return 1.0
-    return float(min(max(real / planned, 0.25), 4.0))
-
-
-def _fits(costs: _Costs, seconds: float, cap: int) -> int:
-    """The most epochs (up to ``cap``) whose estimated cost fits in ``seconds``."""
-    return max((e for e in range(cap + 1) if costs.epochs(e) <= seconds), default=0)
-
-
-def _epochs_now(index: int, planned: int, costs: _Costs, seconds: float) -> int:
-    """Epochs the rung at ``index`` runs now, with ``seconds`` left before its deadline.
-
-    The first rung keeps its planned share. A later one takes what is left, at probe costs
-    corrected by how far the previous rung's real epochs were from their estimate; one the
-    plan left out (2 epochs did not fit) comes back when an earlier rung stopped early and
-    freed time for 2.
-    """
-    if index == 1:
-        return _fits(costs, seconds, planned)
-    n = _fits(costs, seconds, RUNGS[index].max_epochs)
-    return n if planned or n >= 2 else 0
-
-
-def _plan(avail: float, costs: dict[str, _Costs], val_cost: float) -> dict[str, int]:
-    """Epochs per rung: "top" takes up to ``TOP_SHARE`` of the time while "all" fits 2+ epochs, else all of it."""
-    top_cap, all_cap = RUNGS[1].max_epochs, RUNGS[2].max_epochs
-    e_top = _fits(costs["top"], avail * TOP_SHARE - val_cost, top_cap)
-    e_all = _fits(costs["all"], avail - costs["top"].epochs(e_top) - (val_cost if e_top else 0) - val_cost, all_cap)
-    if e_all < 2:
-        return {"top": _fits(costs["top"], avail - val_cost, top_cap), "all": 0}
-    return {"top": e_top, "all": e_all}
-
-
-def _fmt(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
-
-
-def _plan_lines(
-    stage1: float, budget: float, left: float, epochs: dict[str, int], costs: dict[str, _Costs], finish: float
-) -> list[str]:  # fmt: skip
-    lines = [f"budget {_fmt(budget)}: stage 1 took {_fmt(stage1)}, {_fmt(max(left, 0))} left"]
-    for rung in RUNGS[1:]:
-        c, e = costs[rung.name], epochs[rung.name]
-        if not e:
-            lines.append(f"  {rung.name} ({rung.what}): skipped, one epoch (~{_fmt(c.epochs(1))}) does not fit")
-            continue
-        each = f"~{_fmt(c.later)}" + (
-            f" (first {c.views} ~{_fmt(c.first)})" if c.views and c.first > 1.5 * c.later else ""
-        )
-        lines.append(f"  {rung.name} ({rung.what}): up to {e} epochs x {each}, ~{_fmt(c.epochs(e))}")
-    lines.append(f"  then recalibration and scoring: ~{_fmt(finish)}; rungs are kept by held-out training images")
-    return lines
+    return Costs(first * scale, later * scale, cfg.prefix_views if views else cfg.epochs)
 
 
 def _recalibrate(

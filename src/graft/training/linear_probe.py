@@ -251,6 +251,7 @@ def fit_linear_head(
     t0 = time.perf_counter()
     y = np.asarray(y, dtype=np.int64)
     # A column slice of a larger matrix stays a strided view: no copy before centring.
+    X = np.asarray(X)
     Xt = torch.from_numpy(X if X.dtype == np.float32 and all(st >= 0 for st in X.strides) else X.astype(np.float32))
     Z, mu, g = _centre(Xt)
     yt = torch.from_numpy(y)

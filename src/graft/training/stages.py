@@ -347,19 +347,18 @@ def stage_one(
         _choose_and_fit_head, emb, features, head, data.classes, C, dropout, hidden, weights_per_class, seed
     )
     train = select_columns(emb.train, choice.columns)
-    t1 = time.perf_counter()
-    ood = distributed.on_rank_zero(fit_ood_stage, st.spec, train, seed=seed)
-    ood_seconds = time.perf_counter() - t1
     spec = st.spec
     c_text = f", C={st.info['C']:g}" if "C" in st.info else ""
     f_text = f", multi-depth features (blocks {list(choice.taps)})" if choice.taps else ""
     prog.message(f"head ({head}{c_text}{f_text}): val accuracy {st.metrics['accuracy']:.4f}")
+    t1 = time.perf_counter()
+    ood = distributed.on_rank_zero(fit_ood_stage, spec, train, seed=seed)
     net = GraftNet(
         emb.backbone.model, st.head, spatial=spec.spatial, ood=ood.scorer if ood else None, taps=choice.taps
     ).eval()
     emb.backbone_info["feature_taps"] = list(choice.taps)
     timings = {
-        "scan": t0 - t_start, **emb.timings, "head": st.seconds, "ood": ood_seconds,
+        "scan": t0 - t_start, **emb.timings, "head": st.seconds, "ood": time.perf_counter() - t1,
         "fit": time.perf_counter() - t_start,
     }  # fmt: skip
     return StageOne(emb.data, emb, st, net, timings, ood_info(ood), train)

@@ -1,0 +1,115 @@
+"""The ladder's rungs and its time arithmetic: epoch costs, the plan, and what still fits.
+
+Pure functions of estimated seconds (no training), so :mod:`graft.training.ladder` reads as
+the climb itself and the planning rules can be tested on numbers alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+__all__ = ["RUNGS", "TOP_SHARE", "Costs", "Rung", "epochs_now", "fits", "observed_ratio", "plan", "plan_lines"]
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One step of the ladder: how many backbone layer groups train (0: none, -1: all) and at most how long."""
+
+    name: str
+    what: str
+    unfreeze: int
+    max_epochs: int
+
+
+#: The rungs, cheapest first. "top" trains the last two layer groups (EfficientNet: the last
+#: two block stages with the head convolution), where the frozen prefix is cached and an epoch
+#: costs a fraction of the whole network's; "all" is what moved data far from ImageNet
+#: (sign_digits: only whole-backbone fine-tuning beat stage 1, RESULTS.md). Epoch caps: a
+#: cosine schedule needs a length; early stopping on the held-out slice usually ends sooner.
+RUNGS: tuple[Rung, ...] = (
+    Rung("head", "frozen backbone", 0, 0),
+    Rung("top", "last 2 block groups", 2, 6),
+    Rung("all", "whole backbone", -1, 12),
+)
+#: Share of the time left after stage 1 that the cheaper rung may use when the whole
+#: backbone also fits: it is the hedge for photos close to ImageNet, the larger share goes
+#: to the rung that can move furthest.
+TOP_SHARE = 1 / 3
+
+
+@dataclass
+class Costs:
+    """Estimated seconds of a rung's epochs over the whole training set (from the probe)."""
+
+    first: float  # an epoch that decodes images (for "top": also fills the prefix cache)
+    later: float  # a later epoch ("top": the cached suffix only)
+    views: int  # epochs at the ``first`` cost
+
+    def epochs(self, e: int) -> float:
+        return self.first * min(e, self.views) + self.later * max(e - self.views, 0)
+
+
+def observed_ratio(history: Sequence[dict[str, Any]], est: Costs) -> float:
+    """Real over estimated seconds of a rung's epochs (clamped to 1/4..4): how far the probe was off.
+
+    The probe times one step per epoch, so its per-image cost carries fixed overheads and
+    the machine's load at that moment. Its bias is shared by the next rung's probe, whose
+    estimate is scaled by this ratio. All the rung's epochs count, not the first alone:
+    the first also pays one-off costs (warm-up, the held-out slice's prefix pass).
+    """
+    real = sum(float(r["seconds"]) for r in history)
+    planned = est.epochs(len(history))
+    if not history or planned <= 0:
+        return 1.0
+    return float(min(max(real / planned, 0.25), 4.0))
+
+
+def fits(costs: Costs, seconds: float, cap: int) -> int:
+    """The most epochs (up to ``cap``) whose estimated cost fits in ``seconds``."""
+    return max((e for e in range(cap + 1) if costs.epochs(e) <= seconds), default=0)
+
+
+def epochs_now(index: int, planned: int, costs: Costs, seconds: float) -> int:
+    """Epochs the rung at ``index`` runs now, with ``seconds`` left before its deadline.
+
+    The first rung keeps its planned share. A later one takes what is left, at probe costs
+    corrected by how far the previous rung's real epochs were from their estimate; one the
+    plan left out (2 epochs did not fit) comes back when an earlier rung stopped early and
+    freed time for 2.
+    """
+    if index == 1:
+        return fits(costs, seconds, planned)
+    n = fits(costs, seconds, RUNGS[index].max_epochs)
+    return n if planned or n >= 2 else 0
+
+
+def plan(avail: float, costs: dict[str, Costs], val_cost: float) -> dict[str, int]:
+    """Epochs per rung: "top" takes up to ``TOP_SHARE`` of the time while "all" fits 2+ epochs, else all of it."""
+    top_cap, all_cap = RUNGS[1].max_epochs, RUNGS[2].max_epochs
+    e_top = fits(costs["top"], avail * TOP_SHARE - val_cost, top_cap)
+    e_all = fits(costs["all"], avail - costs["top"].epochs(e_top) - (val_cost if e_top else 0) - val_cost, all_cap)
+    if e_all < 2:
+        return {"top": fits(costs["top"], avail - val_cost, top_cap), "all": 0}
+    return {"top": e_top, "all": e_all}
+
+
+def _fmt(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def plan_lines(
+    stage1: float, budget: float, left: float, epochs: dict[str, int], costs: dict[str, Costs], finish: float
+) -> list[str]:  # fmt: skip
+    lines = [f"budget {_fmt(budget)}: stage 1 took {_fmt(stage1)}, {_fmt(max(left, 0))} left"]
+    for rung in RUNGS[1:]:
+        c, e = costs[rung.name], epochs[rung.name]
+        if not e:
+            lines.append(f"  {rung.name} ({rung.what}): skipped, one epoch (~{_fmt(c.epochs(1))}) does not fit")
+            continue
+        each = f"~{_fmt(c.later)}" + (
+            f" (first {c.views} ~{_fmt(c.first)})" if c.views and c.first > 1.5 * c.later else ""
+        )
+        lines.append(f"  {rung.name} ({rung.what}): up to {e} epochs x {each}, ~{_fmt(c.epochs(e))}")
+    lines.append(f"  then recalibration and scoring: ~{_fmt(finish)}; rungs are kept by held-out training images")
+    return lines
