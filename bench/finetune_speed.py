@@ -12,7 +12,7 @@ cached views are filled) and over the whole run (every epoch, plus graft's one-o
 speed measurement). Validation accuracy after the same number of epochs. (a) runs
 first and again last, and its faster run counts (the load of a shared machine drifts).
 
-    python bench/finetune_speed.py [--train 128] [--val 100] [--epochs 4]
+    python bench/finetune_speed.py [--train 128] [--val 100] [--epochs 4] [--device cuda]
 
 Not a test: figures depend on the machine and its load.
 """
@@ -72,6 +72,7 @@ def plain_loop(state: dict, paths, labels, vpaths, vlabels, args) -> dict[str, A
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
     model.load_state_dict(state)
     model.reset_classifier(2)
+    model.to(args.device)
     for n, p in model.named_parameters():
         p.requires_grad = n.startswith(("blocks.6", "conv_head", "bn2", "classifier"))
     head = [p for n, p in model.named_parameters() if n.startswith("classifier")]
@@ -86,18 +87,21 @@ def plain_loop(state: dict, paths, labels, vpaths, vlabels, args) -> dict[str, A
         model.train()
         t, n = time.perf_counter(), 0
         for x, y in dl:
+            x, y = x.to(args.device, non_blocking=True), y.to(args.device, non_blocking=True)
             loss = torch.nn.functional.cross_entropy(model(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
             n += len(y)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
         secs.append(time.perf_counter() - t)
         n_imgs.append(n)
         model.eval()
         ok = 0
         with torch.no_grad():
             for x, y in vdl:
-                ok += int((model(x).argmax(1) == y).sum())
+                ok += int((model(x.to(args.device)).argmax(1).cpu() == y).sum())
         acc = ok / len(vpaths)
     wall = time.perf_counter() - t0
     return {"secs": secs, "n": n_imgs, "acc": acc, "steady_from": 1, "wall": wall, "label": "fp32 eager, whole forward"}
@@ -148,7 +152,7 @@ def graft_run(bb, paths, labels, vpaths, vlabels, args, precision: str) -> dict[
         train_transform=build_train_transform(pre, strength="default"), eval_transform=pre,
         policy=FineTunePolicy(unfreeze=1, backbone_lr_ratio=0.1),
         config=FineTuneConfig(epochs=args.epochs, lr=args.lr, batch_size=32, patience=args.epochs, prefix_views=args.views),
-        precision=precision, num_workers=args.graft_workers, progress=Prog(),
+        device=args.device, precision=precision, num_workers=args.graft_workers, progress=Prog(),
     )  # fmt: skip
     wall = time.perf_counter() - t0
     label = next((m.split("runs ", 1)[1] for m in msgs if m.startswith("fine-tuning runs")), "?")
@@ -186,6 +190,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the plain loop")
     ap.add_argument("--graft-workers", type=int, default=None, help="graft's decoder workers (default: graft's choice)")
     ap.add_argument("--no-fp32-check", action="store_true", help="skip (c), graft in fp32")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (both paths run there)")
     ap.add_argument("--no-plain-repeat", action="store_true", help="run (a) once (default: also last, faster run kept)")
     args = ap.parse_args()
 
@@ -193,8 +198,10 @@ def main() -> None:
     import torch
 
     from graft.backbones import create_backbone
+    from graft.config import resolve_device
     from graft.features.embedder import default_num_workers
 
+    args.device = resolve_device(args.device)
     if args.graft_workers is None:
         args.graft_workers = default_num_workers()
     root = DATASETS / args.data
