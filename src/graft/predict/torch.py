@@ -114,14 +114,19 @@ class TorchPredictor(Predictor):
         return self.outputs_of_features(fs.X), [names[i] for i in fs.ok], fs.failed
 
     def outputs_of_features(self, X: np.ndarray) -> Outputs:
-        """The heads on backbone features (CPU: a few matrix products)."""
+        """The heads on backbone features, where the heads live.
+
+        The features travel, not the modules: moving a module under ``inference_mode``
+        turns its parameters and buffers into inference tensors that a later
+        ``load_state_dict`` cannot write (seen on CUDA in the ladder).
+        """
         net: Any = self.net
+        dev = next(net.head.parameters()).device
         with torch.inference_mode():
-            f = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-            logits = net.head.to("cpu").eval()(f).float()
-            ood = net.ood.to("cpu")(f).float().numpy() if getattr(net, "ood", None) is not None else None
-        net.head.to(self.device)
-        return Outputs(torch.softmax(logits, 1).numpy(), ood)
+            f = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(dev)
+            logits = net.head.eval()(f).float()
+            ood = net.ood(f).float().cpu().numpy() if getattr(net, "ood", None) is not None else None
+        return Outputs(torch.softmax(logits, 1).cpu().numpy(), ood)
 
     def __repr__(self) -> str:
         return f"TorchPredictor({self.spec.architecture!r}, classes={len(self.spec.classes)}, device={self.device!r})"
