@@ -213,9 +213,10 @@ def refit_after_fine_tune(
     )  # fmt: skip
     task.close()
     head: Any = net.head.eval()
+    dev = head[-1].weight.device  # the fine-tuned network's device (CUDA on a GPU)
     rows = held[fs.ok]
     with torch.no_grad():
-        logits = head(torch.from_numpy(fs.X[rows])).double().numpy() if rows.any() else None
+        logits = head(torch.from_numpy(fs.X[rows]).to(dev)).double().cpu().numpy() if rows.any() else None
     feats = SplitFeatures(fs.X, y[fs.ok], fs.ok, [paths[i] for i in fs.ok])
     spec = HeadSpec("linear", fs.X.shape[1], int(head[-1].out_features))
     # Fitted once, on rank 0; every process then applies the same temperature and scorer.
@@ -228,7 +229,7 @@ def refit_after_fine_tune(
             head[-1].bias.div_(t)
     if net.ood is None:
         return t, None
-    net.ood = fit.scorer if fit is not None else None
+    net.ood = fit.scorer.to(dev) if fit is not None else None  # fitted on the CPU, used beside the network
     return t, ood_info(fit)
 
 
