@@ -196,3 +196,30 @@ def test_the_ood_score_of_many_queries_is_computed_in_chunks_with_the_same_resul
     torch.testing.assert_close(chunked, whole)
     ref = fit.scorer.reference
     torch.testing.assert_close(ref.norm(dim=1), torch.ones(len(ref)))  # normalised in place, one copy
+
+
+def test_heads_on_features_move_no_module(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The features go to the heads' device; no module moves (on CUDA, moving the OOD scorer under
+    ``inference_mode`` made its buffers inference tensors that the ladder's ``load_state_dict`` could not write)."""
+    import torch
+
+    from graft.predict import open_predictor
+
+    pred = open_predictor(tiny_model_dir, "torch", device="cpu")
+    net = pred.net
+    assert net.ood is not None
+    moved: list[str] = []
+    real_to = torch.nn.Module.to
+
+    def spy(self: torch.nn.Module, *a: object, **k: object) -> torch.nn.Module:
+        moved.append(type(self).__name__)
+        return real_to(self, *a, **k)
+
+    monkeypatch.setattr(torch.nn.Module, "to", spy)
+    X = np.random.default_rng(0).normal(size=(5, net.head[-1].in_features)).astype(np.float32)
+    out = pred.outputs_of_features(X)
+    assert moved == []
+    assert out.probs.shape == (5, 3) and np.allclose(out.probs.sum(1), 1, atol=1e-5)
+    assert out.ood is not None and out.ood.shape == (5,)
+    assert not any(t.is_inference() for t in net.state_dict().values())
+    net.load_state_dict({k: v.clone() for k, v in net.state_dict().items()})  # what the ladder does between rungs
