@@ -156,6 +156,46 @@ def test_auto_on_bf16_cpu_benchmarks_once_and_caches(tiny, monkeypatch) -> None:
     assert resolve_cpu_auto(tiny, (64, 64)) == "fp32"
 
 
+def test_small_first_job_keeps_fp32_without_measuring(tiny, monkeypatch) -> None:
+    """Below MEASURE_MIN_IMAGES an unmeasured machine keeps fp32 and stores nothing; a big job
+    measures, and from then on every job, small ones too, uses the stored verdict."""
+    monkeypatch.delenv("GRAFT_RUNTIME", raising=False)
+    monkeypatch.setattr(autotune, "cpu_supports_fast_bf16", lambda: True)
+    calls: list[str] = []
+
+    def fake_time(fn, x, reps=2):
+        calls.append(fn.label)
+        return {"torch-bf16": 300.0}.get(fn.label.replace("-channels_last", ""), 100.0)
+
+    monkeypatch.setattr(autotune, "_time", fake_time)
+    small = autotune.MEASURE_MIN_IMAGES - 1
+    assert resolve_cpu_auto(tiny, (64, 64), n_images=small) == "fp32"
+    assert calls == [] and not (graft_home() / "runtime" / "choice.json").exists()
+    assert Embedder(tiny, Preprocessing(input_size=(64, 64)), expected_images=small).precision == "fp32"
+    assert calls == []
+    assert resolve_cpu_auto(tiny, (64, 64), n_images=autotune.MEASURE_MIN_IMAGES) == "bf16" and calls
+    n = len(calls)
+    assert resolve_cpu_auto(tiny, (64, 64), n_images=1) == "bf16" and len(calls) == n
+
+
+def test_reuse_engines_builds_one_engine_per_model(tiny, monkeypatch) -> None:
+    built: list[str] = []
+    real = engines._build_engine
+
+    def spy(*a, **k):
+        built.append("x")
+        return real(*a, **k)
+
+    monkeypatch.setattr(engines, "_build_engine", spy)
+    kw = dict(device="cpu", precision="fp32", n_images=1)
+    with engines.reuse_engines():
+        a = build_engine(tiny, (64, 64), **kw)
+        assert build_engine(tiny, (64, 64), **kw) is a
+        assert build_engine(tiny, (64, 64), device="cpu", precision="bf16", n_images=1) is not a
+    assert len(built) == 2
+    assert build_engine(tiny, (64, 64), **kw) is not a and len(built) == 3  # outside the block: a new one
+
+
 def test_choose_precision_rejects_unknown() -> None:
     assert choose_precision("fp32", "cpu") == "fp32"
     with pytest.raises(ValueError, match="precision"):

@@ -160,6 +160,33 @@ def test_plan_with_compile_forced_survives_a_failing_compiler(monkeypatch: Any) 
     assert not plan.compile and plan.precision == "fp32"
 
 
+def test_compile_is_tried_only_where_the_eager_run_is_long(monkeypatch: Any) -> None:
+    """The rule is time, not images: eager images/s is measured first, then compiling is tried only
+    for a run of at least COMPILE_MIN_SECONDS, and its verdict is cached on its own."""
+    from graft.training import speed
+
+    monkeypatch.delenv("GRAFT_COMPILE", raising=False)
+    duels: list[str] = []
+
+    def duel(module: Any, x: Any, device: str, eager: Any, progress: Any) -> dict[str, Any]:
+        duels.append(eager.label)
+        return {"compile": True, "images_per_s": {eager.label + "-compiled": 1.0}}
+
+    monkeypatch.setattr(speed, "_measure_compile", duel)
+    net, _, _ = _net()
+    x = torch.randn(2, 3, 64, 64)
+    short = plan_speed(net, x, name="tiny", precision="fp32", work_images=1)
+    rate = short.images_per_s[short.label]
+    assert not short.compile and duels == []
+    just_short = int(rate * speed.COMPILE_MIN_SECONDS * 0.5)
+    assert not plan_speed(net, x, name="tiny", precision="fp32", work_images=just_short).compile and duels == []
+    long = plan_speed(net, x, name="tiny", precision="fp32", work_images=int(rate * speed.COMPILE_MIN_SECONDS * 2))
+    assert long.compile and long.cached and duels == [short.label]  # eager plan from the cache, compile measured
+    again = plan_speed(net, x, name="tiny", precision="fp32", work_images=10**9)
+    assert again.compile and duels == [short.label]  # the verdict is cached too
+    assert not plan_speed(net, x, name="tiny", precision="fp32", work_images=1).compile  # a short run never compiles
+
+
 def test_channels_last_gives_same_logits() -> None:
     net, _, _ = _net()
     net.eval()

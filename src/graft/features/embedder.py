@@ -177,6 +177,8 @@ class Embedder:
         taps: block stages whose pooled outputs precede the final features (:mod:`graft.backbones.taps`).
         max_pixels: decompression-bomb guard passed to the decoder.
         weights_key: returns a fingerprint of the weights (keys the ONNX export cache).
+        expected_images: images this embedder will run, where known (a small first job
+            skips the bf16 measurement; :data:`graft.features.autotune.MEASURE_MIN_IMAGES`).
     """
 
     def __init__(
@@ -192,6 +194,7 @@ class Embedder:
         taps: Sequence[int] = (),
         max_pixels: int | None = None,
         weights_key: Callable[[], str] | None = None,
+        expected_images: int | None = None,
     ) -> None:
         self.device = device
         self.model = model.eval()
@@ -203,7 +206,7 @@ class Embedder:
         self._key = weights_key or functools.partial(fingerprint, self.model)
         if (precision or "auto").lower() == "auto" and not device.startswith("cuda"):
             choose_precision(precision, device)  # validates
-            self.precision = resolve_cpu_auto(self.model, self.input_size, self._key)
+            self.precision = resolve_cpu_auto(self.model, self.input_size, self._key, expected_images)
         else:
             self.precision = choose_precision(precision, device)
         # CPU: 16, because ONNX Runtime ran Lite0 at 288 px as fast in batches of 8, 16 or 32

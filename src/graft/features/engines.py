@@ -17,13 +17,15 @@ Every engine runs tf_* models with static "same" padding for the fixed input siz
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import io
 import logging
 import math
 import os
 import warnings
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +42,7 @@ __all__ = [
     "onnxruntime_available",
     "build_engine",
     "build_ort_engine",
+    "reuse_engines",
     "ORT_MIN_IMAGES",
 ]
 
@@ -210,6 +213,22 @@ def onnx_cached(key: str | None, input_size: tuple[int, int], spatial: bool, tap
     return key is not None and onnx_cache.lookup(_onnx_cache_key(key, input_size, spatial, taps)) is not None
 
 
+_REUSE: contextvars.ContextVar[dict[tuple, Engine] | None] = contextvars.ContextVar("graft_engines", default=None)
+
+
+@contextlib.contextmanager
+def reuse_engines() -> Iterator[None]:
+    """Within the block, :func:`build_engine` hands back the engine it already built for the same
+    model and settings, instead of a new ONNX Runtime session and parity check (about 0.7 s each
+    for Lite0 at 288 px on 2 cores). For one model whose weights do not change inside the block:
+    stage 1 embeds train, its augmented views and val. The engines are dropped at the end."""
+    token = _REUSE.set({})
+    try:
+        yield
+    finally:
+        _REUSE.reset(token)
+
+
 def build_engine(
     model: nn.Module,
     input_size: tuple[int, int],
@@ -228,6 +247,20 @@ def build_engine(
         n_images: images about to run (small jobs skip an uncached ONNX export).
         key: returns a weights fingerprint; keys the on-disk ONNX cache.
     """
+    memo = _REUSE.get()
+    mkey = (id(model), tuple(input_size), device, precision, spatial, tuple(taps))
+    if memo is not None and mkey in memo:
+        return memo[mkey]
+    engine = _build_engine(model, input_size, device, precision, spatial, taps, n_images, key)
+    if memo is not None:
+        memo[mkey] = engine
+    return engine
+
+
+def _build_engine(
+    model: nn.Module, input_size: tuple[int, int], device: str, precision: str, spatial: bool, taps: Sequence[int],
+    n_images: int | None, key: Callable[[], str] | None,
+) -> Engine:  # fmt: skip
     if device.startswith("cuda"):
         return TorchEngine(model, device, precision, spatial=spatial, taps=taps, input_size=input_size)
     forced = os.environ.get("GRAFT_RUNTIME", "").strip().lower()

@@ -138,11 +138,13 @@ def model_features(
     progress: Callable[[int], None] | None = None,
     max_pixels: int | None = None,
     shard: bool = False,
+    expected_images: int | None = None,
 ) -> FeatureSet:
     """Backbone features of image files, through the on-disk cache keyed by the weights' fingerprint.
 
     ``taps``: block stages whose pooled outputs precede the final features (:mod:`graft.backbones.taps`).
     ``shard``: in a job of several processes, each embeds its share (see :func:`extract_features`).
+    ``expected_images``: the whole job's images where this call is one part of it (default: ``paths``).
     """
     emb = Embedder(
         backbone,
@@ -154,6 +156,7 @@ def model_features(
         spatial=spatial,
         taps=taps,
         max_pixels=max_pixels,
+        expected_images=len(paths) if expected_images is None else expected_images,
     )
     if shard:  # one precision for all ranks (an auto choice is measured per process): one cache key
         emb.precision = distributed.broadcast_object(emb.precision)

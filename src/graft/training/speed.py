@@ -6,9 +6,10 @@ train img/s, channels-last 16.5, channels-last + bf16 autocast 18.6, channels-la
 part of it that trains, so nothing is assumed: :func:`plan_speed` times a few
 training steps (forward + backward) of each candidate on the real module and batch
 shape, keeps bf16 only where its logits agree with fp32, tries ``torch.compile``
-only where the job is large enough to pay its compile time, and stores the verdict
-in ``$GRAFT_HOME/runtime/finetune_speed.json`` keyed by machine, model and torch
-version, so the measurement is paid once (inductor's own cache keeps compiled code).
+only where the run's eager time is long enough to pay its compile time
+(:data:`COMPILE_MIN_SECONDS`), and stores the verdicts in
+``$GRAFT_HOME/runtime/finetune_speed.json`` keyed by machine, model and torch
+version, so each measurement is paid once (inductor's own cache keeps compiled code).
 
 ``GRAFT_COMPILE=0`` never compiles, ``GRAFT_COMPILE=1`` always tries; a compiled
 step that raises falls back to eager for the rest of the run (:class:`CompiledStep`).
@@ -34,7 +35,7 @@ from graft.fileio import atomic_write_text
 from graft.progress import NullProgress, Progress
 
 __all__ = [
-    "COMPILE_MIN_IMAGES",
+    "COMPILE_MIN_SECONDS",
     "CompiledStep",
     "SpeedPlan",
     "autocast",
@@ -45,8 +46,15 @@ __all__ = [
 
 log = logging.getLogger("graft")
 
-COMPILE_MIN_IMAGES = 4000
-"""Training images (x epochs) below which compiling (tens of seconds on a small CPU) cannot pay."""
+COMPILE_MIN_SECONDS = 240.0
+"""Eager training seconds (images x epochs / measured images/s) below which compiling is not tried.
+
+Compiling forward and backward cost about 70 s on the 2-core CPU, and a cold Inductor
+on a GPU takes tens of seconds too, while the gain measured on a step was at most about
+1.3x (the issue's 21.5 vs 16.5 img/s): it can repay itself only on runs of minutes. A
+threshold in seconds holds on any chip; one in images (4,000, about 250 s on the CPU)
+made a GPU compile for a rung of seconds (likely what slowed the H200 ladder; BENCHMARKS.md).
+"""
 _BF16_MAX_ERR = 0.05  # max |logit difference| bf16 vs fp32, relative to the logits' range
 
 
@@ -212,18 +220,18 @@ def _precisions(precision: str, device: str) -> list[str]:
     return ["fp32", "bf16"] if cpu_supports_fast_bf16() else ["fp32"]
 
 
-def _compile_wanted(work_images: int) -> bool:
+def _compile_wanted(work_images: int, eager_images_per_s: float) -> bool:
     env = os.environ.get("GRAFT_COMPILE", "").strip()
     if env in {"0", "1"}:
         return env == "1"
-    return work_images >= COMPILE_MIN_IMAGES
+    return work_images / max(eager_images_per_s, 1e-9) >= COMPILE_MIN_SECONDS
 
 
-def _measure(
-    module: nn.Module, x: torch.Tensor, device: str, precision: str, compile_ok: bool, progress: Progress
-) -> SpeedPlan:
-    cands: dict[str, Candidate] = {}
-    plans: dict[str, SpeedPlan] = {}
+def _eager_candidates(
+    module: nn.Module, x: torch.Tensor, device: str, precision: str
+) -> dict[str, tuple[Candidate, SpeedPlan]]:
+    """Each eager (memory format, precision) to race; low precisions only where they agree with fp32."""
+    cands: dict[str, tuple[Candidate, SpeedPlan]] = {}
     ref: torch.Tensor | None = None
     for cl in (False, True):
         fmt = torch.channels_last if cl else torch.contiguous_format
@@ -239,26 +247,44 @@ def _measure(
             if prec != "fp32" and precision == "auto" and not _agrees(out, ref):
                 continue
             plan = SpeedPlan(cl, prec, False)
-            cands[plan.label], plans[plan.label] = (setup, _step_fn(module, device, prec, module), xi), plan
-    speeds = _race(cands)
-    best = plans[max(speeds, key=lambda k: speeds[k])]
-    if compile_ok:
-        progress.message("measuring torch.compile for fine-tuning (once per machine and model)")
-        to_fmt, _, xi = cands[best.label]
-        compiled = CompiledStep(module, warn=lambda m: log.info("%s", m))
-        label = SpeedPlan(best.channels_last, best.precision, True).label
-        try:
-            duel = _race(
-                {best.label: cands[best.label], label: (to_fmt, _step_fn(module, device, best.precision, compiled), xi)}
-            )
-            speeds[label] = duel[label]
-            # It must beat eager's best figure from either race by 10 %: compiling is the risky choice.
-            if compiled.active and duel[label] > 1.1 * max(duel[best.label], speeds[best.label]):
-                best = SpeedPlan(best.channels_last, best.precision, True)
-        except Exception as e:  # noqa: BLE001 - the eager plan stands
-            log.info("compiled step failed: %s", e)
+            cands[plan.label] = ((setup, _step_fn(module, device, prec, module), xi), plan)
+    return cands
+
+
+def _measure(module: nn.Module, x: torch.Tensor, device: str, precision: str) -> SpeedPlan:
+    """The fastest eager plan, with every candidate's images/s."""
+    cands = _eager_candidates(module, x, device, precision)
+    speeds = _race({label: cand for label, (cand, _) in cands.items()})
+    best = cands[max(speeds, key=lambda k: speeds[k])][1]
     best.images_per_s = {k: round(v, 2) for k, v in speeds.items()}
     return best
+
+
+def _measure_compile(
+    module: nn.Module, x: torch.Tensor, device: str, eager: SpeedPlan, progress: Progress
+) -> dict[str, Any]:
+    """Compiled vs eager on ``eager``'s format and precision: ``{"compile": kept, "images_per_s": ...}``."""
+    progress.message("measuring torch.compile for fine-tuning (once per machine and model)")
+    fmt = torch.channels_last if eager.channels_last else torch.contiguous_format
+
+    def setup() -> None:
+        module.to(memory_format=fmt)
+
+    setup()
+    xi = x.contiguous(memory_format=fmt)
+    compiled = CompiledStep(module, warn=lambda m: log.info("%s", m))
+    label = SpeedPlan(eager.channels_last, eager.precision, True).label
+    try:
+        duel = _race({
+            eager.label: (setup, _step_fn(module, device, eager.precision, module), xi),
+            label: (setup, _step_fn(module, device, eager.precision, compiled), xi),
+        })  # fmt: skip
+    except Exception as e:  # noqa: BLE001 - the eager plan stands
+        log.info("compiled step failed: %s", e)
+        return {"compile": False, "images_per_s": {}}
+    # It must beat eager's best figure from either race by 10 %: compiling is the risky choice.
+    faster = duel[label] > 1.1 * max(duel[eager.label], eager.images_per_s.get(eager.label, 0.0))
+    return {"compile": bool(compiled.active and faster), "images_per_s": {label: round(duel[label], 2)}}
 
 
 def plan_speed(
@@ -284,20 +310,22 @@ def plan_speed(
         work_images: images x epochs the run will train on (decides whether compiling can pay).
     """
     progress = progress or NullProgress()
-    compile_ok = _compile_wanted(work_images)
-    key = _key(name, module, tuple(example.shape), device, f"{precision}|compile={compile_ok}")
-    hit = _read_cache().get(key)
-    if isinstance(hit, dict):
-        try:
-            plan = SpeedPlan(**hit, cached=True)
-            module.to(memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format)
-            return plan
-        except TypeError:
-            pass
+    key = _key(name, module, tuple(example.shape), device, precision)
     state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    cache = _read_cache()
     try:
         with torch.random.fork_rng(devices=[]):  # the run's random stream stays as if nothing was measured
-            plan = _measure(module, example.to(device), device, precision, compile_ok, progress)
+            plan = _cached_plan(cache.get(key))
+            if plan is None:
+                plan = _measure(module, example.to(device), device, precision)
+                _write_cache(key, plan.to_dict())
+            if _compile_wanted(work_images, plan.images_per_s.get(plan.label, 0.0)):
+                verdict = cache.get(key + "|compile")
+                if not isinstance(verdict, dict) or "compile" not in verdict:
+                    verdict = _measure_compile(module, example.to(device), device, plan, progress)
+                    _write_cache(key + "|compile", verdict)
+                plan.compile = bool(verdict["compile"])
+                plan.images_per_s = {**plan.images_per_s, **dict(verdict.get("images_per_s") or {})}
     finally:
         with torch.no_grad():
             for k, v in module.state_dict().items():
@@ -305,7 +333,18 @@ def plan_speed(
         for p in module.parameters():
             p.grad = None
     module.to(memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format)
-    _write_cache(key, plan.to_dict())
+    return plan
+
+
+def _cached_plan(hit: Any) -> SpeedPlan | None:
+    """The eager plan stored under a key, or None (absent or from another graft version)."""
+    if not isinstance(hit, dict):
+        return None
+    try:
+        plan = SpeedPlan(**hit, cached=True)
+    except TypeError:
+        return None
+    plan.compile = False  # the compile verdict has its own entry
     return plan
 
 

@@ -19,8 +19,9 @@ from torch import nn
 from graft import distributed
 from graft.data.records import ImageRecord, SkippedFile
 from graft.exceptions import DataError
+from graft.features.engines import reuse_engines
 from graft.features.extract import FeatureSet
-from graft.heap import large_blocks_returned
+from graft.heap import large_blocks_returned, malloc_trim
 from graft.metrics import compute_metrics, expected_calibration_error
 from graft.progress import NullProgress, Progress
 from graft.training.feature_choice import choose_features_by_cv, select_columns
@@ -187,16 +188,20 @@ def embed_dataset(
     widths = tap_widths(bb.model, taps) if taps else []
     # In a job of several processes each embeds its share of the files (graft.features.sharded).
     shard = distributed.is_distributed()
+    n_train, n_val = len(splits.splits["train"]), len(splits.splits["val"])
     embed = functools.partial(
-        model_features, bb.model, pre, spatial=spatial, taps=taps, seed=seed, shard=shard, **embedding
-    )
+        model_features, bb.model, pre, spatial=spatial, taps=taps, seed=seed, shard=shard,
+        expected_images=n_train * (views + 1) + n_val, **embedding,
+    )  # fmt: skip
 
     def view_transform(view: int) -> Callable | None:
         return None if view == 0 else build_feature_view_transform(pre, view, seed)
 
     kw: dict[str, Any] = dict(embed=embed, view_transform=view_transform, strict=strict, progress=progress)
-    train = embed_split(splits.splits["train"], name="train", views=views, **kw)
-    val = embed_split(splits.splits["val"], name="val", **kw)
+    with reuse_engines():  # one runtime session for train, its views and val
+        train = embed_split(splits.splits["train"], name="train", views=views, **kw)
+        val = embed_split(splits.splits["val"], name="val", **kw)
+    malloc_trim()
     timings["embed"] = time.perf_counter() - t0
     failed = train.failed + val.failed
     bad = {f.path for f in failed}
@@ -355,9 +360,11 @@ def stage_one(
     ood = distributed.on_rank_zero(fit_ood_stage, spec, train, seed=seed)
     # Head and OOD scorer were fitted on the CPU; the network lives where the backbone embedded (CUDA on a GPU).
     dev = next(emb.backbone.model.parameters()).device
-    net = GraftNet(
-        emb.backbone.model, st.head, spatial=spec.spatial, ood=ood.scorer if ood else None, taps=choice.taps
-    ).to(dev).eval()
+    net = (
+        GraftNet(emb.backbone.model, st.head, spatial=spec.spatial, ood=ood.scorer if ood else None, taps=choice.taps)
+        .to(dev)
+        .eval()
+    )
     emb.backbone_info["feature_taps"] = list(choice.taps)
     timings = {
         "scan": t0 - t_start, **emb.timings, "head": st.seconds, "ood": time.perf_counter() - t1,
