@@ -13,7 +13,9 @@ where the dataset has no split):
 - ``+ test-time mirror``: the default's head, its probabilities averaged over each
   validation image and its mirror image.
 
-Validation decides nothing here: the rows are measurements, for the README's reasons.
+All features are fp32 (ONNX Runtime, what graft runs on a CPU unless bf16 is clearly
+faster), so a stored bf16 verdict cannot make rows differ by precision. Validation decides
+nothing here: the rows are measurements.
 
     python bench/feature_candidates.py [hymenoptera flowers_kaggle_128 sign_digits]
 """
@@ -55,7 +57,7 @@ def main() -> None:
         classes = list(splits.classes)
         t0 = time.perf_counter()
         embs = {
-            bb: embed_dataset(splits, bb, multi_depth=(bb == "efficientnet_lite0"), seed=0)
+            bb: embed_dataset(splits, bb, multi_depth=(bb == "efficientnet_lite0"), seed=0, precision="fp32")
             for bb in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
         }
         secs = time.perf_counter() - t0
@@ -89,7 +91,7 @@ def main() -> None:
         from graft.transforms.train import build_feature_view_transform
 
         pre = lite0.preprocessing
-        embed = partial(model_features, lite0.backbone.model, pre, taps=lite0.taps, seed=0)
+        embed = partial(model_features, lite0.backbone.model, pre, taps=lite0.taps, seed=0, precision="fp32")
         both = embed_split(
             lite0.data.splits["val"], embed, name="val", views=1,
             view_transform=lambda v, pre=pre: None if v == 0 else build_feature_view_transform(pre, v, 0),

@@ -178,6 +178,16 @@ def test_small_first_job_keeps_fp32_without_measuring(tiny, monkeypatch) -> None
     assert resolve_cpu_auto(tiny, (64, 64), n_images=1) == "bf16" and len(calls) == n
 
 
+@pytest.mark.parametrize(("bf16", "expected"), [(105.0, "fp32"), (112.0, "bf16")])
+def test_bf16_must_be_clearly_faster(tiny, monkeypatch, bf16, expected) -> None:
+    """bf16 changes the features, so a near tie with fp32 (within BF16_MIN_GAIN) keeps fp32."""
+    monkeypatch.delenv("GRAFT_RUNTIME", raising=False)
+    monkeypatch.setattr(autotune, "cpu_supports_fast_bf16", lambda: True)
+    speeds = {"torch-bf16": bf16, "onnxruntime-fp32": 100.0, "torch-fp32": 100.0}
+    monkeypatch.setattr(autotune, "_time", lambda fn, x, reps=2: speeds[fn.label.replace("-channels_last", "")])
+    assert resolve_cpu_auto(tiny, (64, 64)) == expected
+
+
 def test_reuse_engines_builds_one_engine_per_model(tiny, monkeypatch) -> None:
     built: list[str] = []
     real = engines._build_engine
