@@ -17,6 +17,7 @@ step that raises falls back to eager for the rest of the run (:class:`CompiledSt
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -24,7 +25,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -311,29 +312,37 @@ def plan_speed(
     """
     progress = progress or NullProgress()
     key = _key(name, module, tuple(example.shape), device, precision)
-    state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     cache = _read_cache()
+    plan = _cached_plan(cache.get(key))
+    if plan is None:
+        with _unchanged(module):
+            plan = _measure(module, example.to(device), device, precision)
+        _write_cache(key, plan.to_dict())
+    if _compile_wanted(work_images, plan.images_per_s.get(plan.label, 0.0)):
+        verdict = cache.get(key + "|compile")
+        if not isinstance(verdict, dict) or "compile" not in verdict:
+            with _unchanged(module):
+                verdict = _measure_compile(module, example.to(device), device, plan, progress)
+            _write_cache(key + "|compile", verdict)
+        plan.compile = bool(verdict["compile"])
+        plan.images_per_s = {**plan.images_per_s, **dict(verdict.get("images_per_s") or {})}
+    module.to(memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format)
+    return plan
+
+
+@contextlib.contextmanager
+def _unchanged(module: nn.Module) -> Iterator[None]:
+    """Measuring steps inside leave ``module``'s weights, buffers, gradients and the random stream as they were."""
+    state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     try:
-        with torch.random.fork_rng(devices=[]):  # the run's random stream stays as if nothing was measured
-            plan = _cached_plan(cache.get(key))
-            if plan is None:
-                plan = _measure(module, example.to(device), device, precision)
-                _write_cache(key, plan.to_dict())
-            if _compile_wanted(work_images, plan.images_per_s.get(plan.label, 0.0)):
-                verdict = cache.get(key + "|compile")
-                if not isinstance(verdict, dict) or "compile" not in verdict:
-                    verdict = _measure_compile(module, example.to(device), device, plan, progress)
-                    _write_cache(key + "|compile", verdict)
-                plan.compile = bool(verdict["compile"])
-                plan.images_per_s = {**plan.images_per_s, **dict(verdict.get("images_per_s") or {})}
+        with torch.random.fork_rng(devices=[]):
+            yield
     finally:
         with torch.no_grad():
             for k, v in module.state_dict().items():
                 v.copy_(state[k])
         for p in module.parameters():
             p.grad = None
-    module.to(memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format)
-    return plan
 
 
 def _cached_plan(hit: Any) -> SpeedPlan | None:
