@@ -146,3 +146,29 @@ def test_scratch_baseline_trains_same_architecture(synthetic_dataset: Path, tiny
     )
     assert len(res.history) == 2 and res.history[0]["stage"] == "baseline"
     assert all(p.requires_grad for p in net.backbone.parameters())
+
+
+@pytest.mark.parametrize(("planned", "cut_short"), [(2, False), (3, True)])
+def test_early_stop_is_reported_only_when_epochs_were_left(planned: int, cut_short: bool) -> None:
+    """Patience running out at the last planned epoch cut nothing short: no "stopped early" flag or line."""
+    from graft.progress import NullProgress
+    from graft.training.callbacks import EarlyStopping
+    from graft.training.finetune import FitResult, _end_epoch
+
+    net = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    config, result, stopper = FineTuneConfig(epochs=planned, patience=1), FitResult(), EarlyStopping(patience=1)
+    lines: list[str] = []
+
+    class Lines(NullProgress):
+        def message(self, text: str) -> None:
+            lines.append(text)
+
+    stops = [
+        _end_epoch({"stage": "fine-tune", "epoch": e, "train_loss": 0.5, "train_acc": 0.5, "val_loss": loss,
+                    "val_acc": 0.5}, net, opt, FineTunePolicy(), config, result, stopper, None, Lines(), None)
+        for e, loss in ((1, 1.0), (2, 2.0))
+    ]  # fmt: skip
+    assert stops == [False, True]
+    assert result.stopped_early is cut_short
+    assert any("early stop" in line for line in lines) is cut_short

@@ -379,7 +379,7 @@ def _end_epoch(
             "config": config.to_dict(),
         }
         ckpt.save(net, meta, optimizer, improved=improved)
-    if stopper.should_stop:
+    if stopper.should_stop and rec["epoch"] < config.epochs:  # at the last planned epoch nothing was cut short
         result.stopped_early = True
         progress.message(
             f"{rec['stage']}: early stop after epoch {rec['epoch']} "
