@@ -10,6 +10,7 @@ error, never a hang. Rank 0 alone writes files; the others compute and stay quie
 
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
 from datetime import timedelta
@@ -90,7 +91,19 @@ def init(device: str = "auto") -> bool:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     torch.set_num_threads(max(1, cores // local_world_size()))
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s()))
+    # Left to the interpreter's teardown, gloo's threads were sometimes still joinable when
+    # static destructors ran: "terminate called without an active exception", SIGABRT after
+    # all the work was done (seen once in CI on `graft embed --devices 2`).
+    atexit.register(_leave)
     return True
+
+
+def _leave() -> None:
+    """Leave the process group at exit (each process alone; no collective)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _group_ready() -> bool:
