@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -83,9 +84,13 @@ def _time(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, reps: int
     return len(x) / best
 
 
+def _choices_path() -> Path:
+    return graft_home() / "runtime" / "choice.json"
+
+
 def _read_choices() -> dict:
     try:
-        cached = json.loads((graft_home() / "runtime" / "choice.json").read_text())
+        cached = json.loads(_choices_path().read_text())
     except (OSError, ValueError):
         return {}
     return cached if isinstance(cached, dict) else {}
@@ -104,7 +109,7 @@ def machine_choice(model: nn.Module, input_size: tuple[int, int], *, key: str | 
         ``{"engine": "onnxruntime"|"torch", "precision": "fp32"|"bf16", "images_per_s": {...}}``.
     """
     mkey = _machine_key(model, input_size)
-    path = graft_home() / "runtime" / "choice.json"
+    path = _choices_path()
     hit = cached_choice(model, input_size)
     if hit is not None:
         return hit

@@ -358,13 +358,9 @@ def stage_one(
     prog.message(f"head ({head}{c_text}{f_text}): val accuracy {st.metrics['accuracy']:.4f}")
     t1 = time.perf_counter()
     ood = distributed.on_rank_zero(fit_ood_stage, spec, train, seed=seed)
-    # Head and OOD scorer were fitted on the CPU; the network lives where the backbone embedded (CUDA on a GPU).
-    dev = next(emb.backbone.model.parameters()).device
-    net = (
-        GraftNet(emb.backbone.model, st.head, spatial=spec.spatial, ood=ood.scorer if ood else None, taps=choice.taps)
-        .to(dev)
-        .eval()
-    )
+    dev = next(emb.backbone.model.parameters()).device  # head and scorer were fitted on the CPU; CUDA on a GPU
+    net = GraftNet(emb.backbone.model, st.head, spatial=spec.spatial, ood=ood.scorer if ood else None,
+                   taps=choice.taps).to(dev).eval()  # fmt: skip
     emb.backbone_info["feature_taps"] = list(choice.taps)
     timings = {
         "scan": t0 - t_start, **emb.timings, "head": st.seconds, "ood": time.perf_counter() - t1,
