@@ -61,6 +61,8 @@ def test_bulk_normalised_crop_equals_preprocessing(photo: Image.Image, embedder,
     got = embedder.normalize(torch.from_numpy(crop.copy())[None])
     torch.testing.assert_close(got, torch.from_numpy(ref)[None], rtol=0, atol=1e-5)
     assert got.is_contiguous(memory_format=torch.channels_last)
+    nchw = embedder.normalize(torch.from_numpy(crop.copy())[None], channels_last=False)  # what ONNX Runtime takes
+    assert nchw.is_contiguous() and torch.equal(nchw, got)
     # resize_crop (resize the whole image, then crop: torchvision's order) is now only the
     # reference geometry; the box resize stays within one grey level of it (measured max 1).
     diff = np.abs(np.asarray(PRE.resize_crop(img), np.int16) - crop.astype(np.int16))

@@ -71,10 +71,18 @@ def test_report_is_complete_and_self_contained(tiny_run: Path, tiny_report: str)
         "reliability.png",
         "curves_head.png",
         "baseline.png",
-        "top_losses.jpg",
-        "gradcam_correct.jpg",
+        "top_losses_00.jpg",
+        "gradcam_correct_00.jpg",
     } <= files
     assert any(f.startswith("curves_fine_tune") for f in files)
+    # Photo captions are HTML text under each image: the top losses name p(true) per image.
+    preds = json.loads((tiny_run / "val_predictions.json").read_text())
+    n_top = min(len(preds["paths"]), 12)
+    assert (
+        len(re.findall(r"<figcaption[^>]*>[^<]*<br>[^<]*<br>p\(true\)", doc))
+        == n_top
+        == len([f for f in files if f.startswith("top_losses_")])
+    )
     assert any(f.startswith("curves_baseline") for f in files)
 
 

@@ -66,6 +66,7 @@ class Engine:
 
     name = "engine"
     precision = "fp32"
+    channels_last = False  # the memory layout the engine wants its input in
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError

@@ -7,7 +7,7 @@ import html
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-__all__ = ["esc", "img_tag", "table", "kv_table", "section", "page", "note"]
+__all__ = ["esc", "img_tag", "photo_grid", "table", "kv_table", "section", "page", "note"]
 
 _CSS = """
 body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0;color:#222;background:#fafafa}
@@ -25,6 +25,8 @@ img{max-width:100%;height:auto;display:block;margin:8px 0;background:#fff}
 .card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px 14px;min-width:120px}
 .card b{display:block;font-size:20px} .card span{font-size:12px;color:#666}
 .note{color:#666;font-size:13px} .warn{color:#a33;font-size:13px}
+.grid{display:grid;gap:10px;margin:8px 0}
+.grid figure{margin:0;font-size:12px;line-height:1.35} .grid img{width:100%;margin:0 0 3px}
 code{background:#eee;padding:1px 4px;border-radius:3px;font-size:12px;word-break:break-all}
 """
 
@@ -40,6 +42,20 @@ def img_tag(path: Path, alt: str) -> str:
     mime = "image/jpeg" if path.suffix.lower() in (".jpg", ".jpeg") else "image/png"
     b64 = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<img alt="{esc(alt)}" src="data:{mime};base64,{b64}">'
+
+
+def photo_grid(photos: Sequence[tuple[Path, Sequence[str], str]], cols: int) -> str:
+    """Images (each a file, its caption lines and their colour) in a grid of ``cols`` columns.
+
+    Captions are HTML text under each image, not pixels drawn by matplotlib: they stay
+    sharp and searchable, and the grid costs a JPEG encode per image instead of a figure.
+    """
+    cells = "".join(
+        f"<figure>{img_tag(path, ' / '.join(lines))}"
+        f'<figcaption style="color:{esc(colour)}">{"<br>".join(esc(t) for t in lines)}</figcaption></figure>'
+        for path, lines, colour in photos
+    )
+    return f'<div class="grid" style="grid-template-columns:repeat({int(cols)},1fr)">{cells}</div>'
 
 
 def _cell(v: Any) -> str:

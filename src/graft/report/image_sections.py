@@ -7,7 +7,6 @@ from typing import Any
 import numpy as np
 
 from graft.report import html as H
-from graft.report import plots as P
 from graft.report.inputs import Figures, RunFiles, val_arrays
 
 __all__ = ["top_losses_section", "gradcam_section"]
@@ -60,9 +59,7 @@ def top_losses_section(rf: RunFiles, figs: Figures) -> str | None:
         )
     ]
     if images:
-        out.append(
-            figs.add("top_losses", P.image_grid_figure(images, caps, cols=6, colours=cols), "top losses", photo=True)
-        )
+        out.append(figs.add_photos("top_losses", images, caps, cols=6, colours=cols))
     if missing:
         out.append(H.note(f"{missing} image(s) could not be read any more (moved since training?).", warn=True))
     return "".join(out)
@@ -106,14 +103,7 @@ def gradcam_section(rf: RunFiles, figs: Figures) -> str | None:
                 caps.append(f"true {classes[y[i]][:16]}\npred {res.label[:16]} ({res.probability:.2f})")
         out.append(f"<h3>{name} predictions ({len(ims)})</h3>")
         if ims:
-            out.append(
-                figs.add(
-                    f"gradcam_{name}",
-                    P.image_grid_figure(ims, caps, cols=4),
-                    f"Grad-CAM, {name} predictions",
-                    photo=True,
-                )
-            )
+            out.append(figs.add_photos(f"gradcam_{name}", ims, caps, cols=4))
         else:
             out.append(H.note(f"No {name} predictions on the validation set."))
     return "".join(out)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -28,22 +28,38 @@ class RunFiles:
 
 
 class Figures:
-    """Saves figures to RUN_DIR/report/NAME.png and returns ``<img>`` tags embedding them."""
+    """Saves figures and photos to RUN_DIR/report/ and returns the HTML that embeds them."""
 
     def __init__(self, out: Path) -> None:
         self.out = out
         out.mkdir(parents=True, exist_ok=True)
 
-    def add(self, name: str, fig: Any, alt: str, dpi: int = 90, photo: bool = False) -> str:
-        """Save and embed ``fig``; ``photo`` grids go as JPEG (a fifth of the PNG size, faster to encode)."""
+    def add(self, name: str, fig: Any, alt: str, dpi: int = 90) -> str:
+        """Save ``fig`` as ``NAME.png`` and embed it."""
         import matplotlib.pyplot as plt
 
-        path = self.out / f"{name}.{'jpg' if photo else 'png'}"
-        kw = {"pil_kwargs": {"quality": 85}} if photo else {}
-        # Photo grids are laid out by tight_layout already; "tight" bboxes would draw them twice.
-        fig.savefig(path, dpi=dpi, bbox_inches=None if photo else "tight", facecolor="white", **kw)
+        path = self.out / f"{name}.png"
+        fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white")
         plt.close(fig)
         return H.img_tag(path, alt)
+
+    def add_photos(
+        self, name: str, images: Sequence[np.ndarray], captions: Sequence[str], cols: int,
+        colours: Sequence[str] | None = None,
+    ) -> str:  # fmt: skip
+        """Save uint8 images as ``NAME_00.jpg``... (at most 256 px a side) and embed them as a captioned grid."""
+        from PIL import Image
+
+        for old in self.out.glob(f"{name}_[0-9][0-9].jpg"):  # a rebuilt report may show fewer
+            old.unlink()
+        photos = []
+        for i, (img, cap) in enumerate(zip(images, captions)):
+            im = Image.fromarray(np.ascontiguousarray(img))
+            im.thumbnail((256, 256))
+            path = self.out / f"{name}_{i:02d}.jpg"
+            im.save(path, quality=85)
+            photos.append((path, cap.splitlines(), colours[i] if colours else "#222"))
+        return H.photo_grid(photos, cols=min(cols, max(len(photos), 1)))
 
 
 def chosen_c(rf: RunFiles) -> float | None:

@@ -19,7 +19,6 @@ __all__ = [
     "stage_comparison_figure",
     "confusion_figure",
     "reliability_figure",
-    "image_grid_figure",
 ]
 
 _SPLIT_COLOURS = {"train": "#4C72B0", "val": "#DD8452", "test": "#55A868"}
@@ -220,29 +219,5 @@ def reliability_figure(bins: Sequence[dict[str, float]], ece: float, n_bins: int
     ax.legend(fontsize=7, loc="upper left")
     axh.set_xlabel("confidence (top-1 probability)")
     axh.set_ylabel("images")
-    fig.tight_layout()
-    return fig
-
-
-def image_grid_figure(
-    images: Sequence[np.ndarray],
-    captions: Sequence[str],
-    cols: int = 4,
-    title: str | None = None,
-    colours: Sequence[str] | None = None,
-) -> plt.Figure:
-    """A grid of uint8 images with a caption (and optional caption colour) under each."""
-    n = max(1, len(images))
-    cols = min(cols, n)
-    rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.5 * cols, 3.2 * rows), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for i, (img, cap) in enumerate(zip(images, captions)):
-        ax = axes[i // cols, i % cols]
-        ax.imshow(img)
-        ax.set_title(cap, fontsize=8, color=(colours[i] if colours else "black"))
-    if title:
-        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
