@@ -21,7 +21,8 @@ def machine_line() -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-        flags = "AMX/AVX512-BF16" if ("amx_bf16" in text or "avx512_bf16" in text) else "no bf16 units"
+        units = [name for flag, name in (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16")) if flag in text]
+        flags = " + ".join(units) or "no bf16 units"  # name only what the CPU has
     except OSError:
         pass
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
