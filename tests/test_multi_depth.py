@@ -36,8 +36,8 @@ def test_the_choice_follows_cross_validation_with_a_margin() -> None:
     widths, taps = [4, 6, 10], (1, 2)
     scores = {10: 0.90, 20: 0.90 + MIN_GAIN}
 
-    def cv(cols: list[int]) -> float:
-        return scores[len(cols)]
+    def cv(column_sets: list[list[int]]) -> list[float]:
+        return [scores[len(cols)] for cols in column_sets]
 
     chosen = choose_features("auto", "linear", taps, widths, cv)
     assert chosen.taps == taps and chosen.columns == list(range(20))
@@ -136,3 +136,28 @@ def test_head_seconds_count_the_fit_the_feature_choice_made(
     clf = graft.Classifier(TINY_BACKBONE, weights=tiny_weights, num_workers=0, precision="fp32").fit(data)
     assert set(clf.head_info_["features"]["cv_accuracy"]) == {"final", "multi"}  # the reuse path ran
     assert 5.0 <= clf.timings_["head"] < 60.0
+
+
+def test_side_by_side_cv_fits_equal_fits_made_alone() -> None:
+    """The two cross-validated fits run on two threads; each must compute exactly what it would alone."""
+    from types import SimpleNamespace
+
+    from graft.training.feature_choice import choose_features_by_cv, column_view
+    from graft.training.linear_probe import fit_linear_head
+
+    rng = np.random.default_rng(0)
+    widths, taps = [8, 12, 40], (1, 2)
+    y = np.repeat(np.arange(3), 40)
+    X = (rng.normal(size=(len(y), sum(widths))) + y[:, None] * 0.3).astype(np.float32)
+    train = SimpleNamespace(X=X, y=y, groups=np.arange(len(y)))
+    threads = torch.get_num_threads()
+    choice, fits = choose_features_by_cv(train, taps, widths, "auto", "linear", 3, seed=0)
+    assert torch.get_num_threads() == threads  # the process's thread count is restored
+    assert set(fits) == {tuple(range(20, 60)), tuple(range(60))}
+    for cols, fit in fits.items():
+        alone = fit_linear_head(column_view(X, list(cols)), y, 3, seed=0, groups=train.groups)
+        assert fit.C == alone.C and fit.cv_scores == alone.cv_scores
+        np.testing.assert_array_equal(fit.weight, alone.weight)
+        np.testing.assert_array_equal(fit.bias, alone.bias)
+    assert choice.cv_accuracy == {k: max(fits[c].cv_scores.values()) for k, c in
+                                  (("final", tuple(range(20, 60))), ("multi", tuple(range(60))))}  # fmt: skip

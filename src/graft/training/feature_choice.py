@@ -10,6 +10,7 @@ validation accuracy reported afterwards stays an honest estimate.
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -66,7 +67,11 @@ def select_columns(split: Any, columns: Sequence[int]) -> Any:
 
 
 def choose_features(
-    mode: str, head: str, taps: Sequence[int], widths: Sequence[int], cv_accuracy: Callable[[list[int]], float]
+    mode: str,
+    head: str,
+    taps: Sequence[int],
+    widths: Sequence[int],
+    cv_accuracy: Callable[[list[list[int]]], list[float]],
 ) -> FeatureChoice:
     """Choose the feature columns of features embedded with ``taps`` (widths from :func:`tap_widths`).
 
@@ -74,7 +79,8 @@ def choose_features(
         mode: ``auto``, ``final`` or ``multi`` (see :data:`FEATURE_MODES`).
         head: the head type; only the linear head is cross-validated, so ``auto`` means
             ``final`` for the others.
-        cv_accuracy: best cross-validated accuracy of the head on the given training columns.
+        cv_accuracy: best cross-validated accuracy of the head on each given set of training
+            columns (all sets in one call, so they can be fitted side by side).
     """
     check_choice("features", mode, FEATURE_MODES, "Classifier")
     taps = tuple(int(t) for t in taps)
@@ -84,7 +90,7 @@ def choose_features(
     multi = list(range(int(sum(widths))))
     if mode == "multi":
         return FeatureChoice(taps, multi, {}, mode)
-    scores = {"final": cv_accuracy(final), "multi": cv_accuracy(multi)}
+    scores = dict(zip(("final", "multi"), cv_accuracy([final, multi])))
     if scores["multi"] >= scores["final"] + MIN_GAIN:
         return FeatureChoice(taps, multi, scores, mode)
     return FeatureChoice((), final, scores, mode)
@@ -105,15 +111,26 @@ def choose_features_by_cv(
 
     The returned fits (keyed by column tuple) let the caller reuse the chosen set's fit as the head.
     """
-    from graft.training.linear_probe import fit_linear_head
+    from graft.training.linear_probe import fit_linear_head, fits_on_one_thread, torch_threads
 
     fits: dict[tuple[int, ...], Any] = {}
 
-    def cv_accuracy(columns: list[int]) -> float:
-        fit = fit_linear_head(
+    def fit(columns: list[int]) -> Any:
+        return fit_linear_head(
             column_view(train.X, columns), train.y, n_classes, class_weight=class_weight, seed=seed, groups=train.groups
         )
-        fits[tuple(columns)] = fit
-        return float(max(fit.cv_scores.values())) if fit.cv_scores else 0.0
+
+    def cv_accuracy(column_sets: list[list[int]]) -> list[float]:
+        n, widest = train.X.shape[0], max(len(c) for c in column_sets)
+        if len(column_sets) > 1 and fits_on_one_thread(n, widest):
+            # Fits this small each run on one thread: side by side they use both cores of a
+            # small CPU. The whole process stays at one torch thread until both are done, so
+            # each fit computes exactly what it would alone.
+            with torch_threads(1), ThreadPoolExecutor(len(column_sets)) as pool:
+                done = list(pool.map(fit, column_sets))
+        else:
+            done = [fit(c) for c in column_sets]
+        fits.update((tuple(c), f) for c, f in zip(column_sets, done))
+        return [float(max(f.cv_scores.values())) if f.cv_scores else 0.0 for f in done]
 
     return choose_features(mode, head, taps, widths, cv_accuracy), fits

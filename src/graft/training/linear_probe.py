@@ -23,16 +23,26 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-__all__ = ["DEFAULT_C_GRID", "LinearFit", "fit_linear_head"]
+__all__ = ["DEFAULT_C_GRID", "LinearFit", "fit_linear_head", "fits_on_one_thread", "torch_threads"]
 
 #: Inverse L2 strengths tried by cross-validation (scikit-learn's C, for features
 #: centred and scaled to unit RMS).
 DEFAULT_C_GRID: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 
 
+#: Below this many feature values a fit runs on one thread: its matmuls are too small to
+#: repay the barrier waits of several, above all on busy CPUs.
+ONE_THREAD_MAX_VALUES = 4_000_000
+
+
+def fits_on_one_thread(n_rows: int, n_columns: int) -> bool:
+    """Whether :func:`fit_linear_head` fits features this size on one thread."""
+    return n_rows * n_columns < ONE_THREAD_MAX_VALUES
+
+
 @contextmanager
-def _threads(n: int) -> Iterator[None]:
-    """Small matmuls run faster on one thread (no barrier waits), above all on busy CPUs."""
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` for the block, restored after."""
     old = torch.get_num_threads()
     if n != old:
         torch.set_num_threads(n)
@@ -258,12 +268,12 @@ def fit_linear_head(
     cw = torch.ones(n_classes) if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32)
     sw = cw[yt]
     n, d = Z.shape
-    threads = 1 if n * d < 4_000_000 else torch.get_num_threads()
+    threads = 1 if fits_on_one_thread(n, d) else torch.get_num_threads()
 
     scores: dict[float, float] = {}
     losses: dict[float, float] = {}
     oof: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-    with _threads(threads):
+    with torch_threads(threads):
         axes, var = _principal_axes(Z)
         if C is None:
             C, scores, losses, oof = _choose_C(
