@@ -210,3 +210,45 @@ def test_choose_precision_rejects_unknown() -> None:
     assert choose_precision("fp32", "cpu") == "fp32"
     with pytest.raises(ValueError, match="precision"):
         choose_precision("int8", "cpu")
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_mirror_view_is_cached_from_the_same_decode(tiny, pre: Preprocessing, tmp_path: Path, monkeypatch, runtime):
+    """View 0's pass also caches the mirror view: each file decoded once, the same features as the mirror transform."""
+    from graft.features import embedder as embedder_module
+    from graft.features.extract import model_features
+    from graft.transforms.train import build_feature_view_transform
+
+    if runtime == "onnxruntime" and not onnxruntime_available():
+        pytest.skip("onnxruntime not installed")
+    monkeypatch.setenv("GRAFT_RUNTIME", runtime)
+    paths = [str(p) for p in _images(tmp_path, 9)]
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    paths.insert(7, str(tmp_path / "bad.jpg"))
+    decoded: list[str] = []
+    real = embedder_module.load_image
+    monkeypatch.setattr(embedder_module, "load_image", lambda p, **kw: (decoded.append(str(p)), real(p, **kw))[1])
+    kw = dict(precision="fp32", batch_size=4, num_workers=0, cache_dir=tmp_path / "cache", seed=3)
+    mirror = build_feature_view_transform(pre, 1, 3)
+
+    v0 = model_features(tiny, pre, paths[:5], mirror_view=1, **kw)  # a first job: 5 files
+    assert sorted(decoded) == sorted(paths[:5]) and v0.n_embedded == 5
+    v0 = model_features(tiny, pre, paths, mirror_view=1, **kw)  # the rest; nothing decoded twice
+    assert sorted(decoded) == sorted(paths) and v0.n_embedded == 5
+    v1 = model_features(tiny, pre, paths, view=1, transform=mirror, **kw)
+    assert v1.n_embedded == 1 and [f.path for f in v1.failed] == [paths[7]]  # only the bad file is tried again
+    assert v1.ok.tolist() == v0.ok.tolist() == [i for i in range(10) if i != 7]
+
+    alone = model_features(tiny, pre, paths, view=1, transform=mirror, use_cache=False, **kw)
+    np.testing.assert_allclose(v1.X, alone.X, rtol=1e-4, atol=1e-4)  # bulk vs numpy normalisation only
+    assert not np.allclose(v1.X, v0.X, atol=1e-3)  # the mirror is a different view
+    # Another seed: view 0 is cached (its key has no seed), the mirror is not. The pass that
+    # fills the mirror leaves view 0's rows as they were and adds no second row for them.
+    decoded.clear()
+    size = lambda: sum(f.stat().st_size for f in (tmp_path / "cache").rglob("*.bin"))  # noqa: E731
+    before = size()
+    again = model_features(tiny, pre, paths, mirror_view=1, **{**kw, "seed": 4})
+    assert again.n_embedded == 10 and len(decoded) == 10
+    assert size() - before == 9 * v0.X.shape[1] * 4  # nine new float32 rows: the mirrors
+    np.testing.assert_array_equal(again.X, v0.X)
+    assert model_features(tiny, pre, paths, view=1, transform=mirror, **{**kw, "seed": 4}).n_embedded == 1

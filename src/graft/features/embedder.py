@@ -277,6 +277,7 @@ class Embedder:
         transform: Callable | None = None,
         progress: ProgressFn | None = None,
         on_batch: Callable[[np.ndarray, np.ndarray], None] | None = None,
+        on_mirror: Callable[[np.ndarray, np.ndarray], None] | None = None,
     ) -> EmbedResult:
         """Embed image files; undecodable files are returned in ``failed``, not raised.
 
@@ -286,7 +287,14 @@ class Embedder:
             progress: called with the number of images done after each batch.
             on_batch: called with (input positions, features) after each batch, so a
                 caller can write features incrementally (memory stays flat).
+            on_mirror: with the default preprocessing only: each batch of crops is also
+                embedded mirrored left-right (feature view 1, see
+                :func:`~graft.transforms.train.build_feature_view_transform`) and this is
+                called with (input positions, those features). The mirror view then costs
+                no second decode, which on large photos or PNG scans is most of its cost.
         """
+        if on_mirror is not None and transform is not None:
+            raise ValueError("on_mirror mirrors the default crops; it cannot be combined with a transform")
         transform = transform or self.preprocessing.crop  # uint8; normalised later, in bulk
         ds = ImageArrayDataset(paths, transform, self.preprocessing.decode_size, self.max_pixels)
         workers = self.num_workers if len(paths) > self.batch_size else 0
@@ -313,6 +321,8 @@ class Embedder:
             if batch is not None:
                 out = self.forward(batch, n_images=engine_n).numpy()
                 ids = idx.numpy()
+                if on_mirror is not None:  # uint8 (B, H, W, 3): flip the width axis
+                    on_mirror(ids, self.forward(batch.flip(2), n_images=engine_n).numpy())
                 if on_batch is not None:
                     on_batch(ids, out)
                 else:

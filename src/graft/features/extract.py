@@ -48,6 +48,7 @@ def extract_features(
     use_cache: bool = True,
     progress: Callable[[int], None] | None = None,
     shard: bool = False,
+    mirror_view: int | None = None,
 ) -> FeatureSet:
     """Embed ``paths`` with ``embedder``, reusing and filling the on-disk cache.
 
@@ -65,6 +66,8 @@ def extract_features(
         shard: in a job of several processes, each embeds its share and every process
             gets all the features (every process must call this with the same paths;
             see :mod:`graft.features.sharded`).
+        mirror_view: with view 0 and the cache: also cache this view (the mirror image,
+            view 1) from the same decoded crops, so that embedding it next decodes nothing.
     """
     names: list[str] = [str(p) for p in paths]
     paths, n = names, len(names)
@@ -88,7 +91,11 @@ def extract_features(
     root = _cache_root(cache_dir) / embedder_key(spec)
     dim_hint = int(spec.get("dim", 0))
     cache = FeatureCache(root, dim_hint, meta=dict(spec))
-    todo = [i for i, k in enumerate(keys) if k is not None and k not in cache]
+    mirror = None
+    if view == 0 and transform is None and not sharded:
+        mirror = _mirror_keys(paths, keys, mirror_view, seed, cache)
+    # Embed what either view lacks, in one pass (without a mirror: what view 0 lacks).
+    todo = [i for i, k in enumerate(keys) if k is not None and (k not in cache or (mirror and mirror[i]))]
     if sharded:  # rank 0's view of what is missing, so the shares cover it exactly
         todo = distributed.broadcast_object(todo)
     if progress is not None and n - len(todo) - len(failed) > 0:
@@ -102,10 +109,15 @@ def extract_features(
     elif todo:
         todo_paths = [paths[i] for i in todo]
 
-        def write(ids: np.ndarray, feats: np.ndarray) -> None:
-            cache.add([keys[todo[j]] for j in ids], feats)
+        def write(ids: np.ndarray, feats: np.ndarray, into: list[str | None] = keys) -> None:
+            new = [j for j, i in enumerate(ids) if into[todo[i]] is not None and into[todo[i]] not in cache]
+            if new:
+                cache.add([str(into[todo[ids[j]]]) for j in new], feats[new])
 
-        res = embedder.embed_paths(todo_paths, transform=transform, progress=progress, on_batch=write)
+        on_mirror = None if mirror is None else (lambda ids, feats: write(ids, feats, into=mirror))
+        res = embedder.embed_paths(
+            todo_paths, transform=transform, progress=progress, on_batch=write, on_mirror=on_mirror
+        )
         failed.extend(res.failed)
         bad = {f.path for f in res.failed}
         failed_pos.update(i for i in todo if paths[i] in bad)
@@ -113,6 +125,17 @@ def extract_features(
     ok = np.array([i for i in range(n) if i not in failed_pos], dtype=np.int64)
     X = cache.get([keys[i] for i in ok])
     return FeatureSet(X, ok, failed, len(todo))
+
+
+def _mirror_keys(
+    paths: Sequence[str], keys: list[str | None], mirror_view: int | None, seed: int, cache: FeatureCache
+) -> list[str | None] | None:
+    """Cache keys of the mirror view still missing (None where cached or unreadable); None: nothing to add."""
+    if mirror_view is None:
+        return None
+    out = [file_key(p, mirror_view, seed) if k is not None else None for p, k in zip(paths, keys)]
+    out = [k if k is not None and k not in cache else None for k in out]
+    return out if any(k is not None for k in out) else None
 
 
 def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
@@ -139,12 +162,14 @@ def model_features(
     max_pixels: int | None = None,
     shard: bool = False,
     expected_images: int | None = None,
+    mirror_view: int | None = None,
 ) -> FeatureSet:
     """Backbone features of image files, through the on-disk cache keyed by the weights' fingerprint.
 
     ``taps``: block stages whose pooled outputs precede the final features (:mod:`graft.backbones.taps`).
     ``shard``: in a job of several processes, each embeds its share (see :func:`extract_features`).
     ``expected_images``: the whole job's images where this call is one part of it (default: ``paths``).
+    ``mirror_view``: also cache the mirror view from the same decode (see :func:`extract_features`).
     """
     emb = Embedder(
         backbone,
@@ -182,6 +207,7 @@ def model_features(
             use_cache=use_cache,
             progress=progress,
             shard=shard,
+            mirror_view=mirror_view,
         )
     finally:
         emb.close()  # free the runtime session now, not whenever the garbage collector runs

@@ -83,7 +83,9 @@ def embed_split(
     failed: list[SkippedFile] = []
     for view in range(views + 1):
         task = prog.task(f"embedding {name}" + (f" (view {view})" if view else ""), total=len(paths))
-        fs = embed(paths, view=view, transform=view_transform(view), progress=task.advance)
+        # View 1 is the mirror image: view 0's pass caches it from the same decoded crops.
+        mirror = {"mirror_view": 1} if view == 0 and views >= 1 else {}
+        fs = embed(paths, view=view, transform=view_transform(view), progress=task.advance, **mirror)
         task.close()
         if view == 0:
             failed = list(fs.failed)
