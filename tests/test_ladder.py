@@ -26,7 +26,7 @@ def _clf(weights: Path) -> graft.Classifier:
 
 
 def test_plan_gives_the_whole_backbone_the_larger_share_and_drops_it_when_it_cannot_fit() -> None:
-    from graft.training.budget_plan import TOP_SHARE, Costs, plan
+    from graft.training.budget_plan import TOP_SHARE, Costs, plan, plan_lines
 
     costs = {"top": Costs(first=10.0, later=2.0, views=2), "all": Costs(first=30.0, later=30.0, views=2)}
     plan300 = plan(300.0, costs, val_cost=1.0)
@@ -34,6 +34,12 @@ def test_plan_gives_the_whole_backbone_the_larger_share_and_drops_it_when_it_can
     assert plan300["all"] >= 2 and costs["top"].epochs(plan300["top"]) + costs["all"].epochs(plan300["all"]) <= 300
     short = plan(50.0, costs, val_cost=1.0)  # two whole-backbone epochs (60 s) do not fit
     assert short == {"top": 6, "all": 0}
+    lines = plan_lines(20.0, 80.0, 50.0, short, costs, 5.0)  # one epoch (30 s) would: the plan says why not
+    assert "all (whole backbone): skipped, 2 epochs (~60 s) do not fit" in lines[2]
+    assert (
+        "top (last 2 block groups): skipped, one epoch (~10 s) does not fit"
+        in plan_lines(20.0, 80.0, 5.0, {"top": 0, "all": 0}, costs, 5.0)[1]
+    )
     assert plan(5.0, costs, val_cost=1.0) == {"top": 0, "all": 0}
 
 
