@@ -78,19 +78,9 @@ def extract_features(
         res = embedder.embed_paths(paths, transform=transform, progress=progress)
         return FeatureSet(res.features, res.ok_indices, res.failed, len(res.ok_indices))
 
-    # Files that vanished since the scan are reported like any unreadable file.
-    keys: list[str | None] = []
-    failed: list[SkippedFile] = []
-    for p in paths:
-        try:
-            keys.append(file_key(p, view, seed))
-        except OSError as e:
-            keys.append(None)
-            failed.append(SkippedFile(str(p), f"could not be read: {e.strerror or e}"))
-
+    keys, failed = _file_keys(paths, view, seed)
     root = _cache_root(cache_dir) / embedder_key(spec)
-    dim_hint = int(spec.get("dim", 0))
-    cache = FeatureCache(root, dim_hint, meta=dict(spec))
+    cache = FeatureCache(root, int(spec.get("dim", 0)), meta=dict(spec))
     mirror = None
     if view == 0 and transform is None and not sharded:
         mirror = _mirror_keys(paths, keys, mirror_view, seed, cache)
@@ -107,24 +97,46 @@ def extract_features(
             paths, todo, keys, cache, embedder, failed, failed_pos, transform=transform, progress=progress
         )
     elif todo:
-        todo_paths = [paths[i] for i in todo]
-
-        def write(ids: np.ndarray, feats: np.ndarray, into: list[str | None] = keys) -> None:
-            new = [j for j, i in enumerate(ids) if into[todo[i]] is not None and into[todo[i]] not in cache]
-            if new:
-                cache.add([str(into[todo[ids[j]]]) for j in new], feats[new])
-
-        on_mirror = None if mirror is None else (lambda ids, feats: write(ids, feats, into=mirror))
-        res = embedder.embed_paths(
-            todo_paths, transform=transform, progress=progress, on_batch=write, on_mirror=on_mirror
-        )
-        failed.extend(res.failed)
-        bad = {f.path for f in res.failed}
-        failed_pos.update(i for i in todo if paths[i] in bad)
+        bad = _embed_into_cache(paths, todo, (keys, mirror), cache, embedder, transform, progress)
+        failed.extend(bad)
+        bad_paths = {f.path for f in bad}
+        failed_pos.update(i for i in todo if paths[i] in bad_paths)
 
     ok = np.array([i for i in range(n) if i not in failed_pos], dtype=np.int64)
     X = cache.get([keys[i] for i in ok])
     return FeatureSet(X, ok, failed, len(todo))
+
+
+def _file_keys(paths: Sequence[str], view: int, seed: int) -> tuple[list[str | None], list[SkippedFile]]:
+    """Cache keys of ``paths`` (None for a file that vanished since the scan, reported like any unreadable one)."""
+    keys: list[str | None] = []
+    failed: list[SkippedFile] = []
+    for p in paths:
+        try:
+            keys.append(file_key(p, view, seed))
+        except OSError as e:
+            keys.append(None)
+            failed.append(SkippedFile(str(p), f"could not be read: {e.strerror or e}"))
+    return keys, failed
+
+
+def _embed_into_cache(
+    paths: Sequence[str], todo: list[int], keys: tuple[list[str | None], list[str | None] | None],
+    cache: FeatureCache, embedder: Embedder, transform: Callable | None, progress: Callable[[int], None] | None,
+) -> list[SkippedFile]:  # fmt: skip
+    """Embed ``paths[todo]`` once, writing the rows each view lacks (view keys, mirror keys or None); the failures."""
+    view_keys, mirror = keys
+
+    def write(ids: np.ndarray, feats: np.ndarray, into: list[str | None] = view_keys) -> None:
+        new = [j for j, i in enumerate(ids) if into[todo[i]] is not None and into[todo[i]] not in cache]
+        if new:
+            cache.add([str(into[todo[ids[j]]]) for j in new], feats[new])
+
+    on_mirror = None if mirror is None else (lambda ids, feats: write(ids, feats, into=mirror))
+    res = embedder.embed_paths(
+        [paths[i] for i in todo], transform=transform, progress=progress, on_batch=write, on_mirror=on_mirror
+    )
+    return list(res.failed)
 
 
 def _mirror_keys(
