@@ -252,3 +252,26 @@ def test_mirror_view_is_cached_from_the_same_decode(tiny, pre: Preprocessing, tm
     assert size() - before == 9 * v0.X.shape[1] * 4  # nine new float32 rows: the mirrors
     np.testing.assert_array_equal(again.X, v0.X)
     assert model_features(tiny, pre, paths, view=1, transform=mirror, **{**kw, "seed": 4}).n_embedded == 1
+
+
+@pytest.mark.filterwarnings("ignore:'pin_memory' argument:UserWarning")  # device="cuda" without a GPU
+def test_on_cuda_short_batches_are_padded_to_one_shape(tiny, pre: Preprocessing, tmp_path: Path, monkeypatch) -> None:
+    """A CUDA embedder runs every batch at its batch size (a new shape costs cuDNN seconds); features are unchanged."""
+    monkeypatch.setenv("GRAFT_RUNTIME", "torch")
+    paths = _images(tmp_path, 6)
+    emb = Embedder(tiny, pre, device="cpu", precision="fp32", batch_size=4, num_workers=0)
+    ref = emb.embed_paths(paths)
+    shapes: list[int] = []
+    real = Embedder.forward
+    monkeypatch.setattr(Embedder, "forward", lambda self, b, **kw: (shapes.append(len(b)), real(self, b, **kw))[1])
+    emb.device = "cuda"  # the padding rule only: the engine built above stays on the CPU
+    mirrored: list[np.ndarray] = []
+    out = emb.embed_paths(paths, on_mirror=lambda ids, feats: mirrored.append(feats))
+    assert shapes == [4, 4, 4, 4]  # 4 + 2 images, each batch also mirrored: the short one padded
+    assert [len(m) for m in mirrored] == [4, 2]
+    assert out.features.shape == ref.features.shape and out.ok_indices.tolist() == list(range(6))
+    np.testing.assert_allclose(out.features, ref.features, rtol=1e-5, atol=1e-5)
+    emb.device = "cpu"
+    shapes.clear()
+    emb.embed_paths(paths)
+    assert shapes == [4, 2]  # on a CPU a short batch stays short

@@ -126,7 +126,7 @@ def _lbfgs_logreg(
     C: float,
     sample_w: torch.Tensor,
     var: torch.Tensor,
-    axes: torch.Tensor,
+    axes: torch.Tensor | None,
     init: tuple[torch.Tensor, torch.Tensor] | None = None,
     max_iter: int = 300,
     gtol: float = 1e-5,
@@ -136,8 +136,10 @@ def _lbfgs_logreg(
     The solver runs on ``U`` with ``W = (U * D) @ axes``: weights in the principal
     axes of the features (variances ``var``), diagonally preconditioned by
     ``D = (var/4 + reg)^-1/2``, an estimate of the Hessian's diagonal there. Same
-    minimiser, far fewer iterations; rotating the (small) weights each step instead
-    of the (large) feature matrix once. Returns (W, b) in the features' own basis.
+    minimiser, far fewer iterations. ``axes=None``: ``R`` is already in that basis
+    (:func:`fit_linear_head` rotates a materialised matrix once); otherwise the
+    (small) weights are rotated at each step, so a lazily centred matrix is never
+    copied. Returns (W, b) in ``R``'s basis.
     """
     n, _ = R.shape
     d = len(var)
@@ -149,18 +151,19 @@ def _lbfgs_logreg(
     if init is None:
         theta = torch.zeros(k * d + k)
     else:
-        theta = torch.cat([((init[0] @ axes.T) / D).reshape(-1), init[1]])
+        theta = torch.cat([((init[0] if axes is None else init[0] @ axes.T) / D).reshape(-1), init[1]])
     theta.requires_grad_(False)
 
     def closure() -> torch.Tensor:
         # Analytic loss and gradient: no autograd graph, a few matmuls per call.
         Wr, b = theta[: k * d].view(k, d) * D, theta[k * d :]
-        logp = torch.log_softmax(_addmm(b, R, (Wr @ axes).T), 1)
+        logp = torch.log_softmax(_addmm(b, R, (Wr if axes is None else Wr @ axes).T), 1)
         loss = -(logp[rows, y] * sample_w).sum() * scale + 0.5 * reg * (Wr * Wr).sum()
         P = logp.exp_()
         P[rows, y] -= 1.0
         P.mul_((sample_w * scale)[:, None])
-        theta.grad = torch.cat([((_t_matmul(P, R) @ axes.T + reg * Wr) * D).reshape(-1), P.sum(0)])
+        G = _t_matmul(P, R)
+        theta.grad = torch.cat([(((G if axes is None else G @ axes.T) + reg * Wr) * D).reshape(-1), P.sum(0)])
         return loss
 
     # torch's L-BFGS: SciPy's L-BFGS-B spent ~0.1 s per step on 12k variables.
@@ -174,7 +177,8 @@ def _lbfgs_logreg(
         tolerance_change=1e-10,
     )
     opt.step(closure)
-    return (theta[: k * d].view(k, d) * D) @ axes, theta[k * d :].clone()
+    W = theta[: k * d].view(k, d) * D
+    return (W if axes is None else W @ axes), theta[k * d :].clone()
 
 
 def _principal_axes(Z: Rows, max_rows: int = 8000) -> tuple[torch.Tensor, torch.Tensor]:
@@ -275,11 +279,22 @@ def fit_linear_head(
     oof: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     with torch_threads(threads):
         axes, var = _principal_axes(Z)
+        R: Rows = Z
+        if isinstance(Z, torch.Tensor):
+            # Rotate the features once (n r d) rather than the weights at every step (2 k r d
+            # per L-BFGS evaluation, thousands of them). Measured on 2 cores: sign_digits'
+            # feature choice and head (3,302 x 1,904 features) 30.4 -> 19.9 s.
+            R, rotate = Z @ axes.T, None
+            del Z
+        else:
+            rotate = axes
         if C is None:
             C, scores, losses, oof = _choose_C(
-                Z, var, axes, y, yt, sw, n_classes, C_grid, cv_folds, max_cv_samples, seed, groups
+                R, var, rotate, y, yt, sw, n_classes, C_grid, cv_folds, max_cv_samples, seed, groups
             )
-        W, b = _lbfgs_logreg(Z, yt, n_classes, float(C), sw, var, axes)
+        W, b = _lbfgs_logreg(R, yt, n_classes, float(C), sw, var, rotate)
+        if rotate is None:
+            W = W @ axes
     W_raw = W * g
     b_raw = b - (W_raw * mu).sum(1)
     return LinearFit(
@@ -291,7 +306,7 @@ def fit_linear_head(
 def _choose_C(
     R: Rows,
     var: torch.Tensor,
-    axes: torch.Tensor,
+    axes: torch.Tensor | None,
     y: np.ndarray,
     yt: torch.Tensor,
     sw: torch.Tensor,
@@ -343,7 +358,7 @@ def _cv_folds(
 def _score_path(
     R: Rows,
     var: torch.Tensor,
-    axes: torch.Tensor,
+    axes: torch.Tensor | None,
     yt: torch.Tensor,
     sw: torch.Tensor,
     n_classes: int,
