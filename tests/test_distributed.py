@@ -116,10 +116,14 @@ def test_two_processes_fit_the_head_once_and_write_the_run_folder_once(
     w1, w2 = (load_file(str(tmp_path / r / "model" / "model.safetensors")) for r in ("r1", "r2"))
     assert w1.keys() == w2.keys()
     # The head is an L-BFGS fit stopped at a tolerance, on features equal to ~1e-8 but summed with
-    # another thread count (1 per rank here, 2 alone): equal to 0.2% of the weights' scale.
+    # another thread count (1 per rank here, 2 alone). These synthetic classes are separable, so
+    # the weights grow towards the weakest penalty tried and where the fit stops moves with the
+    # rounding: 0.1-0.4% of the weights' scale, before and after the probe began rotating its
+    # features once (session 10), so the earlier bound of 0.2% sat inside that range. The
+    # predictions below must agree to 1e-4.
     for k in w1:
         scale = max(float(w1[k].abs().max()), 1e-6)
-        assert float((w2[k] - w1[k]).abs().max()) <= 2e-3 * scale, k
+        assert float((w2[k] - w1[k]).abs().max()) <= 1e-2 * scale, k
     p1, p2 = (json.loads((tmp_path / r / "val_predictions.json").read_text()) for r in ("r1", "r2"))
     assert p1["paths"] == p2["paths"]
     np.testing.assert_allclose(np.array(p2["probs"]), np.array(p1["probs"]), atol=1e-4)
