@@ -7,16 +7,18 @@ engine and decoder throughputs, and two passes of ``Embedder.embed_paths`` over 
     python bench/embed_warmup.py ../shared/datasets/sign_digits --device cuda
     python bench/embed_warmup.py ../shared/datasets/hymenoptera/val --device cpu
 
-``--cold`` runs only the two passes, in a fresh process: what stage 1 pays.
+``--cold`` runs only the two passes, so the first pass pays every shape's planning: what stage 1 pays.
 Not a test: figures depend on the machine and its load.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -45,7 +47,7 @@ def main() -> None:
     cuda = args.device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
-    def timed(fn) -> float:  # type: ignore[no-untyped-def]
+    def timed(fn: Callable[[], object]) -> float:
         sync()
         t = time.perf_counter()
         fn()
@@ -58,7 +60,7 @@ def main() -> None:
         x = torch.randint(0, 255, (args.batch, size[0], size[1], 3), dtype=torch.uint8)
         rows = [args.batch] * 3 + [args.batch * 4 // 5] * 2 + [args.batch * 27 // 64] * 2 + [args.batch]  # 64: 51, 27
         for n in rows:
-            print(f"forward of {n} rows: {1000 * timed(lambda n=n: emb.forward(x[:n])):.1f} ms", flush=True)
+            print(f"forward of {n} rows: {1000 * timed(functools.partial(emb.forward, x[:n])):.1f} ms", flush=True)
         dt = timed(lambda: [emb.forward(x) for _ in range(20)])
         print(f"steady forward (uint8 in): {20 * args.batch / dt:.0f} img/s", flush=True)
         ds = ImageArrayDataset(paths, bb.preprocessing.crop, bb.preprocessing.decode_size)
