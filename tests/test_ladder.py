@@ -43,6 +43,20 @@ def test_plan_gives_the_whole_backbone_the_larger_share_and_drops_it_when_it_can
     assert plan(5.0, costs, val_cost=1.0) == {"top": 0, "all": 0}
 
 
+def test_a_held_out_accuracy_tie_goes_to_the_lower_held_out_loss_else_to_the_cheaper_rung() -> None:
+    from graft.training.ladder import better, mean_cross_entropy
+
+    assert better((0.98, 0.30), (0.97, 0.01))  # higher accuracy wins whatever the loss
+    assert not better((0.96, 0.01), (0.97, 0.30))
+    assert better((0.98, 0.10), (0.98, 0.12))  # a tie: the lower loss wins
+    assert not better((0.98, 0.12), (0.98, 0.10))
+    assert not better((0.98, 0.10), (0.98, 0.10))  # a full tie keeps the earlier, cheaper rung
+    assert not better((0.98, None), (0.98, 0.5)) and not better((0.98, 0.1), (0.98, None))
+    assert not better((None, None), (0.5, 0.5)) and better((0.5, None), (None, None))
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]])
+    assert mean_cross_entropy(probs, np.array([0, 1, 0])) == pytest.approx(-np.log([0.9, 0.8, 0.5]).mean())
+
+
 def test_a_rung_left_out_of_the_plan_comes_back_when_an_earlier_one_stopped_early() -> None:
     from graft.training.budget_plan import Costs, epochs_now
 
@@ -76,6 +90,7 @@ def test_a_45_s_budget_ends_within_one_epoch_of_it_and_writes_the_ladder_table(
     assert any(r["note"] == "stopped by the budget" for r in rungs[1:])
     for r in rungs:
         assert r["held_out_accuracy"] is not None and r["val_accuracy"] is not None
+        assert r["held_out_loss"] is not None and r["held_out_loss"] >= 0
     assert rungs[1]["epochs_run"] > 0 and rungs[2]["epochs_run"] > 0
     assert clf.stage_metrics_["ladder"]["plan"][0].startswith("budget 45 s: stage 1 took")
 
@@ -107,8 +122,8 @@ def test_a_kept_rung_is_recalibrated_saved_and_predicts_as_validated(
     real = ladder._refit_head_without
 
     def worse_head(*a, **k):  # the frozen head scores 0 on the held-out slice: a fine-tuned rung must win
-        st = real(*a, **k)
-        return dataclasses.replace(st, metrics={**st.metrics, "accuracy": 0.0})
+        st, loss = real(*a, **k)
+        return dataclasses.replace(st, metrics={**st.metrics, "accuracy": 0.0}), loss
 
     monkeypatch.setattr(ladder, "_refit_head_without", worse_head)
     clf = _clf(tiny_weights).fit(ladder_data, budget=20)

@@ -248,14 +248,15 @@ def render_summary(out: Path, m: dict) -> None:
 
 
 def ladder_table(rungs: list[dict]) -> Any:
-    """The budget ladder: rung, held-out and validation accuracy, epochs, time, which was kept."""
+    """The budget ladder: rung, held-out accuracy and loss, validation accuracy, epochs, time, which was kept."""
     from rich.table import Table
 
     t = Table(title="transfer ladder: accuracy on held-out training images (decides) and on val (reported)")
-    for col in ("rung", "epochs", "held-out", "val", "s", "kept"):
+    for col in ("rung", "epochs", "held-out", "held-out loss", "val", "s", "kept"):
         t.add_column(col, justify="left" if col == "rung" else "right")
     for r in rungs:
-        acc = [f"{r[k]:.4f}" if r.get(k) is not None else "-" for k in ("held_out_accuracy", "val_accuracy")]
+        keys = ("held_out_accuracy", "held_out_loss", "val_accuracy")
+        acc = [f"{r[k]:.4f}" if r.get(k) is not None else "-" for k in keys]
         epochs = f"{r['epochs_run']}/{r['epochs_planned']}" if r["rung"] != "head" else "-"
         kept = "yes" if r["kept"] else (r.get("note") or "")
         t.add_row(f"{r['rung']} ({r['what']})", epochs, *acc, f"{r['seconds']:.0f}", kept)

@@ -158,17 +158,19 @@ def _ladder_html(rungs: list[dict[str, Any]], budget: float | None) -> str:
             f"{r['rung']} ({r['what']})",
             f"{r['epochs_run']}/{r['epochs_planned']}" if r["rung"] != "head" else "-",
             "-" if r.get("held_out_accuracy") is None else float(r["held_out_accuracy"]),
+            "-" if r.get("held_out_loss") is None else float(r["held_out_loss"]),
             "-" if r.get("val_accuracy") is None else float(r["val_accuracy"]),
             float(r.get("seconds", 0.0)),
             "kept" if r.get("kept") else (r.get("note") or ""),
         ]
         for r in rungs
     ]
-    head = ["rung", "epochs run/planned", "held-out accuracy", "val accuracy", "seconds", ""]
+    head = ["rung", "epochs run/planned", "held-out accuracy", "held-out loss", "val accuracy", "seconds", ""]
     text = (f"The transfer ladder under a {budget / 60:.1f}-minute budget. " if budget else "The transfer ladder. ") + (
         "Each rung was early-stopped and judged on a stratified 10% of the training images held out of all of "
-        "them (the frozen head was refitted without it); the kept rung is the most accurate there, ties going "
-        "to the cheaper rung. Validation accuracy is shown, never used to choose."
+        "them (the frozen head was refitted without it); the kept rung is the most accurate there. An exact tie "
+        "goes to the lower held-out loss (cross-entropy on the same images), and a full tie to the cheaper rung. "
+        "Validation accuracy is shown, never used to choose."
     )
     return H.table(head, rows) + H.note(text)
 
