@@ -252,7 +252,8 @@ def _run_rung(
     row.epochs_run, row.held_out_accuracy = len(fit.history), float(fit.best_val_acc)
     row.held_out_loss = float(fit.best_val_loss) if np.isfinite(fit.best_val_loss) else None
     row.val_accuracy = float(compute_metrics(np.asarray(val[1]), probs, classes)["accuracy"])
-    row.note = "stopped by the budget" if fit.stopped_by_budget else ("stopped early" if fit.stopped_early else "")
+    # Early stopping names the real cause where it fired: a deadline may only have shortened the schedule.
+    row.note = "stopped early" if fit.stopped_early else ("stopped by the budget" if fit.stopped_by_budget else "")
     return fit, probs, policy, cfg
 
 
