@@ -30,6 +30,7 @@ from graft import distributed
 from graft.metrics import compute_metrics, expected_calibration_error
 from graft.progress import NullProgress, Progress
 from graft.training.budget_plan import RUNGS, Costs, Rung, epochs_now, observed_ratio, plan, plan_lines
+from graft.training.calibration import nll
 from graft.training.finetune import FineTuneConfig, FitResult, train_network
 from graft.training.head_fit import class_weights_balanced
 from graft.training.heads import GraftNet
@@ -38,13 +39,13 @@ from graft.training.stage_two import FineTuneStage, calibration_split, refit_aft
 from graft.training.stages import HeadStage, SplitFeatures, fit_head_stage
 from graft.transforms.eval import Preprocessing
 
-__all__ = ["RUNGS", "Rung", "RungResult", "LadderResult", "better", "climb", "mean_cross_entropy"]
+__all__ = ["RUNGS", "Rung", "RungResult", "LadderResult", "better", "climb"]
 
 
 #: The same for both rungs, so that the rungs differ only in depth. The ``--fine-tune`` settings
 #: (RESULTS.md) except the learning rate: a rung gets only the epochs its budget allows (5-12 on two
 #: CPU cores), and 3e-4 converged in fewer of them than 1e-4 on the held-out slices of both shared
-#: datasets unlike ImageNet (BENCHMARKS.md, "The rungs' learning rate").
+#: datasets unlike ImageNet (BENCHMARKS.md, "Session 11: the rungs' learning rate").
 LR, BACKBONE_LR_RATIO, AUGMENT, PATIENCE = 3e-4, 1.0, "light", 3
 _PROBE_TRAIN, _PROBE_HELD = 32, 8  # images of the timing probe (one step of 32 per epoch)
 
@@ -133,7 +134,7 @@ def climb(
     )
     table[0].held_out_accuracy = float(held_head.metrics["accuracy"])
     table[0].seconds += time.perf_counter() - t0
-    saved = {k: v.detach().clone() for k, v in net.state_dict().items()}  # stage 1, head on all of train
+    saved = _snapshot(net)  # stage 1, head on all of train
     net.head.load_state_dict(held_head.head.state_dict())
     train_set = ([p for p, h in zip(paths, held) if not h], y[~held])
     held_set = ([p for p, h in zip(paths, held) if h], y[held])
@@ -149,9 +150,11 @@ def climb(
     for line in result.plan:
         prog.message(line)
 
-    best: tuple[int, tuple[float | None, float | None], dict[str, torch.Tensor]] = (
-        0, (table[0].held_out_accuracy, table[0].held_out_loss), {k: v.detach().clone() for k, v in net.state_dict().items()}
-    )  # fmt: skip
+    best: tuple[int, _Score, dict[str, torch.Tensor]] = (
+        0,
+        (table[0].held_out_accuracy, table[0].held_out_loss),
+        _snapshot(net),
+    )
     best_fit: tuple[FitResult, np.ndarray, FineTunePolicy, FineTuneConfig] | None = None
     for i, rung in enumerate(RUNGS[1:], start=1):
         row = RungResult(rung.name, rung.what)
@@ -175,8 +178,7 @@ def climb(
             costs[r.name] = Costs(costs[r.name].first * ratio, costs[r.name].later * ratio, costs[r.name].views)
         finish, val_cost = finish * ratio, val_cost * ratio
         if better((row.held_out_accuracy, row.held_out_loss), best[1]):
-            best = (i, (row.held_out_accuracy, row.held_out_loss),
-                    {k: v.detach().clone() for k, v in net.state_dict().items()})  # fmt: skip
+            best = (i, (row.held_out_accuracy, row.held_out_loss), _snapshot(net))
             best_fit = (fit, probs, policy, cfg)
         else:
             net.load_state_dict(best[2])  # the next rung climbs from the best network so far
@@ -192,13 +194,10 @@ def climb(
     return result
 
 
-def mean_cross_entropy(probs: np.ndarray, labels: np.ndarray) -> float:
-    """Mean ``-log p(true class)``: the unsmoothed loss :func:`~graft.training.loop.evaluate` reports."""
-    p = np.asarray(probs, dtype=np.float64)[np.arange(len(labels)), np.asarray(labels)]
-    return float(-np.log(np.clip(p, 1e-12, 1.0)).mean()) if len(labels) else float("nan")
+_Score = tuple[float | None, float | None]  # (held-out accuracy, held-out loss) of a rung
 
 
-def better(rung: tuple[float | None, float | None], best: tuple[float | None, float | None]) -> bool:
+def better(rung: _Score, best: _Score) -> bool:
     """Whether a rung's (held-out accuracy, held-out loss) beats the best so far.
 
     Higher accuracy wins. On a tie, which a slice of 24-350 images makes common, the lower
@@ -212,6 +211,11 @@ def better(rung: tuple[float | None, float | None], best: tuple[float | None, fl
     if best_acc is None or acc != best_acc:
         return best_acc is None or acc > best_acc
     return loss is not None and best_loss is not None and loss < best_loss
+
+
+def _snapshot(net: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of ``net``'s weights that later training cannot change."""
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
 def _held_out_slice(data: Any, seed: int) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -278,7 +282,7 @@ def _refit_head_without(
     train, test = rows(~out), rows(out & first)
     cw = class_weights_balanced(train.y, len(classes)) if balanced else None
     st = fit_head_stage(head_st.spec, train, test, classes, C=head_st.info.get("C"), class_weight=cw, seed=seed)
-    return st, mean_cross_entropy(st.val_probs, test.y)
+    return st, nll(np.log(np.clip(st.val_probs, 1e-12, 1.0)), test.y)  # softmax(log p) is p
 
 
 def _train(
