@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from graft.metrics import compute_metrics, confusion_matrix
+from graft.metrics import _top_k_accuracy, compute_metrics, confusion_matrix
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -36,8 +36,6 @@ def test_compute_metrics_matches_scikit_learn(seed: int) -> None:
     if top < k:
         assert m[f"top{top}_accuracy"] == pytest.approx(skm.top_k_accuracy_score(y, probs, k=top, labels=labels))
     for kk in range(1, k):  # the helper behind it, at every k
-        from graft.metrics import _top_k_accuracy
-
         assert _top_k_accuracy(y, probs, kk) == pytest.approx(skm.top_k_accuracy_score(y, probs, k=kk, labels=labels))
 
 

@@ -27,10 +27,9 @@ import torch
 from torch import nn
 
 from graft import distributed
-from graft.metrics import compute_metrics, expected_calibration_error
+from graft.metrics import compute_metrics, expected_calibration_error, log_loss
 from graft.progress import NullProgress, Progress
 from graft.training.budget_plan import RUNGS, Costs, Rung, epochs_now, observed_ratio, plan, plan_lines
-from graft.training.calibration import nll
 from graft.training.finetune import FineTuneConfig, FitResult, train_network
 from graft.training.head_fit import class_weights_balanced
 from graft.training.heads import GraftNet
@@ -128,14 +127,8 @@ def climb(
         prog.warn(f"budget ladder: {table[0].note}")
         return result
     classes = list(data.classes)
-    t0 = time.perf_counter()
-    held_head, table[0].held_out_loss = distributed.on_rank_zero(
-        _refit_head_without, head_st, feats, paths, held, classes, balanced, seed
-    )
-    table[0].held_out_accuracy = float(held_head.metrics["accuracy"])
-    table[0].seconds += time.perf_counter() - t0
     saved = _snapshot(net)  # stage 1, head on all of train
-    net.head.load_state_dict(held_head.head.state_dict())
+    _head_rung(net, table[0], head_st, feats, (paths, held, classes), balanced, seed)
     train_set = ([p for p, h in zip(paths, held) if not h], y[~held])
     held_set = ([p for p, h in zip(paths, held) if h], y[held])
     run_kw: dict[str, Any] = dict(
@@ -144,12 +137,55 @@ def climb(
         num_workers=default_num_workers() if num_workers is None else num_workers, batch_size=batch_size, seed=seed,
         class_weight=class_weights_balanced(y[~held], len(classes)) if balanced else None,
     )  # fmt: skip
-    costs, epochs, val_cost, finish, result.plan = _estimate(
+    estimate = _estimate(
         net, train_set, held_set, len(val[0]), len(paths), end, table[0].seconds, budget_seconds, run_kw
     )
+    result.plan = estimate[-1]
     for line in result.plan:
         prog.message(line)
+    kept, best_fit = _climb_rungs(
+        net, table, (train_set, held_set, val), estimate[:-1], end, score, checkpoint_dir, prog, classes, run_kw,
+        result.history,
+    )  # fmt: skip
+    table[kept].kept = True
+    result.kept = RUNGS[kept].name
+    if best_fit is None:
+        net.load_state_dict(saved)  # no fine-tuned winner: stage 1, head on all of train
+        return result
+    fit, probs, result.policy, result.config = best_fit
+    result.stage = _recalibrate(
+        net, fit, probs, (paths, y, held), val, classes, result.policy, table[kept], prog, **run_kw
+    )
+    return result
 
+
+def _head_rung(
+    net: GraftNet, row: RungResult, head_st: HeadStage, feats: SplitFeatures,
+    slice_: tuple[list[str], np.ndarray, list[str]], balanced: bool, seed: int,
+) -> None:  # fmt: skip
+    """Score the head rung on the held-out slice (refitted without it) and put that head into ``net``."""
+    paths, held, classes = slice_
+    t0 = time.perf_counter()
+    held_head, row.held_out_loss = distributed.on_rank_zero(
+        _refit_head_without, head_st, feats, paths, held, classes, balanced, seed
+    )
+    row.held_out_accuracy = float(held_head.metrics["accuracy"])
+    row.seconds += time.perf_counter() - t0
+    net.head.load_state_dict(held_head.head.state_dict())
+
+
+def _climb_rungs(
+    net: GraftNet, table: list[RungResult],
+    sets: tuple[tuple[list[str], np.ndarray], tuple[list[str], np.ndarray], tuple[Sequence[str], np.ndarray]],
+    estimate: tuple[dict[str, Costs], dict[str, int], float, float], end: float,
+    score: Callable[[nn.Module], np.ndarray], checkpoint_dir: str | os.PathLike | None, prog: Progress,
+    classes: list[str], run_kw: dict[str, Any], history: list[dict[str, Any]],
+) -> tuple[int, tuple[FitResult, np.ndarray, FineTunePolicy, FineTuneConfig] | None]:  # fmt: skip
+    """Fine-tune each rung that fits, from the best network so far; (index of the best rung, its fit or None).
+
+    ``net`` ends with the best fine-tuned rung's weights where one beat the head.
+    """
+    costs, epochs, val_cost, finish = estimate
     best: tuple[int, _Score, dict[str, torch.Tensor]] = (
         0,
         (table[0].held_out_accuracy, table[0].held_out_loss),
@@ -170,9 +206,8 @@ def climb(
             continue
         t0 = time.perf_counter()
         ckpt = Path(checkpoint_dir) / f"ladder-{rung.name}" if checkpoint_dir else None
-        fit, probs, policy, cfg = _run_rung(net, rung, n, deadline, row, (train_set, held_set, val), score, ckpt,
-                                            prog, classes, run_kw)  # fmt: skip
-        result.history += fit.history
+        fit, probs, policy, cfg = _run_rung(net, rung, n, deadline, row, sets, score, ckpt, prog, classes, run_kw)
+        history += fit.history
         ratio = observed_ratio(fit.history, costs[rung.name])
         for r in RUNGS[i + 1 :]:
             costs[r.name] = Costs(costs[r.name].first * ratio, costs[r.name].later * ratio, costs[r.name].views)
@@ -183,15 +218,9 @@ def climb(
         else:
             net.load_state_dict(best[2])  # the next rung climbs from the best network so far
         row.seconds = time.perf_counter() - t0
-    table[best[0]].kept = True
-    result.kept = RUNGS[best[0]].name
-    net.load_state_dict(saved if best_fit is None else best[2])  # no fine-tuned winner: stage 1, head on all of train
     if best_fit is not None:
-        fit, probs, result.policy, result.config = best_fit
-        result.stage = _recalibrate(
-            net, fit, probs, (paths, y, held), val, classes, result.policy, table[best[0]], prog, **run_kw
-        )
-    return result
+        net.load_state_dict(best[2])
+    return best[0], best_fit
 
 
 _Score = tuple[float | None, float | None]  # (held-out accuracy, held-out loss) of a rung
@@ -282,7 +311,7 @@ def _refit_head_without(
     train, test = rows(~out), rows(out & first)
     cw = class_weights_balanced(train.y, len(classes)) if balanced else None
     st = fit_head_stage(head_st.spec, train, test, classes, C=head_st.info.get("C"), class_weight=cw, seed=seed)
-    return st, nll(np.log(np.clip(st.val_probs, 1e-12, 1.0)), test.y)  # softmax(log p) is p
+    return st, log_loss(test.y, st.val_probs)
 
 
 def _train(
