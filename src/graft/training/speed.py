@@ -47,14 +47,19 @@ __all__ = [
 
 log = logging.getLogger("graft")
 
-COMPILE_MIN_SECONDS = 240.0
+COMPILE_MIN_SECONDS = 600.0
 """Eager training seconds (images x epochs / measured images/s) below which compiling is not tried.
 
-Compiling forward and backward cost about 70 s on the 2-core CPU, and a cold Inductor
-on a GPU takes tens of seconds too, while the gain measured on a step was at most about
-1.3x (the issue's 21.5 vs 16.5 img/s): it can repay itself only on runs of minutes. A
-threshold in seconds holds on any chip; one in images (4,000, about 250 s on the CPU)
-made a GPU compile for a rung of seconds (likely what slowed the H200 ladder; BENCHMARKS.md).
+Measuring the compiled step costs its compile: about 70 s on the 2-core AMD CPU, and about
+100-120 s on top of the eager race on the 2-core Intel Xeon with AMX (Lite0, whole backbone,
+batch 32; BENCHMARKS.md, "Session 13"); a cold Inductor on a GPU takes tens of seconds. The
+best gain measured on a step is about 1.3x (the issue's 21.5 vs 16.5 img/s), which saves at
+most 23 % of the eager time, and where the compiled step loses (as it did on both CPUs) the
+whole measurement is lost. So a measurement can repay itself only on runs of at least
+C / 0.23, about 300-520 s for C = 70-120 s; 600 s leaves room for the compile taking longer
+than that. A threshold in seconds holds on any chip; one in images (4,000, about 250 s on
+the CPU) made a GPU compile for a rung of seconds (BENCHMARKS.md, "On a GPU"). Until
+session 13 it was 240 s, below that break-even.
 """
 _BF16_MAX_ERR = 0.05  # max |logit difference| bf16 vs fp32, relative to the logits' range
 
