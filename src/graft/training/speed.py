@@ -50,16 +50,10 @@ log = logging.getLogger("graft")
 COMPILE_MIN_SECONDS = 600.0
 """Eager training seconds (images x epochs / measured images/s) below which compiling is not tried.
 
-Measuring the compiled step costs its compile: about 70 s on the 2-core AMD CPU, and about
-100-120 s on top of the eager race on the 2-core Intel Xeon with AMX (Lite0, whole backbone,
-batch 32; BENCHMARKS.md, "Session 13"); a cold Inductor on a GPU takes tens of seconds. The
-best gain measured on a step is about 1.3x (the issue's 21.5 vs 16.5 img/s), which saves at
-most 23 % of the eager time, and where the compiled step loses (as it did on both CPUs) the
-whole measurement is lost. So a measurement can repay itself only on runs of at least
-C / 0.23, about 300-520 s for C = 70-120 s; 600 s leaves room for the compile taking longer
-than that. A threshold in seconds holds on any chip; one in images (4,000, about 250 s on
-the CPU) made a GPU compile for a rung of seconds (BENCHMARKS.md, "On a GPU"). Until
-session 13 it was 240 s, below that break-even.
+Measuring a compiled step costs its compile (70 s on the 2-core AMD CPU, 100-120 s on the AMX
+Xeon; tens of seconds on a GPU) and the best gain seen is 1.3x, which saves at most 23 % of the
+eager time: the measurement repays itself only from C / 0.23, 300-520 s (BENCHMARKS.md, "Session
+13"). Seconds, not images: a threshold in images made a GPU compile for a rung of seconds.
 """
 _BF16_MAX_ERR = 0.05  # max |logit difference| bf16 vs fp32, relative to the logits' range
 
