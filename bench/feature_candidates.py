@@ -39,9 +39,8 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from graft.training.feature_choice import select_columns
-    from graft.training.heads import HeadSpec
-    from graft.training.stages import (
+    from graft.network import HeadSpec
+    from graft.training.fit.stages import (
         SplitFeatures,
         _choose_and_fit_head,
         embed_dataset,
@@ -49,6 +48,7 @@ def main() -> None:
         fit_head_stage,
         scan_splits,
     )
+    from graft.training.head.feature_choice import select_columns
 
     print(f"{machine_line()}; graft {git_rev()}", flush=True)
     rows = []

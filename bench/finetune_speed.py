@@ -112,9 +112,9 @@ def graft_run(bb, paths, labels, vpaths, vlabels, args, precision: str) -> dict[
     import numpy as np
     import torch
 
+    from graft.network import GraftNet, HeadSpec, build_head
     from graft.progress import NullProgress
     from graft.training import FineTuneConfig, FineTunePolicy, train_network
-    from graft.training.heads import GraftNet, HeadSpec, build_head
     from graft.transforms.train import build_train_transform
 
     spans: list[list[float]] = []

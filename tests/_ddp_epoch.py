@@ -19,8 +19,8 @@ from safetensors.torch import save_file
 
 from graft import distributed
 from graft.backbones import create_backbone
+from graft.network import GraftNet, HeadSpec, build_head
 from graft.training import FineTuneConfig, FineTunePolicy, train_network
-from graft.training.heads import GraftNet, HeadSpec, build_head
 
 
 def main(data: Path, weights: Path, out: Path) -> None:

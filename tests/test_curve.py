@@ -23,7 +23,7 @@ from graft.curve import (
     verdict,
 )
 from graft.exceptions import InvalidParameterError
-from graft.training.linear_probe import fit_linear_head
+from graft.training.head.linear_probe import fit_linear_head
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -91,7 +91,7 @@ def test_accuracy_rises_on_a_learnable_set() -> None:
 
 
 def test_one_image_per_class_uses_the_fixed_C_and_cv_runs_once_per_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    import graft.training.linear_probe as lp
+    import graft.training.head.linear_probe as lp
 
     seen: list[tuple[int, float | None]] = []
     real = lp.fit_linear_head

@@ -118,8 +118,8 @@ def _cases() -> list[tuple[str, Callable[[], Any], str]]:
     from graft.config import resolve_device
     from graft.explain import attack, dream
     from graft.features.embedder import choose_precision
-    from graft.training.heads import HeadSpec
-    from graft.training.policy import FineTunePolicy
+    from graft.network import HeadSpec
+    from graft.training.finetune.policy import FineTunePolicy
     from graft.transforms.eval import Preprocessing
     from graft.transforms.train import build_feature_view_transform, build_train_transform, resolve_augment_views
 

@@ -130,7 +130,7 @@ def test_resume_continues_without_refreezing(tmp_path: Path, synthetic_dataset: 
 
 
 def test_scratch_baseline_trains_same_architecture(synthetic_dataset: Path, tiny_weights: Path) -> None:
-    from graft.training.baseline import train_from_scratch
+    from graft.training.fit.baseline import train_from_scratch
 
     clf = _fitted(synthetic_dataset, tiny_weights)
     paths = [str(p) for p in sorted((synthetic_dataset / "train").rglob("*.png"))]
@@ -152,8 +152,8 @@ def test_scratch_baseline_trains_same_architecture(synthetic_dataset: Path, tiny
 def test_early_stop_is_reported_only_when_epochs_were_left(planned: int, cut_short: bool) -> None:
     """Patience running out at the last planned epoch cut nothing short: no "stopped early" flag or line."""
     from graft.progress import NullProgress
-    from graft.training.callbacks import EarlyStopping
-    from graft.training.finetune import FitResult, _end_epoch
+    from graft.training.early_stopping import EarlyStopping
+    from graft.training.finetune.train import FitResult, _end_epoch
 
     net = torch.nn.Linear(2, 2)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)

@@ -13,11 +13,11 @@ import torch
 
 from conftest import TINY_BACKBONE
 from graft.backbones import layer_groups
+from graft.network import GraftNet, HeadSpec, build_head
 from graft.progress import NullProgress
 from graft.training import FineTuneConfig, FineTunePolicy, train_network
-from graft.training.heads import GraftNet, HeadSpec, build_head
-from graft.training.prefix import PrefixCache, split_backbone
-from graft.training.speed import CompiledStep, cache_path, plan_speed
+from graft.training.finetune.prefix import PrefixCache, split_backbone
+from graft.training.finetune.speed import CompiledStep, cache_path, plan_speed
 
 
 def _net(unfreeze: int = 1, spatial: bool = False) -> tuple[GraftNet, torch.nn.Module, FineTunePolicy]:
@@ -200,8 +200,8 @@ def test_channels_last_gives_same_logits() -> None:
 
 def test_cached_validation_matches_the_plain_evaluation(synthetic_dataset: Path, monkeypatch: Any) -> None:
     from graft.features.embedder import ImageArrayDataset, collate_skip_failed
-    from graft.training.fast import fast_path
-    from graft.training.loop import evaluate
+    from graft.training.finetune.fast import fast_path
+    from graft.training.finetune.loop import evaluate
     from graft.transforms.eval import Preprocessing
 
     monkeypatch.setenv("GRAFT_COMPILE", "0")

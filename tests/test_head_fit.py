@@ -104,7 +104,7 @@ def test_large_feature_matrices_are_fitted_in_chunks_without_a_centred_copy(monk
 def test_a_column_slice_is_fitted_without_a_copy_and_like_a_copy() -> None:
     """The final features are a column range of multi-depth features: a view, fitted as its copy is."""
     from graft.training import linear_probe as lp
-    from graft.training.feature_choice import column_view
+    from graft.training.head.feature_choice import column_view
 
     rng = np.random.default_rng(1)
     y = rng.integers(0, 3, 400)

@@ -26,7 +26,7 @@ def _clf(weights: Path) -> graft.Classifier:
 
 
 def test_plan_gives_the_whole_backbone_the_larger_share_and_drops_it_when_it_cannot_fit() -> None:
-    from graft.training.budget_plan import TOP_SHARE, Costs, plan, plan_lines
+    from graft.training.fit.budget_plan import TOP_SHARE, Costs, plan, plan_lines
 
     costs = {"top": Costs(first=10.0, later=2.0, views=2), "all": Costs(first=30.0, later=30.0, views=2)}
     plan300 = plan(300.0, costs, val_cost=1.0)
@@ -44,7 +44,7 @@ def test_plan_gives_the_whole_backbone_the_larger_share_and_drops_it_when_it_can
 
 
 def test_a_held_out_accuracy_tie_goes_to_the_lower_held_out_loss_else_to_the_cheaper_rung() -> None:
-    from graft.training.ladder import better
+    from graft.training.fit.ladder import better
 
     assert better((0.98, 0.30), (0.97, 0.01))  # higher accuracy wins whatever the loss
     assert not better((0.96, 0.01), (0.97, 0.30))
@@ -56,7 +56,7 @@ def test_a_held_out_accuracy_tie_goes_to_the_lower_held_out_loss_else_to_the_che
 
 
 def test_a_rung_left_out_of_the_plan_comes_back_when_an_earlier_one_stopped_early() -> None:
-    from graft.training.budget_plan import Costs, epochs_now
+    from graft.training.fit.budget_plan import Costs, epochs_now
 
     top, whole = Costs(first=10.0, later=2.0, views=2), Costs(first=30.0, later=30.0, views=2)
     assert epochs_now(1, 6, top, 1000.0) == 6  # the first rung keeps its planned share

@@ -52,7 +52,7 @@ def test_stage_one_does_not_import_scikit_learn() -> None:
 
     code = (
         "import sys, numpy as np\n"
-        "import graft.training.stages, graft.run\n"
+        "import graft.training.fit.stages, graft.run\n"
         "from graft.metrics import compute_metrics\n"
         "compute_metrics(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]), ['a', 'b'])\n"
         "print('sklearn' in sys.modules)\n"

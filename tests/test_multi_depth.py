@@ -13,7 +13,7 @@ import torch
 import graft
 from conftest import TINY_BACKBONE, make_synthetic_dataset
 from graft.backbones.taps import candidate_taps, tap_columns, tap_widths, tapped_features
-from graft.training.feature_choice import MIN_GAIN, choose_features
+from graft.training.head.feature_choice import MIN_GAIN, choose_features
 
 
 @pytest.mark.parametrize("name", [TINY_BACKBONE, "resnet18"])
@@ -142,8 +142,8 @@ def test_side_by_side_cv_fits_equal_fits_made_alone() -> None:
     """The two cross-validated fits run on two threads; each must compute exactly what it would alone."""
     from types import SimpleNamespace
 
-    from graft.training.feature_choice import choose_features_by_cv, column_view
-    from graft.training.linear_probe import fit_linear_head
+    from graft.training.head.feature_choice import choose_features_by_cv, column_view
+    from graft.training.head.linear_probe import fit_linear_head
 
     rng = np.random.default_rng(0)
     widths, taps = [8, 12, 40], (1, 2)

@@ -11,7 +11,7 @@ from PIL import Image
 
 import graft
 from conftest import TINY_BACKBONE, make_synthetic_dataset, run_cli
-from graft.training.calibration import fit_temperature, nll
+from graft.training.head.calibration import fit_temperature, nll
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_fit_records_the_temperature_and_both_eces(tiny_model_dir: Path) -> None
 
 
 def test_calibration_split_is_stratified_seeded_and_skipped_when_too_small() -> None:
-    from graft.training.stage_two import calibration_split
+    from graft.training.fit.stage_two import calibration_split
 
     y = np.repeat([0, 1, 2], 40)
     held = calibration_split(y, seed=0)

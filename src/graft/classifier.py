@@ -2,7 +2,7 @@
 
 folder -> records -> features (cached) -> head -> [fine-tune] -> artifact -> predict.
 ``__init__`` only stores parameters; ``fit`` returns self and never mutates its input;
-learned state ends in ``_``. The work happens in :mod:`graft.training.stages`.
+learned state ends in ``_``. The work happens in :mod:`graft.training.fit.stages`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import numpy as np
 from graft.artifact.spec import ArtifactSpec
 from graft.data.records import DatasetSplits, SkippedFile
 from graft.exceptions import NotFittedError
+from graft.network import HEAD_TYPES
 from graft.progress import NullProgress, Progress
-from graft.training.feature_choice import FEATURE_MODES
-from graft.training.heads import HEAD_TYPES
+from graft.training.head.feature_choice import FEATURE_MODES
 from graft.validation import check_choice, check_duration, check_number
 
 __all__ = ["Classifier", "load"]
@@ -53,7 +53,7 @@ class Classifier:
         head / C / dropout / hidden: ``linear`` (C by cross-validation when None), ``mlp`` or ``flatten``.
         features: ``"auto"`` adds the pooled outputs of the last three block stages to the final features
             where cross-validation on the training features finds it better (never validation); ``"final"``;
-            ``"multi"`` (:mod:`graft.training.feature_choice`).
+            ``"multi"`` (:mod:`graft.training.head.feature_choice`).
         augment_views: ``"auto"`` adds the mirror image below 2,000 training images (+1.7 points on
             sign_digits); K adds the mirror then K-1 random resized crops.
         class_weight: None or ``"balanced"``; val_fraction / test_fraction: shares where the folder has no split.
@@ -61,7 +61,7 @@ class Classifier:
         strict: raise on any unreadable image; max_pixels: decompression-bomb guard.
         cache_dir / use_cache: the feature cache (default ``$GRAFT_HOME/features``); progress: a reporter.
 
-    Attributes (after fit): ``classes_``, ``model_`` (:class:`~graft.training.heads.GraftNet`),
+    Attributes (after fit): ``classes_``, ``model_`` (:class:`~graft.network.heads.GraftNet`),
     ``data_``, ``history_``, ``metrics_``, ``backbone_info_``, ``preprocessing_``, ``stage_metrics_``,
     ``ladder_`` (the rungs of ``fit(..., budget=...)``, else None).
     """
@@ -146,13 +146,13 @@ class Classifier:
             budget: seconds, or a duration such as ``"20m"``: after the head, climb the transfer
                 ladder (the last block groups, then the whole backbone) as far as this time allows
                 from the start of ``fit``, and keep the rung that is best on held-out training
-                images (:mod:`graft.training.ladder`; the table is ``ladder_``). None: the head only.
+                images (:mod:`graft.training.fit.ladder`; the table is ``ladder_``). None: the head only.
             checkpoint_dir: where the ladder's fine-tuning checkpoints go (None: nowhere).
         """
         import time
 
         from graft.config import resolve_device
-        from graft.training.stages import stage_one
+        from graft.training.fit.stages import stage_one
 
         started = time.perf_counter()
         budget_s = None if budget is None else check_duration("budget", budget, f"{type(self).__name__}.fit")
@@ -178,15 +178,25 @@ class Classifier:
 
     def _climb(self, st: Any, budget_s: float, started: float, checkpoint_dir: str | os.PathLike | None) -> None:
         """The transfer ladder after stage 1 (see :meth:`fit`); stores the kept rung like :meth:`fine_tune` does."""
-        from graft.training.ladder import climb
+        from graft.training.fit.ladder import climb
 
         res = climb(
-            self.model_, self.data_, (st.head, st.train), (self.val_paths_, self.val_labels_),
+            self.model_,
+            self.data_,
+            (st.head, st.train),
+            (self.val_paths_, self.val_labels_),
             score=lambda _net: self._predictor(frozen=False).predict_proba(self.val_paths_)[0],
-            preprocessing=self.preprocessing_, budget_seconds=budget_s, started=started, device=self.device_,
-            precision=self.precision, num_workers=self.num_workers, balanced=self.class_weight == "balanced",
-            seed=self.seed, checkpoint_dir=checkpoint_dir, progress=self._progress(),
-        )  # fmt: skip
+            preprocessing=self.preprocessing_,
+            budget_seconds=budget_s,
+            started=started,
+            device=self.device_,
+            precision=self.precision,
+            num_workers=self.num_workers,
+            balanced=self.class_weight == "balanced",
+            seed=self.seed,
+            checkpoint_dir=checkpoint_dir,
+            progress=self._progress(),
+        )
         self.ladder_ = res.table()
         self.stage_metrics_["ladder"] = {"budget_seconds": budget_s, "kept": res.kept, "plan": res.plan}
         if res.history:
@@ -220,10 +230,10 @@ class Classifier:
         The defaults (whole backbone, AdamW 1e-4 for head and backbone, light augmentation,
         4 epochs, BatchNorm statistics fixed) measured above stage 1 on sign_digits and
         flowers_kaggle_128 (RESULTS.md). Early stopping on validation loss restores the best
-        epoch; a result below stage 1 is rolled back (see :func:`graft.training.stage_two.fine_tune_stage`).
+        epoch; a result below stage 1 is rolled back (see :func:`graft.training.fit.stage_two.fine_tune_stage`).
         """
         from graft.training import FineTuneConfig, FineTunePolicy
-        from graft.training.stage_two import fine_tune_stage
+        from graft.training.fit.stage_two import fine_tune_stage
 
         self._check_fitted()
         cfg = FineTuneConfig(
@@ -311,9 +321,14 @@ class Classifier:
         metrics = {k: v for k, v in getattr(self, "metrics_", {}).items() if k != "reliability"}
         backbone = {**self.backbone_info_, "fine_tuned": bool(self.fine_tuned_)}
         return ArtifactSpec(
-            tuple(self.classes_), self.preprocessing_, backbone, self.head_spec_.to_dict(), training, metrics,
+            tuple(self.classes_),
+            self.preprocessing_,
+            backbone,
+            self.head_spec_.to_dict(),
+            training,
+            metrics,
             ood=getattr(self, "ood_", {}),
-        )  # fmt: skip
+        )
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the model directory (safetensors + config.json)."""

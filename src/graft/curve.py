@@ -126,11 +126,16 @@ def _subsample(y: np.ndarray, per_class: int, rng_seed: int) -> np.ndarray:
 
 
 def _accuracy(
-    X: np.ndarray, y: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, n_classes: int, seed: int,
+    X: np.ndarray,
+    y: np.ndarray,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    n_classes: int,
+    seed: int,
     C: float | None = None,
-) -> tuple[float, float]:  # fmt: skip
+) -> tuple[float, float]:
     """(validation accuracy, C) of the default linear head fitted on (X, y): C given, by CV, or FEW_SHOT_C."""
-    from graft.training.linear_probe import fit_linear_head
+    from graft.training.head.linear_probe import fit_linear_head
 
     counts = np.bincount(y, minlength=n_classes)
     if C is None and counts[counts > 0].min() < 2:  # CV needs two images of each class
@@ -199,7 +204,7 @@ def _fit_all(
                 n_classes,
                 subsets[i][1],
                 C_of.get(sizes[i]),
-            )  # fmt: skip
+            )
             for i in order
         }
         for _ in as_completed(futures.values()):
@@ -295,7 +300,7 @@ def learning_curve(
         The other arguments are :class:`graft.Classifier`'s.
     """
     from graft.config import resolve_device
-    from graft.training.stages import embed_dataset, scan_splits
+    from graft.features.dataset import embed_dataset, scan_splits
 
     _check_params(seeds, sizes, val_fraction)
     check_number("jobs", jobs, _OWNER, low=1, integer=True, allow_none=True)
@@ -303,19 +308,41 @@ def learning_curve(
     t0 = time.perf_counter()
     splits = scan_splits(data_dir, val_fraction=val_fraction, seed=seed, progress=prog)
     emb = embed_dataset(
-        splits, backbone, weights=weights, augment_views=0, seed=seed, progress=prog, device=resolve_device(device),
-        precision=precision, batch_size=batch_size, num_workers=num_workers, cache_dir=cache_dir, use_cache=use_cache,
-    )  # fmt: skip
+        splits,
+        backbone,
+        weights=weights,
+        augment_views=0,
+        seed=seed,
+        progress=prog,
+        device=resolve_device(device),
+        precision=precision,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        cache_dir=cache_dir,
+        use_cache=use_cache,
+    )
     t1 = time.perf_counter()
     curve = curve_from_features(
-        emb.train.X, emb.train.y, emb.val.X, emb.val.y, len(splits.classes), sizes=sizes, seeds=seeds, seed=seed,
-        jobs=jobs, progress=prog,
-    )  # fmt: skip
+        emb.train.X,
+        emb.train.y,
+        emb.val.X,
+        emb.val.y,
+        len(splits.classes),
+        sizes=sizes,
+        seeds=seeds,
+        seed=seed,
+        jobs=jobs,
+        progress=prog,
+    )
     seconds = {"scan_and_embed": t1 - t0, "fits": time.perf_counter() - t1}
     return dataclasses.replace(
-        curve, classes=list(splits.classes), backbone=backbone, data_dir=str(Path(data_dir).resolve()),
-        split={"val_fraction": val_fraction, "seed": seed}, seconds=seconds,
-    )  # fmt: skip
+        curve,
+        classes=list(splits.classes),
+        backbone=backbone,
+        data_dir=str(Path(data_dir).resolve()),
+        split={"val_fraction": val_fraction, "seed": seed},
+        seconds=seconds,
+    )
 
 
 def _tick_labels(x: np.ndarray) -> list[str]:
@@ -339,8 +366,15 @@ def curve_figure(curve: LearningCurve, scratch: float | None = None) -> Any:
     fig = Figure(figsize=(6.4, 4.0))
     ax = fig.add_subplot()
     seeds = max(len(s) for s in curve.per_seed)
-    ax.errorbar(x, curve.mean, yerr=curve.std, fmt="o-", capsize=3, color="#4C72B0",
-                label=f"linear head on frozen features (mean ± sd, {seeds} seeds)")  # fmt: skip
+    ax.errorbar(
+        x,
+        curve.mean,
+        yerr=curve.std,
+        fmt="o-",
+        capsize=3,
+        color="#4C72B0",
+        label=f"linear head on frozen features (mean ± sd, {seeds} seeds)",
+    )
     if scratch is not None:
         ax.plot([x[-1]], [scratch], "s", color="#C44E52", ms=8, label="from scratch, all images")
     ax.set_xscale("log", base=2)

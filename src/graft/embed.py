@@ -52,8 +52,8 @@ def embed_folder(
         DataError: the folder is unusable, or parquet is asked for without pyarrow.
     """
     from graft.config import resolve_device
+    from graft.features.dataset import embed_split, load_backbone, scan_splits
     from graft.features.extract import model_features
-    from graft.training.stages import embed_split, load_backbone, scan_splits
 
     suffix = Path(out).suffix.lower()
     if suffix not in FEATURE_FORMATS:
@@ -68,9 +68,16 @@ def embed_folder(
     )
     bb, pre, info = load_backbone(splits, backbone, weights=weights, input_size=input_size, crop_pct=crop_pct)
     embed = functools.partial(
-        model_features, bb.model, pre, device=dev, precision=precision, batch_size=batch_size,
-        num_workers=num_workers, use_cache=use_cache, shard=distributed.is_distributed(),
-    )  # fmt: skip
+        model_features,
+        bb.model,
+        pre,
+        device=dev,
+        precision=precision,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        use_cache=use_cache,
+        shard=distributed.is_distributed(),
+    )
     parts = {
         name: embed_split(recs, embed, name=name, strict=strict, progress=prog) for name, recs in splits.splits.items()
     }
@@ -91,26 +98,44 @@ def write_features(out: str | os.PathLike, parts: dict[str, Any], meta: dict[str
         _write_parquet(out, X, paths, labels, split, classes)
     else:
         tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.npz")
-        np.savez(tmp, features=X, paths=np.array(paths, dtype=str), labels=labels, splits=np.array(split, dtype=str),
-                 classes=np.array(classes, dtype=str))  # fmt: skip
+        np.savez(
+            tmp,
+            features=X,
+            paths=np.array(paths, dtype=str),
+            labels=labels,
+            splits=np.array(split, dtype=str),
+            classes=np.array(classes, dtype=str),
+        )
         os.replace(tmp, out)
     skipped = [f.path for p in parts.values() for f in p.failed]
-    return {"out": str(out), "n": len(paths), "dim": int(X.shape[1]) if X.ndim == 2 else 0,
-            "splits": {k: len(p.paths) for k, p in parts.items()}, "classes": classes, "skipped": skipped}  # fmt: skip
+    return {
+        "out": str(out),
+        "n": len(paths),
+        "dim": int(X.shape[1]) if X.ndim == 2 else 0,
+        "splits": {k: len(p.paths) for k, p in parts.items()},
+        "classes": classes,
+        "skipped": skipped,
+    }
 
 
-def _write_parquet(out: Path, X: np.ndarray, paths: list[str], labels: np.ndarray, split: list[str],
-                   classes: list[str]) -> None:  # fmt: skip
+def _write_parquet(
+    out: Path, X: np.ndarray, paths: list[str], labels: np.ndarray, split: list[str], classes: list[str]
+) -> None:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise DataError(f"--out {out}: writing parquet needs pyarrow (pip install pyarrow); or write .npz") from None
     flat = pa.array(np.ascontiguousarray(X, dtype=np.float32).reshape(-1))
-    table = pa.table({
-        "path": paths, "label": labels, "class": [classes[i] for i in labels], "split": split,
-        "features": pa.FixedSizeListArray.from_arrays(flat, int(X.shape[1])),
-    })  # fmt: skip
+    table = pa.table(
+        {
+            "path": paths,
+            "label": labels,
+            "class": [classes[i] for i in labels],
+            "split": split,
+            "features": pa.FixedSizeListArray.from_arrays(flat, int(X.shape[1])),
+        }
+    )
     tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.parquet")
     pq.write_table(table, tmp)
     os.replace(tmp, out)

@@ -143,14 +143,18 @@ def train_run(
         check_duration("budget", opts.budget, "graft train")  # before any work
         if opts.fine_tune:
             raise invalid_parameter(
-                "budget", "graft train", "left out with --fine-tune (the ladder decides whether to fine-tune)",
+                "budget",
+                "graft train",
+                "left out with --fine-tune (the ladder decides whether to fine-tune)",
                 opts.budget,
-            )  # fmt: skip
+            )
     if opts.fine_tune and opts.ft_batch_size % distributed.world_size():  # before stage 1, not after it
         raise invalid_parameter(
-            "ft_batch_size", "train_run", f"a multiple of the {distributed.world_size()} processes (the global batch)",
+            "ft_batch_size",
+            "train_run",
+            f"a multiple of the {distributed.world_size()} processes (the global batch)",
             opts.ft_batch_size,
-        )  # fmt: skip
+        )
     main = distributed.is_main()
     progress = (progress or NullProgress()) if main else NullProgress()
     if not opts.resume:
@@ -172,9 +176,15 @@ def train_run(
 
 
 def _finish(
-    run: RunFolder, clf: Classifier, stages: dict[str, Any], opts: RunOptions, data_dir: Path,
-    argv: list[str] | None, progress: Progress, t_start: float,
-) -> dict[str, Any]:  # fmt: skip
+    run: RunFolder,
+    clf: Classifier,
+    stages: dict[str, Any],
+    opts: RunOptions,
+    data_dir: Path,
+    argv: list[str] | None,
+    progress: Progress,
+    t_start: float,
+) -> dict[str, Any]:
     """Write the outputs, score the test split, mark the run done (rank 0): metrics.json's content."""
     metrics = _write_outputs(run, clf, stages)
     metrics.update(_test_split(clf, progress))
@@ -188,9 +198,8 @@ def _finish(
 
 
 def _train_stages(
-    clf: Classifier, data_dir: str | os.PathLike, run: RunFolder, opts: RunOptions, progress: Progress,
-    t_start: float,
-) -> dict[str, Any]:  # fmt: skip
+    clf: Classifier, data_dir: str | os.PathLike, run: RunFolder, opts: RunOptions, progress: Progress, t_start: float
+) -> dict[str, Any]:
     budget = None
     if opts.budget is not None:  # counted from the command's start: start-up and imports are the user's time too
         budget = max(check_duration("budget", opts.budget, "graft train") - (time.perf_counter() - t_start), 1.0)
@@ -340,7 +349,7 @@ def run_demo(out: str | os.PathLike, *, progress: Progress | None = None) -> tup
 def _run_baseline(clf: Classifier, opts: RunOptions, progress: Progress) -> dict[str, Any]:
     from graft.features.embedder import choose_precision, default_num_workers
     from graft.training import FineTuneConfig
-    from graft.training.baseline import train_from_scratch
+    from graft.training.fit.baseline import train_from_scratch
 
     cfg = FineTuneConfig(
         epochs=opts.baseline_epochs or opts.epochs,

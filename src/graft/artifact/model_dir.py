@@ -24,8 +24,8 @@ from safetensors.torch import load_file, save_file
 from graft.artifact.spec import MODEL_FORMAT, MODEL_FORMAT_VERSION, ArtifactSpec
 from graft.exceptions import ModelFileError
 from graft.fileio import json_text, replace_dir
-from graft.training.heads import HEAD_TYPES, GraftNet, HeadSpec, build_head
-from graft.training.ood import OODScorer
+from graft.network import HEAD_TYPES, GraftNet, HeadSpec, build_head
+from graft.network.ood import OODScorer
 from graft.transforms.eval import Preprocessing
 
 __all__ = [
@@ -152,8 +152,9 @@ def build_network(spec: ArtifactSpec, source: str = "config.json") -> GraftNet:
 def _taps(spec: ArtifactSpec, source: str) -> tuple[int, ...]:
     """The multi-depth feature taps the model was trained with (none in older models)."""
     taps = spec.backbone.get("feature_taps") or []
-    if not isinstance(taps, list) or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 64
-                                             for t in taps):  # fmt: skip
+    if not isinstance(taps, list) or not all(
+        isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 64 for t in taps
+    ):
         raise ModelFileError(f"{source}: backbone.feature_taps must be a list of block indices; got {taps!r}")
     return tuple(taps)
 

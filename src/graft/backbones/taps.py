@@ -6,7 +6,7 @@ medical scans) a linear head on the final features *and* the global-average-pool
 outputs of the last block stages is more accurate, at almost no cost: the same forward
 pass, a few hundred more feature columns. On ImageNet-like photos it can be worse, so
 stage 1 decides per dataset by cross-validation on the training features (see
-:func:`graft.training.stages.choose_features`) and records the choice (``taps``) in
+:func:`graft.training.fit.stages.choose_features`) and records the choice (``taps``) in
 the model.
 
 A tap is an index into timm's ``forward_intermediates`` outputs (with

@@ -20,9 +20,16 @@ from rich.progress import (
 from rich.text import Text
 
 __all__ = [
-    "console", "err_console", "RichProgress", "QuietProgress", "SilentProgress", "make_progress",
-    "process_seconds", "set_argv", "command_argv",
-]  # fmt: skip
+    "console",
+    "err_console",
+    "RichProgress",
+    "QuietProgress",
+    "SilentProgress",
+    "make_progress",
+    "process_seconds",
+    "set_argv",
+    "command_argv",
+]
 
 _ARGV: list[str] = []
 
@@ -155,9 +162,15 @@ def make_progress(quiet: bool) -> RichProgress | QuietProgress:
 
 
 def launch_if_asked(
-    devices: int, nnodes: int, node_rank: int, rdzv_endpoint: str | None, *, device: str = "auto",
-    extra: list[str] | None = None, hint: str = "",
-) -> bool:  # fmt: skip
+    devices: int,
+    nnodes: int,
+    node_rank: int,
+    rdzv_endpoint: str | None,
+    *,
+    device: str = "auto",
+    extra: list[str] | None = None,
+    hint: str = "",
+) -> bool:
     """``--devices N`` (or ``--nnodes``): re-run this command as N processes through torchrun; True if it did.
 
     Inside a process torchrun started, join the process group instead and return False

@@ -57,10 +57,21 @@ def curve(
     check_outputs(data_dir, out=out, png=png)
     with make_progress(quiet or as_json) as prog:
         result = learning_curve(
-            data_dir, backbone=backbone, weights=weights, seeds=seeds, sizes=parse_sizes(sizes), seed=seed,
-            val_fraction=val_fraction, device=device, precision=precision, batch_size=batch_size,
-            num_workers=workers, use_cache=not no_cache, jobs=jobs, progress=prog,
-        )  # fmt: skip
+            data_dir,
+            backbone=backbone,
+            weights=weights,
+            seeds=seeds,
+            sizes=parse_sizes(sizes),
+            seed=seed,
+            val_fraction=val_fraction,
+            device=device,
+            precision=precision,
+            batch_size=batch_size,
+            num_workers=workers,
+            use_cache=not no_cache,
+            jobs=jobs,
+            progress=prog,
+        )
     written = [write_curve_png(result, png)] if png else []
     if out:
         written += list(save_curve(result, out))

@@ -50,12 +50,21 @@ def doctor(
     fix_plan = check_output(data_dir, fix_plan, "--fix-plan") if fix_plan else None
     with make_progress(quiet or as_json) as prog:
         report = doctor(
-            data_dir, backbone=backbone, weights=weights, seed=seed, progress=prog,
-            input_size=int(input_size) if input_size.isdigit() else input_size, val_fraction=val_fraction,
-            test_fraction=test_fraction, device=device, precision=precision, batch_size=batch_size,
-            num_workers=workers, use_cache=not no_cache,
+            data_dir,
+            backbone=backbone,
+            weights=weights,
+            seed=seed,
+            progress=prog,
+            input_size=int(input_size) if input_size.isdigit() else input_size,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            device=device,
+            precision=precision,
+            batch_size=batch_size,
+            num_workers=workers,
+            use_cache=not no_cache,
             checks=[c.strip() for c in checks.split(",") if c.strip()] if checks is not None else None,
-        )  # fmt: skip
+        )
     if html:
         write_html(report, html)
     if fix_plan:
@@ -93,9 +102,12 @@ def render(report: DoctorReport, limit: int) -> None:
         files = [_shown(p, report.root) for p in issue.paths[:3]]
         more = f"\n(+{len(issue.paths) - 3} more)" if len(issue.paths) > 3 else ""
         t.add_row(
-            str(n), Text(issue.kind, style=_STYLE.get(issue.kind, "")), f"{issue.score:.3f}",
-            Text("\n".join(files) + more), Text(issue.detail),
-        )  # fmt: skip
+            str(n),
+            Text(issue.kind, style=_STYLE.get(issue.kind, "")),
+            f"{issue.score:.3f}",
+            Text("\n".join(files) + more),
+            Text(issue.detail),
+        )
     console.print(t)
     if len(report.issues) > limit:
         console.print(Text(f"... and {len(report.issues) - limit} more (see --json, --html or --fix-plan)"))

@@ -39,10 +39,20 @@ def embed(
         return
     with make_progress(quiet) as prog:
         summary = embed_folder(
-            data_dir, out, backbone=backbone, weights=weights, input_size=input_size, val_fraction=val_fraction,
-            seed=seed, device=device, precision=precision.value, batch_size=batch_size, num_workers=workers,
-            use_cache=not no_cache, progress=prog,
-        )  # fmt: skip
+            data_dir,
+            out,
+            backbone=backbone,
+            weights=weights,
+            input_size=input_size,
+            val_fraction=val_fraction,
+            seed=seed,
+            device=device,
+            precision=precision.value,
+            batch_size=batch_size,
+            num_workers=workers,
+            use_cache=not no_cache,
+            progress=prog,
+        )
     if quiet or not distributed.is_main():
         return
     per = ", ".join(f"{k} {v}" for k, v in summary["splits"].items())

@@ -73,7 +73,7 @@ def doctor(
         DataError: the folder is not a dataset graft can read (one line, exit code 2).
     """
     from graft.config import resolve_device
-    from graft.training.stages import scan_splits
+    from graft.features.dataset import scan_splits
 
     check_number("seed", seed, "doctor", integer=True)
     kinds = _kinds(checks)
@@ -150,10 +150,10 @@ def _embed(
     prog: Progress,
     embedding: dict[str, Any],
 ) -> _Embedded:
-    """View-0 features of every split, chosen and cached as :func:`graft.training.stages.embed_dataset` does."""
+    """View-0 features of every split, chosen and cached as :func:`graft.features.dataset.embed_dataset` does."""
     from graft.backbones import create_backbone, feature_preprocessing
+    from graft.features.dataset import embed_split
     from graft.features.extract import model_features
-    from graft.training.stages import embed_split
 
     bb = create_backbone(backbone, weights=weights)
     train = [r for r, s in zip(corpus.records, corpus.split_of) if s == "train"]
@@ -184,7 +184,7 @@ def _run_checks(
 ) -> tuple[list[Issue], dict[str, Any]]:
     """The checks of ``kinds``; also what the model-based ones measured."""
     from graft.doctor.labels import out_of_fold_probs
-    from graft.training.ood import fit_ood
+    from graft.training.head.ood import fit_ood
 
     issues = checks.corrupt_issues(list(splits.skipped) + emb.failed)
     if kinds & _COPY_KINDS:

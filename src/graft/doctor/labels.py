@@ -45,7 +45,7 @@ def out_of_fold_probs(
     The same head graft trains (default C search); ``max_cv_samples`` is raised so that
     every row up to :data:`MAX_LABEL_ROWS` gets a held-out probability.
     """
-    from graft.training.linear_probe import fit_linear_head
+    from graft.training.head.linear_probe import fit_linear_head
 
     fit = fit_linear_head(X, y, n_classes, cv_folds=folds, max_cv_samples=max(len(y), MAX_LABEL_ROWS), seed=seed)
     if fit.oof_logits is None or fit.oof_rows is None:  # only when C is fixed, which it is not here

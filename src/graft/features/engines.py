@@ -259,9 +259,15 @@ def build_engine(
 
 
 def _build_engine(
-    model: nn.Module, input_size: tuple[int, int], device: str, precision: str, spatial: bool, taps: Sequence[int],
-    n_images: int | None, key: Callable[[], str] | None,
-) -> Engine:  # fmt: skip
+    model: nn.Module,
+    input_size: tuple[int, int],
+    device: str,
+    precision: str,
+    spatial: bool,
+    taps: Sequence[int],
+    n_images: int | None,
+    key: Callable[[], str] | None,
+) -> Engine:
     if device.startswith("cuda"):
         return TorchEngine(model, device, precision, spatial=spatial, taps=taps, input_size=input_size)
     forced = os.environ.get("GRAFT_RUNTIME", "").strip().lower()

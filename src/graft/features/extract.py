@@ -121,9 +121,14 @@ def _file_keys(paths: Sequence[str], view: int, seed: int) -> tuple[list[str | N
 
 
 def _embed_into_cache(
-    paths: Sequence[str], todo: list[int], keys: tuple[list[str | None], list[str | None] | None],
-    cache: FeatureCache, embedder: Embedder, transform: Callable | None, progress: Callable[[int], None] | None,
-) -> list[SkippedFile]:  # fmt: skip
+    paths: Sequence[str],
+    todo: list[int],
+    keys: tuple[list[str | None], list[str | None] | None],
+    cache: FeatureCache,
+    embedder: Embedder,
+    transform: Callable | None,
+    progress: Callable[[int], None] | None,
+) -> list[SkippedFile]:
     """Embed ``paths[todo]`` once, writing the rows each view lacks (view keys, mirror keys or None); the failures."""
     view_keys, mirror = keys
 

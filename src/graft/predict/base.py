@@ -150,9 +150,13 @@ class Predictor:
         files, missing = collect_image_paths([str(p) for p in paths])
         out, ok_paths, failed = self.predict_outputs(files)
         return prediction_rows(
-            ok_paths, out, self.classes, top_k, list(missing) + list(failed),
+            ok_paths,
+            out,
+            self.classes,
+            top_k,
+            list(missing) + list(failed),
             threshold=self.ood_threshold if reject else None,
-        )  # fmt: skip
+        )
 
     def close(self) -> None:
         """Release runtime resources (no-op by default)."""

@@ -1,4 +1,4 @@
-"""Predict with PyTorch: a trained :class:`~graft.training.heads.GraftNet` behind the :class:`Predictor` interface.
+"""Predict with PyTorch: a trained :class:`~graft.network.heads.GraftNet` behind the :class:`Predictor` interface.
 
 Files run through the embedding runtime (batched, decoded in worker processes, the
 fastest engine for the machine). A stage-1 model's backbone is the frozen pretrained

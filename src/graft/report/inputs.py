@@ -44,9 +44,13 @@ class Figures:
         return H.img_tag(path, alt)
 
     def add_photos(
-        self, name: str, images: Sequence[np.ndarray], captions: Sequence[str], cols: int,
+        self,
+        name: str,
+        images: Sequence[np.ndarray],
+        captions: Sequence[str],
+        cols: int,
         colours: Sequence[str] | None = None,
-    ) -> str:  # fmt: skip
+    ) -> str:
         """Save uint8 images as ``NAME_00.jpg``... (at most 256 px a side) and embed them as a captioned grid."""
         from PIL import Image
 

@@ -22,9 +22,11 @@ __all__ = [
 ]
 
 _STAGE_TITLES = {
-    "head": "head (frozen features)", "fine_tune": "fine-tuning", "baseline": "from-scratch baseline",
+    "head": "head (frozen features)",
+    "fine_tune": "fine-tuning",
+    "baseline": "from-scratch baseline",
     "ladder": "transfer ladder (curves: the held-out slice of train, not val)",
-}  # fmt: skip
+}
 
 
 def _metrics(rf: RunFiles) -> dict[str, Any] | None:

@@ -2,7 +2,7 @@
 
 :func:`fast_path` wires :mod:`.speed` (channels-last, autocast precision, compile;
 measured once per machine and model) and :mod:`.prefix` (frozen prefix computed once
-per augmented view) together for :func:`~graft.training.finetune.train_network`.
+per augmented view) together for :func:`~graft.training.finetune.train.train_network`.
 ``GRAFT_PREFIX_CACHE=0`` turns the prefix cache off (always the plain path).
 """
 
@@ -19,9 +19,9 @@ from torch.utils.data import DataLoader
 
 from graft.features.embedder import batches, collate_skip_failed
 from graft.progress import Progress
-from graft.training.loop import evaluate
-from graft.training.prefix import PrefixCache, PrefixSplit, cache_views, split_backbone
-from graft.training.speed import CompiledStep, SpeedPlan, plan_speed, prefix_precision
+from graft.training.finetune.loop import evaluate
+from graft.training.finetune.prefix import PrefixCache, PrefixSplit, cache_views, split_backbone
+from graft.training.finetune.speed import CompiledStep, SpeedPlan, plan_speed, prefix_precision
 
 __all__ = ["FastPath", "fast_path", "plain_path"]
 
@@ -134,7 +134,7 @@ def fast_path(
 
     Args:
         views: augmented views of the frozen prefix to keep (0: no prefix cache).
-        precision: ``auto`` lets :func:`~graft.training.speed.plan_speed` measure; else used as given.
+        precision: ``auto`` lets :func:`~graft.training.finetune.speed.plan_speed` measure; else used as given.
     """
     n = len(train_loader.dataset)  # type: ignore[arg-type]
     example = _example(train_loader, min(batch_size, _PLAN_IMAGES))

@@ -3,7 +3,7 @@
 The linear head is solved as a logistic regression (:mod:`.linear_probe`: L-BFGS,
 C by cross-validation); MLP and flatten heads train by SGD with early stopping
 (:mod:`.sgd_head`). This module picks between them for a head spec. The solvers'
-names are re-exported so ``from graft.training.head_fit import fit_linear_head``
+names are re-exported so ``from graft.training.head.fit import fit_linear_head``
 keeps working.
 """
 
@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from graft.training.calibration import fit_temperature
-from graft.training.linear_probe import DEFAULT_C_GRID, LinearFit, fit_linear_head
-from graft.training.sgd_head import fit_sgd_head
+from graft.training.head.calibration import fit_temperature
+from graft.training.head.linear_probe import DEFAULT_C_GRID, LinearFit, fit_linear_head
+from graft.training.head.sgd_head import fit_sgd_head
 
 __all__ = ["DEFAULT_C_GRID", "LinearFit", "class_weights_balanced", "fit_linear_head", "fit_sgd_head", "train_head"]
 
@@ -47,12 +47,12 @@ def train_head(
     The linear head is fitted by :func:`fit_linear_head` (validation features unused:
     C comes from cross-validation on the training rows); the others by
     :func:`fit_sgd_head` with early stopping on the validation features. ``linear_fit``:
-    a :class:`~graft.training.linear_probe.LinearFit` already made on (X, y), reused.
+    a :class:`~graft.training.head.linear_probe.LinearFit` already made on (X, y), reused.
 
     Returns:
         (head in eval mode, summary for the run record, one history dict per C or epoch)
     """
-    from graft.training.heads import build_head
+    from graft.network import build_head
 
     head = build_head(spec)
     info: dict[str, Any] = {"type": spec.type}

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from graft.training.speed import autocast
+from graft.training.finetune.speed import autocast
 
 __all__ = ["PrefixCache", "PrefixSplit", "cache_budget_bytes", "split_backbone"]
 

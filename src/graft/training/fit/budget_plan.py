@@ -1,6 +1,6 @@
 """The ladder's rungs and its time arithmetic: epoch costs, the plan, and what still fits.
 
-Pure functions of estimated seconds (no training), so :mod:`graft.training.ladder` reads as
+Pure functions of estimated seconds (no training), so :mod:`graft.training.fit.ladder` reads as
 the climb itself and the planning rules can be tested on numbers alone.
 """
 
@@ -115,7 +115,7 @@ def _fmt(seconds: float) -> str:
 
 def plan_lines(
     stage1: float, budget: float, left: float, epochs: dict[str, int], costs: dict[str, Costs], finish: float
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     lines = [f"budget {_fmt(budget)}: stage 1 took {_fmt(stage1)}, {_fmt(max(left, 0))} left"]
     for rung in RUNGS[1:]:
         c, e = costs[rung.name], epochs[rung.name]

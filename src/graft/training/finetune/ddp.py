@@ -1,6 +1,6 @@
 """Fine-tuning over several processes (DistributedDataParallel), with one process's semantics.
 
-:func:`~graft.training.finetune.train_network` asks :meth:`DataParallel.from_env` once;
+:func:`~graft.training.finetune.train.train_network` asks :meth:`DataParallel.from_env` once;
 in a single process it gets None and nothing changes. In a job of N processes:
 
 * **Batch and learning rate.** ``--ft-batch-size`` stays the *global* batch: each rank

@@ -1,6 +1,6 @@
 """Stage 2: fine-tune the top of the backbone (and the from-scratch baseline).
 
-One loop serves both: a :class:`~graft.training.policy.FineTunePolicy` decides which
+One loop serves both: a :class:`~graft.training.finetune.policy.FineTunePolicy` decides which
 layers train. AdamW with discriminative learning rates, linear warm-up then cosine
 (or one-cycle), bf16/fp16 autocast where the machine runs it fast, early stopping on
 validation loss with the best weights restored, an atomic checkpoint after every
@@ -30,11 +30,12 @@ from graft import distributed
 from graft.data.records import SkippedFile
 from graft.features.embedder import ImageArrayDataset, collate_skip_failed, make_loader
 from graft.progress import NullProgress, Progress, Task
-from graft.training.callbacks import Checkpointer, EarlyStopping
-from graft.training.ddp import DataParallel
-from graft.training.fast import FastPath, fast_path, plain_path
-from graft.training.loop import _lr_factor, train_one_epoch
-from graft.training.policy import FineTunePolicy
+from graft.training.early_stopping import EarlyStopping
+from graft.training.finetune.callbacks import Checkpointer
+from graft.training.finetune.ddp import DataParallel
+from graft.training.finetune.fast import FastPath, fast_path, plain_path
+from graft.training.finetune.loop import _lr_factor, train_one_epoch
+from graft.training.finetune.policy import FineTunePolicy
 from graft.validation import check_choice, check_number
 
 __all__ = ["FineTuneConfig", "FitResult", "train_network"]
@@ -139,8 +140,9 @@ def train_network(
         train_paths, val_paths, train_transform, eval_transform, config, num_workers, device, seed, ddp
     )
     policy.train_mode(net, backbone)  # the speed plan is measured in training's module modes
-    fast = _step_path(net, backbone, (train_loader, val_loader), ddp, policy, config, start_epoch, device,
-                      precision, seed, progress)  # fmt: skip
+    fast = _step_path(
+        net, backbone, (train_loader, val_loader), ddp, policy, config, start_epoch, device, precision, seed, progress
+    )
     failed_paths: dict[str, str] = {}
     span = {"epochs": config.epochs}  # where the LR schedule ends; a deadline can bring it forward
     fit_epoch = _epoch_fn(fast, train_labels, train_paths, optimizer, config, device, class_weight, failed_paths, span)
@@ -155,9 +157,15 @@ def train_network(
         val_loss, val_acc = fast.evaluate(net, val_labels, device)
         val_loss, val_acc = (val_loss, val_acc) if ddp is None else ddp.reduce_eval(val_loss, val_acc)
         rec = {
-            "stage": stage, "epoch": epoch, **stats, "val_loss": val_loss, "val_acc": val_acc,
-            "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - e0, "best": False,
-        }  # fmt: skip
+            "stage": stage,
+            "epoch": epoch,
+            **stats,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - e0,
+            "best": False,
+        }
         writer = ckpt if ddp is None or ddp.writes else None  # checkpoints: rank 0 only
         stop = _end_epoch(rec, net, optimizer, policy, config, result, stopper, writer, progress, on_epoch, eval_name)
         if not stop and deadline is not None and epoch < span["epochs"]:
@@ -173,9 +181,15 @@ def train_network(
 
 
 def _fit_deadline(
-    span: dict[str, int], epoch: int, epoch_s: float, deadline: float, ddp: DataParallel | None, result: FitResult,
-    progress: Progress, stage: str,
-) -> bool:  # fmt: skip
+    span: dict[str, int],
+    epoch: int,
+    epoch_s: float,
+    deadline: float,
+    ddp: DataParallel | None,
+    result: FitResult,
+    progress: Progress,
+    stage: str,
+) -> bool:
     """Bring the schedule's end forward to the epochs that still fit before ``deadline``; True: stop now.
 
     Epochs are assumed as long as the last one. Shortening the schedule (rather than
@@ -196,16 +210,32 @@ def _fit_deadline(
 
 
 def _step_path(
-    net: nn.Module, backbone: nn.Module, loaders: tuple[DataLoader, DataLoader], ddp: DataParallel | None,
-    policy: FineTunePolicy, config: FineTuneConfig, start_epoch: int, device: str, precision: str, seed: int,
+    net: nn.Module,
+    backbone: nn.Module,
+    loaders: tuple[DataLoader, DataLoader],
+    ddp: DataParallel | None,
+    policy: FineTunePolicy,
+    config: FineTuneConfig,
+    start_epoch: int,
+    device: str,
+    precision: str,
+    seed: int,
     progress: Progress,
-) -> FastPath:  # fmt: skip
+) -> FastPath:
     """How each step runs: the measured fast path alone; under DDP the plain step, the same on every rank."""
     if ddp is None:
         return fast_path(
-            net, backbone, *loaders, batch_size=config.batch_size, views=config.prefix_views,
-            epochs=config.epochs - start_epoch + 1, device=device, precision=precision, seed=seed, progress=progress,
-        )  # fmt: skip
+            net,
+            backbone,
+            *loaders,
+            batch_size=config.batch_size,
+            views=config.prefix_views,
+            epochs=config.epochs - start_epoch + 1,
+            device=device,
+            precision=precision,
+            seed=seed,
+            progress=progress,
+        )
     # No per-process measurement (ranks could disagree) and no prefix cache.
     prec = "fp32" if precision == "auto" else precision
     return plain_path(ddp.wrap(net, train_bn=policy.train_bn), *loaders, config.batch_size, seed, precision=prec)

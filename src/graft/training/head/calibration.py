@@ -36,7 +36,9 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     if len(labels) < 10 or logits.ndim != 2 or logits.shape[1] < 2:
         return 1.0
     res = minimize_scalar(
-        lambda log_t: nll(logits, labels, math.exp(log_t)), bounds=_LOG_T_RANGE, method="bounded",
+        lambda log_t: nll(logits, labels, math.exp(log_t)),
+        bounds=_LOG_T_RANGE,
+        method="bounded",
         options={"xatol": 1e-4},
-    )  # fmt: skip
+    )
     return float(math.exp(res.x)) if res.success else 1.0

@@ -6,7 +6,7 @@ is printed, and the ladder climbs as far as the budget allows; each rung stops e
 its held-out loss stops improving, and before an epoch that would pass the budget.
 
 The choice stays honest: a stratified 10% of the training images
-(:func:`~graft.training.stage_two.calibration_split`) is held out of every rung (the frozen
+(:func:`~graft.training.fit.stage_two.calibration_split`) is held out of every rung (the frozen
 head is refitted without it to score the first rung on the same footing). Early stopping,
 the choice of rung and the new temperature use that slice alone. The validation split is
 scored for the ladder table and never decides anything, so the reported accuracy is a
@@ -27,15 +27,16 @@ import torch
 from torch import nn
 
 from graft import distributed
+from graft.features.dataset import SplitFeatures
 from graft.metrics import compute_metrics, expected_calibration_error, log_loss
+from graft.network import GraftNet
 from graft.progress import NullProgress, Progress
-from graft.training.budget_plan import RUNGS, Costs, Rung, epochs_now, observed_ratio, plan, plan_lines
-from graft.training.finetune import FineTuneConfig, FitResult, train_network
-from graft.training.head_fit import class_weights_balanced
-from graft.training.heads import GraftNet
-from graft.training.policy import FineTunePolicy
-from graft.training.stage_two import FineTuneStage, calibration_split, refit_after_fine_tune, rescale_probs
-from graft.training.stages import HeadStage, SplitFeatures, fit_head_stage
+from graft.training.finetune.policy import FineTunePolicy
+from graft.training.finetune.train import FineTuneConfig, FitResult, train_network
+from graft.training.fit.budget_plan import RUNGS, Costs, Rung, epochs_now, observed_ratio, plan, plan_lines
+from graft.training.fit.stage_two import FineTuneStage, calibration_split, refit_after_fine_tune, rescale_probs
+from graft.training.fit.stages import HeadStage, fit_head_stage
+from graft.training.head.fit import class_weights_balanced
 from graft.transforms.eval import Preprocessing
 
 __all__ = ["RUNGS", "Rung", "RungResult", "LadderResult", "better", "climb"]
@@ -132,11 +133,14 @@ def climb(
     train_set = ([p for p, h in zip(paths, held) if not h], y[~held])
     held_set = ([p for p, h in zip(paths, held) if h], y[held])
     run_kw: dict[str, Any] = dict(
-        preprocessing=preprocessing, device=device,
+        preprocessing=preprocessing,
+        device=device,
         precision="auto" if str(precision or "auto").lower() == "auto" else choose_precision(precision, device),
-        num_workers=default_num_workers() if num_workers is None else num_workers, batch_size=batch_size, seed=seed,
+        num_workers=default_num_workers() if num_workers is None else num_workers,
+        batch_size=batch_size,
+        seed=seed,
         class_weight=class_weights_balanced(y[~held], len(classes)) if balanced else None,
-    )  # fmt: skip
+    )
     estimate = _estimate(
         net, train_set, held_set, len(val[0]), len(paths), end, table[0].seconds, budget_seconds, run_kw
     )
@@ -144,9 +148,18 @@ def climb(
     for line in result.plan:
         prog.message(line)
     kept, best_fit = _climb_rungs(
-        net, table, (train_set, held_set, val), estimate[:-1], end, score, checkpoint_dir, prog, classes, run_kw,
+        net,
+        table,
+        (train_set, held_set, val),
+        estimate[:-1],
+        end,
+        score,
+        checkpoint_dir,
+        prog,
+        classes,
+        run_kw,
         result.history,
-    )  # fmt: skip
+    )
     table[kept].kept = True
     result.kept = RUNGS[kept].name
     if best_fit is None:
@@ -160,9 +173,14 @@ def climb(
 
 
 def _head_rung(
-    net: GraftNet, row: RungResult, head_st: HeadStage, feats: SplitFeatures,
-    slice_: tuple[list[str], np.ndarray, list[str]], balanced: bool, seed: int,
-) -> None:  # fmt: skip
+    net: GraftNet,
+    row: RungResult,
+    head_st: HeadStage,
+    feats: SplitFeatures,
+    slice_: tuple[list[str], np.ndarray, list[str]],
+    balanced: bool,
+    seed: int,
+) -> None:
     """Score the head rung on the held-out slice (refitted without it) and put that head into ``net``."""
     paths, held, classes = slice_
     t0 = time.perf_counter()
@@ -175,12 +193,18 @@ def _head_rung(
 
 
 def _climb_rungs(
-    net: GraftNet, table: list[RungResult],
+    net: GraftNet,
+    table: list[RungResult],
     sets: tuple[tuple[list[str], np.ndarray], tuple[list[str], np.ndarray], tuple[Sequence[str], np.ndarray]],
-    estimate: tuple[dict[str, Costs], dict[str, int], float, float], end: float,
-    score: Callable[[nn.Module], np.ndarray], checkpoint_dir: str | os.PathLike | None, prog: Progress,
-    classes: list[str], run_kw: dict[str, Any], history: list[dict[str, Any]],
-) -> tuple[int, tuple[FitResult, np.ndarray, FineTunePolicy, FineTuneConfig] | None]:  # fmt: skip
+    estimate: tuple[dict[str, Costs], dict[str, int], float, float],
+    end: float,
+    score: Callable[[nn.Module], np.ndarray],
+    checkpoint_dir: str | os.PathLike | None,
+    prog: Progress,
+    classes: list[str],
+    run_kw: dict[str, Any],
+    history: list[dict[str, Any]],
+) -> tuple[int, tuple[FitResult, np.ndarray, FineTunePolicy, FineTuneConfig] | None]:
     """Fine-tune each rung that fits, from the best network so far; (index of the best rung, its fit or None).
 
     ``net`` ends with the best fine-tuned rung's weights where one beat the head.
@@ -256,9 +280,16 @@ def _held_out_slice(data: Any, seed: int) -> tuple[list[str], np.ndarray, np.nda
 
 
 def _estimate(
-    net: GraftNet, train_set: tuple[list[str], np.ndarray], held_set: tuple[list[str], np.ndarray], n_val: int,
-    n_train: int, end: float, stage1_s: float, budget_s: float, run_kw: dict[str, Any],
-) -> tuple[dict[str, Costs], dict[str, int], float, float, list[str]]:  # fmt: skip
+    net: GraftNet,
+    train_set: tuple[list[str], np.ndarray],
+    held_set: tuple[list[str], np.ndarray],
+    n_val: int,
+    n_train: int,
+    end: float,
+    stage1_s: float,
+    budget_s: float,
+    run_kw: dict[str, Any],
+) -> tuple[dict[str, Costs], dict[str, int], float, float, list[str]]:
     """Probe each rung (rank 0's figures), then plan: (costs, epochs per rung, val scoring s, finish s, plan lines)."""
     costs = {r.name: distributed.broadcast_object(_probe(net, r, train_set, held_set, **run_kw)) for r in RUNGS[1:]}
     per_image = costs["all"].later / max(len(train_set[0]) + len(held_set[0]), 1) / 3  # forward only
@@ -270,11 +301,18 @@ def _estimate(
 
 
 def _run_rung(
-    net: GraftNet, rung: Rung, epochs: int, deadline: float, row: RungResult,
+    net: GraftNet,
+    rung: Rung,
+    epochs: int,
+    deadline: float,
+    row: RungResult,
     sets: tuple[tuple[list[str], np.ndarray], tuple[list[str], np.ndarray], tuple[Sequence[str], np.ndarray]],
-    score: Callable[[nn.Module], np.ndarray], ckpt: Path | None, progress: Progress, classes: list[str],
+    score: Callable[[nn.Module], np.ndarray],
+    ckpt: Path | None,
+    progress: Progress,
+    classes: list[str],
     run_kw: dict[str, Any],
-) -> tuple[FitResult, np.ndarray, FineTunePolicy, FineTuneConfig]:  # fmt: skip
+) -> tuple[FitResult, np.ndarray, FineTunePolicy, FineTuneConfig]:
     """Fine-tune one rung (train set, held-out stop set), score validation for the table, fill ``row``."""
     train_set, held_set, val = sets
     cfg = FineTuneConfig(epochs=epochs, lr=LR, patience=PATIENCE, augment=AUGMENT, batch_size=run_kw["batch_size"])
@@ -291,9 +329,14 @@ def _run_rung(
 
 
 def _refit_head_without(
-    head_st: HeadStage, feats: SplitFeatures, paths: list[str], held: np.ndarray, classes: list[str],
-    balanced: bool, seed: int,
-) -> tuple[HeadStage, float]:  # fmt: skip
+    head_st: HeadStage,
+    feats: SplitFeatures,
+    paths: list[str],
+    held: np.ndarray,
+    classes: list[str],
+    balanced: bool,
+    seed: int,
+) -> tuple[HeadStage, float]:
     """Stage 1's head (same features, same C) refitted without the held-out images; its held-out loss."""
     held_paths = {p for p, h in zip(paths, held) if h}
     n0 = len(feats.paths)  # view-0 rows come first, in ``feats.paths`` order
@@ -315,21 +358,49 @@ def _refit_head_without(
 
 
 def _train(
-    net: GraftNet, train: tuple[list[str], np.ndarray], held: tuple[list[str], np.ndarray], cfg: FineTuneConfig,
-    policy: FineTunePolicy, deadline: float | None, ckpt: Path | None, progress: Progress, stage: str, *,
-    preprocessing: Preprocessing, device: str, precision: str, num_workers: int, batch_size: int, seed: int,
+    net: GraftNet,
+    train: tuple[list[str], np.ndarray],
+    held: tuple[list[str], np.ndarray],
+    cfg: FineTuneConfig,
+    policy: FineTunePolicy,
+    deadline: float | None,
+    ckpt: Path | None,
+    progress: Progress,
+    stage: str,
+    *,
+    preprocessing: Preprocessing,
+    device: str,
+    precision: str,
+    num_workers: int,
+    batch_size: int,
+    seed: int,
     class_weight: np.ndarray | None,
-) -> FitResult:  # fmt: skip
+) -> FitResult:
     """One rung's fine-tune: the held-out slice of train stands where validation stands in ``--fine-tune``."""
     from graft.transforms.train import build_train_transform
 
     return train_network(
-        net, net.backbone, train[0], train[1], held[0], held[1],
-        train_transform=build_train_transform(preprocessing, strength=cfg.augment), eval_transform=preprocessing,
-        policy=policy, config=cfg, device=device, precision=precision, num_workers=num_workers,
-        class_weight=class_weight, checkpoint_dir=ckpt, seed=seed, stage=stage, progress=progress, deadline=deadline,
+        net,
+        net.backbone,
+        train[0],
+        train[1],
+        held[0],
+        held[1],
+        train_transform=build_train_transform(preprocessing, strength=cfg.augment),
+        eval_transform=preprocessing,
+        policy=policy,
+        config=cfg,
+        device=device,
+        precision=precision,
+        num_workers=num_workers,
+        class_weight=class_weight,
+        checkpoint_dir=ckpt,
+        seed=seed,
+        stage=stage,
+        progress=progress,
+        deadline=deadline,
         eval_name="held-out",
-    )  # fmt: skip
+    )
 
 
 def _probe(
@@ -344,14 +415,29 @@ def _probe(
     k, m = min(len(train[0]), _PROBE_TRAIN), min(len(held[0]), _PROBE_HELD)
     views = 1 if rung.unfreeze != -1 else 0  # "top": epoch 1 fills the prefix cache, 2 fills again, 3 uses it
     cfg = FineTuneConfig(
-        epochs=3 if views else 2, lr=LR, batch_size=min(run_kw["batch_size"], k), augment=AUGMENT,
-        warmup_epochs=0, patience=10, prefix_views=2 if views else 0,
-    )  # fmt: skip
+        epochs=3 if views else 2,
+        lr=LR,
+        batch_size=min(run_kw["batch_size"], k),
+        augment=AUGMENT,
+        warmup_epochs=0,
+        patience=10,
+        prefix_views=2 if views else 0,
+    )
     probe = copy.deepcopy(net)
     policy = FineTunePolicy(unfreeze=rung.unfreeze, backbone_lr_ratio=BACKBONE_LR_RATIO)
     kw = {**run_kw, "num_workers": 0}
-    fit = _train(probe, (train[0][:k], train[1][:k]), (held[0][:m], held[1][:m]), cfg, policy, None, None,
-                 NullProgress(), f"probe {rung.name}", **kw)  # fmt: skip
+    fit = _train(
+        probe,
+        (train[0][:k], train[1][:k]),
+        (held[0][:m], held[1][:m]),
+        cfg,
+        policy,
+        None,
+        None,
+        NullProgress(),
+        f"probe {rung.name}",
+        **kw,
+    )
     secs = [float(r["seconds"]) for r in fit.history]
     scale = (len(train[0]) + len(held[0])) / max(k + m, 1)
     first = secs[1] if len(secs) > 1 else secs[0]
@@ -360,11 +446,23 @@ def _probe(
 
 
 def _recalibrate(
-    net: GraftNet, fit: FitResult, probs: np.ndarray, train: tuple[list[str], np.ndarray, np.ndarray],
-    val: tuple[Sequence[str], np.ndarray], classes: list[str], policy: FineTunePolicy, row: RungResult,
-    progress: Progress, *, preprocessing: Preprocessing, device: str, precision: str, num_workers: int, seed: int,
+    net: GraftNet,
+    fit: FitResult,
+    probs: np.ndarray,
+    train: tuple[list[str], np.ndarray, np.ndarray],
+    val: tuple[Sequence[str], np.ndarray],
+    classes: list[str],
+    policy: FineTunePolicy,
+    row: RungResult,
+    progress: Progress,
+    *,
+    preprocessing: Preprocessing,
+    device: str,
+    precision: str,
+    num_workers: int,
+    seed: int,
     **_: Any,
-) -> FineTuneStage:  # fmt: skip
+) -> FineTuneStage:
     """The kept rung's temperature (held-out slice) and OOD refit, and its calibrated validation metrics."""
     labels = np.asarray(val[1])
     embedding = {"device": device, "precision": precision, "num_workers": num_workers}
@@ -377,8 +475,14 @@ def _recalibrate(
             "ece_uncalibrated": expected_calibration_error(raw, labels)[0],
         }
     summary = {
-        "val_accuracy": metrics["accuracy"], "seconds": row.seconds, "best_epoch": fit.best_epoch,
-        "stopped_early": fit.stopped_early, "unfrozen_groups": policy.unfrozen_groups, "kept": True,
-        "calibration_images": int(train[2].sum()), "temperature": t, "rung": row.rung,
-    }  # fmt: skip
+        "val_accuracy": metrics["accuracy"],
+        "seconds": row.seconds,
+        "best_epoch": fit.best_epoch,
+        "stopped_early": fit.stopped_early,
+        "unfrozen_groups": policy.unfrozen_groups,
+        "kept": True,
+        "calibration_images": int(train[2].sum()),
+        "temperature": t,
+        "rung": row.rung,
+    }
     return FineTuneStage(True, fit, metrics, probs, summary, ood, t)

@@ -6,10 +6,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from graft.network import GraftNet, HeadSpec, build_head
 from graft.progress import Progress
-from graft.training.finetune import FineTuneConfig, FitResult, train_network
-from graft.training.heads import GraftNet, HeadSpec, build_head
-from graft.training.policy import FineTunePolicy
+from graft.training.finetune.policy import FineTunePolicy
+from graft.training.finetune.train import FineTuneConfig, FitResult, train_network
 from graft.transforms.eval import Preprocessing
 from graft.transforms.train import build_train_transform
 

@@ -275,10 +275,12 @@ def _measure_compile(
     compiled = CompiledStep(module, warn=lambda m: log.info("%s", m))
     label = SpeedPlan(eager.channels_last, eager.precision, True).label
     try:
-        duel = _race({
-            eager.label: (setup, _step_fn(module, device, eager.precision, module), xi),
-            label: (setup, _step_fn(module, device, eager.precision, compiled), xi),
-        })  # fmt: skip
+        duel = _race(
+            {
+                eager.label: (setup, _step_fn(module, device, eager.precision, module), xi),
+                label: (setup, _step_fn(module, device, eager.precision, compiled), xi),
+            }
+        )
     except Exception as e:  # noqa: BLE001 - the eager plan stands
         log.info("compiled step failed: %s", e)
         return {"compile": False, "images_per_s": {}}

@@ -19,20 +19,26 @@ import torch
 from torch import nn
 
 from graft import distributed
+from graft.features.dataset import SplitFeatures
 from graft.metrics import compute_metrics, expected_calibration_error
+from graft.network import GraftNet, HeadSpec
 from graft.progress import NullProgress, Progress
-from graft.training.calibration import fit_temperature
-from graft.training.finetune import FineTuneConfig, FitResult, train_network
-from graft.training.head_fit import class_weights_balanced
-from graft.training.heads import GraftNet, HeadSpec
-from graft.training.ood import OODFit
-from graft.training.policy import FineTunePolicy
-from graft.training.stages import SplitFeatures, fit_ood_stage, ood_info
+from graft.training.finetune.policy import FineTunePolicy
+from graft.training.finetune.train import FineTuneConfig, FitResult, train_network
+from graft.training.fit.stages import fit_ood_stage, ood_info
+from graft.training.head.calibration import fit_temperature
+from graft.training.head.fit import class_weights_balanced
+from graft.training.head.ood import OODFit
 from graft.transforms.eval import Preprocessing
 
 __all__ = [
-    "CALIBRATION_FRACTION", "FineTuneStage", "calibration_split", "fine_tune_stage", "refit_after_fine_tune", "rescale_probs",
-]  # fmt: skip
+    "CALIBRATION_FRACTION",
+    "FineTuneStage",
+    "calibration_split",
+    "fine_tune_stage",
+    "refit_after_fine_tune",
+    "rescale_probs",
+]
 
 #: Share of the training images held out of fine-tuning to fit the new temperature on.
 #: 10% (at least 2 per class) costs little training data and gives a few hundred
@@ -141,17 +147,38 @@ def fine_tune_stage(
     metrics = compute_metrics(np.asarray(val[1]), probs, list(data.classes))
     embedding = {"device": device, "precision": precision, "num_workers": num_workers}
     return _keep_or_roll_back(
-        net, saved, res, (metrics, probs), before, policy, ([str(r.path) for r in train], y, held), preprocessing,
-        embedding, seed=seed, progress=prog, classes=list(data.classes), val_labels=np.asarray(val[1]),
-    )  # fmt: skip
+        net,
+        saved,
+        res,
+        (metrics, probs),
+        before,
+        policy,
+        ([str(r.path) for r in train], y, held),
+        preprocessing,
+        embedding,
+        seed=seed,
+        progress=prog,
+        classes=list(data.classes),
+        val_labels=np.asarray(val[1]),
+    )
 
 
 def _keep_or_roll_back(
-    net: GraftNet, saved: dict[str, Any], res: FitResult, after: tuple[dict[str, Any], np.ndarray],
-    before: tuple[dict[str, Any], np.ndarray], policy: FineTunePolicy, train: tuple[list[str], np.ndarray, np.ndarray],
-    preprocessing: Preprocessing, embedding: dict[str, Any], *, seed: int, progress: Progress, classes: list[str],
+    net: GraftNet,
+    saved: dict[str, Any],
+    res: FitResult,
+    after: tuple[dict[str, Any], np.ndarray],
+    before: tuple[dict[str, Any], np.ndarray],
+    policy: FineTunePolicy,
+    train: tuple[list[str], np.ndarray, np.ndarray],
+    preprocessing: Preprocessing,
+    embedding: dict[str, Any],
+    *,
+    seed: int,
+    progress: Progress,
+    classes: list[str],
     val_labels: np.ndarray,
-) -> FineTuneStage:  # fmt: skip
+) -> FineTuneStage:
     """The one keep/rollback rule: at least as accurate as stage 1, or stage 1's weights come back.
 
     A kept network is then recalibrated on the held-out slice of train and its OOD score refitted.
@@ -159,10 +186,14 @@ def _keep_or_roll_back(
     metrics, probs = after
     kept = metrics["accuracy"] >= before[0]["accuracy"]
     summary = {
-        "val_accuracy": metrics["accuracy"], "seconds": res.seconds, "best_epoch": res.best_epoch,
-        "stopped_early": res.stopped_early, "unfrozen_groups": policy.unfrozen_groups, "kept": kept,
+        "val_accuracy": metrics["accuracy"],
+        "seconds": res.seconds,
+        "best_epoch": res.best_epoch,
+        "stopped_early": res.stopped_early,
+        "unfrozen_groups": policy.unfrozen_groups,
+        "kept": kept,
         "calibration_images": int(train[2].sum()),
-    }  # fmt: skip
+    }
     if not kept:
         progress.warn(
             f"fine-tuning reached val accuracy {metrics['accuracy']:.4f}, below stage 1 "
@@ -191,9 +222,14 @@ def rescale_probs(probs: np.ndarray, t: float) -> np.ndarray:
 
 
 def refit_after_fine_tune(
-    net: GraftNet, train: tuple[list[str], np.ndarray, np.ndarray], preprocessing: Preprocessing, *, seed: int,
-    progress: Progress, **embedding: Any,
-) -> tuple[float | None, dict[str, Any] | None]:  # fmt: skip
+    net: GraftNet,
+    train: tuple[list[str], np.ndarray, np.ndarray],
+    preprocessing: Preprocessing,
+    *,
+    seed: int,
+    progress: Progress,
+    **embedding: Any,
+) -> tuple[float | None, dict[str, Any] | None]:
     """The temperature (fitted on the held-out slice, folded into the head) and the refitted ``ood`` section.
 
     One pass of the fine-tuned backbone over the training images serves both: the stage-1
@@ -208,9 +244,15 @@ def refit_after_fine_tune(
     spatial = bool(getattr(net, "spatial", False))
     shard = distributed.is_distributed()  # each process embeds its share
     fs = model_features(
-        net.backbone, preprocessing, paths, spatial=spatial, taps=net.taps, progress=task.advance, shard=shard,
+        net.backbone,
+        preprocessing,
+        paths,
+        spatial=spatial,
+        taps=net.taps,
+        progress=task.advance,
+        shard=shard,
         **embedding,
-    )  # fmt: skip
+    )
     task.close()
     head: Any = net.head.eval()
     dev = head[-1].weight.device  # the fine-tuned network's device (CUDA on a GPU)

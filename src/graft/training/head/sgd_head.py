@@ -2,7 +2,7 @@
 
 Unlike the linear probe these have no convex optimum to solve for, so they train
 by mini-batch SGD and stop on the validation features, sharing
-:class:`~graft.training.callbacks.EarlyStopping` with the fine-tuning loop.
+:class:`~graft.training.finetune.callbacks.EarlyStopping` with the fine-tuning loop.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from graft.training.callbacks import EarlyStopping
+from graft.training.early_stopping import EarlyStopping
 
 __all__ = ["fit_sgd_head"]
 

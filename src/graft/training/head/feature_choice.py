@@ -60,7 +60,7 @@ def column_view(X: np.ndarray, columns: Sequence[int]) -> np.ndarray:
 
 
 def select_columns(split: Any, columns: Sequence[int]) -> Any:
-    """A copy of a :class:`~graft.training.stages.SplitFeatures` with only ``columns`` of its features (a view)."""
+    """A copy of a :class:`~graft.features.dataset.SplitFeatures` with only ``columns`` of its features (a view)."""
     if len(columns) == split.X.shape[1]:
         return split
     return dataclasses.replace(split, X=column_view(split.X, columns))
@@ -111,7 +111,7 @@ def choose_features_by_cv(
 
     The returned fits (keyed by column tuple) let the caller reuse the chosen set's fit as the head.
     """
-    from graft.training.linear_probe import fit_linear_head, fits_on_one_thread, torch_threads
+    from graft.training.head.linear_probe import fit_linear_head, fits_on_one_thread, torch_threads
 
     fits: dict[tuple[int, ...], Any] = {}
 

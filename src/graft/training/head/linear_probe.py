@@ -298,9 +298,16 @@ def fit_linear_head(
     W_raw = W * g
     b_raw = b - (W_raw * mu).sum(1)
     return LinearFit(
-        W_raw.numpy(), b_raw.numpy(), float(C), scores, losses, time.perf_counter() - t0,
-        oof_logits=oof[0] if oof else None, oof_labels=oof[1] if oof else None, oof_rows=oof[2] if oof else None,
-    )  # fmt: skip
+        W_raw.numpy(),
+        b_raw.numpy(),
+        float(C),
+        scores,
+        losses,
+        time.perf_counter() - t0,
+        oof_logits=oof[0] if oof else None,
+        oof_labels=oof[1] if oof else None,
+        oof_rows=oof[2] if oof else None,
+    )
 
 
 def _choose_C(

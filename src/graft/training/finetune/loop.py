@@ -1,7 +1,7 @@
 """One training epoch and one evaluation pass over an image loader.
 
 In the spirit of torchvision's ``references/classification/train.py``: the epoch
-loop of :func:`~graft.training.finetune.train_network` lives here so that it reads
+loop of :func:`~graft.training.finetune.train.train_network` lives here so that it reads
 as setup, ``train_one_epoch``, ``evaluate`` and callbacks, each small enough to check.
 Loaders yield ``(indices, images or None, skipped)`` batches (see
 ``graft.features.embedder.collate_skip_failed``); labels are looked up by index.
@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from graft.features.embedder import batches
 from graft.progress import Task
-from graft.training.speed import autocast
+from graft.training.finetune.speed import autocast
 
 __all__ = ["evaluate", "train_one_epoch"]
 

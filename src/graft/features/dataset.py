@@ -1,0 +1,202 @@
+"""Embedding a dataset: scan the splits, load the frozen backbone, embed train (with views) and val.
+
+What ``graft train``, ``graft embed``, ``graft doctor`` and ``graft curve`` share before any
+fitting: every image goes through the feature cache once per view. Fitting lives in
+:mod:`graft.training`; this module never imports it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from graft import distributed
+from graft.data.records import ImageRecord, SkippedFile
+from graft.exceptions import DataError
+from graft.features.engines import reuse_engines
+from graft.features.extract import FeatureSet
+from graft.heap import malloc_trim
+from graft.progress import NullProgress, Progress
+from graft.transforms.eval import Preprocessing
+
+__all__ = ["SplitFeatures", "EmbeddedData", "EmbedFn", "scan_splits", "embed_dataset", "load_backbone", "embed_split"]
+
+#: ``embed(paths, view=..., transform=..., progress=...) -> FeatureSet``: the backbone and its settings, bound.
+EmbedFn = Callable[..., FeatureSet]
+
+
+@dataclass
+class SplitFeatures:
+    """Features of one split: rows of every view, their labels and source-image ids.
+
+    Attributes:
+        X, y, groups: stacked rows of all views; ``groups`` indexes ``records``.
+        paths: the images that decoded, in order (view 0).
+        failed: images that did not decode at full decode (found only now, e.g. truncated data).
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray
+    paths: list[str]
+    failed: list[SkippedFile] = field(default_factory=list)
+
+
+def embed_split(
+    records: Sequence[ImageRecord],
+    embed: EmbedFn,
+    *,
+    name: str,
+    views: int = 0,
+    view_transform: Callable[[int], Callable | None] = lambda _v: None,
+    strict: bool = False,
+    progress: Progress | None = None,
+) -> SplitFeatures:
+    """Embed ``records`` (view 0, plus ``views`` augmented views) through the feature cache."""
+    prog = progress or NullProgress()
+    paths = [str(r.path) for r in records]
+    labels = np.array([r.label for r in records], dtype=np.int64)
+    Xs, ys, gs = [], [], []
+    bad: set[str] = set()
+    failed: list[SkippedFile] = []
+    for view in range(views + 1):
+        task = prog.task(f"embedding {name}" + (f" (view {view})" if view else ""), total=len(paths))
+        # View 1 is the mirror image: view 0's pass caches it from the same decoded crops.
+        mirror = {"mirror_view": 1} if view == 0 and views >= 1 else {}
+        fs = embed(paths, view=view, transform=view_transform(view), progress=task.advance, **mirror)
+        task.close()
+        if view == 0:
+            failed = list(fs.failed)
+            bad = {f.path for f in failed}
+            if failed and strict:
+                raise DataError(
+                    f"{failed[0].path}: {failed[0].reason} ({len(failed)} unreadable images in {name}); "
+                    "remove or fix them, or drop --strict to skip them"
+                )
+        keep = np.array([paths[i] not in bad for i in fs.ok], dtype=bool)
+        Xs.append(fs.X if keep.all() else fs.X[keep])  # no copy of the largest array in a run
+        ys.append(labels[fs.ok[keep]])
+        gs.append(fs.ok[keep])
+    X = Xs[0] if len(Xs) == 1 else np.concatenate(Xs)
+    return SplitFeatures(X, np.concatenate(ys), np.concatenate(gs), [paths[i] for i in gs[0]], failed)
+
+
+def scan_splits(data: str | os.PathLike, *, progress: Progress | None = None, **options: Any) -> Any:
+    """Scan a dataset folder into splits, with a progress bar (``options``: see :func:`graft.data.scan_dataset`)."""
+    from graft.data.scan import scan_dataset
+
+    prog = progress or NullProgress()
+    task = prog.task("scanning images")
+    try:
+        return scan_dataset(data, progress=task.advance, warn=prog.warn, **options)
+    finally:
+        task.close()
+
+
+@dataclass
+class EmbeddedData:
+    """Result of :func:`embed_dataset`: the frozen backbone, its preprocessing and the features of train and val."""
+
+    backbone: Any  # graft.backbones.Backbone
+    data: Any  # a copy of the splits, files that failed at full decode moved to ``skipped``
+    preprocessing: Preprocessing
+    backbone_info: dict[str, Any]
+    augment_views: int
+    train: SplitFeatures
+    val: SplitFeatures
+    timings: dict[str, float]
+    taps: tuple[int, ...] = ()  # block stages embedded besides the final features
+    widths: list[int] = field(default_factory=list)  # their pooled widths, then the final width
+
+
+def load_backbone(
+    splits: Any,
+    backbone: str,
+    *,
+    weights: Any = None,
+    input_size: int | str | None = "auto",
+    crop_pct: float | None = None,
+) -> tuple[Any, Preprocessing, dict[str, Any]]:
+    """The pretrained backbone, the embedding preprocessing chosen for ``splits``' training images, and its info."""
+    from graft.backbones import create_backbone, feature_preprocessing
+
+    bb = create_backbone(backbone, weights=weights)
+    sides = [min(r.width, r.height) for r in splits.splits["train"] if r.width and r.height]
+    pre = feature_preprocessing(
+        bb.model, bb.preprocessing, input_size, crop_pct, image_short_side=float(np.median(sides)) if sides else None
+    )
+    info = {**bb.to_dict(), "preprocessing": pre.to_dict(), "native_preprocessing": bb.preprocessing.to_dict()}
+    return bb, pre, info
+
+
+def embed_dataset(
+    splits: Any,
+    backbone: str,
+    *,
+    weights: Any = None,
+    input_size: int | str | None = "auto",
+    crop_pct: float | None = None,
+    spatial: bool = False,
+    multi_depth: bool = False,
+    augment_views: int | str = "auto",
+    seed: int = 0,
+    strict: bool = False,
+    progress: Progress | None = None,
+    **embedding: Any,
+) -> EmbeddedData:
+    """Load the pretrained backbone, choose the embedding preprocessing, embed train (with views) and val.
+
+    Args:
+        splits: the scanned :class:`~graft.data.records.DatasetSplits` (read only).
+        multi_depth: also embed the pooled outputs of the last block stages (``taps``), where
+            the backbone has them; features are then ``[taps..., final]`` (:mod:`graft.backbones.taps`).
+        **embedding: passed to :func:`~graft.features.extract.model_features` (device,
+            precision, batch_size, num_workers, cache_dir, use_cache, max_pixels).
+    """
+    import functools
+
+    from graft.backbones.taps import candidate_taps, tap_widths
+    from graft.features.extract import model_features
+    from graft.transforms.train import build_feature_view_transform, resolve_augment_views
+
+    t0 = time.perf_counter()
+    bb, pre, info = load_backbone(splits, backbone, weights=weights, input_size=input_size, crop_pct=crop_pct)
+    timings = {"load_backbone": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    views = resolve_augment_views(augment_views, len(splits.splits["train"]))
+    taps = candidate_taps(bb.model) if multi_depth and not spatial else ()
+    widths = tap_widths(bb.model, taps) if taps else []
+    # In a job of several processes each embeds its share of the files (graft.features.sharded).
+    shard = distributed.is_distributed()
+    n_train, n_val = len(splits.splits["train"]), len(splits.splits["val"])
+    embed = functools.partial(
+        model_features,
+        bb.model,
+        pre,
+        spatial=spatial,
+        taps=taps,
+        seed=seed,
+        shard=shard,
+        expected_images=n_train * (views + 1) + n_val,
+        **embedding,
+    )
+
+    def view_transform(view: int) -> Callable | None:
+        return None if view == 0 else build_feature_view_transform(pre, view, seed)
+
+    kw: dict[str, Any] = dict(embed=embed, view_transform=view_transform, strict=strict, progress=progress)
+    with reuse_engines():  # one runtime session for train, its views and val
+        train = embed_split(splits.splits["train"], name="train", views=views, **kw)
+        val = embed_split(splits.splits["val"], name="val", **kw)
+    malloc_trim()
+    timings["embed"] = time.perf_counter() - t0
+    failed = train.failed + val.failed
+    bad = {f.path for f in failed}
+    kept = {name: [r for r in recs if str(r.path) not in bad] for name, recs in splits.splits.items()}
+    data = dataclasses.replace(splits, splits=kept, skipped=list(splits.skipped) + failed)
+    return EmbeddedData(bb, data, pre, info, views, train, val, timings, taps, widths)

@@ -1,0 +1,252 @@
+"""The stages of a fit as pure functions: embed the splits (:mod:`graft.features.dataset`), fit the head, the OOD score.
+
+Each takes what it needs and returns a result object; none mutates its inputs, so
+:class:`graft.Classifier` stays a thin facade that only stores what they return.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from graft import distributed
+from graft.exceptions import DataError
+from graft.features.dataset import EmbeddedData, SplitFeatures, embed_dataset, scan_splits
+from graft.heap import large_blocks_returned
+from graft.metrics import compute_metrics, expected_calibration_error
+from graft.network import GraftNet, HeadSpec
+from graft.network.ood import K_NEIGHBOURS, OOD_METHOD, PASS_RATE
+from graft.progress import NullProgress, Progress
+from graft.training.head.feature_choice import choose_features_by_cv, select_columns
+from graft.training.head.fit import class_weights_balanced, train_head
+from graft.training.head.ood import OODFit, fit_ood
+
+__all__ = ["HeadStage", "StageOne", "stage_one", "fit_head_stage", "fit_ood_stage", "ood_info"]
+
+
+@dataclass
+class HeadStage:
+    """Result of :func:`fit_head_stage`."""
+
+    head: nn.Module
+    spec: HeadSpec
+    info: dict[str, Any]
+    history: list[dict[str, Any]]
+    val_probs: np.ndarray
+    metrics: dict[str, Any]
+    seconds: float
+
+
+def fit_head_stage(
+    spec: HeadSpec,
+    train: SplitFeatures,
+    val: SplitFeatures,
+    classes: Sequence[str],
+    *,
+    C: float | None = None,
+    class_weight: np.ndarray | None = None,
+    seed: int = 0,
+    linear_fit: Any = None,
+) -> HeadStage:
+    """Train the head on cached features and score it on the validation features."""
+    t0 = time.perf_counter()
+    head, info, history = train_head(
+        spec,
+        train.X,
+        train.y,
+        val.X,
+        val.y,
+        C=C,
+        class_weight=class_weight,
+        seed=seed,
+        groups=train.groups,
+        linear_fit=linear_fit,
+    )
+    # A fit reused from the feature choice took its time there: count it, not the ~0 s of reuse.
+    seconds = time.perf_counter() - t0 + (float(linear_fit.seconds) if linear_fit is not None else 0.0)
+    with torch.no_grad():
+        logits = head(torch.from_numpy(val.X)).float()
+    probs = torch.softmax(logits, 1).numpy()
+    metrics = compute_metrics(val.y, probs, list(classes))
+    if len(val.y):  # the same head before temperature scaling, for the report's comparison
+        raw = torch.softmax(logits * float(info.get("temperature", 1.0)), 1).numpy()
+        metrics["ece_uncalibrated"] = expected_calibration_error(raw, val.y)[0]
+    return HeadStage(head, spec, info, history, probs, metrics, seconds)
+
+
+#: Above this feature width the reference set of the OOD score gets too large to ship.
+OOD_MAX_DIM = 8192
+
+
+def fit_ood_stage(spec: HeadSpec, train: SplitFeatures, *, seed: int = 0) -> OODFit | None:
+    """The "unknown" score for pooled features (None for flattened feature maps or very wide ones)."""
+    if spec.spatial or train.X.shape[1] > OOD_MAX_DIM or len(train.y) < 2 * K_NEIGHBOURS:
+        return None
+    return fit_ood(train.X, train.groups, seed=seed)
+
+
+def ood_info(fit: OODFit | None) -> dict[str, Any]:
+    """The ``ood`` section of the artifact for ``fit`` (empty without one)."""
+    if fit is None:
+        return {}
+    return {
+        "method": OOD_METHOD,
+        "threshold": fit.threshold,
+        "pass_rate": PASS_RATE,
+        "k": fit.scorer.k,
+        "n_reference": int(fit.scorer.reference.shape[0]),
+        "fitted_on": "training features; threshold from held-out folds of them (never validation)",
+    }
+
+
+@dataclass
+class StageOne:
+    """Everything stage 1 learned: the network, what it expects, how it scored, and the data it saw."""
+
+    data: Any  # DatasetSplits: a copy, files that failed at full decode moved to ``skipped``
+    embedded: EmbeddedData
+    head: HeadStage
+    net: GraftNet  # the frozen backbone + the fitted head (+ the OOD scorer)
+    timings: dict[str, float]
+    ood: dict[str, Any] = field(default_factory=dict)  # the ArtifactSpec's ``ood`` section
+    train: SplitFeatures | None = None  # the training features the head was fitted on (chosen columns)
+
+
+# Embedding and the head fit allocate and free many arrays of 1-60 MB (ONNX Runtime's arena,
+# batches, the fit's chunks and CV subsets); see graft.heap for why they are mmapped here.
+@large_blocks_returned()
+def stage_one(
+    data: Any,
+    *,
+    backbone: str,
+    weights: Any = None,
+    input_size: int | str | None = "auto",
+    crop_pct: float | None = None,
+    head: str = "linear",
+    C: float | None = None,
+    dropout: float = 0.2,
+    hidden: int = 512,
+    features: str = "auto",
+    augment_views: int | str = "auto",
+    class_weight: str | None = None,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    strict: bool = False,
+    max_pixels: int | None = None,
+    progress: Progress | None = None,
+    **embedding: Any,
+) -> StageOne:
+    """Scan (unless ``data`` is already scanned splits), embed with the frozen backbone, fit the head.
+
+    The parameters are :class:`graft.Classifier`'s; ``**embedding`` goes to the feature
+    extractor (device, precision, batch_size, num_workers, cache_dir, use_cache).
+    """
+    t_start, prog = time.perf_counter(), progress or NullProgress()
+    torch.manual_seed(seed)
+    pixels = {"max_pixels": max_pixels} if max_pixels else {}
+    if isinstance(data, (str, os.PathLike)):
+        data = scan_splits(
+            data,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            seed=seed,
+            strict=strict,
+            progress=prog,
+            **pixels,
+        )
+    _warn_imbalance(data, class_weight, prog)
+    t0 = time.perf_counter()
+    emb = embed_dataset(
+        data,
+        backbone,
+        weights=weights,
+        input_size=input_size,
+        crop_pct=crop_pct,
+        spatial=head == "flatten",
+        multi_depth=features != "final",
+        augment_views=augment_views,
+        seed=seed,
+        strict=strict,
+        progress=prog,
+        **pixels,
+        **embedding,
+    )
+    if emb.data.skipped:
+        prog.warn(f"{len(emb.data.skipped)} file(s) skipped; see the run summary")
+    if len(emb.train.X) == 0 or len(emb.val.X) == 0:
+        raise DataError(f"{data.root}: no usable training or validation images after skipping unreadable files")
+    weights_per_class = class_weights_balanced(emb.train.y, len(data.classes)) if class_weight == "balanced" else None
+    # Chosen and fitted once, on rank 0, and handed to the other processes of a job (a no-op alone).
+    choice, st = distributed.on_rank_zero(
+        _choose_and_fit_head, emb, features, head, data.classes, C, dropout, hidden, weights_per_class, seed
+    )
+    train = select_columns(emb.train, choice.columns)
+    spec = st.spec
+    c_text = f", C={st.info['C']:g}" if "C" in st.info else ""
+    f_text = f", multi-depth features (blocks {list(choice.taps)})" if choice.taps else ""
+    prog.message(f"head ({head}{c_text}{f_text}): val accuracy {st.metrics['accuracy']:.4f}")
+    t1 = time.perf_counter()
+    ood = distributed.on_rank_zero(fit_ood_stage, spec, train, seed=seed)
+    dev = next(emb.backbone.model.parameters()).device  # head and scorer were fitted on the CPU; CUDA on a GPU
+    net = (
+        GraftNet(emb.backbone.model, st.head, spatial=spec.spatial, ood=ood.scorer if ood else None, taps=choice.taps)
+        .to(dev)
+        .eval()
+    )
+    emb.backbone_info["feature_taps"] = list(choice.taps)
+    timings = {
+        "scan": t0 - t_start,
+        **emb.timings,
+        "head": st.seconds,
+        "ood": time.perf_counter() - t1,
+        "fit": time.perf_counter() - t_start,
+    }
+    return StageOne(emb.data, emb, st, net, timings, ood_info(ood), train)
+
+
+def _warn_imbalance(data: Any, class_weight: str | None, prog: Progress) -> None:
+    ratio = data.imbalance_ratio("train")
+    if ratio > 5 and class_weight is None:
+        prog.warn(
+            f"classes are imbalanced: the largest has {ratio:.1f}x the images of the smallest; "
+            "consider --class-weight balanced"
+        )
+
+
+def _choose_and_fit_head(
+    emb: EmbeddedData,
+    mode: str,
+    head: str,
+    classes: Sequence[str],
+    C: float | None,
+    dropout: float,
+    hidden: int,
+    class_weight: Any,
+    seed: int,
+) -> tuple[Any, HeadStage]:
+    """Choose the features (training data only), then fit the head on them and score it on validation."""
+    widths = emb.widths or [int(emb.train.X.shape[1])]
+    choice, fits = choose_features_by_cv(
+        emb.train, emb.taps, widths, mode, head, len(classes), class_weight=class_weight, seed=seed
+    )
+    train, val = select_columns(emb.train, choice.columns), select_columns(emb.val, choice.columns)
+    spec = HeadSpec(head, train.X.shape[1], len(classes), dropout, hidden)
+    st = fit_head_stage(
+        spec,
+        train,
+        val,
+        classes,
+        C=C,
+        class_weight=class_weight,
+        seed=seed,
+        linear_fit=fits.get(tuple(choice.columns)) if C is None else None,
+    )
+    st.info["features"] = choice.to_dict()
+    return choice, st
