@@ -114,7 +114,8 @@ def graft_run(bb, paths, labels, vpaths, vlabels, args, precision: str) -> dict[
 
     from graft.network import GraftNet, HeadSpec, build_head
     from graft.progress import NullProgress
-    from graft.training import FineTuneConfig, FineTunePolicy, train_network
+    from graft.training.finetune.policy import FineTunePolicy
+    from graft.training.finetune.train import FineTuneConfig, train_network
     from graft.transforms.train import build_train_transform
 
     spans: list[list[float]] = []

@@ -38,7 +38,7 @@ def main() -> None:
     os.environ.setdefault("GRAFT_HOME", tempfile.mkdtemp(prefix="graft-bench-"))
     import numpy as np
 
-    from graft.training import fit_linear_head
+    from graft.training.head.linear_probe import fit_linear_head
 
     print("# linear head fit (L-BFGS, C by cross-validation)")
     print(f"machine: {machine_line()}")

@@ -20,7 +20,8 @@ from safetensors.torch import save_file
 from graft import distributed
 from graft.backbones import create_backbone
 from graft.network import GraftNet, HeadSpec, build_head
-from graft.training import FineTuneConfig, FineTunePolicy, train_network
+from graft.training.finetune.policy import FineTunePolicy
+from graft.training.finetune.train import FineTuneConfig, train_network
 
 
 def main(data: Path, weights: Path, out: Path) -> None:

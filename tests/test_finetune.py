@@ -11,7 +11,9 @@ import torch
 import graft
 from conftest import TINY_BACKBONE
 from graft.backbones import layer_groups
-from graft.training import FineTuneConfig, FineTunePolicy, load_checkpoint, train_network
+from graft.training.finetune.checkpoint import load_checkpoint
+from graft.training.finetune.policy import FineTunePolicy
+from graft.training.finetune.train import FineTuneConfig, train_network
 
 
 def _fitted(synthetic_dataset: Path, tiny_weights: Path) -> graft.Classifier:

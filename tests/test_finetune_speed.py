@@ -15,7 +15,8 @@ from conftest import TINY_BACKBONE
 from graft.backbones import layer_groups
 from graft.network import GraftNet, HeadSpec, build_head
 from graft.progress import NullProgress
-from graft.training import FineTuneConfig, FineTunePolicy, train_network
+from graft.training.finetune.policy import FineTunePolicy
+from graft.training.finetune.train import FineTuneConfig, train_network
 from graft.training.finetune.prefix import PrefixCache, split_backbone
 from graft.training.finetune.speed import CompiledStep, cache_path, plan_speed
 
@@ -163,7 +164,7 @@ def test_plan_with_compile_forced_survives_a_failing_compiler(monkeypatch: Any) 
 def test_compile_is_tried_only_where_the_eager_run_is_long(monkeypatch: Any) -> None:
     """The rule is time, not images: eager images/s is measured first, then compiling is tried only
     for a run of at least COMPILE_MIN_SECONDS, and its verdict is cached on its own."""
-    from graft.training import speed
+    from graft.training.finetune import speed
 
     monkeypatch.delenv("GRAFT_COMPILE", raising=False)
     duels: list[str] = []

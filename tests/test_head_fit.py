@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from graft.training import class_weights_balanced, fit_linear_head
+from graft.training.head.fit import class_weights_balanced
+
+from graft.training.head.linear_probe import fit_linear_head
 
 
 def _blobs(n: int, d: int, k: int, seed: int = 0, sep: float = 1.0):
@@ -76,7 +78,7 @@ def test_groups_and_class_weights() -> None:
 
 def test_large_feature_matrices_are_fitted_in_chunks_without_a_centred_copy(monkeypatch: pytest.MonkeyPatch) -> None:
     """Above the size limit the centred features are never materialised; the fit is the same."""
-    from graft.training import linear_probe as lp
+    from graft.training.head import linear_probe as lp
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 900)
@@ -103,7 +105,7 @@ def test_large_feature_matrices_are_fitted_in_chunks_without_a_centred_copy(monk
 
 def test_a_column_slice_is_fitted_without_a_copy_and_like_a_copy() -> None:
     """The final features are a column range of multi-depth features: a view, fitted as its copy is."""
-    from graft.training import linear_probe as lp
+    from graft.training.head import linear_probe as lp
     from graft.training.head.feature_choice import column_view
 
     rng = np.random.default_rng(1)

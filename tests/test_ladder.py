@@ -70,7 +70,7 @@ def test_a_rung_left_out_of_the_plan_comes_back_when_an_earlier_one_stopped_earl
 def test_a_45_s_budget_ends_within_one_epoch_of_it_and_writes_the_ladder_table(
     ladder_data: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from graft.training import budget_plan, ladder
+    from graft.training.fit import budget_plan, ladder
 
     # Uncapped epochs and patience: only the budget can end the rungs (the plan and the climb).
     uncapped = tuple(dataclasses.replace(r, max_epochs=r.max_epochs * 1000) for r in ladder.RUNGS)
@@ -96,7 +96,7 @@ def test_a_45_s_budget_ends_within_one_epoch_of_it_and_writes_the_ladder_table(
 def test_no_rung_trains_or_stops_on_validation_images(
     ladder_data: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from graft.training import ladder
+    from graft.training.fit import ladder
 
     calls: list[tuple[list[str], list[str]]] = []
     real = ladder.train_network
@@ -115,7 +115,7 @@ def test_no_rung_trains_or_stops_on_validation_images(
 def test_a_kept_rung_is_recalibrated_saved_and_predicts_as_validated(
     ladder_data: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from graft.training import ladder
+    from graft.training.fit import ladder
 
     real = ladder._refit_head_without
 

@@ -122,7 +122,7 @@ def test_head_seconds_count_the_fit_the_feature_choice_made(
     tmp_path: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The chosen features' CV fit is reused as the head: its time is the head's, not ~0 s."""
-    from graft.training import linear_probe
+    from graft.training.head import linear_probe
 
     real = linear_probe.fit_linear_head
 

@@ -11,7 +11,7 @@ from _datasets import shared_dataset
 from graft.features import Embedder
 from graft.features.autotune import cpu_supports_fast_bf16
 from graft.features.engines import onnxruntime_available
-from graft.training import fit_linear_head
+from graft.training.head.linear_probe import fit_linear_head
 
 
 def test_frozen_prefix_records_no_autograd_graph() -> None:

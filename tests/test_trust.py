@@ -63,7 +63,7 @@ def test_calibration_split_is_stratified_seeded_and_skipped_when_too_small() -> 
 def test_a_kept_fine_tune_is_recalibrated_on_held_out_training_images(
     tmp_path: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from graft.training import stage_two
+    from graft.training.fit import stage_two
 
     data = make_synthetic_dataset(tmp_path / "d", per_class=60)  # 40 train images per class
     seen: list[int] = []
@@ -184,7 +184,7 @@ def test_the_ood_score_of_many_queries_is_computed_in_chunks_with_the_same_resul
 ) -> None:
     import torch
 
-    from graft.training import ood
+    from graft.training.head import ood
 
     rng = np.random.default_rng(0)
     fit = ood.fit_ood(rng.normal(size=(300, 16)).astype(np.float32), seed=0)

@@ -15,14 +15,18 @@ from typing import Any, Sequence
 import numpy as np
 
 from graft.artifact.spec import ArtifactSpec
+from graft.backbones.options import BackboneOptions
+from graft.data.options import SplitOptions
 from graft.data.records import DatasetSplits, SkippedFile
 from graft.exceptions import NotFittedError
-from graft.network import HEAD_TYPES
+from graft.features.options import EmbedOptions
 from graft.progress import NullProgress, Progress
-from graft.training.head.feature_choice import FEATURE_MODES
-from graft.validation import check_choice, check_duration, check_number
+from graft.training.head.options import HeadOptions
+from graft.validation import Constraint, check_duration, validate_params
 
 __all__ = ["Classifier", "load"]
+
+_BB, _HEAD, _SPLIT, _EMB = BackboneOptions(), HeadOptions(), SplitOptions(), EmbedOptions()
 
 #: Parameters a model folder may set when loaded: never a path to read or write (``weights``,
 #: ``cache_dir``) nor a resource size, so an untrusted folder cannot steer graft outside it.
@@ -44,24 +48,20 @@ _SAFE_PARAMS = {
 
 
 class Classifier:
-    """Transfer-learning image classifier (parameters as in ``graft train --help``).
+    """Transfer-learning image classifier, a scikit-learn estimator (parameters as in ``graft train --help``).
 
-    Args:
-        backbone / weights: timm model name (EfficientNet-Lite0 works offline) and an optional local weights file.
-        input_size / crop_pct: ``"auto"`` embeds photos with enough detail about 30% above the backbone's
-            training size, whole frame (FixRes; :func:`graft.backbones.feature_preprocessing`); ``"native"``; pixels.
-        head / C / dropout / hidden: ``linear`` (C by cross-validation when None), ``mlp`` or ``flatten``.
-        features: ``"auto"`` adds the pooled outputs of the last three block stages to the final features
-            where cross-validation on the training features finds it better (never validation); ``"final"``;
-            ``"multi"`` (:mod:`graft.training.head.feature_choice`).
-        augment_views: ``"auto"`` adds the mirror image below 2,000 training images (+1.7 points on
-            sign_digits); K adds the mirror then K-1 random resized crops.
-        class_weight: None or ``"balanced"``; val_fraction / test_fraction: shares where the folder has no split.
-        seed, device (``auto|cpu|cuda``), precision (``auto|fp32|bf16|fp16``), batch_size / num_workers (None: auto).
-        strict: raise on any unreadable image; max_pixels: decompression-bomb guard.
-        cache_dir / use_cache: the feature cache (default ``$GRAFT_HOME/features``); progress: a reporter.
+    The parameters group into four options objects, where each default is stated once:
+    :class:`~graft.backbones.options.BackboneOptions` (backbone, weights, input_size, crop_pct),
+    :class:`~graft.training.head.options.HeadOptions` (head, C, dropout, hidden, features,
+    augment_views, class_weight), :class:`~graft.data.options.SplitOptions` (val_fraction,
+    test_fraction, seed) and :class:`~graft.features.options.EmbedOptions` (device, precision,
+    batch_size, num_workers, strict, max_pixels, cache_dir, use_cache). ``progress``: a reporter.
 
-    Attributes (after fit): ``classes_``, ``model_`` (:class:`~graft.network.heads.GraftNet`),
+    ``__init__`` only stores its arguments; ``fit`` validates them against
+    ``_parameter_constraints`` and returns self; learned state ends in ``_``.
+    ``get_params``/``set_params`` and :func:`sklearn.base.clone` work as for any estimator.
+
+    Attributes (after fit): ``classes_``, ``model_`` (:class:`~graft.network.GraftNet`),
     ``data_``, ``history_``, ``metrics_``, ``backbone_info_``, ``preprocessing_``, ``stage_metrics_``,
     ``ladder_`` (the rungs of ``fit(..., budget=...)``, else None).
     """
@@ -69,60 +69,123 @@ class Classifier:
     spec_: ArtifactSpec  # set by load()
     path_: Path
 
+    _parameter_constraints: dict[str, list[Constraint]] = {
+        **BackboneOptions.CONSTRAINTS,
+        **HeadOptions.CONSTRAINTS,
+        **SplitOptions.CONSTRAINTS,
+        **EmbedOptions.CONSTRAINTS,
+        "strict": [bool],
+        "use_cache": [bool],
+        "progress": [Progress, None],
+    }
+
     def __init__(
         self,
-        backbone: str = "efficientnet_lite0",
+        backbone: str = _BB.backbone,
         *,
-        weights: str | os.PathLike | None = None,
-        input_size: int | str | None = "auto",
-        crop_pct: float | None = None,
-        head: str = "linear",
-        C: float | None = None,
-        dropout: float = 0.2,
-        hidden: int = 512,
-        features: str = "auto",
-        augment_views: int | str = "auto",
-        class_weight: str | None = None,
-        val_fraction: float = 0.2,
-        test_fraction: float = 0.0,
-        seed: int = 0,
-        device: str = "auto",
-        precision: str = "auto",
-        batch_size: int | None = None,
-        num_workers: int | None = None,
-        strict: bool = False,
-        max_pixels: int | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        use_cache: bool = True,
+        weights: str | os.PathLike | None = _BB.weights,
+        input_size: int | str | None = _BB.input_size,
+        crop_pct: float | None = _BB.crop_pct,
+        head: str = _HEAD.head,
+        C: float | None = _HEAD.C,
+        dropout: float = _HEAD.dropout,
+        hidden: int = _HEAD.hidden,
+        features: str = _HEAD.features,
+        augment_views: int | str = _HEAD.augment_views,
+        class_weight: str | None = _HEAD.class_weight,
+        val_fraction: float = _SPLIT.val_fraction,
+        test_fraction: float = _SPLIT.test_fraction,
+        seed: int = _SPLIT.seed,
+        device: str = _EMB.device,
+        precision: str = _EMB.precision,
+        batch_size: int | None = _EMB.batch_size,
+        num_workers: int | None = _EMB.num_workers,
+        strict: bool = _EMB.strict,
+        max_pixels: int | None = _EMB.max_pixels,
+        cache_dir: str | os.PathLike | None = _EMB.cache_dir,
+        use_cache: bool = _EMB.use_cache,
         progress: Progress | None = None,
     ) -> None:
-        self.backbone, self.weights, self.input_size, self.crop_pct = backbone, weights, input_size, crop_pct
-        self.head, self.C, self.dropout, self.hidden, self.features = head, C, dropout, hidden, features
-        self.augment_views, self.class_weight = augment_views, class_weight
-        self.val_fraction, self.test_fraction, self.seed = val_fraction, test_fraction, seed
-        self.device, self.precision, self.batch_size, self.num_workers = device, precision, batch_size, num_workers
-        self.strict, self.max_pixels, self.cache_dir, self.use_cache = strict, max_pixels, cache_dir, use_cache
+        self.backbone = backbone
+        self.weights = weights
+        self.input_size = input_size
+        self.crop_pct = crop_pct
+        self.head = head
+        self.C = C
+        self.dropout = dropout
+        self.hidden = hidden
+        self.features = features
+        self.augment_views = augment_views
+        self.class_weight = class_weight
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.seed = seed
+        self.device = device
+        self.precision = precision
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.strict = strict
+        self.max_pixels = max_pixels
+        self.cache_dir = cache_dir
+        self.use_cache = use_cache
         self.progress = progress
 
+    # ------------------------------------------------------------------ the estimator contract
     @classmethod
-    def _param_names(cls) -> list[str]:
+    def _get_param_names(cls) -> list[str]:
         return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
 
-    def get_params(self) -> dict[str, Any]:
-        """Constructor parameters (scikit-learn convention)."""
-        return {n: getattr(self, n) for n in self._param_names()}
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Constructor parameters (scikit-learn convention; no parameter is itself an estimator)."""
+        return {n: getattr(self, n) for n in self._get_param_names()}
+
+    def set_params(self, **params: Any) -> Classifier:
+        """Set constructor parameters; unknown names raise :class:`InvalidParameterError`. Returns self."""
+        from graft.validation import invalid_parameter
+
+        names = self._get_param_names()
+        for name, value in params.items():
+            if name not in names:
+                raise invalid_parameter(name, f"{type(self).__name__}.set_params", "one of " + ", ".join(names), name)
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = type(self)().get_params()
+        changed = {k: v for k, v in self.get_params().items() if v is not defaults[k] and v != defaults[k]}
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
 
     def _validate_params(self) -> None:
-        owner = type(self).__name__
-        check_choice("head", self.head, HEAD_TYPES, owner)
-        check_choice("features", self.features, FEATURE_MODES, owner)
-        check_choice("class_weight", self.class_weight, (None, "balanced"), owner)
-        if self.augment_views != "auto":
-            check_number("augment_views", self.augment_views, owner, low=0, integer=True)
-        check_number("C", self.C, owner, low=0, low_inclusive=False, allow_none=True)
-        check_number("dropout", self.dropout, owner, low=0, high=1, high_inclusive=False)
-        check_number("val_fraction", self.val_fraction, owner, low=0, high=1, low_inclusive=False, high_inclusive=False)
-        check_number("test_fraction", self.test_fraction, owner, low=0, high=1, high_inclusive=False)
+        validate_params(self.get_params(), self._parameter_constraints, type(self).__name__)
+
+    # ------------------------------------------------------------------ the options objects
+    def _fit_options(self) -> Any:
+        from graft.training.fit.options import FitOptions
+
+        params = self.get_params()
+        pick = lambda cls: cls(**{f: params[f] for f in cls.__dataclass_fields__})  # noqa: E731
+        return FitOptions(pick(BackboneOptions), pick(HeadOptions), pick(SplitOptions))
+
+    def _embed_options(self) -> EmbedOptions:
+        params = self.get_params()
+        fields = {f: params[f] for f in EmbedOptions.__dataclass_fields__}
+        fields["device"] = getattr(self, "device_", self.device)
+        fields["cache_dir"] = str(self.cache_dir) if self.cache_dir is not None else None
+        return EmbedOptions(**fields)
+
+    def _train_env(self, **changes: Any) -> Any:
+        """How fine-tuning runs here (:class:`~graft.training.finetune.options.TrainEnv`)."""
+        from graft.training.finetune.options import TrainEnv
+
+        settings: dict[str, Any] = {
+            "device": self.device_,
+            "precision": self.precision,
+            "num_workers": self.num_workers,
+            "seed": self.seed,
+            "balanced": self.class_weight == "balanced",
+            "progress": self._progress(),
+        }
+        return TrainEnv(**{**settings, **changes})
 
     def _progress(self) -> Progress:
         return self.progress or NullProgress()
@@ -158,25 +221,35 @@ class Classifier:
         budget_s = None if budget is None else check_duration("budget", budget, f"{type(self).__name__}.fit")
         self._validate_params()
         self.device_ = resolve_device(self.device)
-        params = {k: v for k, v in self.get_params().items() if k not in {"device", "progress"}}
-        st = stage_one(data, **params, device=self.device_, progress=self._progress())
+        st = stage_one(data, self._fit_options(), self._embed_options(), progress=self._progress())
         emb, head = st.embedded, st.head
-        self.data_, self.classes_, self.model_, self.timings_ = st.data, list(st.data.classes), st.net, st.timings
-        self.preprocessing_, self.backbone_info_, self.augment_views_ = (
-            emb.preprocessing,
-            emb.backbone_info,
-            emb.augment_views,
-        )
-        self.head_spec_, self.head_info_, self.history_ = head.spec, head.info, {"head": head.history}
-        self.val_probs_, self.val_labels_, self.val_paths_ = head.val_probs, emb.val.y, emb.val.paths
-        self.metrics_, self.fine_tuned_, self.ood_ = head.metrics, False, st.ood
+        self.data_ = st.data
+        self.classes_ = list(st.data.classes)
+        self.model_ = st.net
+        self.timings_ = st.timings
+        self.preprocessing_ = emb.preprocessing
+        self.backbone_info_ = emb.backbone_info
+        self.augment_views_ = emb.augment_views
+        self.head_spec_ = head.spec
+        self.head_info_ = head.info
+        self.history_ = {"head": head.history}
+        self.val_probs_ = head.val_probs
+        self.val_labels_ = emb.val.y
+        self.val_paths_ = emb.val.paths
+        self.metrics_ = head.metrics
+        self.fine_tuned_ = False
+        self.ood_ = st.ood
         self.stage_metrics_ = {"head": {"val_accuracy": head.metrics["accuracy"], "seconds": head.seconds}}
         self.ladder_: list[dict[str, Any]] | None = None
         if budget_s is not None:
-            self._climb(st, budget_s, started, checkpoint_dir)
+            self._climb(st, (budget_s, started), checkpoint_dir)
         return self
 
-    def _climb(self, st: Any, budget_s: float, started: float, checkpoint_dir: str | os.PathLike | None) -> None:
+    def _score_val(self, _net: Any) -> np.ndarray:
+        """Validation probabilities of the network being fine-tuned, through the prediction path."""
+        return self._predictor(frozen=False).predict_proba(self.val_paths_)[0]
+
+    def _climb(self, st: Any, budget: tuple[float, float], checkpoint_dir: str | os.PathLike | None) -> None:
         """The transfer ladder after stage 1 (see :meth:`fit`); stores the kept rung like :meth:`fine_tune` does."""
         from graft.training.fit.ladder import climb
 
@@ -185,87 +258,104 @@ class Classifier:
             self.data_,
             (st.head, st.train),
             (self.val_paths_, self.val_labels_),
-            score=lambda _net: self._predictor(frozen=False).predict_proba(self.val_paths_)[0],
+            score=self._score_val,
             preprocessing=self.preprocessing_,
-            budget_seconds=budget_s,
-            started=started,
-            device=self.device_,
-            precision=self.precision,
-            num_workers=self.num_workers,
-            balanced=self.class_weight == "balanced",
-            seed=self.seed,
-            checkpoint_dir=checkpoint_dir,
-            progress=self._progress(),
+            budget=budget,
+            env=self._train_env(checkpoint_dir=checkpoint_dir),
         )
         self.ladder_ = res.table()
-        self.stage_metrics_["ladder"] = {"budget_seconds": budget_s, "kept": res.kept, "plan": res.plan}
+        self.stage_metrics_["ladder"] = {"budget_seconds": budget[0], "kept": res.kept, "plan": res.plan}
         if res.history:
             self.history_["ladder"] = res.history
         if res.stage is None or res.policy is None or res.config is None:
             return  # the stage-1 model stays
-        self.fine_tuned_, self.policy_ = True, res.policy
-        self.fine_tune_config_ = {**res.config.to_dict(), **res.policy.state_dict()}
-        self.metrics_, self.val_probs_ = res.stage.metrics, res.stage.val_probs
-        self.stage_metrics_["fine_tune"] = res.stage.summary
-        self.ood_ = res.stage.ood if res.stage.ood is not None else self.ood_
+        self._store_fine_tune(res.stage, res.config, res.policy)
         self.timings_["fine_tune"] = sum(r["seconds"] for r in self.ladder_[1:])
+
+    def _store_fine_tune(self, stage: Any, config: Any, policy: Any) -> None:
+        self.fine_tuned_ = bool(stage.kept)
+        self.policy_ = policy
+        self.fine_tune_config_ = {**config.to_dict(), **policy.state_dict()}
+        self.metrics_ = stage.metrics
+        self.val_probs_ = stage.val_probs
+        self.stage_metrics_["fine_tune"] = stage.summary
+        self.ood_ = stage.ood if stage.ood is not None else self.ood_
 
     def fine_tune(
         self,
+        config: Any = None,
         *,
-        epochs: int = 4,
-        unfreeze: int = -1,
-        lr: float = 1e-4,
-        backbone_lr_ratio: float = 1.0,
-        schedule: str = "cosine",
-        patience: int = 3,
-        augment: str = "light",
-        batch_size: int = 32,
         checkpoint_dir: str | os.PathLike | None = None,
         resume: bool = False,
-        train_bn: bool = False,
+        **changes: Any,
     ) -> Classifier:
         """Unfreeze the last ``unfreeze`` block groups (default: all) and train them with the head.
 
-        The defaults (whole backbone, AdamW 1e-4 for head and backbone, light augmentation,
-        4 epochs, BatchNorm statistics fixed) measured above stage 1 on sign_digits and
-        flowers_kaggle_128 (RESULTS.md). Early stopping on validation loss restores the best
-        epoch; a result below stage 1 is rolled back (see :func:`graft.training.fit.stage_two.fine_tune_stage`).
+        Args:
+            config: a :class:`~graft.training.finetune.options.FineTuneConfig` (None: its defaults,
+                measured above stage 1 on sign_digits and flowers_kaggle_128, RESULTS.md).
+            **changes: fields of the config to change (``epochs=2``, ``lr=3e-4``, ``unfreeze=2`` ...).
+
+        Early stopping on validation loss restores the best epoch; a result below stage 1 is
+        rolled back (see :func:`graft.training.fit.stage_two.fine_tune_stage`).
         """
-        from graft.training import FineTuneConfig, FineTunePolicy
+        import dataclasses
+
+        from graft.training.finetune.options import FineTuneConfig
         from graft.training.fit.stage_two import fine_tune_stage
 
         self._check_fitted()
-        cfg = FineTuneConfig(
-            epochs=epochs, lr=lr, schedule=schedule, patience=patience, augment=augment, batch_size=batch_size
-        )
-        policy = FineTunePolicy(unfreeze=unfreeze, backbone_lr_ratio=backbone_lr_ratio, train_bn=train_bn)
+        cfg = dataclasses.replace(config or FineTuneConfig(), **changes)
         st = fine_tune_stage(
             self.model_,
             self.data_,
             (self.val_paths_, self.val_labels_),
             (self.metrics_, self.val_probs_),
-            score=lambda _net: self._predictor(frozen=False).predict_proba(self.val_paths_)[0],
+            score=self._score_val,
             preprocessing=self.preprocessing_,
             config=cfg,
-            policy=policy,
-            device=self.device_,
-            precision=self.precision,
-            num_workers=self.num_workers,
-            balanced=self.class_weight == "balanced",
-            seed=self.seed,
-            checkpoint_dir=checkpoint_dir,
-            resume=resume,
-            progress=self._progress(),
+            env=self._train_env(checkpoint_dir=checkpoint_dir, resume=resume),
         )
-        self.fine_tuned_, self.policy_ = st.kept, policy
-        self.fine_tune_config_ = {**cfg.to_dict(), **policy.state_dict()}
+        self._store_fine_tune(st, cfg, st.policy)
         self.history_["fine_tune"] = st.fit.history
-        self.metrics_, self.val_probs_ = st.metrics, st.val_probs
-        self.stage_metrics_["fine_tune"] = st.summary
-        self.ood_ = st.ood if st.ood is not None else self.ood_
         self.timings_["fine_tune"] = st.fit.seconds
         return self
+
+    def baseline(self, config: Any = None) -> dict[str, Any]:
+        """Train the same architecture from random initialisation on the same data: does transfer help here?
+
+        ``config``: a :class:`~graft.training.finetune.options.FineTuneConfig` (the from-scratch run
+        trains every layer). Returns the baseline's validation accuracy, best epoch, epochs, seconds
+        and history; the fitted model is left unchanged.
+        """
+        from graft.features.embedder import choose_precision, default_num_workers
+        from graft.training.finetune.options import FineTuneConfig
+        from graft.training.fit.baseline import train_from_scratch
+
+        self._check_fitted()
+        cfg = config or FineTuneConfig()
+        skipped = {s.path for s in self.data_.skipped}
+        tr = [r for r in self.data_.splits["train"] if str(r.path) not in skipped]
+        env = self._train_env(
+            precision=choose_precision(self.precision, self.device_),
+            num_workers=default_num_workers() if self.num_workers is None else self.num_workers,
+        )
+        _net, res = train_from_scratch(
+            self.backbone_info_["architecture"],
+            len(self.classes_),
+            self.preprocessing_,
+            ([str(r.path) for r in tr], np.array([r.label for r in tr])),
+            (self.val_paths_, self.val_labels_),
+            config=cfg,
+            env=env,
+        )
+        return {
+            "val_accuracy": res.best_val_acc,
+            "best_epoch": res.best_epoch,
+            "epochs": cfg.epochs,
+            "seconds": res.seconds,
+            "history": res.history,
+        }
 
     def _predictor(self, frozen: bool | None = None) -> Any:
         from graft.predict.torch import TorchPredictor
@@ -348,7 +438,7 @@ class Classifier:
 
         dev = resolve_device(device)
         lm = load_model(directory, device=dev)
-        saved, names = lm.spec.training.get("params", {}), set(cls._param_names()) & _SAFE_PARAMS
+        saved, names = lm.spec.training.get("params", {}), set(cls._get_param_names()) & _SAFE_PARAMS
         obj = cls(**{k: v for k, v in (saved if isinstance(saved, dict) else {}).items() if k in names})
         obj.device, obj.device_, obj.precision = device, dev, precision or obj.precision
         obj.model_, obj.classes_, obj.preprocessing_, obj.head_spec_ = (

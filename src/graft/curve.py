@@ -23,10 +23,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from graft.artifact.run_folder import RunFolder
+from graft.backbones.options import BackboneOptions
+from graft.data.options import SplitOptions
 from graft.exceptions import DataError
+from graft.features.options import EmbedOptions
 from graft.fileio import atomic_write_bytes
 from graft.progress import NullProgress, Progress
-from graft.validation import check_number, invalid_parameter
+from graft.validation import Interval, check_param, invalid_parameter
 
 __all__ = [
     "CURVE_JSON",
@@ -260,8 +263,8 @@ def curve_from_features(
 
 
 def _check_params(seeds: Any, sizes: Any, val_fraction: Any) -> None:
-    check_number("seeds", seeds, _OWNER, low=1, integer=True)
-    check_number("val_fraction", val_fraction, _OWNER, low=0, high=1, low_inclusive=False, high_inclusive=False)
+    check_param("seeds", seeds, _OWNER, Interval(1, integer=True))
+    check_param("val_fraction", val_fraction, _OWNER, Interval(0, 1, closed="neither"))
     if sizes is not None:
         bad = [k for k in sizes if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1]
         if bad or not len(sizes):
@@ -271,55 +274,44 @@ def _check_params(seeds: Any, sizes: Any, val_fraction: Any) -> None:
 def learning_curve(
     data_dir: str | os.PathLike,
     *,
-    backbone: str = "efficientnet_lite0",
-    weights: str | os.PathLike | None = None,
+    backbone: BackboneOptions | None = None,
+    split: SplitOptions | None = None,
+    embed: EmbedOptions | None = None,
     seeds: int = 5,
     sizes: Sequence[int] | None = None,
-    val_fraction: float = 0.2,
-    seed: int = 0,
-    device: str = "auto",
-    precision: str = "auto",
-    batch_size: int | None = None,
-    num_workers: int | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    use_cache: bool = True,
     jobs: int | None = None,
     progress: Progress | None = None,
 ) -> LearningCurve:
     """Validation accuracy against training images per class, for ``graft train``'s defaults.
 
-    Scans ``data_dir`` as ``graft train`` does (same ``val_fraction`` and ``seed``: the same
-    validation split), embeds it once through the feature cache, and refits the linear
-    head on subsamples (see :func:`curve_from_features`).
+    Scans ``data_dir`` as ``graft train`` does (same split options: the same validation
+    split), embeds it once through the feature cache, and refits the linear head on
+    subsamples (see :func:`curve_from_features`).
 
     Args:
+        backbone / split / embed: as for :class:`graft.Classifier` (its options objects).
         seeds: subsamples per size (one at the full size, where all are the same).
         sizes: training images per class to try (default :func:`default_sizes`); sizes
             above the largest class are clipped to it, which is always measured.
         jobs: head fits run at once (default: the CPU count).
-        The other arguments are :class:`graft.Classifier`'s.
     """
     from graft.config import resolve_device
     from graft.features.dataset import embed_dataset, scan_splits
 
-    _check_params(seeds, sizes, val_fraction)
-    check_number("jobs", jobs, _OWNER, low=1, integer=True, allow_none=True)
+    split = split or SplitOptions()
+    opts = embed or EmbedOptions()
+    _check_params(seeds, sizes, split.val_fraction)
+    check_param("jobs", jobs, _OWNER, Interval(1, integer=True), None)
     prog = progress or NullProgress()
     t0 = time.perf_counter()
-    splits = scan_splits(data_dir, val_fraction=val_fraction, seed=seed, progress=prog)
+    splits = scan_splits(data_dir, split, progress=prog)
     emb = embed_dataset(
         splits,
-        backbone,
-        weights=weights,
+        backbone or BackboneOptions(),
         augment_views=0,
-        seed=seed,
+        seed=split.seed,
+        embed=dataclasses.replace(opts, device=resolve_device(opts.device)),
         progress=prog,
-        device=resolve_device(device),
-        precision=precision,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        cache_dir=cache_dir,
-        use_cache=use_cache,
     )
     t1 = time.perf_counter()
     curve = curve_from_features(

@@ -8,6 +8,7 @@ features, path, label and split: ``.npz`` (numpy) or ``.parquet`` (with pyarrow)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 import os
@@ -17,7 +18,10 @@ from typing import Any
 import numpy as np
 
 from graft import distributed
+from graft.backbones.options import BackboneOptions
+from graft.data.options import SplitOptions
 from graft.exceptions import DataError
+from graft.features.options import EmbedOptions
 from graft.progress import NullProgress, Progress
 from graft.validation import invalid_parameter
 
@@ -30,19 +34,9 @@ def embed_folder(
     data_dir: str | os.PathLike,
     out: str | os.PathLike,
     *,
-    backbone: str = "efficientnet_lite0",
-    weights: str | os.PathLike | None = None,
-    input_size: int | str | None = "auto",
-    crop_pct: float | None = None,
-    val_fraction: float = 0.2,
-    test_fraction: float = 0.0,
-    seed: int = 0,
-    device: str = "auto",
-    precision: str = "auto",
-    batch_size: int | None = None,
-    num_workers: int | None = None,
-    use_cache: bool = True,
-    strict: bool = False,
+    backbone: BackboneOptions | None = None,
+    split: SplitOptions | None = None,
+    embed: EmbedOptions | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Embed every split of ``data_dir`` and write the features to ``out`` (rank 0); a summary of what was written.
@@ -55,31 +49,23 @@ def embed_folder(
     from graft.features.dataset import embed_split, load_backbone, scan_splits
     from graft.features.extract import model_features
 
+    opts = embed or EmbedOptions()
     suffix = Path(out).suffix.lower()
     if suffix not in FEATURE_FORMATS:
         raise invalid_parameter("out", "graft embed", "a file ending in .npz or .parquet", str(out))
     if suffix == ".parquet" and importlib.util.find_spec("pyarrow") is None:  # say so before embedding, not after
         raise DataError(f"--out {out}: writing parquet needs pyarrow (pip install pyarrow); or write .npz")
-    dev = resolve_device(device)
-    distributed.init(dev)
+    opts = dataclasses.replace(opts, device=resolve_device(opts.device))
+    distributed.init(opts.device)
     prog = (progress or NullProgress()) if distributed.is_main() else NullProgress()
-    splits = scan_splits(
-        data_dir, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, strict=strict, progress=prog
-    )
-    bb, pre, info = load_backbone(splits, backbone, weights=weights, input_size=input_size, crop_pct=crop_pct)
-    embed = functools.partial(
-        model_features,
-        bb.model,
-        pre,
-        device=dev,
-        precision=precision,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        use_cache=use_cache,
-        shard=distributed.is_distributed(),
+    splits = scan_splits(data_dir, split, strict=opts.strict, max_pixels=opts.max_pixels, progress=prog)
+    bb, pre, info = load_backbone(splits, backbone or BackboneOptions())
+    features = functools.partial(
+        model_features, bb.model, pre, shard=distributed.is_distributed(), **opts.extractor_kwargs()
     )
     parts = {
-        name: embed_split(recs, embed, name=name, strict=strict, progress=prog) for name, recs in splits.splits.items()
+        name: embed_split(recs, features, name=name, strict=opts.strict, progress=prog)
+        for name, recs in splits.splits.items()
     }
     meta = {"backbone": info, "classes": list(splits.classes)}
     return distributed.on_rank_zero(write_features, out, parts, meta)

@@ -7,12 +7,13 @@ is written before training starts (``status: running``) and again at the end
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,29 +26,59 @@ from graft.classifier import Classifier
 from graft.config import cpu_info
 from graft.exceptions import DataError
 from graft.progress import NullProgress, Progress
-from graft.validation import check_duration, invalid_parameter
+from graft.training.finetune.options import FineTuneConfig
+from graft.validation import Options, check_duration, check_param, invalid_parameter
 
 __all__ = ["RunOptions", "check_run_dir", "train_run", "resume_run", "run_demo", "hardware_info"]
 
 
 @dataclass
 class RunOptions:
-    """Options of :func:`train_run` beyond the :class:`Classifier` parameters."""
+    """Options of :func:`train_run` beyond the :class:`Classifier` parameters.
+
+    Attributes:
+        fine_tune / tune: stage 2 (``--fine-tune``) and its settings, also those of the scratch baseline.
+        baseline / baseline_epochs / baseline_lr: ``"scratch"`` also trains the same network from random
+            init (default epochs: ``tune.epochs``; random init needs a larger LR than fine-tuning).
+        resume: continue the run in the output folder.
+        budget: seconds (or a duration such as ``"20m"``, parsed here once) for the transfer ladder.
+    """
 
     fine_tune: bool = False
-    epochs: int = 4
-    unfreeze: int = -1
-    lr: float = 1e-4
-    backbone_lr_ratio: float = 1.0
-    schedule: str = "cosine"
-    patience: int = 3
-    augment: str = "light"
-    ft_batch_size: int = 32
-    baseline: str | None = None  # None | "scratch"
-    baseline_epochs: int | None = None  # default: same as fine-tuning epochs
-    baseline_lr: float = 1e-3  # random init needs a larger LR than fine-tuning
+    tune: FineTuneConfig = field(default_factory=FineTuneConfig)
+    baseline: str | None = None
+    baseline_epochs: int | None = None
+    baseline_lr: float = 1e-3
     resume: bool = False
-    budget: float | str | None = None  # climb the transfer ladder within this time (Classifier.fit's budget)
+    budget: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.budget is not None:
+            self.budget = check_duration("budget", self.budget, "graft train")
+            if self.fine_tune:
+                raise invalid_parameter(
+                    "budget",
+                    "graft train",
+                    "left out with --fine-tune (the ladder decides whether to fine-tune)",
+                    self.budget,
+                )
+        check_param("baseline", self.baseline, "graft train", Options(BASELINES))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> RunOptions:
+        """From ``run.json``'s ``options`` (also the flat layout of older graft versions)."""
+        names = {f.name for f in fields(cls)} - {"tune"}
+        tune = saved.get("tune")
+        if not isinstance(tune, dict):  # before the options object: the fine-tune fields sat at the top
+            tune = {**saved, "batch_size": saved.get("ft_batch_size", FineTuneConfig.batch_size)}
+        return cls(**{k: v for k, v in saved.items() if k in names}, tune=FineTuneConfig.from_dict(tune))
+
+
+#: ``scratch`` also trains the same architecture from random initialisation (None: no baseline).
+BASELINES = (None, "scratch")
 
 
 def hardware_info() -> dict[str, Any]:
@@ -83,7 +114,7 @@ def _run_record(
             "argv": argv if argv is not None else sys.argv,
             "data_dir": str(Path(data_dir).resolve()),
             "params": _params(clf),
-            "options": asdict(opts),
+            "options": opts.to_dict(),
             "seed": clf.seed,
             "versions": runtime_versions(),
             "hardware": hardware_info(),
@@ -139,21 +170,12 @@ def train_run(
     # In a job of several processes (torchrun, ``--devices N``) every rank trains, rank 0 alone
     # writes and reports: the run folder is written once.
     distributed.init(clf.device)
-    if opts.budget is not None:
-        check_duration("budget", opts.budget, "graft train")  # before any work
-        if opts.fine_tune:
-            raise invalid_parameter(
-                "budget",
-                "graft train",
-                "left out with --fine-tune (the ladder decides whether to fine-tune)",
-                opts.budget,
-            )
-    if opts.fine_tune and opts.ft_batch_size % distributed.world_size():  # before stage 1, not after it
+    if opts.fine_tune and opts.tune.batch_size % distributed.world_size():  # before stage 1, not after it
         raise invalid_parameter(
             "ft_batch_size",
             "train_run",
             f"a multiple of the {distributed.world_size()} processes (the global batch)",
-            opts.ft_batch_size,
+            opts.tune.batch_size,
         )
     main = distributed.is_main()
     progress = (progress or NullProgress()) if main else NullProgress()
@@ -189,7 +211,7 @@ def _finish(
     metrics = _write_outputs(run, clf, stages)
     metrics.update(_test_split(clf, progress))
     if opts.budget is not None:
-        metrics["budget_seconds"] = check_duration("budget", opts.budget, "graft train")
+        metrics["budget_seconds"] = opts.budget
     extra = {"device": clf.device_, "timings": clf.timings_, "processes": distributed.world_size()}
     _run_record(run, data_dir, clf, opts, argv, "done", **extra)
     metrics["train_seconds"] = time.perf_counter() - t_start
@@ -202,27 +224,20 @@ def _train_stages(
 ) -> dict[str, Any]:
     budget = None
     if opts.budget is not None:  # counted from the command's start: start-up and imports are the user's time too
-        budget = max(check_duration("budget", opts.budget, "graft train") - (time.perf_counter() - t_start), 1.0)
+        budget = max(opts.budget - (time.perf_counter() - t_start), 1.0)
     clf.fit(data_dir, budget=budget, checkpoint_dir=run.checkpoints if budget is not None else None)
     stages: dict[str, Any] = {"head": dict(clf.stage_metrics_["head"])}
     if clf.fine_tuned_:  # the budget ladder kept a fine-tuned rung
         stages["fine_tune"] = dict(clf.stage_metrics_["fine_tune"])
     if opts.fine_tune:
-        clf.fine_tune(
-            epochs=opts.epochs,
-            unfreeze=opts.unfreeze,
-            lr=opts.lr,
-            backbone_lr_ratio=opts.backbone_lr_ratio,
-            schedule=opts.schedule,
-            patience=opts.patience,
-            augment=opts.augment,
-            batch_size=opts.ft_batch_size,
-            checkpoint_dir=run.checkpoints,
-            resume=opts.resume,
-        )
+        clf.fine_tune(opts.tune, checkpoint_dir=run.checkpoints, resume=opts.resume)
         stages["fine_tune"] = dict(clf.stage_metrics_["fine_tune"])
     if opts.baseline == "scratch":
-        stages["baseline_scratch"] = _run_baseline(clf, opts, progress)
+        epochs = opts.baseline_epochs or opts.tune.epochs
+        scratch = dataclasses.replace(
+            opts.tune, epochs=epochs, lr=opts.baseline_lr, patience=max(opts.tune.patience, epochs)
+        )
+        stages["baseline_scratch"] = clf.baseline(scratch)
     return stages
 
 
@@ -323,9 +338,8 @@ def resume_run(
         raise DataError(
             f"{run_dir} is not a graft run directory (no usable run.json); pass the RUN_DIR of the interrupted run"
         )
-    known = {f.name for f in fields(RunOptions)}
-    opts = RunOptions(**{**{k: v for k, v in dict(saved.get("options") or {}).items() if k in known}, "resume": True})
-    params = {k: v for k, v in saved["params"].items() if k in Classifier._param_names() and k != "progress"}
+    opts = dataclasses.replace(RunOptions.from_dict(dict(saved.get("options") or {})), resume=True)
+    params = {k: v for k, v in saved["params"].items() if k in Classifier._get_param_names() and k != "progress"}
     return train_run(
         saved["data_dir"], run.path, Classifier(**params), opts, argv=argv, progress=progress, started=started
     )
@@ -344,40 +358,3 @@ def run_demo(out: str | os.PathLike, *, progress: Progress | None = None) -> tup
     sample = sorted((data / "7").glob("*"))[0]
     prediction = Classifier.load(RunFolder(out).model_dir).predict([sample], top_k=3)[0]
     return metrics, prediction
-
-
-def _run_baseline(clf: Classifier, opts: RunOptions, progress: Progress) -> dict[str, Any]:
-    from graft.features.embedder import choose_precision, default_num_workers
-    from graft.training import FineTuneConfig
-    from graft.training.fit.baseline import train_from_scratch
-
-    cfg = FineTuneConfig(
-        epochs=opts.baseline_epochs or opts.epochs,
-        lr=opts.baseline_lr,
-        schedule=opts.schedule,
-        patience=max(opts.patience, opts.baseline_epochs or opts.epochs),
-        augment=opts.augment,
-        batch_size=opts.ft_batch_size,
-    )
-    skipped = {s.path for s in clf.data_.skipped}
-    tr = [r for r in clf.data_.splits["train"] if str(r.path) not in skipped]
-    _net, res = train_from_scratch(
-        clf.backbone_info_["architecture"],
-        len(clf.classes_),
-        clf.preprocessing_,
-        ([str(r.path) for r in tr], np.array([r.label for r in tr])),
-        (clf.val_paths_, clf.val_labels_),
-        config=cfg,
-        device=clf.device_,
-        precision=choose_precision(clf.precision, clf.device_),
-        num_workers=default_num_workers() if clf.num_workers is None else clf.num_workers,
-        seed=clf.seed,
-        progress=progress,
-    )
-    return {
-        "val_accuracy": res.best_val_acc,
-        "best_epoch": res.best_epoch,
-        "epochs": cfg.epochs,
-        "seconds": res.seconds,
-        "history": res.history,
-    }

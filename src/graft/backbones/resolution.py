@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from torch import nn
 
 from graft.transforms.eval import Preprocessing
-from graft.validation import check_number, invalid_parameter
+from graft.validation import Interval, check_param, invalid_parameter
 
 __all__ = ["feature_preprocessing", "FIXRES_SCALE"]
 
@@ -83,5 +83,5 @@ def feature_preprocessing(
     else:
         raise invalid_parameter("input_size", "feature_preprocessing", _INPUT_SIZE_EXPECTED, input_size)
     if crop_pct is not None:
-        crop = float(check_number("crop_pct", crop_pct, "feature_preprocessing", low=0, high=1, low_inclusive=False))
+        crop = float(check_param("crop_pct", crop_pct, "feature_preprocessing", Interval(0, 1, closed="right")))
     return Preprocessing(size, crop, base.interpolation, base.mean, base.std, base.crop_mode)

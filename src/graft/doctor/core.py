@@ -19,7 +19,7 @@ from graft.data.records import DatasetSplits, SkippedFile
 from graft.doctor import checks, duplicates
 from graft.doctor.issues import KINDS, DoctorReport, Issue
 from graft.progress import NullProgress, Progress
-from graft.validation import check_number, invalid_parameter
+from graft.validation import Interval, check_param, invalid_parameter
 
 __all__ = ["doctor"]
 
@@ -75,7 +75,7 @@ def doctor(
     from graft.config import resolve_device
     from graft.features.dataset import scan_splits
 
-    check_number("seed", seed, "doctor", integer=True)
+    check_param("seed", seed, "doctor", Interval(integer=True))
     kinds = _kinds(checks)
     prog = progress or NullProgress()
     timings: dict[str, float] = {}

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from graft.explain.target import ExplainTarget, normalizer
-from graft.validation import check_number, invalid_parameter
+from graft.validation import Interval, check_param, invalid_parameter
 
 __all__ = ["AttackResult", "attack"]
 
@@ -72,11 +72,11 @@ def _check_attack(
         raise invalid_parameter(
             "epsilon", "attack", f"a number in the range (0, 1] (pixel units: 8/255 = {8 / 255:.4f})", epsilon
         )
-    check_number("steps", steps, "attack", low=1, integer=True)
+    check_param("steps", steps, "attack", Interval(1, integer=True))
     if isinstance(target_index, np.integer):
         target_index = int(target_index)
     n_classes = len(target.classes)
-    check_number("target_index", target_index, "attack", low=0, high=n_classes - 1, integer=True, allow_none=True)
+    check_param("target_index", target_index, "attack", Interval(0, n_classes - 1, integer=True), None)
     # Images are saved as uint8: work on the 1/255 grid, budget rounded down onto it.
     budget = float(np.floor(epsilon * 255.0 + 1e-6) / 255.0)
     if budget <= 0:

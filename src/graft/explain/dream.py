@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from graft.explain.target import ExplainTarget, normalizer
-from graft.validation import check_choice, check_number
+from graft.validation import Interval, check_choice, check_param
 
 __all__ = ["DreamResult", "dream", "total_variation"]
 
@@ -84,8 +84,8 @@ def dream(
     """
     if isinstance(class_index, np.integer):
         class_index = int(class_index)
-    check_number("class_index", class_index, "dream", low=0, high=len(target.classes) - 1, integer=True)
-    check_number("steps", steps, "dream", low=1, integer=True)
+    check_param("class_index", class_index, "dream", Interval(0, len(target.classes) - 1, integer=True))
+    check_param("steps", steps, "dream", Interval(1, integer=True))
     check_choice("objective", objective, ("logit", "logprob"), "dream")
     net, dev = target.net, target.device
     norm = normalizer(target.preprocessing, dev)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from graft.exceptions import InvalidParameterError
 from graft.explain.layers import capture, default_feature_layer, frozen_parameters, get_layer
 from graft.explain.target import ExplainTarget, predict_top_k, to_input
-from graft.validation import check_number, invalid_parameter
+from graft.validation import Interval, check_param, invalid_parameter
 
 __all__ = ["CamResult", "gradcam", "gradcam_batch", "overlay_heatmap", "explain_image"]
 
@@ -86,13 +86,11 @@ def gradcam_batch(
                 list(class_indices),
             )
         for k in class_indices:
-            check_number(
+            check_param(
                 "class_index",
                 int(k) if isinstance(k, np.integer) else k,
                 "gradcam",
-                low=0,
-                high=len(target.classes) - 1,
-                integer=True,
+                Interval(0, len(target.classes) - 1, integer=True),
             )
     layer = layer or default_feature_layer(net, target.preprocessing.input_size)
     module = get_layer(net, layer)

@@ -16,10 +16,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from graft import distributed
+from graft.backbones.options import BackboneOptions
+from graft.data.options import SplitOptions
 from graft.data.records import ImageRecord, SkippedFile
 from graft.exceptions import DataError
 from graft.features.engines import reuse_engines
 from graft.features.extract import FeatureSet
+from graft.features.options import EmbedOptions
 from graft.heap import malloc_trim
 from graft.progress import NullProgress, Progress
 from graft.transforms.eval import Preprocessing
@@ -86,14 +89,32 @@ def embed_split(
     return SplitFeatures(X, np.concatenate(ys), np.concatenate(gs), [paths[i] for i in gs[0]], failed)
 
 
-def scan_splits(data: str | os.PathLike, *, progress: Progress | None = None, **options: Any) -> Any:
-    """Scan a dataset folder into splits, with a progress bar (``options``: see :func:`graft.data.scan_dataset`)."""
+def scan_splits(
+    data: str | os.PathLike,
+    split: SplitOptions | None = None,
+    *,
+    strict: bool = False,
+    max_pixels: int | None = None,
+    progress: Progress | None = None,
+) -> Any:
+    """Scan a dataset folder into splits, with a progress bar (see :func:`graft.data.scan_dataset`)."""
     from graft.data.scan import scan_dataset
 
+    split = split or SplitOptions()
     prog = progress or NullProgress()
+    pixels = {"max_pixels": max_pixels} if max_pixels else {}
     task = prog.task("scanning images")
     try:
-        return scan_dataset(data, progress=task.advance, warn=prog.warn, **options)
+        return scan_dataset(
+            data,
+            val_fraction=split.val_fraction,
+            test_fraction=split.test_fraction,
+            seed=split.seed,
+            strict=strict,
+            progress=task.advance,
+            warn=prog.warn,
+            **pixels,
+        )
     finally:
         task.close()
 
@@ -114,21 +135,18 @@ class EmbeddedData:
     widths: list[int] = field(default_factory=list)  # their pooled widths, then the final width
 
 
-def load_backbone(
-    splits: Any,
-    backbone: str,
-    *,
-    weights: Any = None,
-    input_size: int | str | None = "auto",
-    crop_pct: float | None = None,
-) -> tuple[Any, Preprocessing, dict[str, Any]]:
+def load_backbone(splits: Any, options: BackboneOptions) -> tuple[Any, Preprocessing, dict[str, Any]]:
     """The pretrained backbone, the embedding preprocessing chosen for ``splits``' training images, and its info."""
     from graft.backbones import create_backbone, feature_preprocessing
 
-    bb = create_backbone(backbone, weights=weights)
+    bb = create_backbone(options.backbone, weights=options.weights)
     sides = [min(r.width, r.height) for r in splits.splits["train"] if r.width and r.height]
     pre = feature_preprocessing(
-        bb.model, bb.preprocessing, input_size, crop_pct, image_short_side=float(np.median(sides)) if sides else None
+        bb.model,
+        bb.preprocessing,
+        options.input_size,
+        options.crop_pct,
+        image_short_side=float(np.median(sides)) if sides else None,
     )
     info = {**bb.to_dict(), "preprocessing": pre.to_dict(), "native_preprocessing": bb.preprocessing.to_dict()}
     return bb, pre, info
@@ -136,18 +154,14 @@ def load_backbone(
 
 def embed_dataset(
     splits: Any,
-    backbone: str,
+    backbone: BackboneOptions,
     *,
-    weights: Any = None,
-    input_size: int | str | None = "auto",
-    crop_pct: float | None = None,
     spatial: bool = False,
     multi_depth: bool = False,
     augment_views: int | str = "auto",
     seed: int = 0,
-    strict: bool = False,
+    embed: EmbedOptions | None = None,
     progress: Progress | None = None,
-    **embedding: Any,
 ) -> EmbeddedData:
     """Load the pretrained backbone, choose the embedding preprocessing, embed train (with views) and val.
 
@@ -155,8 +169,7 @@ def embed_dataset(
         splits: the scanned :class:`~graft.data.records.DatasetSplits` (read only).
         multi_depth: also embed the pooled outputs of the last block stages (``taps``), where
             the backbone has them; features are then ``[taps..., final]`` (:mod:`graft.backbones.taps`).
-        **embedding: passed to :func:`~graft.features.extract.model_features` (device,
-            precision, batch_size, num_workers, cache_dir, use_cache, max_pixels).
+        embed: device (resolved), precision, batch size, workers, cache, pixel limit, strictness.
     """
     import functools
 
@@ -164,32 +177,31 @@ def embed_dataset(
     from graft.features.extract import model_features
     from graft.transforms.train import build_feature_view_transform, resolve_augment_views
 
+    opts = embed or EmbedOptions()
     t0 = time.perf_counter()
-    bb, pre, info = load_backbone(splits, backbone, weights=weights, input_size=input_size, crop_pct=crop_pct)
+    bb, pre, info = load_backbone(splits, backbone)
     timings = {"load_backbone": time.perf_counter() - t0}
     t0 = time.perf_counter()
     views = resolve_augment_views(augment_views, len(splits.splits["train"]))
     taps = candidate_taps(bb.model) if multi_depth and not spatial else ()
     widths = tap_widths(bb.model, taps) if taps else []
-    # In a job of several processes each embeds its share of the files (graft.features.sharded).
-    shard = distributed.is_distributed()
     n_train, n_val = len(splits.splits["train"]), len(splits.splits["val"])
-    embed = functools.partial(
+    embed_fn = functools.partial(
         model_features,
         bb.model,
         pre,
         spatial=spatial,
         taps=taps,
         seed=seed,
-        shard=shard,
+        shard=distributed.is_distributed(),  # in a job of several processes each embeds its share
         expected_images=n_train * (views + 1) + n_val,
-        **embedding,
+        **opts.extractor_kwargs(),
     )
 
     def view_transform(view: int) -> Callable | None:
         return None if view == 0 else build_feature_view_transform(pre, view, seed)
 
-    kw: dict[str, Any] = dict(embed=embed, view_transform=view_transform, strict=strict, progress=progress)
+    kw: dict[str, Any] = dict(embed=embed_fn, view_transform=view_transform, strict=opts.strict, progress=progress)
     with reuse_engines():  # one runtime session for train, its views and val
         train = embed_split(splits.splits["train"], name="train", views=views, **kw)
         val = embed_split(splits.splits["val"], name="val", **kw)

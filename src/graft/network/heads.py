@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping
 
 from torch import nn
 
-from graft.validation import check_choice, check_number
+from graft.validation import Interval, check_choice, check_param
 
 __all__ = ["HEAD_TYPES", "HeadSpec", "build_head", "register_head"]
 
@@ -74,7 +74,7 @@ class HeadSpec:
 
     def __post_init__(self) -> None:
         check_choice("type", self.type, tuple(_BUILDERS), "HeadSpec")
-        check_number("dropout", self.dropout, "HeadSpec", low=0, high=1, high_inclusive=False)
+        check_param("dropout", self.dropout, "HeadSpec", Interval(0, 1, closed="left"))
 
     @property
     def spatial(self) -> bool:

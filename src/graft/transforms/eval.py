@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 from PIL import Image
 
-from graft.validation import check_choice, check_number
+from graft.validation import Interval, check_choice, check_param
 
 __all__ = ["Preprocessing", "PIL_INTERPOLATION"]
 
@@ -59,7 +59,7 @@ class Preprocessing:
         crop = self.crop_pct
         if isinstance(crop, numbers.Real) and not isinstance(crop, (bool, int, float)):
             crop = float(crop)  # numpy scalars
-        check_number("crop_pct", crop, "Preprocessing", low=0, high=1, low_inclusive=False)
+        check_param("crop_pct", crop, "Preprocessing", Interval(0, 1, closed="right"))
         check_choice("crop_mode", self.crop_mode, ("center", "squash"), "Preprocessing")
         object.__setattr__(self, "crop_pct", float(crop))
         object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))

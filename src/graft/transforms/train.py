@@ -18,7 +18,7 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
 from graft.transforms.eval import PIL_INTERPOLATION, Preprocessing
-from graft.validation import check_choice, check_number, invalid_parameter
+from graft.validation import Interval, check_choice, check_param, invalid_parameter
 
 __all__ = [
     "AUGMENT_STRENGTHS",
@@ -189,8 +189,11 @@ def build_feature_view_transform(pre: Preprocessing, view: int, seed: int) -> Ca
     Raises:
         InvalidParameterError: negative ``view`` (a ``ValueError``).
     """
-    check_number(
-        "view", int(view) if isinstance(view, np.integer) else view, "build_feature_view_transform", low=0, integer=True
+    check_param(
+        "view",
+        int(view) if isinstance(view, np.integer) else view,
+        "build_feature_view_transform",
+        Interval(0, integer=True),
     )
     return FeatureView(pre, view, seed)
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from graft.backbones import layer_groups
-from graft.validation import check_number, invalid_parameter
+from graft.validation import Interval, check_param, invalid_parameter
 
 __all__ = ["FineTunePolicy"]
 
@@ -40,7 +40,7 @@ class FineTunePolicy:
             raise invalid_parameter(
                 "unfreeze", "FineTunePolicy", "a positive number of block groups or -1 (all)", unfreeze
             )
-        check_number("backbone_lr_ratio", backbone_lr_ratio, "FineTunePolicy", low=0, high=10, low_inclusive=False)
+        check_param("backbone_lr_ratio", backbone_lr_ratio, "FineTunePolicy", Interval(0, 10, closed="right"))
         self.unfreeze: int = int(unfreeze)
         self.backbone_lr_ratio: float = float(backbone_lr_ratio)
         self.train_bn: bool = bool(train_bn)

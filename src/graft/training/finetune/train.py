@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -35,34 +34,10 @@ from graft.training.finetune.callbacks import Checkpointer
 from graft.training.finetune.ddp import DataParallel
 from graft.training.finetune.fast import FastPath, fast_path, plain_path
 from graft.training.finetune.loop import _lr_factor, train_one_epoch
+from graft.training.finetune.options import FineTuneConfig, TrainEnv
 from graft.training.finetune.policy import FineTunePolicy
-from graft.validation import check_choice, check_number
 
-__all__ = ["FineTuneConfig", "FitResult", "train_network"]
-
-
-@dataclass
-class FineTuneConfig:
-    """Hyper-parameters of a fine-tuning (or from-scratch) run."""
-
-    epochs: int = 4
-    lr: float = 1e-4  # head learning rate; the backbone gets lr * backbone_lr_ratio
-    weight_decay: float = 0.01
-    batch_size: int = 32
-    schedule: str = "cosine"  # cosine | onecycle | constant
-    warmup_epochs: float = 0.5
-    patience: int = 3
-    label_smoothing: float = 0.1
-    augment: str = "light"  # light | default | none
-    prefix_views: int = 2  # augmented views of the frozen prefix cached (0: recompute it every epoch)
-
-    def __post_init__(self) -> None:
-        check_choice("schedule", self.schedule, ("cosine", "onecycle", "constant"), "FineTuneConfig")
-        check_number("epochs", self.epochs, "FineTuneConfig", low=1, integer=True)
-        check_number("prefix_views", self.prefix_views, "FineTuneConfig", low=0, integer=True)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = ["FineTuneConfig", "FitResult", "TrainEnv", "train_network"]
 
 
 @dataclass
@@ -82,58 +57,42 @@ class FitResult:
 def train_network(
     net: nn.Module,
     backbone: nn.Module,
-    train_paths: Sequence[str],
-    train_labels: np.ndarray,
-    val_paths: Sequence[str],
-    val_labels: np.ndarray,
+    train: tuple[Sequence[str], np.ndarray],
+    val: tuple[Sequence[str], np.ndarray],
     *,
-    train_transform: Callable,
-    eval_transform: Callable,
-    policy: FineTunePolicy,
+    transforms: tuple[Callable, Callable],
     config: FineTuneConfig,
-    device: str = "cpu",
-    precision: str = "fp32",
-    num_workers: int = 1,
-    class_weight: np.ndarray | None = None,
-    checkpoint_dir: str | Path | None = None,
-    resume: bool = False,
-    seed: int = 0,
-    stage: str = "fine_tune",
-    progress: Progress | None = None,
-    on_epoch: Callable[[dict[str, Any]], None] | None = None,
-    deadline: float | None = None,
-    eval_name: str = "val",
+    policy: FineTunePolicy,
+    env: TrainEnv,
 ) -> FitResult:
     """Train ``net`` (backbone + head); the best weights end up in ``net``.
 
     Args:
         net: the full network (its ``head`` always trains).
         backbone: the backbone inside ``net`` that ``policy`` partly unfreezes.
-        train_paths, train_labels: training images and integer labels.
-        val_paths, val_labels: validation images (early stopping, best checkpoint).
-        train_transform: PIL -> tensor with augmentation.
-        eval_transform: PIL -> array/tensor without augmentation.
-        policy: which backbone groups train, at which LR ratio.
+        train: training images and integer labels.
+        val: validation images and labels (early stopping, best checkpoint).
+        transforms: (training: PIL -> tensor with augmentation, evaluation: PIL -> array without).
         config: epochs, LRs, schedule, patience...
-        precision: ``fp32|bf16|fp16`` as given, or ``auto``: measured (see :mod:`.speed`).
-        checkpoint_dir: where ``best/`` and ``last/`` checkpoints go (None: nowhere).
-        resume: continue from ``checkpoint_dir/last`` if it exists.
-        stage: name used in history records and progress bars.
-        deadline: a ``time.perf_counter()`` value: after an epoch, stop if another epoch as long
-            as the last one would end past it (a time budget is then overrun by less than one epoch).
-        eval_name: what the ``val_paths`` images are called in progress lines.
+        policy: which backbone groups train, at which LR ratio (it records what it unfroze).
+        env: device, precision (``auto``: measured, see :mod:`.speed`), checkpoints, resume,
+            deadline, names and progress (:class:`~graft.training.finetune.options.TrainEnv`).
     """
     t0 = time.perf_counter()
-    progress = progress or NullProgress()
+    train_paths, train_labels = list(train[0]), np.asarray(train[1], dtype=np.int64)
+    val_paths, val_labels = list(val[0]), np.asarray(val[1], dtype=np.int64)
+    train_transform, eval_transform = transforms
+    device, precision, seed, stage = env.device, env.precision, env.seed, env.stage
+    num_workers = 1 if env.num_workers is None else env.num_workers
+    class_weight, on_epoch, deadline, eval_name = env.class_weight, env.on_epoch, env.deadline, env.eval_name
+    progress = env.progress or NullProgress()
     torch.manual_seed(seed)
-    train_labels = np.asarray(train_labels, dtype=np.int64)
-    val_labels = np.asarray(val_labels, dtype=np.int64)
     net.to(device)
     optimizer = _head_optimizer(net, config)
     result, stopper = FitResult(), EarlyStopping(config.patience)
-    ckpt = Checkpointer(checkpoint_dir) if checkpoint_dir else None
+    ckpt = Checkpointer(env.checkpoint_dir) if env.checkpoint_dir else None
     start_epoch = _start(
-        net, backbone, optimizer, policy, config, result, stopper, ckpt if resume else None, progress, stage
+        net, backbone, optimizer, policy, config, result, stopper, ckpt if env.resume else None, progress, stage
     )
     ddp = DataParallel.from_env(config.batch_size, device, seed)  # None in a single process
     train_loader, val_loader = _loaders(

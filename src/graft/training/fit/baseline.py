@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Sequence
 
 import numpy as np
 
 from graft.network import GraftNet, HeadSpec, build_head
-from graft.progress import Progress
+from graft.training.finetune.options import FineTuneConfig, TrainEnv
 from graft.training.finetune.policy import FineTunePolicy
-from graft.training.finetune.train import FineTuneConfig, FitResult, train_network
+from graft.training.finetune.train import FitResult, train_network
 from graft.transforms.eval import Preprocessing
 from graft.transforms.train import build_train_transform
 
@@ -24,11 +25,7 @@ def train_from_scratch(
     val: tuple[Sequence[str], np.ndarray],
     *,
     config: FineTuneConfig,
-    device: str = "cpu",
-    precision: str = "fp32",
-    num_workers: int = 1,
-    seed: int = 0,
-    progress: Progress | None = None,
+    env: TrainEnv,
 ) -> tuple[GraftNet, FitResult]:
     """Train ``architecture`` from random initialisation, every layer at the head's LR.
 
@@ -38,28 +35,21 @@ def train_from_scratch(
     import timm
     import torch
 
-    torch.manual_seed(seed)
+    torch.manual_seed(env.seed)
     backbone: Any = timm.create_model(architecture, pretrained=False, num_classes=0)
     dim = int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
     head = build_head(HeadSpec("linear", dim, num_classes, dropout=0.2))
     net = GraftNet(backbone, head)
     policy = FineTunePolicy(unfreeze=-1, backbone_lr_ratio=1.0, train_bn=True)
+    transforms = (build_train_transform(preprocessing, strength=config.augment), preprocessing)
     res = train_network(
         net,
         backbone,
-        list(train[0]),
-        train[1],
-        list(val[0]),
-        val[1],
-        train_transform=build_train_transform(preprocessing, strength=config.augment),
-        eval_transform=preprocessing,
-        policy=policy,
+        train,
+        val,
+        transforms=transforms,
         config=config,
-        device=device,
-        precision=precision,
-        num_workers=num_workers,
-        seed=seed,
-        stage="baseline",
-        progress=progress,
+        policy=policy,
+        env=dataclasses.replace(env, stage="baseline"),
     )
     return net, res

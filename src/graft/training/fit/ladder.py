@@ -16,6 +16,7 @@ measurement, not a selection.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,8 +32,9 @@ from graft.features.dataset import SplitFeatures
 from graft.metrics import compute_metrics, expected_calibration_error, log_loss
 from graft.network import GraftNet
 from graft.progress import NullProgress, Progress
+from graft.training.finetune.options import FineTuneConfig, TrainEnv
 from graft.training.finetune.policy import FineTunePolicy
-from graft.training.finetune.train import FineTuneConfig, FitResult, train_network
+from graft.training.finetune.train import FitResult, train_network
 from graft.training.fit.budget_plan import RUNGS, Costs, Rung, epochs_now, observed_ratio, plan, plan_lines
 from graft.training.fit.stage_two import FineTuneStage, calibration_split, refit_after_fine_tune, rescale_probs
 from graft.training.fit.stages import HeadStage, fit_head_stage
@@ -42,11 +44,11 @@ from graft.transforms.eval import Preprocessing
 __all__ = ["RUNGS", "Rung", "RungResult", "LadderResult", "better", "climb"]
 
 
-#: The same for both rungs, so that the rungs differ only in depth. The ``--fine-tune`` settings
-#: (RESULTS.md) except the learning rate: a rung gets only the epochs its budget allows (5-12 on two
+#: The same for both rungs, so that the rungs differ only in depth: the ``--fine-tune`` settings
+#: (RESULTS.md) except the learning rate. A rung gets only the epochs its budget allows (5-12 on two
 #: CPU cores), and 3e-4 converged in fewer of them than 1e-4 on the held-out slices of both shared
 #: datasets unlike ImageNet (BENCHMARKS.md, "Session 11: the rungs' learning rate").
-LR, BACKBONE_LR_RATIO, AUGMENT, PATIENCE = 3e-4, 1.0, "light", 3
+LADDER_CONFIG = FineTuneConfig(lr=3e-4)
 _PROBE_TRAIN, _PROBE_HELD = 32, 8  # images of the timing probe (one step of 32 per epoch)
 
 
@@ -94,16 +96,8 @@ def climb(
     *,
     score: Callable[[nn.Module], np.ndarray],
     preprocessing: Preprocessing,
-    budget_seconds: float,
-    started: float,
-    device: str = "cpu",
-    precision: str = "auto",
-    num_workers: int | None = None,
-    balanced: bool = False,
-    batch_size: int = 32,
-    seed: int = 0,
-    checkpoint_dir: str | os.PathLike | None = None,
-    progress: Progress | None = None,
+    budget: tuple[float, float],
+    env: TrainEnv,
 ) -> LadderResult:
     """Climb the ladder from stage 1's ``net`` (changed in place: it ends as the kept rung's network).
 
@@ -111,11 +105,15 @@ def climb(
         stage1: the stage-1 head result and the training features it was fitted on.
         val: validation (paths, labels), scored for the table only.
         score: validation probabilities of a network through the prediction path.
-        started: ``time.perf_counter()`` when the fit began: the budget counts from there.
+        budget: (seconds, ``time.perf_counter()`` when the fit began): the budget counts from there.
+        env: device, precision, workers, seed, ``balanced``, ``checkpoint_dir`` (the rungs' checkpoints), progress.
     """
     from graft.features.embedder import choose_precision, default_num_workers
 
-    prog = progress or NullProgress()
+    budget_seconds, started = budget
+    device, precision, num_workers, seed = env.device, env.precision, env.num_workers, env.seed
+    balanced, checkpoint_dir = env.balanced, env.checkpoint_dir
+    prog = env.progress or NullProgress()
     end = started + budget_seconds
     head_st, feats = stage1
     table = [RungResult("head", RUNGS[0].what, val_accuracy=float(head_st.metrics["accuracy"]))]
@@ -137,7 +135,6 @@ def climb(
         device=device,
         precision="auto" if str(precision or "auto").lower() == "auto" else choose_precision(precision, device),
         num_workers=default_num_workers() if num_workers is None else num_workers,
-        batch_size=batch_size,
         seed=seed,
         class_weight=class_weights_balanced(y[~held], len(classes)) if balanced else None,
     )
@@ -315,8 +312,8 @@ def _run_rung(
 ) -> tuple[FitResult, np.ndarray, FineTunePolicy, FineTuneConfig]:
     """Fine-tune one rung (train set, held-out stop set), score validation for the table, fill ``row``."""
     train_set, held_set, val = sets
-    cfg = FineTuneConfig(epochs=epochs, lr=LR, patience=PATIENCE, augment=AUGMENT, batch_size=run_kw["batch_size"])
-    policy = FineTunePolicy(unfreeze=rung.unfreeze, backbone_lr_ratio=BACKBONE_LR_RATIO)
+    cfg = dataclasses.replace(LADDER_CONFIG, epochs=epochs, unfreeze=rung.unfreeze)
+    policy = cfg.policy()
     fit = _train(net, train_set, held_set, cfg, policy, deadline, ckpt, progress, f"ladder {rung.name}", **run_kw)
     probs = distributed.on_rank_zero(score, net)
     net.to(memory_format=torch.contiguous_format)  # scoring may change rank 0's layout; DDP needs all alike
@@ -372,35 +369,26 @@ def _train(
     device: str,
     precision: str,
     num_workers: int,
-    batch_size: int,
     seed: int,
     class_weight: np.ndarray | None,
 ) -> FitResult:
     """One rung's fine-tune: the held-out slice of train stands where validation stands in ``--fine-tune``."""
     from graft.transforms.train import build_train_transform
 
-    return train_network(
-        net,
-        net.backbone,
-        train[0],
-        train[1],
-        held[0],
-        held[1],
-        train_transform=build_train_transform(preprocessing, strength=cfg.augment),
-        eval_transform=preprocessing,
-        policy=policy,
-        config=cfg,
+    env = TrainEnv(
         device=device,
         precision=precision,
         num_workers=num_workers,
+        seed=seed,
         class_weight=class_weight,
         checkpoint_dir=ckpt,
-        seed=seed,
         stage=stage,
-        progress=progress,
-        deadline=deadline,
         eval_name="held-out",
+        deadline=deadline,
+        progress=progress,
     )
+    transforms = (build_train_transform(preprocessing, strength=cfg.augment), preprocessing)
+    return train_network(net, net.backbone, train, held, transforms=transforms, config=cfg, policy=policy, env=env)
 
 
 def _probe(
@@ -414,17 +402,17 @@ def _probe(
     """
     k, m = min(len(train[0]), _PROBE_TRAIN), min(len(held[0]), _PROBE_HELD)
     views = 1 if rung.unfreeze != -1 else 0  # "top": epoch 1 fills the prefix cache, 2 fills again, 3 uses it
-    cfg = FineTuneConfig(
+    cfg = dataclasses.replace(
+        LADDER_CONFIG,
         epochs=3 if views else 2,
-        lr=LR,
-        batch_size=min(run_kw["batch_size"], k),
-        augment=AUGMENT,
+        batch_size=min(LADDER_CONFIG.batch_size, k),
         warmup_epochs=0,
         patience=10,
         prefix_views=2 if views else 0,
+        unfreeze=rung.unfreeze,
     )
     probe = copy.deepcopy(net)
-    policy = FineTunePolicy(unfreeze=rung.unfreeze, backbone_lr_ratio=BACKBONE_LR_RATIO)
+    policy = cfg.policy()
     kw = {**run_kw, "num_workers": 0}
     fit = _train(
         probe,

@@ -9,7 +9,7 @@ split, so the reported validation ECE stays an honest measurement.
 
 from __future__ import annotations
 
-import os
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -23,8 +23,9 @@ from graft.features.dataset import SplitFeatures
 from graft.metrics import compute_metrics, expected_calibration_error
 from graft.network import GraftNet, HeadSpec
 from graft.progress import NullProgress, Progress
+from graft.training.finetune.options import FineTuneConfig, TrainEnv
 from graft.training.finetune.policy import FineTunePolicy
-from graft.training.finetune.train import FineTuneConfig, FitResult, train_network
+from graft.training.finetune.train import FitResult, train_network
 from graft.training.fit.stages import fit_ood_stage, ood_info
 from graft.training.head.calibration import fit_temperature
 from graft.training.head.fit import class_weights_balanced
@@ -59,6 +60,7 @@ class FineTuneStage:
     summary: dict[str, Any]
     ood: dict[str, Any] | None = None  # the refitted ``ood`` section, None when unchanged
     temperature: float | None = None  # fitted on the held-out slice of train; None: not refitted
+    policy: FineTunePolicy | None = None  # what was unfrozen
 
 
 def calibration_split(labels: np.ndarray, *, seed: int = 0) -> np.ndarray:
@@ -88,15 +90,7 @@ def fine_tune_stage(
     score: Callable[[nn.Module], np.ndarray],
     preprocessing: Preprocessing,
     config: FineTuneConfig,
-    policy: FineTunePolicy,
-    device: str = "cpu",
-    precision: str = "auto",
-    num_workers: int | None = None,
-    balanced: bool = False,
-    seed: int = 0,
-    checkpoint_dir: str | os.PathLike | None = None,
-    resume: bool = False,
-    progress: Progress | None = None,
+    env: TrainEnv,
 ) -> FineTuneStage:
     """Fine-tune ``net`` in place on ``data``'s train split; keep the result only if it is at least as accurate.
 
@@ -108,44 +102,42 @@ def fine_tune_stage(
         data: the :class:`~graft.data.records.DatasetSplits` of the fit (files skipped there are left out).
         val: (paths, labels) of the validation images the stage-1 metrics came from.
         before: (metrics, validation probabilities) of the model before fine-tuning.
-        balanced: weight the loss by inverse class frequency.
+        config: what to train (its :meth:`~FineTuneConfig.policy` decides which layers).
+        env: where and how (``balanced`` weights the loss by inverse class frequency).
     """
     from graft.features.embedder import choose_precision, default_num_workers
     from graft.transforms.train import build_train_transform
 
-    prog = progress or NullProgress()
-    resolved = choose_precision(precision, device)  # validates
+    prog = env.progress or NullProgress()
+    resolved = choose_precision(env.precision, env.device)  # validates
     # auto: train_network measures which precision trains fastest here (and agrees with fp32).
-    train_precision = "auto" if str(precision or "auto").lower() == "auto" else resolved
+    train_precision = "auto" if str(env.precision or "auto").lower() == "auto" else resolved
     skipped = {Path(s.path) for s in data.skipped}
     train = [r for r in data.splits["train"] if r.path not in skipped]
     y = np.array([r.label for r in train])
-    held = calibration_split(y, seed=seed)
+    held = calibration_split(y, seed=env.seed)
     saved = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    backbone: nn.Module = net.backbone
+    policy = config.policy()
+    run_env = dataclasses.replace(
+        env,
+        precision=train_precision,
+        num_workers=default_num_workers() if env.num_workers is None else env.num_workers,
+        class_weight=class_weights_balanced(y[~held], len(data.classes)) if env.balanced else None,
+        progress=prog,
+    )
     res = train_network(
         net,
-        backbone,
-        [str(r.path) for r, h in zip(train, held) if not h],
-        y[~held],
-        list(val[0]),
-        val[1],
-        train_transform=build_train_transform(preprocessing, strength=config.augment),
-        eval_transform=preprocessing,
-        policy=policy,
+        net.backbone,
+        ([str(r.path) for r, h in zip(train, held) if not h], y[~held]),
+        (list(val[0]), val[1]),
+        transforms=(build_train_transform(preprocessing, strength=config.augment), preprocessing),
         config=config,
-        device=device,
-        precision=train_precision,
-        num_workers=default_num_workers() if num_workers is None else num_workers,
-        class_weight=class_weights_balanced(y[~held], len(data.classes)) if balanced else None,
-        checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
-        resume=resume,
-        seed=seed,
-        progress=prog,
+        policy=policy,
+        env=run_env,
     )
     probs = distributed.on_rank_zero(score, net)  # scored once; every rank then takes the same keep/rollback
     metrics = compute_metrics(np.asarray(val[1]), probs, list(data.classes))
-    embedding = {"device": device, "precision": precision, "num_workers": num_workers}
+    embedding = {"device": env.device, "precision": env.precision, "num_workers": env.num_workers}
     return _keep_or_roll_back(
         net,
         saved,
@@ -156,7 +148,7 @@ def fine_tune_stage(
         ([str(r.path) for r in train], y, held),
         preprocessing,
         embedding,
-        seed=seed,
+        seed=env.seed,
         progress=prog,
         classes=list(data.classes),
         val_labels=np.asarray(val[1]),
@@ -200,7 +192,7 @@ def _keep_or_roll_back(
             f"({before[0]['accuracy']:.4f}); keeping the stage-1 model"
         )
         net.load_state_dict(saved)
-        return FineTuneStage(kept, res, before[0], before[1], summary)
+        return FineTuneStage(kept, res, before[0], before[1], summary, policy=policy)
     t, ood = refit_after_fine_tune(net, train, preprocessing, seed=seed, progress=progress, **embedding)
     if t is not None:
         calibrated = rescale_probs(probs, t)
@@ -210,7 +202,7 @@ def _keep_or_roll_back(
         }
         probs = calibrated
     summary["temperature"] = t
-    return FineTuneStage(kept, res, metrics, probs, summary, ood, t)
+    return FineTuneStage(kept, res, metrics, probs, summary, ood, t, policy)
 
 
 def rescale_probs(probs: np.ndarray, t: float) -> np.ndarray:

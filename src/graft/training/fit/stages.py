@@ -18,14 +18,17 @@ from torch import nn
 from graft import distributed
 from graft.exceptions import DataError
 from graft.features.dataset import EmbeddedData, SplitFeatures, embed_dataset, scan_splits
+from graft.features.options import EmbedOptions
 from graft.heap import large_blocks_returned
 from graft.metrics import compute_metrics, expected_calibration_error
 from graft.network import GraftNet, HeadSpec
 from graft.network.ood import K_NEIGHBOURS, OOD_METHOD, PASS_RATE
 from graft.progress import NullProgress, Progress
+from graft.training.fit.options import FitOptions
 from graft.training.head.feature_choice import choose_features_by_cv, select_columns
 from graft.training.head.fit import class_weights_balanced, train_head
 from graft.training.head.ood import OODFit, fit_ood
+from graft.training.head.options import HeadOptions
 
 __all__ = ["HeadStage", "StageOne", "stage_one", "fit_head_stage", "fit_ood_stage", "ood_info"]
 
@@ -121,93 +124,51 @@ class StageOne:
 # Embedding and the head fit allocate and free many arrays of 1-60 MB (ONNX Runtime's arena,
 # batches, the fit's chunks and CV subsets); see graft.heap for why they are mmapped here.
 @large_blocks_returned()
-def stage_one(
-    data: Any,
-    *,
-    backbone: str,
-    weights: Any = None,
-    input_size: int | str | None = "auto",
-    crop_pct: float | None = None,
-    head: str = "linear",
-    C: float | None = None,
-    dropout: float = 0.2,
-    hidden: int = 512,
-    features: str = "auto",
-    augment_views: int | str = "auto",
-    class_weight: str | None = None,
-    val_fraction: float = 0.2,
-    test_fraction: float = 0.0,
-    seed: int = 0,
-    strict: bool = False,
-    max_pixels: int | None = None,
-    progress: Progress | None = None,
-    **embedding: Any,
-) -> StageOne:
+def stage_one(data: Any, options: FitOptions, embed: EmbedOptions, *, progress: Progress | None = None) -> StageOne:
     """Scan (unless ``data`` is already scanned splits), embed with the frozen backbone, fit the head.
 
-    The parameters are :class:`graft.Classifier`'s; ``**embedding`` goes to the feature
-    extractor (device, precision, batch_size, num_workers, cache_dir, use_cache).
+    Args:
+        data: a dataset folder, or :class:`~graft.data.records.DatasetSplits` already scanned.
+        options: the backbone, the head and the split (:class:`graft.Classifier`'s parameters).
+        embed: how images are embedded (``device`` already resolved).
     """
     t_start, prog = time.perf_counter(), progress or NullProgress()
+    head, seed = options.head, options.split.seed
     torch.manual_seed(seed)
-    pixels = {"max_pixels": max_pixels} if max_pixels else {}
     if isinstance(data, (str, os.PathLike)):
-        data = scan_splits(
-            data,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            seed=seed,
-            strict=strict,
-            progress=prog,
-            **pixels,
-        )
-    _warn_imbalance(data, class_weight, prog)
+        data = scan_splits(data, options.split, strict=embed.strict, max_pixels=embed.max_pixels, progress=prog)
+    _warn_imbalance(data, head.class_weight, prog)
     t0 = time.perf_counter()
     emb = embed_dataset(
         data,
-        backbone,
-        weights=weights,
-        input_size=input_size,
-        crop_pct=crop_pct,
-        spatial=head == "flatten",
-        multi_depth=features != "final",
-        augment_views=augment_views,
+        options.backbone,
+        spatial=HeadSpec(head.head, 1, 2).spatial,
+        multi_depth=head.features != "final",
+        augment_views=head.augment_views,
         seed=seed,
-        strict=strict,
+        embed=embed,
         progress=prog,
-        **pixels,
-        **embedding,
     )
     if emb.data.skipped:
         prog.warn(f"{len(emb.data.skipped)} file(s) skipped; see the run summary")
     if len(emb.train.X) == 0 or len(emb.val.X) == 0:
         raise DataError(f"{data.root}: no usable training or validation images after skipping unreadable files")
-    weights_per_class = class_weights_balanced(emb.train.y, len(data.classes)) if class_weight == "balanced" else None
     # Chosen and fitted once, on rank 0, and handed to the other processes of a job (a no-op alone).
-    choice, st = distributed.on_rank_zero(
-        _choose_and_fit_head, emb, features, head, data.classes, C, dropout, hidden, weights_per_class, seed
-    )
+    choice, st = distributed.on_rank_zero(_choose_and_fit_head, emb, head, data.classes, seed)
     train = select_columns(emb.train, choice.columns)
     spec = st.spec
     c_text = f", C={st.info['C']:g}" if "C" in st.info else ""
     f_text = f", multi-depth features (blocks {list(choice.taps)})" if choice.taps else ""
-    prog.message(f"head ({head}{c_text}{f_text}): val accuracy {st.metrics['accuracy']:.4f}")
+    prog.message(f"head ({head.head}{c_text}{f_text}): val accuracy {st.metrics['accuracy']:.4f}")
     t1 = time.perf_counter()
     ood = distributed.on_rank_zero(fit_ood_stage, spec, train, seed=seed)
     dev = next(emb.backbone.model.parameters()).device  # head and scorer were fitted on the CPU; CUDA on a GPU
-    net = (
-        GraftNet(emb.backbone.model, st.head, spatial=spec.spatial, ood=ood.scorer if ood else None, taps=choice.taps)
-        .to(dev)
-        .eval()
-    )
+    scorer = ood.scorer if ood else None
+    net = GraftNet(emb.backbone.model, st.head, spatial=spec.spatial, ood=scorer, taps=choice.taps)
+    net = net.to(dev).eval()
     emb.backbone_info["feature_taps"] = list(choice.taps)
-    timings = {
-        "scan": t0 - t_start,
-        **emb.timings,
-        "head": st.seconds,
-        "ood": time.perf_counter() - t1,
-        "fit": time.perf_counter() - t_start,
-    }
+    timings = {"scan": t0 - t_start, **emb.timings, "head": st.seconds, "ood": time.perf_counter() - t1}
+    timings["fit"] = time.perf_counter() - t_start
     return StageOne(emb.data, emb, st, net, timings, ood_info(ood), train)
 
 
@@ -221,32 +182,18 @@ def _warn_imbalance(data: Any, class_weight: str | None, prog: Progress) -> None
 
 
 def _choose_and_fit_head(
-    emb: EmbeddedData,
-    mode: str,
-    head: str,
-    classes: Sequence[str],
-    C: float | None,
-    dropout: float,
-    hidden: int,
-    class_weight: Any,
-    seed: int,
+    emb: EmbeddedData, options: HeadOptions, classes: Sequence[str], seed: int
 ) -> tuple[Any, HeadStage]:
     """Choose the features (training data only), then fit the head on them and score it on validation."""
+    n = len(classes)
+    class_weight = class_weights_balanced(emb.train.y, n) if options.class_weight == "balanced" else None
     widths = emb.widths or [int(emb.train.X.shape[1])]
     choice, fits = choose_features_by_cv(
-        emb.train, emb.taps, widths, mode, head, len(classes), class_weight=class_weight, seed=seed
+        emb.train, emb.taps, widths, options.features, options.head, n, class_weight=class_weight, seed=seed
     )
     train, val = select_columns(emb.train, choice.columns), select_columns(emb.val, choice.columns)
-    spec = HeadSpec(head, train.X.shape[1], len(classes), dropout, hidden)
-    st = fit_head_stage(
-        spec,
-        train,
-        val,
-        classes,
-        C=C,
-        class_weight=class_weight,
-        seed=seed,
-        linear_fit=fits.get(tuple(choice.columns)) if C is None else None,
-    )
+    spec = HeadSpec(options.head, train.X.shape[1], n, options.dropout, options.hidden)
+    reuse = fits.get(tuple(choice.columns)) if options.C is None else None
+    st = fit_head_stage(spec, train, val, classes, C=options.C, class_weight=class_weight, seed=seed, linear_fit=reuse)
     st.info["features"] = choice.to_dict()
     return choice, st

@@ -1,0 +1,1 @@
+"""Training a head on cached features: linear probe, SGD heads, calibration, feature choice, the OOD fit."""
