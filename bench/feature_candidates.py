@@ -39,30 +39,34 @@ def main() -> None:
     import numpy as np
     import torch
 
+    from graft.backbones.options import BackboneOptions
+    from graft.data.options import SplitOptions
+    from graft.features.dataset import SplitFeatures, embed_dataset, embed_split, scan_splits
+    from graft.features.options import EmbedOptions
     from graft.network import HeadSpec
-    from graft.training.fit.stages import (
-        SplitFeatures,
-        _choose_and_fit_head,
-        embed_dataset,
-        embed_split,
-        fit_head_stage,
-        scan_splits,
-    )
+    from graft.training.fit.stages import _choose_and_fit_head, fit_head_stage
     from graft.training.head.feature_choice import select_columns
+    from graft.training.head.options import HeadOptions
 
     print(f"{machine_line()}; graft {git_rev()}", flush=True)
     rows = []
     for name in args.datasets:
-        splits = scan_splits(DATASETS / name, val_fraction=0.2, seed=0)
+        splits = scan_splits(DATASETS / name, SplitOptions())
         classes = list(splits.classes)
         t0 = time.perf_counter()
         embs = {
-            bb: embed_dataset(splits, bb, multi_depth=(bb == "efficientnet_lite0"), seed=0, precision="fp32")
+            bb: embed_dataset(
+                splits,
+                BackboneOptions(bb),
+                multi_depth=(bb == "efficientnet_lite0"),
+                seed=0,
+                embed=EmbedOptions(device="cpu", precision="fp32"),
+            )
             for bb in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
         }
         secs = time.perf_counter() - t0
         lite0 = embs["efficientnet_lite0"]
-        choice, default = _choose_and_fit_head(lite0, "auto", "linear", classes, None, 0.2, 512, None, 0)
+        choice, default = _choose_and_fit_head(lite0, HeadOptions(), classes, 0)
         acc = {"lite0 default": default.metrics["accuracy"]}
 
         def final(emb):  # the last width columns: the final pooled features
@@ -93,9 +97,12 @@ def main() -> None:
         pre = lite0.preprocessing
         embed = partial(model_features, lite0.backbone.model, pre, taps=lite0.taps, seed=0, precision="fp32")
         both = embed_split(
-            lite0.data.splits["val"], embed, name="val", views=1,
+            lite0.data.splits["val"],
+            embed,
+            name="val",
+            views=1,
             view_transform=lambda v, pre=pre: None if v == 0 else build_feature_view_transform(pre, v, 0),
-        )  # fmt: skip
+        )
         both = select_columns(both, choice.columns)
         with torch.no_grad():
             p = torch.softmax(default.head(torch.from_numpy(both.X)).float(), 1).numpy()

@@ -51,10 +51,15 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_curve(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path, tiny_weights: Path) -> LearningCurve:
     import graft
+    from graft.backbones.options import BackboneOptions
+    from graft.features.options import EmbedOptions
 
     with isolated_graft_home(tmp_path_factory, "curve_home"):
         return graft.learning_curve(
-            tiny_data, backbone=TINY_BACKBONE, weights=tiny_weights, seeds=3, num_workers=0, precision="fp32"
+            tiny_data,
+            backbone=BackboneOptions(TINY_BACKBONE, weights=tiny_weights),
+            embed=EmbedOptions(num_workers=0, precision="fp32"),
+            seeds=3,
         )
 
 
@@ -68,7 +73,7 @@ def test_default_sizes_run_1_2_5_up_to_all() -> None:
 
 def test_shapes_error_bars_and_full_size_is_a_plain_fit() -> None:
     X, y, Xv, yv = _blobs()
-    c = curve_from_features(X, y, Xv, yv, 3, seeds=3)
+    c = curve_from_features((X, y), (Xv, yv), 3, seeds=3)
     n = len(c.sizes)
     assert c.sizes == [1, 2, 5, 10, 20, 40]
     assert len(c.mean) == len(c.std) == len(c.per_seed) == len(c.n_images) == n
@@ -85,7 +90,7 @@ def test_shapes_error_bars_and_full_size_is_a_plain_fit() -> None:
 
 def test_accuracy_rises_on_a_learnable_set() -> None:
     X, y, Xv, yv = _blobs(per_class=64)
-    c = curve_from_features(X, y, Xv, yv, 3, seeds=4)
+    c = curve_from_features((X, y), (Xv, yv), 3, seeds=4)
     assert c.mean[-1] >= c.mean[0] + 0.1, c.mean
     assert all(b >= a - 0.03 for a, b in zip(c.mean, c.mean[1:])), c.mean  # monotone up to seed noise
 
@@ -102,7 +107,7 @@ def test_one_image_per_class_uses_the_fixed_C_and_cv_runs_once_per_size(monkeypa
 
     monkeypatch.setattr(lp, "fit_linear_head", spy)
     X, y, Xv, yv = _blobs(per_class=6)
-    curve_from_features(X, y, Xv, yv, 3, sizes=[1, 2, 6], seeds=2)
+    curve_from_features((X, y), (Xv, yv), 3, sizes=[1, 2, 6], seeds=2)
     by_size = {n: [c for m, c in seen if m == n] for n in (3, 6, 18)}
     assert by_size[3] == [FEW_SHOT_C, FEW_SHOT_C] and by_size[18] == [None]
     # Two images per class: the first seed's cross-validation chooses C, the second seed reuses it.
@@ -111,9 +116,11 @@ def test_one_image_per_class_uses_the_fixed_C_and_cv_runs_once_per_size(monkeypa
 
 def test_sizes_are_clipped_and_parameters_checked() -> None:
     X, y, Xv, yv = _blobs(per_class=8)
-    c = curve_from_features(X, y, Xv, yv, 3, sizes=[3, 1000, 3], seeds=2)
+    c = curve_from_features((X, y), (Xv, yv), 3, sizes=[3, 1000, 3], seeds=2)
     assert c.sizes == [3, 8] and c.n_images == [9, 24]
-    assert curve_from_features(X, y, Xv, yv, 3, sizes=[3], seeds=2, jobs=1).per_seed == c.per_seed  # jobs: speed only
+    assert (
+        curve_from_features((X, y), (Xv, yv), 3, sizes=[3], seeds=2, jobs=1).per_seed == c.per_seed
+    )  # jobs: speed only
     import graft
 
     with pytest.raises(InvalidParameterError, match="'seeds' parameter of learning_curve"):

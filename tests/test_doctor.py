@@ -17,9 +17,11 @@ from PIL import Image
 
 from _datasets import shared_dataset
 from conftest import TINY_BACKBONE, isolated_graft_home, make_synthetic_dataset, run_cli
+from graft.backbones.options import BackboneOptions
 from graft.doctor import KINDS, DoctorReport, Issue, doctor, fix_plan_rows, report_html
 from graft.doctor.duplicates import near_pairs
 from graft.doctor.labels import confident_learning
+from graft.features.options import EmbedOptions
 
 EVIL = '<img src=x onerror="alert(1)"> & [red]x[bold]'  # HTML and rich markup in a file name
 
@@ -56,7 +58,11 @@ def planted_run(
     """(report, files before, files after) of one doctor run on :func:`planted`."""
     before = tree_digest(planted["root"])
     with isolated_graft_home(tmp_path_factory, "doctor_home"):
-        report = doctor(planted["root"], backbone=TINY_BACKBONE, weights=tiny_weights, num_workers=0, precision="fp32")
+        report = doctor(
+            planted["root"],
+            backbone=BackboneOptions(TINY_BACKBONE, weights=tiny_weights),
+            embed=EmbedOptions(num_workers=0, precision="fp32"),
+        )
     return report, before, tree_digest(planted["root"])
 
 
@@ -128,7 +134,10 @@ def test_cli_errors_are_one_line_with_exit_code_2(planted: dict[str, Path], caps
 
 def test_checks_selects_kinds(planted: dict[str, Path], tiny_weights: Path) -> None:
     report = doctor(
-        planted["root"], backbone=TINY_BACKBONE, weights=tiny_weights, num_workers=0, checks=["leak", "small"]
+        planted["root"],
+        backbone=BackboneOptions(TINY_BACKBONE, weights=tiny_weights),
+        embed=EmbedOptions(num_workers=0),
+        checks=["leak", "small"],
     )
     assert {i.kind for i in report.issues} == {"leak", "small"} and len(report.by_kind("leak")) == 2
 

@@ -16,9 +16,9 @@ from graft.backbones import layer_groups
 from graft.network import GraftNet, HeadSpec, build_head
 from graft.progress import NullProgress
 from graft.training.finetune.policy import FineTunePolicy
-from graft.training.finetune.train import FineTuneConfig, train_network
 from graft.training.finetune.prefix import PrefixCache, split_backbone
 from graft.training.finetune.speed import CompiledStep, cache_path, plan_speed
+from graft.training.finetune.train import FineTuneConfig, train_network
 
 
 def _net(unfreeze: int = 1, spatial: bool = False) -> tuple[GraftNet, torch.nn.Module, FineTunePolicy]:

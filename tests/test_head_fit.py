@@ -7,7 +7,6 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from graft.training.head.fit import class_weights_balanced
-
 from graft.training.head.linear_probe import fit_linear_head
 
 

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from conftest import TINY_BACKBONE
 from graft.exceptions import DataError
+from graft.training.finetune.options import FineTuneConfig
 
 SECTION_IDS = ["data", "training", "baseline", "evaluation", "calibration", "top-losses", "gradcam", "facts"]
 
@@ -28,7 +29,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, synthetic_dataset: Path, 
 
     out = tmp_path_factory.mktemp("tiny_run") / "run"
     clf = graft.Classifier(TINY_BACKBONE, weights=tiny_weights, num_workers=0, precision="fp32", use_cache=False)
-    opts = RunOptions(fine_tune=True, epochs=2, baseline="scratch", baseline_epochs=2, ft_batch_size=8)
+    opts = RunOptions(
+        fine_tune=True, tune=FineTuneConfig(epochs=2, batch_size=8), baseline="scratch", baseline_epochs=2
+    )
     train_run(synthetic_dataset, out, clf, opts, argv=["graft", "train", str(synthetic_dataset)])
     return out
 

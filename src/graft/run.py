@@ -26,7 +26,7 @@ from graft.classifier import Classifier
 from graft.config import cpu_info
 from graft.exceptions import DataError
 from graft.progress import NullProgress, Progress
-from graft.training.finetune.options import FineTuneConfig
+from graft.training.finetune.options import BASELINES, FineTuneConfig
 from graft.validation import Options, check_duration, check_param, invalid_parameter
 
 __all__ = ["RunOptions", "check_run_dir", "train_run", "resume_run", "run_demo", "hardware_info"]
@@ -75,10 +75,6 @@ class RunOptions:
         if not isinstance(tune, dict):  # before the options object: the fine-tune fields sat at the top
             tune = {**saved, "batch_size": saved.get("ft_batch_size", FineTuneConfig.batch_size)}
         return cls(**{k: v for k, v in saved.items() if k in names}, tune=FineTuneConfig.from_dict(tune))
-
-
-#: ``scratch`` also trains the same architecture from random initialisation (None: no baseline).
-BASELINES = (None, "scratch")
 
 
 def hardware_info() -> dict[str, Any]:

@@ -11,6 +11,24 @@ from rich.table import Table
 from rich.text import Text
 
 from graft.cli._common import console, make_progress
+from graft.cli.options import (
+    BACKBONE,
+    EMBED,
+    SPLIT,
+    Backbone,
+    BatchSize,
+    Device,
+    NoCache,
+    Precision,
+    Quiet,
+    Seed,
+    ValFraction,
+    Weights,
+    Workers,
+    backbone_options,
+    embed_options,
+    split_options,
+)
 
 __all__ = ["curve", "parse_sizes"]
 
@@ -37,19 +55,19 @@ def curve(
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Run directory: write curve.json and report/curve.png there for graft report."
     ),
-    backbone: str = typer.Option("efficientnet_lite0", help="Any timm model name."),
-    weights: Path | None = typer.Option(None, help="Local weights file for the backbone (.safetensors, .pth)."),
+    backbone: Backbone = BACKBONE.backbone,
+    weights: Weights = None,
     seeds: int = typer.Option(5, help="Random subsets per size (one at the full size)."),
     sizes: str | None = typer.Option(None, help="Images per class, e.g. 1,5,25 (default 1,2,5,10,20,50,... all)."),
-    seed: int = typer.Option(0, help="Seed of the split (as graft train's) and the first subset."),
-    val_fraction: float = typer.Option(0.2, help="Validation share when the folder has no val split."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    precision: str = typer.Option("auto", help="Backbone precision: auto, fp32, bf16 or fp16."),
-    batch_size: int | None = typer.Option(None, help="Embedding batch size (default: auto)."),
-    workers: int | None = typer.Option(None, help="Decoder processes (default: auto)."),
+    seed: Seed = SPLIT.seed,
+    val_fraction: ValFraction = SPLIT.val_fraction,
+    device: Device = EMBED.device,
+    precision: Precision = EMBED.precision,
+    batch_size: BatchSize = EMBED.batch_size,
+    workers: Workers = EMBED.num_workers,
     jobs: int | None = typer.Option(None, help="Head fits run at once (default: the CPU count)."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    no_cache: NoCache = not EMBED.use_cache,
+    quiet: Quiet = False,
 ) -> None:
     """Would more labels help? Accuracy against training images per class, from cached features."""
     from graft.curve import check_outputs, learning_curve, save_curve, write_curve_png
@@ -58,17 +76,11 @@ def curve(
     with make_progress(quiet or as_json) as prog:
         result = learning_curve(
             data_dir,
-            backbone=backbone,
-            weights=weights,
+            backbone=backbone_options(backbone, weights),
+            split=split_options(val_fraction, SPLIT.test_fraction, seed),
+            embed=embed_options(device, precision, batch_size, workers, no_cache, strict=False),
             seeds=seeds,
             sizes=parse_sizes(sizes),
-            seed=seed,
-            val_fraction=val_fraction,
-            device=device,
-            precision=precision,
-            batch_size=batch_size,
-            num_workers=workers,
-            use_cache=not no_cache,
             jobs=jobs,
             progress=prog,
         )

@@ -12,6 +12,25 @@ from rich.table import Table
 from rich.text import Text
 
 from graft.cli._common import console, make_progress
+from graft.cli.options import (
+    BACKBONE,
+    EMBED,
+    SPLIT,
+    Backbone,
+    BatchSize,
+    Device,
+    InputSize,
+    NoCache,
+    Precision,
+    Seed,
+    TestFraction,
+    ValFraction,
+    Weights,
+    Workers,
+    backbone_options,
+    embed_options,
+    split_options,
+)
 
 if TYPE_CHECKING:
     from graft.doctor import DoctorReport
@@ -30,17 +49,17 @@ def doctor(
     checks: str | None = typer.Option(
         None, help="Comma-separated kinds to look for, e.g. leak,duplicate,near_duplicate (default: all)."
     ),
-    backbone: str = typer.Option("efficientnet_lite0", help="Any timm model name."),
-    weights: Path | None = typer.Option(None, help="Local weights file for the backbone (.safetensors, .pth)."),
-    input_size: str = typer.Option("auto", help="Embedding resolution, as for graft train."),
-    val_fraction: float = typer.Option(0.2, help="Validation share when the folder has no val split."),
-    test_fraction: float = typer.Option(0.0, help="Test share when the folder has no test split."),
-    seed: int = typer.Option(0, help="Seed of the split (as graft train's) and of the cross-validation."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    precision: str = typer.Option("auto", help="Backbone precision: auto, fp32, bf16 or fp16."),
-    batch_size: int | None = typer.Option(None, help="Embedding batch size (default: auto)."),
-    workers: int | None = typer.Option(None, help="Decoder processes (default: auto)."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
+    backbone: Backbone = BACKBONE.backbone,
+    weights: Weights = None,
+    input_size: InputSize = str(BACKBONE.input_size),
+    val_fraction: ValFraction = SPLIT.val_fraction,
+    test_fraction: TestFraction = SPLIT.test_fraction,
+    seed: Seed = SPLIT.seed,
+    device: Device = EMBED.device,
+    precision: Precision = EMBED.precision,
+    batch_size: BatchSize = EMBED.batch_size,
+    workers: Workers = EMBED.num_workers,
+    no_cache: NoCache = not EMBED.use_cache,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Corrupt files, duplicates, train/val leaks, likely label errors, outliers, imbalance, small images."""
@@ -51,18 +70,10 @@ def doctor(
     with make_progress(quiet or as_json) as prog:
         report = doctor(
             data_dir,
-            backbone=backbone,
-            weights=weights,
-            seed=seed,
+            backbone=backbone_options(backbone, weights, input_size),
+            split=split_options(val_fraction, test_fraction, seed),
+            embed=embed_options(device, precision, batch_size, workers, no_cache, strict=False),
             progress=prog,
-            input_size=int(input_size) if input_size.isdigit() else input_size,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            device=device,
-            precision=precision,
-            batch_size=batch_size,
-            num_workers=workers,
-            use_cache=not no_cache,
             checks=[c.strip() for c in checks.split(",") if c.strip()] if checks is not None else None,
         )
     if html:

@@ -7,7 +7,25 @@ from pathlib import Path
 import typer
 
 from graft.cli._common import console, launch_if_asked, make_progress
-from graft.cli.train import Precision
+from graft.cli.options import (
+    BACKBONE,
+    EMBED,
+    SPLIT,
+    Backbone,
+    BatchSize,
+    Device,
+    InputSize,
+    NoCache,
+    Precision,
+    Quiet,
+    Seed,
+    ValFraction,
+    Weights,
+    Workers,
+    backbone_options,
+    embed_options,
+    split_options,
+)
 
 
 def embed(
@@ -15,17 +33,17 @@ def embed(
         ..., help="Dataset folder: train/ val/ [test/] of class folders, or class folders."
     ),
     out: Path = typer.Option(Path("features.npz"), "--out", "-o", help="Output file: .npz, or .parquet (pyarrow)."),
-    backbone: str = typer.Option("efficientnet_lite0", help="Any timm model name."),
-    weights: Path | None = typer.Option(None, help="Local weights file for the backbone (.safetensors, .pth)."),
-    input_size: str = typer.Option("auto", help="Embedding resolution: auto, native, or pixels (as graft train)."),
-    val_fraction: float = typer.Option(0.2, help="Validation share when the folder has no val split."),
-    seed: int = typer.Option(0, help="Seed of the split (as graft train)."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    precision: Precision = typer.Option(Precision.auto, help="Backbone precision."),
-    batch_size: int | None = typer.Option(None, help="Embedding batch size (default: auto)."),
-    workers: int | None = typer.Option(None, help="Decoder processes per process (default: auto)."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary."),
+    backbone: Backbone = BACKBONE.backbone,
+    weights: Weights = None,
+    input_size: InputSize = str(BACKBONE.input_size),
+    val_fraction: ValFraction = SPLIT.val_fraction,
+    seed: Seed = SPLIT.seed,
+    device: Device = EMBED.device,
+    precision: Precision = EMBED.precision,
+    batch_size: BatchSize = EMBED.batch_size,
+    workers: Workers = EMBED.num_workers,
+    no_cache: NoCache = not EMBED.use_cache,
+    quiet: Quiet = False,
     devices: int = typer.Option(1, help="Processes on this machine, each embedding its share (torchrun)."),
     nnodes: int = typer.Option(1, help="Machines in a multi-machine job (each runs the same command)."),
     node_rank: int = typer.Option(0, help="This machine's number, 0 to --nnodes - 1."),
@@ -41,16 +59,9 @@ def embed(
         summary = embed_folder(
             data_dir,
             out,
-            backbone=backbone,
-            weights=weights,
-            input_size=input_size,
-            val_fraction=val_fraction,
-            seed=seed,
-            device=device,
-            precision=precision.value,
-            batch_size=batch_size,
-            num_workers=workers,
-            use_cache=not no_cache,
+            backbone=backbone_options(backbone, weights, input_size),
+            split=split_options(val_fraction, SPLIT.test_fraction, seed),
+            embed=embed_options(device, precision, batch_size, workers, no_cache, strict=False),
             progress=prog,
         )
     if quiet or not distributed.is_main():

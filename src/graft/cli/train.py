@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -11,47 +11,45 @@ import typer
 from rich.text import Text
 
 from graft.cli._common import console, launch_if_asked, make_progress, process_seconds
+from graft.cli.options import (
+    BACKBONE,
+    EMBED,
+    SPLIT,
+    Backbone,
+    BatchSize,
+    Device,
+    InputSize,
+    NoCache,
+    Precision,
+    Quiet,
+    Seed,
+    Strict,
+    TestFraction,
+    ValFraction,
+    Weights,
+    Workers,
+    backbone_options,
+    choices,
+    embed_options,
+    parse_int_or_text,
+    split_options,
+    value,
+)
+from graft.network.heads import HEAD_TYPES
+from graft.training.finetune.options import BASELINES, SCHEDULES, FineTuneConfig
+from graft.training.head.options import CLASS_WEIGHTS, FEATURE_MODES, HeadOptions
+from graft.transforms.eval import AUGMENT_STRENGTHS
 
 _RESUME_HINT = "The run folder is kept: continue it with graft train --resume {out}"
 
 
-class HeadType(str, Enum):
-    linear = "linear"
-    mlp = "mlp"
-    flatten = "flatten"
-
-
-class Precision(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-class Schedule(str, Enum):
-    cosine = "cosine"
-    onecycle = "onecycle"
-    constant = "constant"
-
-
-class Baseline(str, Enum):
-    scratch = "scratch"
-
-
-class ClassWeight(str, Enum):
-    balanced = "balanced"
-
-
-class Features(str, Enum):
-    auto = "auto"
-    final = "final"
-    multi = "multi"
-
-
-class Augment(str, Enum):
-    default = "default"
-    light = "light"
-    none = "none"
+HeadType = choices("HeadType", HEAD_TYPES)
+Schedule = choices("Schedule", SCHEDULES)
+Baseline = choices("Baseline", BASELINES)
+ClassWeight = choices("ClassWeight", CLASS_WEIGHTS)
+Features = choices("Features", FEATURE_MODES)
+Augment = choices("Augment", AUGMENT_STRENGTHS)
+HEAD, TUNE = HeadOptions(), FineTuneConfig()
 
 
 def default_run_dir(data_dir: Path) -> Path:
@@ -63,37 +61,34 @@ def train(
         None, help="Dataset folder: train/ val/ [test/] of class folders, or class folders."
     ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Run directory (default runs/<dataset>-<time>)."),
-    backbone: str = typer.Option("efficientnet_lite0", help="Any timm model name."),
-    weights: Path | None = typer.Option(None, help="Local weights file for the backbone (.safetensors, .pth)."),
-    input_size: str = typer.Option(
-        "auto",
-        help="Embedding resolution: auto (FixRes: ~30% above the backbone's, for large photos), native, or pixels.",
-    ),
+    backbone: Backbone = BACKBONE.backbone,
+    weights: Weights = None,
+    input_size: InputSize = str(BACKBONE.input_size),
     crop_pct: float | None = typer.Option(None, help="Centre-crop fraction (default: 1.0 at a changed size)."),
-    head: HeadType = typer.Option(HeadType.linear, help="Head on the frozen features."),
+    head: HeadType = typer.Option(HEAD.head, help="Head on the frozen features."),  # type: ignore[valid-type]
     c: float | None = typer.Option(None, "--C", help="Inverse L2 strength of the linear head (default: chosen by CV)."),
-    dropout: float = typer.Option(0.2, help="Dropout before the head."),
-    hidden: int = typer.Option(512, help="Hidden width of the mlp head."),
-    features: Features = typer.Option(
-        Features.auto,
+    dropout: float = typer.Option(HEAD.dropout, help="Dropout before the head."),
+    hidden: int = typer.Option(HEAD.hidden, help="Hidden width of the mlp head."),
+    features: Features = typer.Option(  # type: ignore[valid-type]
+        HEAD.features,
         help="auto: add the last block stages' pooled outputs where cross-validation on train finds it better; "
         "final; multi.",
     ),
     augment_views: str = typer.Option(
-        "auto",
+        str(HEAD.augment_views),
         help="Extra feature views per training image: auto (the mirror below 2,000 images), or K (mirror + K-1 crops).",
     ),
-    class_weight: ClassWeight | None = typer.Option(None, help="balanced: weight the loss by inverse class frequency."),
-    val_fraction: float = typer.Option(0.2, help="Validation share when the folder has no val split."),
-    test_fraction: float = typer.Option(0.0, help="Test share when the folder has no test split."),
-    seed: int = typer.Option(0, help="Seed for splits, views and training."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    precision: Precision = typer.Option(
-        Precision.auto, help="Backbone precision; auto picks the fastest accurate one here."
+    class_weight: ClassWeight | None = typer.Option(  # type: ignore[valid-type]
+        None, help="balanced: weight the loss by inverse class frequency."
     ),
-    batch_size: int | None = typer.Option(None, help="Embedding batch size (default: auto)."),
-    workers: int | None = typer.Option(None, help="Decoder processes (default: auto)."),
-    strict: bool = typer.Option(False, help="Fail on any unreadable image instead of skipping it."),
+    val_fraction: ValFraction = SPLIT.val_fraction,
+    test_fraction: TestFraction = SPLIT.test_fraction,
+    seed: Seed = SPLIT.seed,
+    device: Device = EMBED.device,
+    precision: Precision = EMBED.precision,
+    batch_size: BatchSize = EMBED.batch_size,
+    workers: Workers = EMBED.num_workers,
+    strict: Strict = EMBED.strict,
     fine_tune: bool = typer.Option(
         False, "--fine-tune", help="Stage 2: fine-tune the backbone (all of it by default; see --unfreeze)."
     ),
@@ -102,21 +97,27 @@ def train(
         help="Time for the whole fit, e.g. 10m or 1h30m: after the head, fine-tune the last block groups, then "
         "the whole backbone, as far as it allows; keep the rung best on held-out training images.",
     ),
-    unfreeze: int = typer.Option(-1, help="Block groups to unfreeze when fine-tuning, from the top (-1: all)."),
-    epochs: int = typer.Option(4, help="Fine-tuning epochs (early stopping may end sooner)."),
-    lr: float = typer.Option(1e-4, help="Head learning rate when fine-tuning."),
-    backbone_lr_ratio: float = typer.Option(1.0, help="Backbone LR as a fraction of the head LR."),
-    schedule: Schedule = typer.Option(Schedule.cosine, help="LR schedule after warm-up."),
-    patience: int = typer.Option(3, help="Early-stopping patience (epochs without val-loss gain)."),
-    augment: Augment = typer.Option(Augment.light, help="Augmentation when fine-tuning."),
-    baseline: Baseline | None = typer.Option(None, help="scratch: also train the same network from random init."),
+    unfreeze: int = typer.Option(
+        TUNE.unfreeze, help="Block groups to unfreeze when fine-tuning, from the top (-1: all)."
+    ),
+    epochs: int = typer.Option(TUNE.epochs, help="Fine-tuning epochs (early stopping may end sooner)."),
+    lr: float = typer.Option(TUNE.lr, help="Head learning rate when fine-tuning."),
+    backbone_lr_ratio: float = typer.Option(TUNE.backbone_lr_ratio, help="Backbone LR as a fraction of the head LR."),
+    schedule: Schedule = typer.Option(TUNE.schedule, help="LR schedule after warm-up."),  # type: ignore[valid-type]
+    patience: int = typer.Option(TUNE.patience, help="Early-stopping patience (epochs without val-loss gain)."),
+    augment: Augment = typer.Option(TUNE.augment, help="Augmentation when fine-tuning."),  # type: ignore[valid-type]
+    baseline: Baseline | None = typer.Option(  # type: ignore[valid-type]
+        None, help="scratch: also train the same network from random init."
+    ),
     baseline_epochs: int | None = typer.Option(None, help="Epochs of the scratch baseline (default: --epochs)."),
     resume: Path | None = typer.Option(None, help="Continue an interrupted run in this run directory."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the feature cache."),
+    no_cache: NoCache = not EMBED.use_cache,
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow --out to be a folder that already holds files."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary."),
-    ft_batch_size: int = typer.Option(32, help="Fine-tuning batch size: the global batch, split over --devices."),
+    quiet: Quiet = False,
+    ft_batch_size: int = typer.Option(
+        TUNE.batch_size, help="Fine-tuning batch size: the global batch, split over --devices."
+    ),
     devices: int = typer.Option(1, help="Processes on this machine (torchrun; gloo on CPU, NCCL on GPUs)."),
     nnodes: int = typer.Option(1, help="Machines in a multi-machine job (each runs the same command)."),
     node_rank: int = typer.Option(0, help="This machine's number, 0 to --nnodes - 1."),
@@ -146,41 +147,38 @@ def train(
         if data_dir is None:
             raise DataError("missing DATA_DIR: pass a dataset folder (or try `graft demo`)")
         out = out or default_run_dir(data_dir)
+        bb = backbone_options(backbone, weights, input_size, crop_pct)
+        split = split_options(val_fraction, test_fraction, seed)
+        emb = embed_options(device, precision, batch_size, workers, no_cache, strict)
         clf = Classifier(
-            backbone=backbone,
-            weights=str(weights) if weights else None,
-            input_size=input_size,
-            crop_pct=crop_pct,
-            head=head.value,
+            **vars(bb),
+            **vars(split),
+            **{**vars(emb), "cache_dir": None},
+            head=value(head),
             C=c,
             dropout=dropout,
             hidden=hidden,
-            features=features.value,
-            augment_views=int(augment_views) if augment_views.isdigit() else augment_views,
-            class_weight=class_weight.value if class_weight else None,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            seed=seed,
-            device=device,
-            precision=precision.value,
-            batch_size=batch_size,
-            num_workers=workers,
-            strict=strict,
-            use_cache=not no_cache,
+            features=value(features),
+            augment_views=parse_int_or_text(augment_views),
+            class_weight=value(class_weight),
         )
-        opts = RunOptions(
-            fine_tune=fine_tune,
+        tune = dataclasses.replace(
+            TUNE,
             epochs=epochs,
             unfreeze=unfreeze,
             lr=lr,
             backbone_lr_ratio=backbone_lr_ratio,
-            schedule=schedule.value,
+            schedule=value(schedule),
             patience=patience,
-            augment=augment.value,
-            baseline=baseline.value if baseline else None,
+            augment=value(augment),
+            batch_size=ft_batch_size,
+        )
+        opts = RunOptions(
+            fine_tune=fine_tune,
+            tune=tune,
+            baseline=value(baseline),
             baseline_epochs=baseline_epochs,
-            ft_batch_size=ft_batch_size,
-            budget=budget,
+            budget=budget,  # type: ignore[arg-type]  # parsed to seconds by RunOptions
         )
         with make_progress(quiet) as prog:
             metrics = train_run(

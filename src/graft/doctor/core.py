@@ -7,6 +7,7 @@ embedding free and vice versa) and never writes, moves or edits a user file.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
@@ -15,11 +16,14 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from graft.backbones.options import BackboneOptions
+from graft.data.options import SplitOptions
 from graft.data.records import DatasetSplits, SkippedFile
 from graft.doctor import checks, duplicates
 from graft.doctor.issues import KINDS, DoctorReport, Issue
+from graft.features.options import EmbedOptions
 from graft.progress import NullProgress, Progress
-from graft.validation import Interval, check_param, invalid_parameter
+from graft.validation import invalid_parameter
 
 __all__ = ["doctor"]
 
@@ -40,31 +44,21 @@ class _Embedded:
 def doctor(
     data_dir: str | os.PathLike,
     *,
-    backbone: str = "efficientnet_lite0",
-    weights: str | os.PathLike | None = None,
-    seed: int = 0,
-    progress: Progress | None = None,
-    input_size: int | str | None = "auto",
-    val_fraction: float = 0.2,
-    test_fraction: float = 0.0,
-    device: str = "auto",
+    backbone: BackboneOptions | None = None,
+    split: SplitOptions | None = None,
+    embed: EmbedOptions | None = None,
     checks: Iterable[str] | None = None,
-    **embedding: Any,
+    progress: Progress | None = None,
 ) -> DoctorReport:
     """Check a dataset folder for corrupt files, duplicates, leaks, label errors, outliers, imbalance and small images.
 
     Args:
         data_dir: the dataset folder, in any layout ``graft train`` reads.
-        backbone, weights, input_size: the embedding, as for :class:`graft.Classifier`
-            (the defaults share ``graft train``'s feature cache).
-        seed: seed of the automatic split (as in training) and of the cross-validation folds.
-        val_fraction, test_fraction: the automatic split, where the folder has no split folders.
-        device: ``auto``, ``cpu`` or ``cuda``.
+        backbone / split / embed: the options objects of :class:`graft.Classifier`; the same defaults,
+            so ``graft train`` reuses the features cached here.
         checks: the issue kinds to look for (see :data:`~graft.doctor.issues.KINDS`); None: all.
             Leaving out ``label`` and ``outlier`` skips the cross-validation, the costliest
             step after embedding.
-        **embedding: passed to the feature extractor (precision, batch_size, num_workers,
-            cache_dir, use_cache, max_pixels).
 
     Returns:
         A :class:`DoctorReport`, issues most severe first.
@@ -75,15 +69,15 @@ def doctor(
     from graft.config import resolve_device
     from graft.features.dataset import scan_splits
 
-    check_param("seed", seed, "doctor", Interval(integer=True))
+    backbone = backbone or BackboneOptions()
+    split = (split or SplitOptions()).validate("doctor")
+    opts = embed or EmbedOptions()
+    opts = dataclasses.replace(opts, device=resolve_device(opts.device))
     kinds = _kinds(checks)
     prog = progress or NullProgress()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    pixels = {"max_pixels": embedding["max_pixels"]} if embedding.get("max_pixels") else {}
-    splits = scan_splits(
-        data_dir, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, progress=prog, **pixels
-    )
+    splits = scan_splits(data_dir, split, max_pixels=opts.max_pixels, progress=prog)
     corpus = _corpus(splits)
     timings["scan"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -93,12 +87,17 @@ def doctor(
     task.close()
     timings["hash"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    emb = _embed(corpus, backbone, weights, input_size, seed, resolve_device(device), prog, embedding)
+    emb = _embed(corpus, backbone, split.seed, opts, prog)
     timings["embed"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    issues, measured = _run_checks(splits, corpus, emb, (digests, thumbs), kinds, seed, prog)
+    issues, measured = _run_checks(splits, corpus, emb, (digests, thumbs), kinds, split.seed, prog)
     timings["checks"] = time.perf_counter() - t0
-    settings = {"backbone": backbone, "preprocessing": emb.preprocessing, "seed": seed, "checks": sorted(kinds)}
+    settings = {
+        "backbone": backbone.backbone,
+        "preprocessing": emb.preprocessing,
+        "seed": split.seed,
+        "checks": sorted(kinds),
+    }
     settings.update(**_thresholds(emb), **measured)
     n_images = len(corpus.records) + len(splits.skipped)
     return DoctorReport(str(splits.root), issues, n_images, list(splits.classes), splits.summary(), settings, timings)
@@ -141,27 +140,24 @@ def _corpus(splits: DatasetSplits) -> checks.Corpus:
 
 
 def _embed(
-    corpus: checks.Corpus,
-    backbone: str,
-    weights: str | os.PathLike | None,
-    input_size: int | str | None,
-    seed: int,
-    device: str,
-    prog: Progress,
-    embedding: dict[str, Any],
+    corpus: checks.Corpus, backbone: BackboneOptions, seed: int, opts: EmbedOptions, prog: Progress
 ) -> _Embedded:
     """View-0 features of every split, chosen and cached as :func:`graft.features.dataset.embed_dataset` does."""
     from graft.backbones import create_backbone, feature_preprocessing
     from graft.features.dataset import embed_split
     from graft.features.extract import model_features
 
-    bb = create_backbone(backbone, weights=weights)
+    bb = create_backbone(backbone.backbone, weights=backbone.weights)
     train = [r for r, s in zip(corpus.records, corpus.split_of) if s == "train"]
     sides = [min(r.width, r.height) for r in train if r.width and r.height]
     pre = feature_preprocessing(
-        bb.model, bb.preprocessing, input_size, None, image_short_side=float(np.median(sides)) if sides else None
+        bb.model,
+        bb.preprocessing,
+        backbone.input_size,
+        backbone.crop_pct,
+        image_short_side=float(np.median(sides)) if sides else None,
     )
-    embed = functools.partial(model_features, bb.model, pre, seed=seed, device=device, **embedding)
+    embed = functools.partial(model_features, bb.model, pre, seed=seed, **opts.extractor_kwargs())
     Xs, rows, failed = [], [], []
     for name in dict.fromkeys(corpus.split_of):
         idx = np.array([i for i, s in enumerate(corpus.split_of) if s == name], np.int64)

@@ -8,15 +8,16 @@ that builds the module from a :class:`HeadSpec`. Everything that offers a choice
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 from graft.validation import Interval, check_choice, check_param
 
 __all__ = ["HEAD_TYPES", "HeadSpec", "build_head", "register_head"]
 
-HeadBuilder = Callable[["HeadSpec"], nn.Sequential]
+HeadBuilder = Callable[["HeadSpec"], "nn.Sequential"]
 _BUILDERS: dict[str, HeadBuilder] = {}
 _SPATIAL: set[str] = set()
 
@@ -36,12 +37,16 @@ def register_head(name: str, *, spatial: bool = False) -> Callable[[HeadBuilder]
 @register_head("linear")
 def _linear(spec: HeadSpec) -> nn.Sequential:
     """Dropout + linear on pooled features (the default)."""
+    from torch import nn
+
     return nn.Sequential(nn.Dropout(spec.dropout), nn.Linear(spec.in_features, spec.num_classes))
 
 
 @register_head("mlp")
 def _mlp(spec: HeadSpec) -> nn.Sequential:
     """Dropout + linear + ReLU + dropout + linear on pooled features."""
+    from torch import nn
+
     return nn.Sequential(
         nn.Dropout(spec.dropout),
         nn.Linear(spec.in_features, spec.hidden),

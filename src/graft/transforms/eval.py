@@ -18,7 +18,12 @@ from PIL import Image
 
 from graft.validation import Interval, check_choice, check_param
 
-__all__ = ["Preprocessing", "PIL_INTERPOLATION"]
+__all__ = ["AUGMENT_STRENGTHS", "Preprocessing", "PIL_INTERPOLATION"]
+
+#: Augmentation strengths of fine-tuning (:func:`graft.transforms.train.build_train_transform`); here, torch-free,
+#: so that the command line offers them without loading torch.
+AUGMENT_STRENGTHS: tuple[str, ...] = ("default", "light", "none")
+
 
 PIL_INTERPOLATION: dict[str, int] = {
     "nearest": Image.Resampling.NEAREST,

@@ -17,7 +17,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
-from graft.transforms.eval import PIL_INTERPOLATION, Preprocessing
+from graft.transforms.eval import AUGMENT_STRENGTHS, PIL_INTERPOLATION, Preprocessing
 from graft.validation import Interval, check_choice, check_param, invalid_parameter
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
     "resolve_augment_views",
 ]
 
-AUGMENT_STRENGTHS: tuple[str, ...] = ("default", "light", "none")
 """Accepted values of ``strength`` in :func:`build_train_transform`."""
 
 _TV_INTERPOLATION = {

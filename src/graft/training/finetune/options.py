@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
 from graft.progress import Progress
-from graft.training.finetune.policy import FineTunePolicy
-from graft.transforms.train import AUGMENT_STRENGTHS
+from graft.transforms.eval import AUGMENT_STRENGTHS
 from graft.validation import Interval, Options, check_param
 
-__all__ = ["SCHEDULES", "FineTuneConfig", "TrainEnv"]
+if TYPE_CHECKING:
+    from graft.training.finetune.policy import FineTunePolicy
+
+__all__ = ["BASELINES", "SCHEDULES", "FineTuneConfig", "TrainEnv"]
+
+#: ``scratch``: also train the same architecture from random initialisation, the control for transfer.
+BASELINES = (None, "scratch")
 
 #: Learning-rate schedules after the warm-up.
 SCHEDULES = ("cosine", "onecycle", "constant")
@@ -56,10 +61,13 @@ class FineTuneConfig:
         check_param("patience", self.patience, owner, Interval(0, integer=True))
         check_param("prefix_views", self.prefix_views, owner, Interval(0, integer=True))
         check_param("lr", self.lr, owner, Interval(0, None, closed="right"))
-        self.policy()  # unfreeze / backbone_lr_ratio are checked where they are used
+        check_param("unfreeze", self.unfreeze, owner, Options((-1,)), Interval(1, integer=True))
+        check_param("backbone_lr_ratio", self.backbone_lr_ratio, owner, Interval(0, 10, closed="right"))
 
     def policy(self) -> FineTunePolicy:
         """A fresh policy for these settings (it records the groups it unfroze)."""
+        from graft.training.finetune.policy import FineTunePolicy
+
         return FineTunePolicy(self.unfreeze, self.backbone_lr_ratio, self.train_bn)
 
     def to_dict(self) -> dict[str, Any]:

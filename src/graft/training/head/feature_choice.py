@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from graft.backbones.taps import tap_columns
+from graft.training.head.options import FEATURE_MODES
 from graft.validation import check_choice
 
 __all__ = [
@@ -30,7 +31,6 @@ __all__ = [
 ]
 
 #: auto: choose by cross-validation; final: the backbone's own pooled features; multi: always multi-depth.
-FEATURE_MODES = ("auto", "final", "multi")
 
 #: Cross-validated accuracy multi-depth must gain to be used (accuracy as a fraction). Half a
 #: point: below that the difference is within the CV noise of a few hundred images, and the

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from graft.network.heads import HEAD_TYPES
-from graft.training.head.feature_choice import FEATURE_MODES
 from graft.validation import Constraint, Interval, Options, validate_params
 
-__all__ = ["CLASS_WEIGHTS", "HeadOptions"]
+__all__ = ["CLASS_WEIGHTS", "FEATURE_MODES", "HeadOptions"]
+
+#: Which features the head reads: ``auto`` (multi-depth where cross-validation prefers it), ``final``, ``multi``.
+FEATURE_MODES = ("auto", "final", "multi")
 
 #: ``balanced`` weights the loss by inverse class frequency; None weighs every image alike.
 CLASS_WEIGHTS = (None, "balanced")

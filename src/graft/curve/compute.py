@@ -10,10 +10,8 @@ so no image is decoded twice and a warm curve costs only the head fits.
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 import os
-import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -22,12 +20,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from graft.artifact.run_folder import RunFolder
 from graft.backbones.options import BackboneOptions
 from graft.data.options import SplitOptions
 from graft.exceptions import DataError
 from graft.features.options import EmbedOptions
-from graft.fileio import atomic_write_bytes
 from graft.progress import NullProgress, Progress
 from graft.validation import Interval, check_param, invalid_parameter
 
@@ -37,16 +33,11 @@ __all__ = [
     "FEW_SHOT_C",
     "HELPS_POINTS_PER_DOUBLING",
     "LearningCurve",
-    "check_outputs",
-    "curve_figure",
     "curve_from_features",
     "default_sizes",
     "learning_curve",
-    "save_curve",
-    "scratch_accuracy",
     "slope_per_doubling",
     "verdict",
-    "write_curve_png",
 ]
 
 CURVE_JSON = "curve.json"  # in the run folder, beside metrics.json: what the report's section reads
@@ -224,10 +215,8 @@ def _fit_all(
 
 
 def curve_from_features(
-    X: np.ndarray,
-    y: np.ndarray,
-    X_val: np.ndarray,
-    y_val: np.ndarray,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
     n_classes: int,
     *,
     sizes: Sequence[int] | None = None,
@@ -236,14 +225,16 @@ def curve_from_features(
     jobs: int | None = None,
     progress: Progress | None = None,
 ) -> LearningCurve:
-    """The curve on features already embedded: per size, ``seeds`` subsamples, one head fit each.
+    """The curve on features already embedded (``train``, ``val``: features and labels): per size, ``seeds``
+    subsamples, one head fit each.
 
     Seed ``seed + i`` draws the subsamples (nested: a seed's images at a size include its
     images at every smaller size) and the head's CV folds. At the full size all seeds
     draw the same rows, in order, so that point is exactly a plain fit on all of them.
     ``jobs``: fits run at once (default: the CPU count); the numbers do not depend on it.
     """
-    y, y_val = np.asarray(y, np.int64), np.asarray(y_val, np.int64)
+    X, y = train[0], np.asarray(train[1], np.int64)
+    X_val, y_val = val[0], np.asarray(val[1], np.int64)
     largest = int(np.bincount(y).max()) if len(y) else 0
     if largest == 0 or len(y_val) == 0:
         raise DataError("a learning curve needs training and validation images; found none in one of them")
@@ -315,14 +306,12 @@ def learning_curve(
     )
     t1 = time.perf_counter()
     curve = curve_from_features(
-        emb.train.X,
-        emb.train.y,
-        emb.val.X,
-        emb.val.y,
+        (emb.train.X, emb.train.y),
+        (emb.val.X, emb.val.y),
         len(splits.classes),
         sizes=sizes,
         seeds=seeds,
-        seed=seed,
+        seed=split.seed,
         jobs=jobs,
         progress=prog,
     )
@@ -330,96 +319,8 @@ def learning_curve(
     return dataclasses.replace(
         curve,
         classes=list(splits.classes),
-        backbone=backbone,
+        backbone=(backbone or BackboneOptions()).backbone,
         data_dir=str(Path(data_dir).resolve()),
-        split={"val_fraction": val_fraction, "seed": seed},
+        split={"val_fraction": split.val_fraction, "seed": split.seed},
         seconds=seconds,
     )
-
-
-def _tick_labels(x: np.ndarray) -> list[str]:
-    """Images per class at each point, "all" under the last; a label crowding the last one is left out."""
-    labels = [f"{v:.0f}" if v >= 10 else f"{v:.3g}" for v in x]
-    labels[-1] += "\n(all)"
-    if len(x) > 1 and np.log2(x[-1] / x[-2]) < 0.6:
-        labels[-2] = ""
-    return labels
-
-
-def curve_figure(curve: LearningCurve, scratch: float | None = None) -> Any:
-    """Accuracy (mean, error bars: one standard deviation) against images per class on a log2 axis.
-
-    ``scratch``: the from-scratch baseline's accuracy with all images, drawn as its own marker.
-    A bare :class:`matplotlib.figure.Figure` (no pyplot): no global backend is touched.
-    """
-    from matplotlib.figure import Figure
-
-    x = np.asarray(curve.n_images, dtype=float) / max(curve.n_classes, 1)
-    fig = Figure(figsize=(6.4, 4.0))
-    ax = fig.add_subplot()
-    seeds = max(len(s) for s in curve.per_seed)
-    ax.errorbar(
-        x,
-        curve.mean,
-        yerr=curve.std,
-        fmt="o-",
-        capsize=3,
-        color="#4C72B0",
-        label=f"linear head on frozen features (mean ± sd, {seeds} seeds)",
-    )
-    if scratch is not None:
-        ax.plot([x[-1]], [scratch], "s", color="#C44E52", ms=8, label="from scratch, all images")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(x)
-    ax.set_xticklabels(_tick_labels(x), fontsize=8)
-    ax.minorticks_off()
-    ax.set_xlabel("training images per class (log2 scale)")
-    ax.set_ylabel("validation accuracy")
-    ax.set_title("\n".join(textwrap.wrap(curve.verdict, 70)), fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    return fig
-
-
-def write_curve_png(curve: LearningCurve, path: str | os.PathLike, scratch: float | None = None) -> Path:
-    """Save :func:`curve_figure` as a PNG (atomically: a reader never sees half a file)."""
-    buf = io.BytesIO()
-    curve_figure(curve, scratch).savefig(buf, format="png", dpi=90, facecolor="white")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
-
-
-def scratch_accuracy(run_dir: str | os.PathLike) -> float | None:
-    """The from-scratch baseline's validation accuracy recorded in a run folder, if it was measured."""
-    stages = RunFolder(run_dir).read(RunFolder.METRICS).get("stages") or {}
-    base = stages.get("baseline_scratch") if isinstance(stages, dict) else None
-    acc = base.get("val_accuracy") if isinstance(base, dict) else None
-    return float(acc) if isinstance(acc, (int, float)) else None
-
-
-def save_curve(curve: LearningCurve, run_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """Write RUN_DIR/curve.json and RUN_DIR/report/curve.png (``graft report`` shows them).
-
-    The figure marks the run's from-scratch baseline when its metrics.json has one.
-    """
-    run = RunFolder(run_dir)
-    json_path = run.write(CURVE_JSON, curve.to_dict())
-    return json_path, write_curve_png(curve, run.path / CURVE_PNG, scratch_accuracy(run.path))
-
-
-def check_outputs(
-    data_dir: str | os.PathLike, *, out: str | os.PathLike | None = None, png: str | os.PathLike | None = None
-) -> None:
-    """Refuse output paths that cannot work, before the curve is computed (one-line errors)."""
-    data = Path(data_dir).resolve()
-    if out is not None:
-        o = Path(out)
-        if o.exists() and not o.is_dir():
-            raise DataError(f"--out {out} is a file; pass a run directory (graft train --out) or a new folder")
-        if o.resolve() == data or data in o.resolve().parents:
-            raise DataError(f"--out {out} is inside the dataset folder {data_dir}; choose a folder outside it")
-    if png is not None and Path(png).is_dir():
-        raise DataError(f"--png {png} is a folder; pass a file name such as curve.png")
