@@ -18,7 +18,7 @@ from torch import nn
 from conftest import run_cli
 from graft.cli.main import main
 from graft.exceptions import GraftError, InvalidParameterError
-from graft.validation import check_choice, check_number, invalid_parameter
+from graft.validation import Interval, Options, check_choice, check_param, invalid_parameter
 
 TEMPLATE = re.compile(r"^The '[^']+' parameter of [\w. ]+ must be .+; got .+ instead\.$", re.S)
 
@@ -61,39 +61,44 @@ def test_check_choice_message() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "kwargs", "message"),
+    ("value", "constraints", "message"),
     [
         (
             1.5,
-            dict(low=0, high=1, high_inclusive=False),
+            (Interval(0, 1, closed="left"),),
             "The 'dropout' parameter of HeadSpec must be a number in the range [0, 1); got 1.5 instead.",
         ),
         (
             0,
-            dict(low=0, low_inclusive=False),
+            (Interval(0, None, closed="right"),),
             "The 'dropout' parameter of HeadSpec must be a number > 0; got 0 instead.",
         ),
         (
             "x",
-            dict(low=0, high=1),
+            (Interval(0, 1),),
             "The 'dropout' parameter of HeadSpec must be a number in the range [0, 1]; got 'x' instead.",
         ),
-        (float("nan"), dict(), "The 'dropout' parameter of HeadSpec must be a number; got nan instead."),
-        (True, dict(), "The 'dropout' parameter of HeadSpec must be a number; got True instead."),
-        (2.0, dict(integer=True, low=1), "The 'dropout' parameter of HeadSpec must be an int >= 1; got 2.0 instead."),
-        ("x", dict(allow_none=True), "The 'dropout' parameter of HeadSpec must be a number or None; got 'x' instead."),
+        (float("nan"), (Interval(),), "The 'dropout' parameter of HeadSpec must be a number; got nan instead."),
+        (True, (Interval(),), "The 'dropout' parameter of HeadSpec must be a number; got True instead."),
+        (
+            2.0,
+            (Interval(1, integer=True),),
+            "The 'dropout' parameter of HeadSpec must be an int >= 1; got 2.0 instead.",
+        ),
+        ("x", (Interval(), None), "The 'dropout' parameter of HeadSpec must be a number or None; got 'x' instead."),
     ],
 )
-def test_check_number_message(value: Any, kwargs: dict[str, Any], message: str) -> None:
+def test_check_param_message(value: Any, constraints: tuple[Any, ...], message: str) -> None:
     with pytest.raises(InvalidParameterError) as ei:
-        check_number("dropout", value, "HeadSpec", **kwargs)
+        check_param("dropout", value, "HeadSpec", *constraints)
     assert str(ei.value) == message
 
 
-def test_check_number_accepts_valid_values() -> None:
-    assert check_number("x", 0.5, "f", low=0, high=1) == 0.5
-    assert check_number("x", None, "f", allow_none=True) is None
-    assert check_number("x", 3, "f", integer=True, low=1) == 3
+def test_check_param_accepts_valid_values() -> None:
+    assert check_param("x", 0.5, "f", Interval(0, 1)) == 0.5
+    assert check_param("x", None, "f", Interval(), None) is None
+    assert check_param("x", 3, "f", Interval(1, integer=True)) == 3
+    assert check_param("x", "auto", "f", Options(("auto",)), Interval(0, integer=True)) == "auto"
 
 
 def test_invalid_parameter_is_a_value_error_with_exit_code_2() -> None:

@@ -7,6 +7,7 @@ learned state ends in ``_``. The work happens in :mod:`graft.training.fit.stages
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 from pathlib import Path
@@ -76,7 +77,6 @@ class Classifier:
         **EmbedOptions.CONSTRAINTS,
         "strict": [bool],
         "use_cache": [bool],
-        "progress": [Progress, None],
     }
 
     def __init__(
@@ -162,16 +162,21 @@ class Classifier:
     def _fit_options(self) -> Any:
         from graft.training.fit.options import FitOptions
 
+        return FitOptions(
+            self._options_of(BackboneOptions), self._options_of(HeadOptions), self._options_of(SplitOptions)
+        )
+
+    def _options_of(self, cls: Any) -> Any:
+        """The options object ``cls`` filled from this estimator's parameters of the same names."""
         params = self.get_params()
-        pick = lambda cls: cls(**{f: params[f] for f in cls.__dataclass_fields__})  # noqa: E731
-        return FitOptions(pick(BackboneOptions), pick(HeadOptions), pick(SplitOptions))
+        return cls(**{f.name: params[f.name] for f in dataclasses.fields(cls)})
 
     def _embed_options(self) -> EmbedOptions:
-        params = self.get_params()
-        fields = {f: params[f] for f in EmbedOptions.__dataclass_fields__}
-        fields["device"] = getattr(self, "device_", self.device)
-        fields["cache_dir"] = str(self.cache_dir) if self.cache_dir is not None else None
-        return EmbedOptions(**fields)
+        return dataclasses.replace(
+            self._options_of(EmbedOptions),
+            device=getattr(self, "device_", self.device),
+            cache_dir=str(self.cache_dir) if self.cache_dir is not None else None,
+        )
 
     def _train_env(self, **changes: Any) -> Any:
         """How fine-tuning runs here (:class:`~graft.training.finetune.options.TrainEnv`)."""
