@@ -109,7 +109,8 @@ def attack(
             least this probability (or ``steps`` run out); 0 stops at the first flip.
     """
     budget, target_index = _check_attack(target, epsilon, steps, target_index)
-    net, dev = target.net, target.device
+    net = target.net
+    dev = target.device
     norm = normalizer(target.preprocessing, dev)
     alpha = max(step_size if step_size is not None else epsilon / 10.0, 1.0 / 255.0)
     x0 = torch.from_numpy(rgb.astype(np.float32) / 255.0).permute(2, 0, 1)[None].to(dev)
@@ -132,7 +133,8 @@ def attack(
 
     label = torch.tensor([source if target_index is None else target_index], device=dev)
     x = x0.clone()
-    after, used = before, 0
+    after = before
+    used = 0
     for step in range(1, steps + 1):
         used = step  # steps actually run: the loop may stop early
         x.requires_grad_(True)

@@ -87,7 +87,8 @@ def dream(
     check_param("class_index", class_index, "dream", Interval(0, len(target.classes) - 1, integer=True))
     check_param("steps", steps, "dream", Interval(1, integer=True))
     check_choice("objective", objective, ("logit", "logprob"), "dream")
-    net, dev = target.net, target.device
+    net = target.net
+    dev = target.device
     norm = normalizer(target.preprocessing, dev)
     h, w = target.preprocessing.input_size
     g = torch.Generator().manual_seed(seed)

@@ -119,7 +119,8 @@ def gradcam_batch(
         cams = F.interpolate(raw, size=chunk[0].shape[:2], mode="bilinear", align_corners=False)[:, 0].cpu().numpy()
         for j, rgb in enumerate(chunk):
             cam: np.ndarray = cams[j]
-            lo, hi = float(cam.min()), float(cam.max())
+            lo = float(cam.min())
+            hi = float(cam.max())
             cam = (cam - lo) / (hi - lo) if hi > lo else np.zeros_like(cam)
             k = int(idx[j])
             results.append(

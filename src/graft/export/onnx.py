@@ -156,7 +156,8 @@ def export_onnx(
         say("checking ONNX Runtime against PyTorch")
         imgs = checks.choose_check_images(pre, check_images, data_dir)
         onnx32, diff, agree = _parity(lm, fp32, imgs, tolerance, out)
-        final, qinfo = fp32, None
+        final = fp32
+        qinfo = None
         if quantize == "int8":
             qinfo, final = _quantize(fp32, Path(tmp) / "int8.onnx", lm, data_dir, imgs, onnx32, opset, say)
         del onnx32  # the session holds the file open on some platforms
@@ -192,7 +193,8 @@ def _parity(lm: Any, path: Path, imgs: checks.CheckImages, tolerance: float, out
     got = onnx32.logits(imgs.batch)
     single = onnx32.logits(imgs.batch[:1])  # dynamic batch: 1 and N must both work
     diff = float(max(np.abs(got - ref).max(), np.abs(single - ref[:1]).max()))
-    ood_t, ood_o = torch_pred.outputs(imgs.batch).ood, onnx32.outputs(imgs.batch).ood
+    ood_t = torch_pred.outputs(imgs.batch).ood
+    ood_o = onnx32.outputs(imgs.batch).ood
     if (ood_t is None) != (ood_o is None) or (ood_t is not None and float(np.abs(ood_t - ood_o).max()) > 1e-3):
         raise ExportError(f"the exported OOD score differs from PyTorch on {len(ref)} {imgs.source} images")
     agree = float((got.argmax(1) == ref.argmax(1)).mean())
@@ -236,15 +238,18 @@ def _quantize(
         "fp32_latency_ms": checks.latency_ms(onnx32.session, onnx32.input_name, (1, 3, h, w)),
         "int8_latency_ms": checks.latency_ms(onnx8.session, onnx8.input_name, (1, 3, h, w)),
     }
-    q_check, f_check = onnx8.logits(imgs.batch), onnx32.logits(imgs.batch)
+    q_check = onnx8.logits(imgs.batch)
+    f_check = onnx32.logits(imgs.batch)
     info["check_top1_agreement"] = float((q_check.argmax(1) == f_check.argmax(1)).mean())
     info["check_max_abs_diff"] = float(np.abs(q_check - f_check).max())
     if val is not None:
-        paths, labels = val[0][:1000], val[1][:1000]
+        paths = val[0][:1000]
+        labels = val[1][:1000]
         batch, ok = checks.load_batch(paths, pre)
         labels = labels[np.isin(paths, ok)]
         if len(batch):
-            p32, p8 = onnx32.predict_arrays(batch), onnx8.predict_arrays(batch)
+            p32 = onnx32.predict_arrays(batch)
+            p8 = onnx8.predict_arrays(batch)
             info.update(
                 n_val=int(len(batch)),
                 val_accuracy_fp32=checks.accuracy(p32, labels),

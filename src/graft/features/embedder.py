@@ -148,7 +148,8 @@ def collate_skip_failed(items):
         arrs = [x for _, x in good]
         batch = torch.from_numpy(np.stack(arrs)) if isinstance(arrs[0], np.ndarray) else torch.stack(arrs)
     else:
-        idx, batch = torch.zeros(0, dtype=torch.long), None
+        idx = torch.zeros(0, dtype=torch.long)
+        batch = None
     return idx, batch, bad
 
 
@@ -219,7 +220,8 @@ class Embedder:
         self._engine: Engine | None = None
         mean = torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, 3, 1, 1)
         std = torch.tensor(preprocessing.std, dtype=torch.float32).view(1, 3, 1, 1)
-        self._scale, self._shift = 1.0 / (255.0 * std), mean / std
+        self._scale = 1.0 / (255.0 * std)
+        self._shift = mean / std
 
     def engine(self, n_images: int | None = None) -> Engine:
         """The engine (built on first use; ``n_images`` lets small jobs skip an ONNX export)."""
