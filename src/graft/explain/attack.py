@@ -115,6 +115,16 @@ class _Fgsm:
                 0.0, 1.0
             )  # grid points stay on the grid
 
+    def run(self, steps: int, done: Callable[[np.ndarray], bool]) -> tuple[torch.Tensor, np.ndarray, int]:
+        """Step until ``done(probabilities)`` or ``steps`` run out: (the image, its probabilities, steps run)."""
+        x = self.x0.clone()
+        for step in range(1, steps + 1):
+            x = self.step(x)
+            after = self.probs(x)
+            if done(after):
+                return x, after, step  # stopped early
+        return x, after, steps
+
 
 def _succeeded(p: np.ndarray, source: int, target_index: int | None) -> bool:
     return int(p.argmax()) == target_index if target_index is not None else int(p.argmax()) != source
@@ -147,27 +157,20 @@ def attack(
     budget, target_index = _check_attack(target, epsilon, steps, target_index)
     dev = target.device
     x0 = torch.from_numpy(rgb.astype(np.float32) / 255.0).permute(2, 0, 1)[None].to(dev)
+    norm = normalizer(target.preprocessing, dev)
+    with torch.no_grad():
+        before = torch.softmax(target.net(norm(x0)).float(), 1)[0].double().cpu().numpy()
+    source = int(before.argmax())
     fgsm = _Fgsm(
         net=target.net,
-        norm=normalizer(target.preprocessing, dev),
+        norm=norm,
         x0=x0,
         budget=budget,
         alpha=max(step_size if step_size is not None else epsilon / 10.0, 1.0 / 255.0),
-        label=torch.tensor([0], device=dev),
+        label=torch.tensor([source if target_index is None else target_index], device=dev),
         direction=-1.0 if target_index is not None else 1.0,
     )
-    before = fgsm.probs(x0)
-    source = int(before.argmax())
-    fgsm.label = torch.tensor([source if target_index is None else target_index], device=dev)
-    x = x0.clone()
-    after = before
-    used = 0
-    for step in range(1, steps + 1):
-        used = step  # steps actually run: the loop may stop early
-        x = fgsm.step(x)
-        after = fgsm.probs(x)
-        if _succeeded(after, source, target_index) and float(after.max()) >= confidence:
-            break
+    x, after, used = fgsm.run(steps, lambda p: _succeeded(p, source, target_index) and float(p.max()) >= confidence)
     adv = (x[0].permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
     linf = float(np.abs(adv.astype(np.int16) - rgb.astype(np.int16)).max()) / 255.0
     return AttackResult(
