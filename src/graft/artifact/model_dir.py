@@ -163,7 +163,8 @@ def _ood_scorer(spec: ArtifactSpec, head: HeadSpec, source: str) -> OODScorer | 
     if not spec.ood:
         return None
     try:
-        n_ref, k = int(spec.ood["n_reference"]), int(spec.ood["k"])
+        n_ref = int(spec.ood["n_reference"])
+        k = int(spec.ood["k"])
     except (KeyError, TypeError, ValueError):
         raise ModelFileError(f"{source}: the 'ood' section lacks n_reference or k") from None
     if not (0 < k <= n_ref) or n_ref * int(head.in_features) > _MAX_FEATURES * 4:

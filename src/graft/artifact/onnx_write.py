@@ -77,7 +77,8 @@ def write_onnx_metadata(path: str | Path, meta: dict[str, Any]) -> None:
         "classes": json.dumps(meta["classes"]),
     }.items():
         entry = model.metadata_props.add()
-        entry.key, entry.value = k, v
+        entry.key = k
+        entry.value = v
     model.producer_name = "graft"
     model.producer_version = meta["graft_version"]
     model.doc_string = f"graft image classifier ({meta['backbone'].get('name', '?')}, {len(meta['classes'])} classes)"

@@ -76,7 +76,8 @@ class RunFolder:
     def val_split(self, classes: Sequence[str]) -> tuple[list[str], list[int]] | None:
         """(paths, labels) of the run's validation split, if recorded for these classes and all present."""
         d = self.read(self.VAL_PREDICTIONS)
-        paths, labels = d.get("paths"), d.get("labels")
+        paths = d.get("paths")
+        labels = d.get("labels")
         if list(d.get("classes", [])) != list(classes) or not isinstance(paths, list) or not paths:
             return None
         if not isinstance(labels, list) or len(labels) != len(paths) or not all(Path(str(p)).is_file() for p in paths):

@@ -260,11 +260,13 @@ def _load(
         raise TypeError(f"a {src.kind!r} weights source needs a path")
     sd = read_state_dict(src.path)
     if src.kind == "package":
-        build_arch, source = str(src.package_arch), f"package:{src.distribution}"
+        build_arch = str(src.package_arch)
+        source = f"package:{src.distribution}"
         label = f"{src.path} (package {src.distribution})"
     else:
         build_arch = LITE_ALIASES[arch] if arch in LITE_ALIASES and _has_lukemelas_keys(sd) else arch
-        source, label = f"file:{src.path.resolve()}", str(src.path)
+        source = f"file:{src.path.resolve()}"
+        label = str(src.path)
     model = _timm_create(f"{build_arch}.{tag}" if tag else build_arch, pretrained=False)
     head_loaded = load_weights_into(model, sd, source=label, architecture=build_arch)
     if keep_classifier and not head_loaded:

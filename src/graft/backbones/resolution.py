@@ -62,24 +62,30 @@ def feature_preprocessing(
     """
     cfg: Mapping[str, Any] = getattr(model, "pretrained_cfg", None) or {}
     if input_size in (None, "native"):
-        size, crop = base.input_size, base.crop_pct
+        size = base.input_size
+        crop = base.crop_pct
     elif input_size == "auto":
         if cfg.get("fixed_input_size"):
-            size, crop = base.input_size, base.crop_pct
+            size = base.input_size
+            crop = base.crop_pct
         elif cfg.get("test_input_size"):
             t = cfg["test_input_size"]
-            size, crop = (int(t[-2]), int(t[-1])), float(cfg.get("test_crop_pct") or base.crop_pct)
+            size = (int(t[-2]), int(t[-1]))
+            crop = float(cfg.get("test_crop_pct") or base.crop_pct)
         else:
             side = int(round(min(base.input_size) * FIXRES_SCALE / 32.0) * 32)
             if image_short_side is not None and image_short_side >= side:
-                size, crop = (side, side), 1.0
+                size = (side, side)
+                crop = 1.0
             else:
-                size, crop = base.input_size, base.crop_pct
+                size = base.input_size
+                crop = base.crop_pct
     elif _is_pixels(input_size):
         side = int(input_size)
         if side < 32:
             raise invalid_parameter("input_size", "feature_preprocessing", _INPUT_SIZE_EXPECTED, input_size)
-        size, crop = (side, side), (1.0 if side != min(base.input_size) else base.crop_pct)
+        size = (side, side)
+        crop = 1.0 if side != min(base.input_size) else base.crop_pct
     else:
         raise invalid_parameter("input_size", "feature_preprocessing", _INPUT_SIZE_EXPECTED, input_size)
     if crop_pct is not None:

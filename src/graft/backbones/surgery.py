@@ -58,7 +58,9 @@ def static_same_padding(model: nn.Module, input_size: tuple[int, int]) -> nn.Mod
     for n in names:
         old: Any = new.get_submodule(n)
         ih, iw = sizes[n]
-        (kh, kw), (sh, sw), (dh, dw) = old.kernel_size, old.stride, old.dilation
+        kh, kw = old.kernel_size
+        sh, sw = old.stride
+        dh, dw = old.dilation
         ph = max((math.ceil(ih / sh) - 1) * sh + (kh - 1) * dh + 1 - ih, 0)
         pw = max((math.ceil(iw / sw) - 1) * sw + (kw - 1) * dw + 1 - iw, 0)
         conv = nn.Conv2d(

@@ -190,11 +190,13 @@ def scan_dataset(
             "(with one folder per class), or put the class folders directly in the dataset folder"
         )
     if split_folders:
-        layout, base = "split-folders", split_folders["train"]
+        layout = "split-folders"
+        base = split_folders["train"]
         for extra in other_dirs:
             prober.warn(f"ignoring folder {extra}: not a train/val/test split folder")
     else:
-        layout, base = "auto-split", root
+        layout = "auto-split"
+        base = root
     classes = [p.name for p in list_subdirs(base)]
     if len(classes) < 2:
         found = f"only {classes[0]!r}" if classes else "none"

@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 from graft.explain.attack import AttackResult, attack
-from graft.explain.dream import DreamResult, dream
+from graft.explain.dream import DreamOptions, DreamResult, dream
 from graft.explain.features import FeatureMaps, feature_maps
 from graft.explain.gradcam import CamResult, explain_image, gradcam, gradcam_batch, overlay_heatmap
 from graft.explain.layers import LayerInfo, default_feature_layer, get_layer, list_layers
@@ -47,6 +47,7 @@ __all__ = [
     "overlay_heatmap",
     "FeatureMaps",
     "feature_maps",
+    "DreamOptions",
     "DreamResult",
     "dream",
     "AttackResult",

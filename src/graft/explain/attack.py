@@ -8,6 +8,7 @@ judged on the image as it would be saved (rounded to uint8), not on floats.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -84,6 +85,51 @@ def _check_attack(
     return budget, target_index
 
 
+@dataclass
+class _Fgsm:
+    """One image's iterative FGSM: the network, the start image, the budget and the step."""
+
+    net: torch.nn.Module
+    norm: Callable[[torch.Tensor], torch.Tensor]
+    x0: torch.Tensor
+    budget: float
+    alpha: float
+    label: torch.Tensor
+    #: targeted (-1): descend the loss of the target; untargeted (+1): ascend the loss of the source.
+    direction: float
+
+    def probs(self, x: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return torch.softmax(self.net(self.norm(x)).float(), 1)[0].double().cpu().numpy()
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        """One signed-gradient step from ``x``, rounded to the uint8 grid and projected into the budget."""
+        x = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            loss = F.cross_entropy(self.net(self.norm(x)).float(), self.label)
+            (grad,) = torch.autograd.grad(loss, x)
+        with torch.no_grad():
+            x = x + self.direction * self.alpha * grad.sign()
+            x = torch.round(x * 255.0) / 255.0
+            return torch.min(torch.max(x, self.x0 - self.budget), self.x0 + self.budget).clamp(
+                0.0, 1.0
+            )  # grid points stay on the grid
+
+    def run(self, steps: int, done: Callable[[np.ndarray], bool]) -> tuple[torch.Tensor, np.ndarray, int]:
+        """Step until ``done(probabilities)`` or ``steps`` run out: (the image, its probabilities, steps run)."""
+        x = self.x0.clone()
+        for step in range(1, steps + 1):
+            x = self.step(x)
+            after = self.probs(x)
+            if done(after):
+                return x, after, step  # stopped early
+        return x, after, steps
+
+
+def _succeeded(p: np.ndarray, source: int, target_index: int | None) -> bool:
+    return int(p.argmax()) == target_index if target_index is not None else int(p.argmax()) != source
+
+
 def attack(
     target: ExplainTarget,
     rgb: np.ndarray,
@@ -109,45 +155,22 @@ def attack(
             least this probability (or ``steps`` run out); 0 stops at the first flip.
     """
     budget, target_index = _check_attack(target, epsilon, steps, target_index)
-    net, dev = target.net, target.device
-    norm = normalizer(target.preprocessing, dev)
-    alpha = max(step_size if step_size is not None else epsilon / 10.0, 1.0 / 255.0)
+    dev = target.device
     x0 = torch.from_numpy(rgb.astype(np.float32) / 255.0).permute(2, 0, 1)[None].to(dev)
-
-    def probs_of(x: torch.Tensor) -> np.ndarray:
-        with torch.no_grad():
-            return torch.softmax(net(norm(x)).float(), 1)[0].double().cpu().numpy()
-
-    def quantised(x: torch.Tensor) -> torch.Tensor:
-        return torch.round(x * 255.0) / 255.0
-
-    before = probs_of(x0)
+    norm = normalizer(target.preprocessing, dev)
+    with torch.no_grad():
+        before = torch.softmax(target.net(norm(x0)).float(), 1)[0].double().cpu().numpy()
     source = int(before.argmax())
-
-    def succeeded(p: np.ndarray) -> bool:
-        return int(p.argmax()) == target_index if target_index is not None else int(p.argmax()) != source
-
-    def confident(p: np.ndarray) -> bool:
-        return succeeded(p) and float(p.max()) >= confidence
-
-    label = torch.tensor([source if target_index is None else target_index], device=dev)
-    x = x0.clone()
-    after, used = before, 0
-    for step in range(1, steps + 1):
-        used = step  # steps actually run: the loop may stop early
-        x.requires_grad_(True)
-        with torch.enable_grad():
-            loss = F.cross_entropy(net(norm(x)).float(), label)
-            (grad,) = torch.autograd.grad(loss, x)
-        # Targeted: descend the loss of the target; untargeted: ascend the loss of the source.
-        direction = -1.0 if target_index is not None else 1.0
-        with torch.no_grad():
-            x = x + direction * alpha * grad.sign()
-            x = quantised(x)
-            x = torch.min(torch.max(x, x0 - budget), x0 + budget).clamp(0.0, 1.0)  # grid points stay on the grid
-        after = probs_of(x)
-        if confident(after):
-            break
+    fgsm = _Fgsm(
+        net=target.net,
+        norm=norm,
+        x0=x0,
+        budget=budget,
+        alpha=max(step_size if step_size is not None else epsilon / 10.0, 1.0 / 255.0),
+        label=torch.tensor([source if target_index is None else target_index], device=dev),
+        direction=-1.0 if target_index is not None else 1.0,
+    )
+    x, after, used = fgsm.run(steps, lambda p: _succeeded(p, source, target_index) and float(p.max()) >= confidence)
     adv = (x[0].permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
     linf = float(np.abs(adv.astype(np.int16) - rgb.astype(np.int16)).max()) / 255.0
     return AttackResult(
@@ -157,7 +180,7 @@ def attack(
         probs_after=after,
         source_index=source,
         target_index=target_index,
-        success=succeeded(after),
+        success=_succeeded(after, source, target_index),
         linf=linf,
         epsilon=float(epsilon),
         steps=used,

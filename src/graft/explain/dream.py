@@ -8,7 +8,8 @@ Mordvintsev et al., 2015).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 from graft.explain.target import ExplainTarget, normalizer
 from graft.validation import Interval, check_choice, check_param
 
-__all__ = ["DreamResult", "dream", "total_variation"]
+__all__ = ["DreamOptions", "DreamResult", "dream", "total_variation"]
 
 
 @dataclass
@@ -54,24 +55,11 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
     return (x[0].detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
 
 
-def dream(
-    target: ExplainTarget,
-    class_index: int,
-    *,
-    steps: int = 100,
-    lr: float = 0.1,
-    tv_weight: float = 4.0,
-    jitter: int = 8,
-    blur_every: int = 4,
-    noise: float = 0.05,
-    objective: str = "logit",
-    seed: int = 0,
-) -> DreamResult:
-    """Optimise an input image so the network calls it ``class_index``.
+@dataclass(frozen=True)
+class DreamOptions:
+    """How :func:`dream` optimises the image.
 
-    Args:
-        target: the network, preprocessing and classes.
-        class_index: the class to visualise.
+    Attributes:
         steps: Adam steps on the image.
         lr: Adam learning rate (on the image's logit-space parameters).
         tv_weight: weight of the total-variation penalty (higher: smoother, less detail).
@@ -82,48 +70,91 @@ def dream(
             probability saturates: more vivid images); ``"logprob"`` climbs the log-probability.
         seed: seed of the starting noise and the jitter.
     """
-    if isinstance(class_index, np.integer):
-        class_index = int(class_index)
-    check_param("class_index", class_index, "dream", Interval(0, len(target.classes) - 1, integer=True))
-    check_param("steps", steps, "dream", Interval(1, integer=True))
-    check_choice("objective", objective, ("logit", "logprob"), "dream")
-    net, dev = target.net, target.device
-    norm = normalizer(target.preprocessing, dev)
-    h, w = target.preprocessing.input_size
-    g = torch.Generator().manual_seed(seed)
+
+    steps: int = 100
+    lr: float = 0.1
+    tv_weight: float = 4.0
+    jitter: int = 8
+    blur_every: int = 4
+    noise: float = 0.05
+    objective: str = "logit"
+    seed: int = 0
+
+
+def _start_image(shape: tuple[int, int], noise: float, g: torch.Generator) -> torch.Tensor:
+    """Mid-grey noise (1, 3, H, W), rounded to uint8 levels as it would be saved."""
+    h, w = shape
     start = (0.5 + noise * torch.randn(1, 3, h, w, generator=g)).clamp(0.02, 0.98)
-    start = torch.from_numpy(_to_uint8(start).astype(np.float32) / 255.0).permute(2, 0, 1)[None]  # as saved
+    return _from_uint8(_to_uint8(start))
+
+
+def _from_uint8(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+
+
+def _blur_kernel(dev: torch.device | str) -> torch.Tensor:
+    kernel = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]], device=dev) / 16.0
+    return kernel.expand(3, 1, 3, 3).contiguous()
+
+
+def _ascend(
+    target: ExplainTarget, class_index: int, start: torch.Tensor, opts: DreamOptions, g: torch.Generator
+) -> tuple[torch.Tensor, list[float]]:
+    """Climb the class score from ``start``; (the final image in [0, 1], probability history)."""
+    net = target.net
+    dev = target.device
+    norm = normalizer(target.preprocessing, dev)
     # Optimise p with x = sigmoid(p): pixels stay in [0, 1] without clipping dead zones.
     p = torch.logit(start.clamp(1e-3, 1 - 1e-3)).to(dev).requires_grad_(True)
-    opt = torch.optim.Adam([p], lr=lr)
-    kernel = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]], device=dev) / 16.0
-    kernel = kernel.expand(3, 1, 3, 3).contiguous()
+    opt = torch.optim.Adam([p], lr=opts.lr)
+    kernel = _blur_kernel(dev)
     history: list[float] = []
     with torch.enable_grad():
-        for step in range(steps):
+        for step in range(opts.steps):
             x = torch.sigmoid(p)
-            if jitter:
-                dy, dx = (int(v) for v in torch.randint(-jitter, jitter + 1, (2,), generator=g))
+            if opts.jitter:
+                dy, dx = (int(v) for v in torch.randint(-opts.jitter, opts.jitter + 1, (2,), generator=g))
                 x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
             logits = net(norm(x)).float()
             logp = F.log_softmax(logits, 1)[0, class_index]
-            score = logits[0, class_index] if objective == "logit" else logp
-            loss = -score + tv_weight * total_variation(x)
+            score = logits[0, class_index] if opts.objective == "logit" else logp
+            loss = -score + opts.tv_weight * total_variation(x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if blur_every and (step + 1) % blur_every == 0 and step + 1 < steps:
+            if opts.blur_every and (step + 1) % opts.blur_every == 0 and step + 1 < opts.steps:
                 with torch.no_grad():  # blur in image space, then back to p
                     xb = F.conv2d(F.pad(torch.sigmoid(p), (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
                     p.copy_(torch.logit(xb.clamp(1e-4, 1 - 1e-4)))
             if step % 10 == 0:
                 history.append(float(logp.detach().exp()))
-    final = _to_uint8(torch.sigmoid(p))
+    return torch.sigmoid(p), history
+
+
+def dream(target: ExplainTarget, class_index: int, options: DreamOptions | None = None, **settings: Any) -> DreamResult:
+    """Optimise an input image so the network calls it ``class_index``.
+
+    Args:
+        target: the network, preprocessing and classes.
+        class_index: the class to visualise.
+        options: how to optimise (default :class:`DreamOptions`).
+        **settings: :class:`DreamOptions` fields overriding ``options``, e.g. ``steps=15, seed=0``.
+    """
+    opts = replace(options or DreamOptions(), **settings)
+    if isinstance(class_index, np.integer):
+        class_index = int(class_index)
+    check_param("class_index", class_index, "dream", Interval(0, len(target.classes) - 1, integer=True))
+    check_param("steps", opts.steps, "dream", Interval(1, integer=True))
+    check_choice("objective", opts.objective, ("logit", "logprob"), "dream")
+    dev = target.device
+    g = torch.Generator().manual_seed(opts.seed)
+    start = _start_image(target.preprocessing.input_size, opts.noise, g)
+    image, history = _ascend(target, class_index, start, opts, g)
+    final = _to_uint8(image)
     with torch.no_grad():
-        xs = torch.stack(
-            [start[0].to(dev), torch.from_numpy(final.astype(np.float32) / 255.0).permute(2, 0, 1).to(dev)]
-        )
-        probs = torch.softmax(net(norm(xs)).float(), 1)[:, class_index].cpu().numpy()
+        xs = torch.cat([start.to(dev), _from_uint8(final).to(dev)])
+        logits = target.net(normalizer(target.preprocessing, dev)(xs)).float()
+        probs = torch.softmax(logits, 1)[:, class_index].cpu().numpy()
     return DreamResult(
         image=final,
         start_image=_to_uint8(start),
@@ -131,6 +162,6 @@ def dream(
         label=target.classes[class_index],
         start_probability=float(probs[0]),
         probability=float(probs[1]),
-        steps=steps,
+        steps=opts.steps,
         history=history,
     )

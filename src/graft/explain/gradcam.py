@@ -62,6 +62,54 @@ def gradcam(
     )[0]
 
 
+def _check_class_indices(target: ExplainTarget, n_images: int, class_indices: Sequence[int] | None) -> None:
+    if class_indices is None:
+        return
+    if len(class_indices) != n_images:
+        raise invalid_parameter(
+            "class_indices", "gradcam_batch", f"None or one class index per image ({n_images})", list(class_indices)
+        )
+    for k in class_indices:
+        check_param(
+            "class_index",
+            int(k) if isinstance(k, np.integer) else k,
+            "gradcam",
+            Interval(0, len(target.classes) - 1, integer=True),
+        )
+
+
+def _unit_range(cam: np.ndarray) -> np.ndarray:
+    """``cam`` scaled to [0, 1] (all zeros where it is flat)."""
+    lo = float(cam.min())
+    hi = float(cam.max())
+    return (cam - lo) / (hi - lo) if hi > lo else np.zeros_like(cam)
+
+
+def _chunk_cams(
+    target: ExplainTarget, layer: str, chunk: Sequence[np.ndarray], class_indices: Sequence[int] | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One batch's (raw cams at the image size (B, H, W), probabilities (B, K), explained classes (B,))."""
+    net = target.net
+    x = torch.cat([to_input(im, target.preprocessing, target.device) for im in chunk])
+    with torch.enable_grad(), frozen_parameters(net), capture(get_layer(net, layer), leaf=True) as store:
+        logits = net(x).float()
+    act = store.get("out")
+    if act is None or act.dim() != 4:
+        shape = None if act is None else tuple(act.shape[1:])
+        raise InvalidParameterError(
+            f"layer {layer!r} outputs shape {shape}; Grad-CAM needs a (C, H, W) feature map "
+            "(see graft features MODEL --list-layers)"
+        )
+    probs = torch.softmax(logits.detach(), 1).double().cpu().numpy()
+    idx = probs.argmax(1) if class_indices is None else np.asarray(class_indices, dtype=np.int64)
+    picked = logits[torch.arange(len(chunk)), torch.from_numpy(idx).to(logits.device)]
+    (grad,) = torch.autograd.grad(picked.sum(), act)
+    weights = grad.float().mean(dim=(2, 3), keepdim=True)
+    raw = F.relu((weights * act.detach().float()).sum(1, keepdim=True))
+    cams = F.interpolate(raw, size=chunk[0].shape[:2], mode="bilinear", align_corners=False)[:, 0].cpu().numpy()
+    return cams, probs, idx
+
+
 def gradcam_batch(
     target: ExplainTarget,
     images: Sequence[np.ndarray],
@@ -76,56 +124,20 @@ def gradcam_batch(
     The images are independent in eval mode, so the gradient of the sum of each image's
     class logit with respect to the batch's feature map is every image's own gradient.
     """
-    net = target.net
-    if class_indices is not None:
-        if len(class_indices) != len(images):
-            raise invalid_parameter(
-                "class_indices",
-                "gradcam_batch",
-                f"None or one class index per image ({len(images)})",
-                list(class_indices),
-            )
-        for k in class_indices:
-            check_param(
-                "class_index",
-                int(k) if isinstance(k, np.integer) else k,
-                "gradcam",
-                Interval(0, len(target.classes) - 1, integer=True),
-            )
-    layer = layer or default_feature_layer(net, target.preprocessing.input_size)
-    module = get_layer(net, layer)
+    _check_class_indices(target, len(images), class_indices)
+    layer = layer or default_feature_layer(target.net, target.preprocessing.input_size)
+    get_layer(target.net, layer)  # an unknown layer fails before any image runs
     results: list[CamResult] = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
-        x = torch.cat([to_input(im, target.preprocessing, target.device) for im in chunk])
-        with torch.enable_grad(), frozen_parameters(net), capture(module, leaf=True) as store:
-            logits = net(x).float()
-        act = store.get("out")
-        if act is None or act.dim() != 4:
-            shape = None if act is None else tuple(act.shape[1:])
-            raise InvalidParameterError(
-                f"layer {layer!r} outputs shape {shape}; Grad-CAM needs a (C, H, W) feature map "
-                "(see graft features MODEL --list-layers)"
-            )
-        probs = torch.softmax(logits.detach(), 1).double().cpu().numpy()
-        if class_indices is None:
-            idx = probs.argmax(1)
-        else:
-            idx = np.asarray(class_indices[start : start + len(chunk)], dtype=np.int64)
-        picked = logits[torch.arange(len(chunk)), torch.from_numpy(idx).to(logits.device)]
-        (grad,) = torch.autograd.grad(picked.sum(), act)
-        weights = grad.float().mean(dim=(2, 3), keepdim=True)
-        raw = F.relu((weights * act.detach().float()).sum(1, keepdim=True))
-        cams = F.interpolate(raw, size=chunk[0].shape[:2], mode="bilinear", align_corners=False)[:, 0].cpu().numpy()
+        wanted = None if class_indices is None else class_indices[start : start + len(chunk)]
+        cams, probs, idx = _chunk_cams(target, layer, chunk, wanted)
         for j, rgb in enumerate(chunk):
-            cam: np.ndarray = cams[j]
-            lo, hi = float(cam.min()), float(cam.max())
-            cam = (cam - lo) / (hi - lo) if hi > lo else np.zeros_like(cam)
             k = int(idx[j])
             results.append(
                 CamResult(
                     image=rgb,
-                    cam=cam.astype(np.float32),
+                    cam=_unit_range(cams[j]).astype(np.float32),
                     class_index=k,
                     label=target.classes[k],
                     probability=float(probs[j, k]),

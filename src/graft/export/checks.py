@@ -91,7 +91,8 @@ def calibration_paths(data_dir: Path | None, exclude: Sequence[str], limit: int 
 
 def load_batch(paths: Sequence[str], pre: Preprocessing) -> tuple[np.ndarray, list[str]]:
     """Decode and preprocess image files exactly as prediction does; unreadable ones are dropped."""
-    arrs, ok = [], []
+    arrs = []
+    ok = []
     for p in paths:
         try:
             arrs.append(pre(load_image(p, draft_size=pre.decode_size)))

@@ -97,6 +97,37 @@ class ExportReport:
         return out
 
 
+def _checked_out(out: str | os.PathLike, quantize: str | None) -> Path:
+    """``out`` as a path, or an :class:`InvalidParameterError` (a folder, or an unknown ``quantize``)."""
+    if quantize is not None:
+        check_choice("quantize", quantize, QUANTIZE_MODES, "export_onnx")
+    out = Path(out)
+    if out.is_dir():
+        raise InvalidParameterError(f"--out {out} is a folder; give the .onnx file to write, e.g. {out / 'model.onnx'}")
+    return out
+
+
+def _load(model_dir: str | os.PathLike, say: Callable[[str], None]) -> tuple[Any, Path | None]:
+    """(the model, on the CPU; its recorded training data folder, where it still exists)."""
+    from graft.artifact.model_dir import load_model
+
+    say(f"loading {model_dir}")
+    lm = load_model(model_dir, device="cpu")
+    return lm, checks.training_data_dir(lm.path, lm.config)
+
+
+def _write_fp32(lm: Any, path: Path, opset: int, say: Callable[[str], None]) -> dict[str, Any]:
+    """Write the fp32 ONNX file; its metadata, or an :class:`ExportError` naming the opset and backbone."""
+    say(f"exporting {lm.spec.architecture or '?'} + head to ONNX (opset {opset})")
+    try:
+        return write_onnx(lm.net, lm.spec, path, opset=opset)
+    except Exception as e:  # noqa: BLE001 - exporter errors come in many types
+        raise ExportError(
+            f"ONNX export of {lm.path} failed: {type(e).__name__}: {str(e)[:500]}. "
+            f"Try another --opset (now {opset}) or report the backbone {lm.spec.architecture}."
+        ) from None
+
+
 def export_onnx(
     model_dir: str | os.PathLike,
     out: str | os.PathLike,
@@ -107,7 +138,7 @@ def export_onnx(
     tolerance: float = DEFAULT_TOLERANCE,
     progress: Callable[[str], None] | None = None,
 ) -> ExportReport:
-    """Export a model directory to ONNX, check it against PyTorch, optionally quantise it.
+    """Export a model directory to ONNX, check it against PyTorch, optionally quantise it; an :class:`ExportReport`.
 
     Args:
         model_dir: model directory (``RUN_DIR/model``) or run directory.
@@ -121,42 +152,23 @@ def export_onnx(
         tolerance: maximum absolute logit difference accepted.
         progress: called with a short message before each step.
 
-    Returns:
-        An :class:`ExportReport`.
-
     Raises:
         ModelFileError: ``model_dir`` is not a readable graft model.
         ExportError: the export failed, or ONNX Runtime disagrees with PyTorch beyond tolerance.
     """
-    from graft.artifact.model_dir import load_model
-
     say = progress or (lambda _m: None)
-    if quantize is not None:
-        check_choice("quantize", quantize, QUANTIZE_MODES, "export_onnx")
     t0 = time.perf_counter()
-    out = Path(out)
-    if out.is_dir():
-        raise InvalidParameterError(f"--out {out} is a folder; give the .onnx file to write, e.g. {out / 'model.onnx'}")
-    say(f"loading {model_dir}")
-    lm = load_model(model_dir, device="cpu")
-    pre = lm.preprocessing
-    data_dir = checks.training_data_dir(lm.path, lm.config)
+    out = _checked_out(out, quantize)
+    lm, data_dir = _load(model_dir, say)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".graft-export-", dir=out.parent) as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
-        say(f"exporting {lm.spec.architecture or '?'} + head to ONNX (opset {opset})")
-        try:
-            meta = write_onnx(lm.net, lm.spec, fp32, opset=opset)
-        except Exception as e:  # noqa: BLE001 - exporter errors come in many types
-            raise ExportError(
-                f"ONNX export of {lm.path} failed: {type(e).__name__}: {str(e)[:500]}. "
-                f"Try another --opset (now {opset}) or report the backbone {lm.spec.architecture}."
-            ) from None
-
+        meta = _write_fp32(lm, fp32, opset, say)
         say("checking ONNX Runtime against PyTorch")
-        imgs = checks.choose_check_images(pre, check_images, data_dir)
+        imgs = checks.choose_check_images(lm.preprocessing, check_images, data_dir)
         onnx32, diff, agree = _parity(lm, fp32, imgs, tolerance, out)
-        final, qinfo = fp32, None
+        final = fp32
+        qinfo = None
         if quantize == "int8":
             qinfo, final = _quantize(fp32, Path(tmp) / "int8.onnx", lm, data_dir, imgs, onnx32, opset, say)
         del onnx32  # the session holds the file open on some platforms
@@ -192,7 +204,8 @@ def _parity(lm: Any, path: Path, imgs: checks.CheckImages, tolerance: float, out
     got = onnx32.logits(imgs.batch)
     single = onnx32.logits(imgs.batch[:1])  # dynamic batch: 1 and N must both work
     diff = float(max(np.abs(got - ref).max(), np.abs(single - ref[:1]).max()))
-    ood_t, ood_o = torch_pred.outputs(imgs.batch).ood, onnx32.outputs(imgs.batch).ood
+    ood_t = torch_pred.outputs(imgs.batch).ood
+    ood_o = onnx32.outputs(imgs.batch).ood
     if (ood_t is None) != (ood_o is None) or (ood_t is not None and float(np.abs(ood_t - ood_o).max()) > 1e-3):
         raise ExportError(f"the exported OOD score differs from PyTorch on {len(ref)} {imgs.source} images")
     agree = float((got.argmax(1) == ref.argmax(1)).mean())
@@ -236,15 +249,18 @@ def _quantize(
         "fp32_latency_ms": checks.latency_ms(onnx32.session, onnx32.input_name, (1, 3, h, w)),
         "int8_latency_ms": checks.latency_ms(onnx8.session, onnx8.input_name, (1, 3, h, w)),
     }
-    q_check, f_check = onnx8.logits(imgs.batch), onnx32.logits(imgs.batch)
+    q_check = onnx8.logits(imgs.batch)
+    f_check = onnx32.logits(imgs.batch)
     info["check_top1_agreement"] = float((q_check.argmax(1) == f_check.argmax(1)).mean())
     info["check_max_abs_diff"] = float(np.abs(q_check - f_check).max())
     if val is not None:
-        paths, labels = val[0][:1000], val[1][:1000]
+        paths = val[0][:1000]
+        labels = val[1][:1000]
         batch, ok = checks.load_batch(paths, pre)
         labels = labels[np.isin(paths, ok)]
         if len(batch):
-            p32, p8 = onnx32.predict_arrays(batch), onnx8.predict_arrays(batch)
+            p32 = onnx32.predict_arrays(batch)
+            p8 = onnx8.predict_arrays(batch)
             info.update(
                 n_val=int(len(batch)),
                 val_accuracy_fp32=checks.accuracy(p32, labels),

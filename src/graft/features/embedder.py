@@ -148,7 +148,8 @@ def collate_skip_failed(items):
         arrs = [x for _, x in good]
         batch = torch.from_numpy(np.stack(arrs)) if isinstance(arrs[0], np.ndarray) else torch.stack(arrs)
     else:
-        idx, batch = torch.zeros(0, dtype=torch.long), None
+        idx = torch.zeros(0, dtype=torch.long)
+        batch = None
     return idx, batch, bad
 
 
@@ -219,7 +220,8 @@ class Embedder:
         self._engine: Engine | None = None
         mean = torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, 3, 1, 1)
         std = torch.tensor(preprocessing.std, dtype=torch.float32).view(1, 3, 1, 1)
-        self._scale, self._shift = 1.0 / (255.0 * std), mean / std
+        self._scale = 1.0 / (255.0 * std)
+        self._shift = mean / std
 
     def engine(self, n_images: int | None = None) -> Engine:
         """The engine (built on first use; ``n_images`` lets small jobs skip an ONNX export)."""
@@ -282,6 +284,20 @@ class Embedder:
             batch = torch.cat([batch, batch[-1:].expand(pad_to - n, *batch.shape[1:])])
         return self.forward(batch, n_images=n_images)[:n]
 
+    def _loader(self, paths: Sequence[os.PathLike | str], transform: Callable | None, workers: int) -> Any:
+        """Batches of decoded crops of ``paths`` (uint8 by default; normalised later, in bulk)."""
+        transform = transform or self.preprocessing.crop
+        ds = ImageArrayDataset(paths, transform, self.preprocessing.decode_size, self.max_pixels)
+        return make_loader(
+            ds,
+            batch_size=self.batch_size,
+            num_workers=workers,
+            collate_fn=collate_skip_failed,
+            pin_memory=self.device.startswith("cuda"),
+            prefetch_factor=4 if workers else None,
+            persistent_workers=False,
+        )
+
     def embed_paths(
         self,
         paths: Sequence[os.PathLike | str],
@@ -307,18 +323,8 @@ class Embedder:
         """
         if on_mirror is not None and transform is not None:
             raise ValueError("on_mirror mirrors the default crops; it cannot be combined with a transform")
-        transform = transform or self.preprocessing.crop  # uint8; normalised later, in bulk
-        ds = ImageArrayDataset(paths, transform, self.preprocessing.decode_size, self.max_pixels)
         workers = self.num_workers if len(paths) > self.batch_size else 0
-        loader = make_loader(
-            ds,
-            batch_size=self.batch_size,
-            num_workers=workers,
-            collate_fn=collate_skip_failed,
-            pin_memory=self.device.startswith("cuda"),
-            prefetch_factor=4 if workers else None,
-            persistent_workers=False,
-        )
+        loader = self._loader(paths, transform, workers)
         engine_n = len(paths)
         pad_to = self.batch_size if self.device.startswith("cuda") else 0  # on a CPU a new shape is cheap
         # Batches arriving from DataLoader workers fragment glibc's heap: without a trim every

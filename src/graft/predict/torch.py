@@ -84,7 +84,8 @@ class TorchPredictor(Predictor):
             if hasattr(net, "forward_all"):
                 logits, ood = net.forward_all(x)
             else:
-                logits, ood = net(x), None
+                logits = net(x)
+                ood = None
             probs = torch.softmax(logits.float(), 1).cpu().numpy()
             return Outputs(probs, None if ood is None else ood.float().cpu().numpy())
 

@@ -39,7 +39,10 @@ def top_losses_section(rf: RunFiles, figs: Figures) -> str | None:
     from graft.explain.target import prepare_image
 
     pre = _preprocessing(rf)
-    images, caps, cols, missing = [], [], [], 0
+    images = []
+    caps = []
+    cols = []
+    missing = 0
     for i in order[:N_TOP_LOSSES]:
         try:
             images.append(prepare_image(paths[i], pre))
@@ -79,7 +82,8 @@ def gradcam_section(rf: RunFiles, figs: Figures) -> str | None:
     rng = np.random.default_rng(0)
     take: Any = rng.choice(right, size=min(len(right), N_GRADCAM - len(wrong)), replace=False) if len(right) else []
     groups = {"correct": sorted(int(i) for i in take), "wrong": wrong}
-    images, owners = [], []
+    images = []
+    owners = []
     for name, idx in groups.items():
         for i in idx:
             try:
@@ -96,7 +100,8 @@ def gradcam_section(rf: RunFiles, figs: Figures) -> str | None:
         )
     ]
     for name in groups:
-        ims, caps = [], []
+        ims = []
+        caps = []
         for (owner, i), res in zip(owners, results):
             if owner == name:
                 ims.append(overlay_heatmap(res.image, res.cam))

@@ -69,7 +69,8 @@ def dataset_section(rf: RunFiles, figs: Figures) -> str | None:
             if wh:
                 a = np.asarray(wh)
                 px = a[:, 0] * a[:, 1]
-                lo, hi = int(np.argmin(px)), int(np.argmax(px))
+                lo = int(np.argmin(px))
+                hi = int(np.argmax(px))
                 srows.append(
                     [
                         s,
@@ -241,7 +242,8 @@ def calibration_section(rf: RunFiles, figs: Figures) -> str | None:
         ),
         figs.add("reliability", P.reliability_figure(m["reliability"], m["ece"]), "reliability diagram"),
     ]
-    t, va = rf.metrics.get("temperature"), val_arrays(rf)
+    t = rf.metrics.get("temperature")
+    va = val_arrays(rf)
     if t and va is not None and abs(float(t) - 1.0) > 1e-6:
         from graft.metrics import expected_calibration_error
 
@@ -266,7 +268,8 @@ def calibration_section(rf: RunFiles, figs: Figures) -> str | None:
 
 
 def facts_section(rf: RunFiles, figs: Figures) -> str | None:
-    run, m = rf.run, rf.metrics
+    run = rf.run
+    m = rf.metrics
     items: list[tuple[str, Any]] = []
     if run.get("argv"):
         items.append(("command", " ".join(shlex.quote(str(a)) for a in run["argv"])))
@@ -343,10 +346,12 @@ def learning_curve_section(rf: RunFiles, figs: Figures) -> str | None:
                 + f" and reaches {c['mean'][-1]:.3f} with all of them."
             )
         )
-    curve_data, run_data = c.get("data_dir"), rf.run.get("data_dir")
+    curve_data = c.get("data_dir")
+    run_data = rf.run.get("data_dir")
     if curve_data and run_data and curve_data != run_data:
         out.append(H.note(f"The curve was computed on {curve_data}, the run trained on {run_data}.", warn=True))
-    split, params = c.get("split") or {}, rf.run.get("params") or {}
+    split = c.get("split") or {}
+    params = rf.run.get("params") or {}
     if any(k in split and k in params and split[k] != params[k] for k in ("seed", "val_fraction")):
         out.append(
             H.note(

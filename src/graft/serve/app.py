@@ -66,7 +66,8 @@ class _UploadLimit:
     """
 
     def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
+        self.app = app
+        self.limit = limit
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -158,7 +159,9 @@ def create_app(
         version=str(model.info().get("graft_version") or ""),
         lifespan=lifespan,
     )
-    app.state.backend, app.state.batcher, app.state.limits = model, batcher, lim
+    app.state.backend = model
+    app.state.batcher = batcher
+    app.state.limits = lim
     _add_routes(app, model, batcher, classify, lim)
     app.add_middleware(_UploadLimit, limit=lim.max_upload_bytes)
     return app
@@ -168,7 +171,9 @@ class _Classifier:
     """Uploads -> checked, decoded arrays -> micro-batched probabilities -> top-k rows."""
 
     def __init__(self, model: Predictor, batcher: MicroBatcher, lim: Limits) -> None:
-        self.model, self.batcher, self.lim = model, batcher, lim
+        self.model = model
+        self.batcher = batcher
+        self.lim = lim
         self.decoders: ThreadPoolExecutor | None = None  # set while the server runs
 
     def _prepare(self, data: bytes, name: str) -> np.ndarray:
@@ -178,7 +183,8 @@ class _Classifier:
 
     async def _read(self, files: list[UploadFile]) -> list[tuple[str, bytes]]:
         """Names and bytes of the uploads, each sniffed as an image, within the request's pixel budget."""
-        out, total = [], 0
+        out = []
+        total = 0
         for i, f in enumerate(files):
             name = f.filename or f"file {i + 1}"
             data = await f.read()

@@ -133,7 +133,8 @@ class Preprocessing:
         w, h = img.size
         short, long = (w, h) if w <= h else (h, w)
         size = self.resize_size
-        new_short, new_long = size, int(size * long / short)
+        new_short = size
+        new_long = int(size * long / short)
         new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
         if (new_w, new_h) != (w, h):
             img = img.resize((new_w, new_h), resample)
@@ -142,7 +143,9 @@ class Preprocessing:
         if top < 0 or left < 0:  # tiny image: pad like torchvision's CenterCrop would
             canvas = Image.new("RGB", (max(new_w, w_out), max(new_h, h_out)))
             canvas.paste(img, (max(0, -left), max(0, -top)))
-            img, left, top = canvas, max(0, left), max(0, top)
+            img = canvas
+            left = max(0, left)
+            top = max(0, top)
         return img.crop((left, top, left + w_out, top + h_out))
 
     def crop(self, img: Image.Image) -> np.ndarray:
@@ -160,10 +163,12 @@ class Preprocessing:
         w, h = img.size
         size = self.resize_size
         new_w, new_h = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
-        top, left = int(round((new_h - h_out) / 2.0)), int(round((new_w - w_out) / 2.0))
+        top = int(round((new_h - h_out) / 2.0))
+        left = int(round((new_w - w_out) / 2.0))
         if self.crop_mode != "center" or top < 0 or left < 0 or (new_w, new_h) == (w, h):
             return np.asarray(self.resize_crop(img), dtype=np.uint8)
-        sx, sy = w / new_w, h / new_h
+        sx = w / new_w
+        sy = h / new_h
         box = (left * sx, top * sy, (left + w_out) * sx, (top + h_out) * sy)
         return np.asarray(img.resize((w_out, h_out), PIL_INTERPOLATION[self.interpolation], box=box), dtype=np.uint8)
 

@@ -130,13 +130,15 @@ class FeatureView:
     """
 
     def __init__(self, pre: Preprocessing, view: int, seed: int) -> None:
-        self.pre, self.view = pre, int(view)
+        self.pre = pre
+        self.view = int(view)
         rng = random.Random(f"graft-view:{seed}:{view}")  # str seeds are platform-stable
         # View 1 is the plain mirror; then crops alternate mirrored / not (2, 3, ...).
         self.flip = view == 1 or (view >= 2 and view % 2 == 0)
         self.area = rng.uniform(0.6, 1.0)
         self.ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-        self.cx, self.cy = rng.random(), rng.random()
+        self.cx = rng.random()
+        self.cy = rng.random()
 
     def box(self, width: int, height: int) -> tuple[int, int, int, int]:
         """Crop box ``(left, top, right, bottom)`` for an image of this size."""
