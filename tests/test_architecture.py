@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def _modules_after(code: str) -> set[str]:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -44,3 +46,72 @@ def test_src_has_no_formatter_escapes() -> None:
     src = Path(__file__).resolve().parents[1] / "src" / "graft"
     offenders = [str(p) for p in src.rglob("*.py") if "fmt: skip" in p.read_text() or "fmt: off" in p.read_text()]
     assert not offenders
+
+
+def test_classifier_is_a_scikit_learn_estimator_where_that_applies() -> None:
+    """The checks of ``sklearn.utils.estimator_checks`` that need no numeric X (graft takes image paths)."""
+    import warnings
+
+    from sklearn.base import clone
+    from sklearn.utils import estimator_checks as ec
+
+    import graft
+    from graft.exceptions import InvalidParameterError
+
+    clf = graft.Classifier(head="mlp", C=0.5, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a check that only warns has failed too
+        for check in (
+            ec.check_parameters_default_constructible,
+            ec.check_no_attributes_set_in_init,
+            ec.check_get_params_invariance,
+            ec.check_set_params,
+            ec.check_estimator_cloneable,
+            ec.check_estimator_repr,
+            ec.check_do_not_raise_errors_in_init_or_set_params,
+        ):
+            check("Classifier", clone(clf))
+    copy = clone(clf)
+    assert copy is not clf and copy.get_params() == clf.get_params() and copy.head == "mlp"
+    assert copy.set_params(dropout=0.5) is copy and copy.dropout == 0.5 and clf.dropout == 0.2
+    assert repr(clf) == "Classifier(head='mlp', C=0.5, seed=3)"
+    with pytest.raises(InvalidParameterError, match="'dropuot' parameter of Classifier.set_params"):
+        copy.set_params(dropuot=0.5)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"head": "conv"}, "The 'head' parameter of Classifier must be one of 'linear', 'mlp', 'flatten'"),
+        ({"C": 0}, "The 'C' parameter of Classifier must be a number > 0 or None; got 0 instead."),
+        ({"val_fraction": 1.0}, "The 'val_fraction' parameter of Classifier must be a number in the range (0, 1)"),
+        ({"augment_views": -1}, "The 'augment_views' parameter of Classifier must be one of 'auto' or an int >= 0"),
+        ({"precision": "fp8"}, "The 'precision' parameter of Classifier must be one of 'auto', 'fp32', 'bf16', 'fp16'"),
+        ({"class_weight": "inverse"}, "The 'class_weight' parameter of Classifier must be one of None, 'balanced'"),
+    ],
+)
+def test_declared_constraints_are_checked_in_one_place(params: dict, message: str, tmp_path: Path) -> None:
+    import graft
+    from graft.exceptions import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError) as ei:
+        graft.Classifier(**params).fit(tmp_path)  # refused before the folder is read
+    assert str(ei.value).startswith(message)
+
+
+def test_each_default_is_stated_once() -> None:
+    """The facade, the run options and the command line read their defaults from the options objects."""
+    import inspect
+
+    import graft
+    from graft.cli.train import train
+    from graft.training.finetune.options import FineTuneConfig
+    from graft.training.head.options import HeadOptions
+
+    sig = inspect.signature(graft.Classifier.__init__).parameters
+    assert sig["dropout"].default == HeadOptions.dropout and sig["hidden"].default == HeadOptions.hidden
+    cli = inspect.signature(train).parameters
+    assert cli["epochs"].default.default == FineTuneConfig.epochs
+    assert cli["lr"].default.default == FineTuneConfig.lr
+    assert cli["ft_batch_size"].default.default == FineTuneConfig.batch_size
+    assert cli["head"].default.default == HeadOptions.head

@@ -8,47 +8,30 @@ learned state ends in ``_``. The work happens in :mod:`graft.training.fit.stages
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
 from graft.artifact.spec import ArtifactSpec
 from graft.backbones.options import BackboneOptions
+from graft.classifier_io import restore, spec_of
 from graft.data.options import SplitOptions
 from graft.data.records import DatasetSplits, SkippedFile
+from graft.estimator import Estimator
 from graft.exceptions import NotFittedError
 from graft.features.options import EmbedOptions
 from graft.progress import NullProgress, Progress
 from graft.training.head.options import HeadOptions
-from graft.validation import Constraint, check_duration, validate_params
+from graft.validation import Constraint, check_duration
 
 __all__ = ["Classifier", "load"]
 
 _BB, _HEAD, _SPLIT, _EMB = BackboneOptions(), HeadOptions(), SplitOptions(), EmbedOptions()
 
-#: Parameters a model folder may set when loaded: never a path to read or write (``weights``,
-#: ``cache_dir``) nor a resource size, so an untrusted folder cannot steer graft outside it.
-_SAFE_PARAMS = {
-    "backbone",
-    "input_size",
-    "crop_pct",
-    "head",
-    "C",
-    "dropout",
-    "hidden",
-    "features",
-    "augment_views",
-    "class_weight",
-    "seed",
-    "precision",
-    "strict",
-}
 
-
-class Classifier:
+class Classifier(Estimator):
     """Transfer-learning image classifier, a scikit-learn estimator (parameters as in ``graft train --help``).
 
     The parameters group into four options objects, where each default is stated once:
@@ -70,7 +53,7 @@ class Classifier:
     spec_: ArtifactSpec  # set by load()
     path_: Path
 
-    _parameter_constraints: dict[str, list[Constraint]] = {
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
         **BackboneOptions.CONSTRAINTS,
         **HeadOptions.CONSTRAINTS,
         **SplitOptions.CONSTRAINTS,
@@ -130,34 +113,6 @@ class Classifier:
         self.use_cache = use_cache
         self.progress = progress
 
-    # ------------------------------------------------------------------ the estimator contract
-    @classmethod
-    def _get_param_names(cls) -> list[str]:
-        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor parameters (scikit-learn convention; no parameter is itself an estimator)."""
-        return {n: getattr(self, n) for n in self._get_param_names()}
-
-    def set_params(self, **params: Any) -> Classifier:
-        """Set constructor parameters; unknown names raise :class:`InvalidParameterError`. Returns self."""
-        from graft.validation import invalid_parameter
-
-        names = self._get_param_names()
-        for name, value in params.items():
-            if name not in names:
-                raise invalid_parameter(name, f"{type(self).__name__}.set_params", "one of " + ", ".join(names), name)
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        defaults = type(self)().get_params()
-        changed = {k: v for k, v in self.get_params().items() if v is not defaults[k] and v != defaults[k]}
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
-
-    def _validate_params(self) -> None:
-        validate_params(self.get_params(), self._parameter_constraints, type(self).__name__)
-
     # ------------------------------------------------------------------ the options objects
     def _fit_options(self) -> Any:
         from graft.training.fit.options import FitOptions
@@ -165,11 +120,6 @@ class Classifier:
         return FitOptions(
             self._options_of(BackboneOptions), self._options_of(HeadOptions), self._options_of(SplitOptions)
         )
-
-    def _options_of(self, cls: Any) -> Any:
-        """The options object ``cls`` filled from this estimator's parameters of the same names."""
-        params = self.get_params()
-        return cls(**{f.name: params[f.name] for f in dataclasses.fields(cls)})
 
     def _embed_options(self) -> EmbedOptions:
         return dataclasses.replace(
@@ -399,31 +349,7 @@ class Classifier:
         )
 
     def _spec(self) -> ArtifactSpec:
-        params = {
-            k: (str(v) if isinstance(v, os.PathLike) else v)
-            for k, v in self.get_params().items()
-            if k not in {"progress", "cache_dir"}
-        }
-        training = {
-            "params": params,
-            "head": getattr(self, "head_info_", {}),
-            "fine_tuned": bool(self.fine_tuned_),
-            "fine_tune": getattr(self, "fine_tune_config_", None),
-            "stages": getattr(self, "stage_metrics_", {}),
-            "history": getattr(self, "history_", {}),
-            "ladder": getattr(self, "ladder_", None),
-        }
-        metrics = {k: v for k, v in getattr(self, "metrics_", {}).items() if k != "reliability"}
-        backbone = {**self.backbone_info_, "fine_tuned": bool(self.fine_tuned_)}
-        return ArtifactSpec(
-            tuple(self.classes_),
-            self.preprocessing_,
-            backbone,
-            self.head_spec_.to_dict(),
-            training,
-            metrics,
-            ood=getattr(self, "ood_", {}),
-        )
+        return spec_of(self)
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the model directory (safetensors + config.json)."""
@@ -436,29 +362,13 @@ class Classifier:
     def load(cls, directory: str | os.PathLike, device: str = "auto", precision: str | None = None) -> Classifier:
         """Read a model directory; ``precision`` None keeps the one the model was trained with.
 
-        Only the parameters in ``_SAFE_PARAMS`` are taken from the file.
+        Only the parameters in :data:`graft.classifier_io.SAFE_PARAMS` are taken from the file.
         """
         from graft.artifact.model_dir import load_model
         from graft.config import resolve_device
 
         dev = resolve_device(device)
-        lm = load_model(directory, device=dev)
-        saved, names = lm.spec.training.get("params", {}), set(cls._get_param_names()) & _SAFE_PARAMS
-        obj = cls(**{k: v for k, v in (saved if isinstance(saved, dict) else {}).items() if k in names})
-        obj.device, obj.device_, obj.precision = device, dev, precision or obj.precision
-        obj.model_, obj.classes_, obj.preprocessing_, obj.head_spec_ = (
-            lm.net,
-            lm.classes,
-            lm.preprocessing,
-            lm.head_spec,
-        )
-        obj.backbone_info_, obj.metrics_, obj.ood_ = dict(lm.spec.backbone), dict(lm.spec.metrics), dict(lm.spec.ood)
-        obj.fine_tuned_ = bool(lm.spec.backbone.get("fine_tuned", False))
-        obj.history_ = dict(lm.spec.training.get("history", {}))
-        obj.stage_metrics_ = dict(lm.spec.training.get("stages", {}))
-        obj.ladder_ = lm.spec.training.get("ladder")
-        obj.spec_, obj.path_ = lm.spec, lm.path
-        return obj
+        return restore(cls, load_model(directory, device=dev), (device, dev), precision)
 
 
 def load(directory: str | os.PathLike, device: str = "auto", precision: str | None = None) -> Classifier:
