@@ -7,11 +7,11 @@ from pathlib import Path
 import typer
 
 from graft.cli._common import console, make_progress
+from graft.cli.options import Quiet
 
 
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run directory."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run directory."), quiet: Quiet = False
 ) -> None:
     """Train on 100 bundled hand-sign images (10 classes), then predict one of them."""
     from graft.cli.train import render_summary

@@ -22,6 +22,7 @@ from graft.cli.options import (
     InputSize,
     NoCache,
     Precision,
+    Quiet,
     Seed,
     TestFraction,
     ValFraction,
@@ -60,7 +61,7 @@ def doctor(
     batch_size: BatchSize = EMBED.batch_size,
     workers: Workers = EMBED.num_workers,
     no_cache: NoCache = not EMBED.use_cache,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: Quiet = False,
 ) -> None:
     """Corrupt files, duplicates, train/val leaks, likely label errors, outliers, imbalance, small images."""
     from graft.doctor import check_output, doctor, write_fix_plan, write_html

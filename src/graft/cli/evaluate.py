@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from graft.cli._common import console, make_progress
+from graft.cli.options import EMBED, Device, Quiet
 
 
 def evaluate(
@@ -16,8 +17,8 @@ def evaluate(
     split: str | None = typer.Option(None, help="Split to evaluate (default: test/ if present, else val)."),
     top_k: int = typer.Option(5, help="k of the top-k accuracy."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (for machines)."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    device: Device = EMBED.device,
+    quiet: Quiet = False,
 ) -> None:
     """Accuracy, top-k, per-class precision/recall/F1 and the confusion matrix."""
     from graft.metrics import format_metrics_table

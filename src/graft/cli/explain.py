@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import List
+from typing import Annotated, List
 
 import typer
 
 from graft.cli._common import console
+from graft.cli.options import EMBED, Device
 from graft.exceptions import InvalidParameterError
 from graft.validation import invalid_parameter
 
 _MODEL_HELP = "Model directory (RUN_DIR/model), or with --imagenet a backbone name such as efficientnet_lite0."
 _IMAGENET_HELP = "MODEL is a pretrained backbone; use its 1000-class ImageNet head (nothing trained needed)."
-_WEIGHTS_HELP = "Weights file for the --imagenet backbone (default: graft's offline lookup)."
+#: ``--weights`` of the commands that can explain the ImageNet backbone itself (declared once for the four).
+ExplainWeights = Annotated[
+    Path | None, typer.Option(help="Weights file for the --imagenet backbone (default: graft's offline lookup).")
+]
 _OUT_HELP = "Folder for the PNGs."
 DEFAULT_OUT = Path("graft-explain")
 
@@ -45,8 +49,8 @@ def explain(
     top_k: int = typer.Option(3, "--top-k", "-k", help="Predictions listed per image."),
     out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help=_OUT_HELP),
     imagenet: bool = typer.Option(False, "--imagenet", help=_IMAGENET_HELP),
-    weights: Path | None = typer.Option(None, help=_WEIGHTS_HELP),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    weights: ExplainWeights = None,
+    device: Device = EMBED.device,
 ) -> None:
     """Grad-CAM heat map over each image, with the top-k predictions."""
     from graft.explain import default_feature_layer, gradcam, prepare_image
@@ -75,8 +79,8 @@ def features(
     list_layers: bool = typer.Option(False, "--list-layers", help="Print layer names and output shapes, then exit."),
     out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help=_OUT_HELP),
     imagenet: bool = typer.Option(False, "--imagenet", help=_IMAGENET_HELP),
-    weights: Path | None = typer.Option(None, help=_WEIGHTS_HELP),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    weights: ExplainWeights = None,
+    device: Device = EMBED.device,
 ) -> None:
     """A grid of the strongest feature maps (highest mean activation) of one layer."""
     from graft.explain import default_feature_layer, feature_maps, prepare_image
@@ -114,8 +118,8 @@ def dream(
     seed: int = typer.Option(0, help="Seed of the starting noise and jitter."),
     out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help=_OUT_HELP),
     imagenet: bool = typer.Option(False, "--imagenet", help=_IMAGENET_HELP),
-    weights: Path | None = typer.Option(None, help=_WEIGHTS_HELP),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    weights: ExplainWeights = None,
+    device: Device = EMBED.device,
 ) -> None:
     """The 'ideal' image of a class: gradient ascent on the input from noise."""
     from graft.explain import dream as run_dream
@@ -168,8 +172,8 @@ def attack(
     confidence: float = typer.Option(0.5, help="Probability the new class should reach before stopping."),
     out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help=_OUT_HELP),
     imagenet: bool = typer.Option(False, "--imagenet", help=_IMAGENET_HELP),
-    weights: Path | None = typer.Option(None, help=_WEIGHTS_HELP),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    weights: ExplainWeights = None,
+    device: Device = EMBED.device,
 ) -> None:
     """An adversarial example (iterative FGSM under an L-infinity budget): original, perturbation, result."""
     from graft.explain import attack as run_attack

@@ -10,6 +10,7 @@ import typer
 from rich.text import Text
 
 from graft.cli._common import console, err_console
+from graft.cli.options import Quiet
 
 
 def export(
@@ -25,7 +26,7 @@ def export(
     opset: int = typer.Option(17, help="ONNX opset."),
     tolerance: float = typer.Option(1e-3, help="Largest accepted |logit difference| between ONNX Runtime and PyTorch."),
     as_json: bool = typer.Option(False, "--json", help="Print the export report as JSON."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: Quiet = False,
 ) -> None:
     """Export the full classifier (preprocessing and class names inside) and verify it against PyTorch."""
     from graft.export import export_onnx

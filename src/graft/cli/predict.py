@@ -14,6 +14,7 @@ from typing import List
 import typer
 
 from graft.cli._common import console
+from graft.cli.options import EMBED, Device
 
 
 def predict(
@@ -22,7 +23,7 @@ def predict(
     top_k: int = typer.Option(1, "--top-k", "-k", help="How many labels per image."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
     as_csv: bool = typer.Option(False, "--csv", help="CSV with a header row."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda (model directories only)."),
+    device: Device = EMBED.device,
     no_reject: bool = typer.Option(
         False, "--no-reject", help="Give every image a class, even those unlike the training data."
     ),
