@@ -22,6 +22,7 @@ from graft.backbones.options import BackboneOptions
 from graft.data.options import SplitOptions
 from graft.exceptions import DataError
 from graft.features.options import EmbedOptions
+from graft.fileio import atomic_write
 from graft.progress import NullProgress, Progress
 from graft.validation import invalid_parameter
 
@@ -83,16 +84,14 @@ def write_features(out: str | os.PathLike, parts: dict[str, Any], meta: dict[str
     if out.suffix.lower() == ".parquet":
         _write_parquet(out, X, paths, labels, split, classes)
     else:
-        tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.npz")
-        np.savez(
-            tmp,
-            features=X,
-            paths=np.array(paths, dtype=str),
-            labels=labels,
-            splits=np.array(split, dtype=str),
-            classes=np.array(classes, dtype=str),
-        )
-        os.replace(tmp, out)
+        arrays: dict[str, Any] = {
+            "features": X,
+            "paths": np.array(paths, dtype=str),
+            "labels": labels,
+            "splits": np.array(split, dtype=str),
+            "classes": np.array(classes, dtype=str),
+        }
+        atomic_write(out, lambda tmp: np.savez(tmp, **arrays))
     skipped = [f.path for p in parts.values() for f in p.failed]
     return {
         "out": str(out),
@@ -122,6 +121,4 @@ def _write_parquet(
             "features": pa.FixedSizeListArray.from_arrays(flat, int(X.shape[1])),
         }
     )
-    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}.parquet")
-    pq.write_table(table, tmp)
-    os.replace(tmp, out)
+    atomic_write(out, lambda tmp: pq.write_table(table, tmp))

@@ -9,20 +9,31 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "json_text", "write_json", "replace_dir"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_bytes", "json_text", "write_json", "replace_dir"]
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a file via a temporary file in the same folder and an atomic rename (never half-written)."""
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Write ``path`` through ``write(tmp)`` on a temporary file in the same folder, then one atomic rename.
+
+    The one way graft writes a file: a reader sees the old file or the new one, never half of it,
+    and a failed write leaves no temporary behind. The temporary keeps ``path``'s suffix, so
+    writers that choose a format by suffix (NumPy, pyarrow, ONNX) see the right one.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
-        tmp.write_bytes(data)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """:func:`atomic_write` of ``data``."""
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
