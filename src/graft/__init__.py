@@ -12,6 +12,7 @@ Example:
     >>> clf.predict(["rose.jpg"], top_k=3)
     >>> clf.save("flowers-model"); clf = graft.load("flowers-model")
     >>> graft.doctor("data/flowers").issues  # corrupt files, leaks, label errors, ... before training
+    >>> graft.open_predictor("flowers.onnx").predict(["rose.jpg"])  # an exported model, without torch
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from graft.exceptions import (
     ExportError,
     GraftError,
     ImageDecodeError,
+    InvalidParameterError,
     ModelFileError,
     NotFittedError,
     UnknownBackboneError,
@@ -42,6 +44,8 @@ __all__ = [
     "GraftError",
     "DataError",
     "ImageDecodeError",
+    "InvalidParameterError",
+    "open_predictor",
     "UnknownBackboneError",
     "WeightsNotFoundError",
     "WeightsMismatchError",
@@ -58,6 +62,10 @@ def __getattr__(name: str) -> Any:
         from graft import classifier
 
         return getattr(classifier, name)
+    if name == "open_predictor":  # a model folder, a run folder or an exported .onnx (no torch for .onnx)
+        from graft.predict.open import open_predictor
+
+        return open_predictor
     if name in {"learning_curve", "LearningCurve"}:
         from graft import curve
 
