@@ -10,25 +10,20 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from graft.backbones.options import BackboneOptions
 from graft.cli._common import console, make_progress
 from graft.cli.options import (
     BACKBONE,
+    BACKBONE_OPTIONS,
     EMBED,
+    EMBED_OPTIONS,
     SPLIT,
-    Backbone,
-    BatchSize,
-    Device,
-    NoCache,
-    Precision,
+    SPLIT_OPTIONS,
     Quiet,
-    Seed,
-    ValFraction,
-    Weights,
-    Workers,
-    backbone_options,
-    embed_options,
-    split_options,
+    with_options,
 )
+from graft.data.options import SplitOptions
+from graft.features.options import EmbedOptions
 
 __all__ = ["curve", "parse_sizes"]
 
@@ -48,6 +43,7 @@ def parse_sizes(text: str | None) -> list[int] | None:
     return sizes
 
 
+@with_options(BACKBONE_OPTIONS, SPLIT_OPTIONS, EMBED_OPTIONS)
 def curve(
     data_dir: Path = typer.Argument(..., help="Dataset folder, as for graft train."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (for machines)."),
@@ -55,19 +51,13 @@ def curve(
     out: Path | None = typer.Option(
         None, "--out", "-o", help="Run directory: write curve.json and report/curve.png there for graft report."
     ),
-    backbone: Backbone = BACKBONE.backbone,
-    weights: Weights = None,
     seeds: int = typer.Option(5, help="Random subsets per size (one at the full size)."),
     sizes: str | None = typer.Option(None, help="Images per class, e.g. 1,5,25 (default 1,2,5,10,20,50,... all)."),
-    seed: Seed = SPLIT.seed,
-    val_fraction: ValFraction = SPLIT.val_fraction,
-    device: Device = EMBED.device,
-    precision: Precision = EMBED.precision,
-    batch_size: BatchSize = EMBED.batch_size,
-    workers: Workers = EMBED.num_workers,
     jobs: int | None = typer.Option(None, help="Head fits run at once (default: the CPU count)."),
-    no_cache: NoCache = not EMBED.use_cache,
     quiet: Quiet = False,
+    backbone_options: BackboneOptions = BACKBONE,
+    split_options: SplitOptions = SPLIT,
+    embed_options: EmbedOptions = EMBED,
 ) -> None:
     """Would more labels help? Accuracy against training images per class, from cached features."""
     from graft.curve import check_outputs, learning_curve, save_curve, write_curve_png
@@ -76,9 +66,9 @@ def curve(
     with make_progress(quiet or as_json) as prog:
         result = learning_curve(
             data_dir,
-            backbone=backbone_options(backbone, weights),
-            split=split_options(val_fraction, SPLIT.test_fraction, seed),
-            embed=embed_options(device, precision, batch_size, workers, no_cache, strict=False),
+            backbone=backbone_options,
+            split=split_options,
+            embed=embed_options,
             seeds=seeds,
             sizes=parse_sizes(sizes),
             jobs=jobs,

@@ -11,27 +11,20 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from graft.backbones.options import BackboneOptions
 from graft.cli._common import console, make_progress
 from graft.cli.options import (
     BACKBONE,
+    BACKBONE_OPTIONS,
     EMBED,
+    EMBED_OPTIONS,
     SPLIT,
-    Backbone,
-    BatchSize,
-    Device,
-    InputSize,
-    NoCache,
-    Precision,
+    SPLIT_OPTIONS,
     Quiet,
-    Seed,
-    TestFraction,
-    ValFraction,
-    Weights,
-    Workers,
-    backbone_options,
-    embed_options,
-    split_options,
+    with_options,
 )
+from graft.data.options import SplitOptions
+from graft.features.options import EmbedOptions
 
 if TYPE_CHECKING:
     from graft.doctor import DoctorReport
@@ -41,6 +34,7 @@ __all__ = ["doctor"]
 _STYLE = {"corrupt": "red", "leak": "red", "duplicate": "yellow", "label": "yellow", "near_duplicate": "yellow"}
 
 
+@with_options(BACKBONE_OPTIONS, SPLIT_OPTIONS, EMBED_OPTIONS)
 def doctor(
     data_dir: Path = typer.Argument(..., help="Dataset folder, as for graft train."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (for machines)."),
@@ -50,17 +44,9 @@ def doctor(
     checks: str | None = typer.Option(
         None, help="Comma-separated kinds to look for, e.g. leak,duplicate,near_duplicate (default: all)."
     ),
-    backbone: Backbone = BACKBONE.backbone,
-    weights: Weights = None,
-    input_size: InputSize = str(BACKBONE.input_size),
-    val_fraction: ValFraction = SPLIT.val_fraction,
-    test_fraction: TestFraction = SPLIT.test_fraction,
-    seed: Seed = SPLIT.seed,
-    device: Device = EMBED.device,
-    precision: Precision = EMBED.precision,
-    batch_size: BatchSize = EMBED.batch_size,
-    workers: Workers = EMBED.num_workers,
-    no_cache: NoCache = not EMBED.use_cache,
+    backbone_options: BackboneOptions = BACKBONE,
+    split_options: SplitOptions = SPLIT,
+    embed_options: EmbedOptions = EMBED,
     quiet: Quiet = False,
 ) -> None:
     """Corrupt files, duplicates, train/val leaks, likely label errors, outliers, imbalance, small images."""
@@ -71,9 +57,9 @@ def doctor(
     with make_progress(quiet or as_json) as prog:
         report = doctor(
             data_dir,
-            backbone=backbone_options(backbone, weights, input_size),
-            split=split_options(val_fraction, test_fraction, seed),
-            embed=embed_options(device, precision, batch_size, workers, no_cache, strict=False),
+            backbone=backbone_options,
+            split=split_options,
+            embed=embed_options,
             progress=prog,
             checks=[c.strip() for c in checks.split(",") if c.strip()] if checks is not None else None,
         )

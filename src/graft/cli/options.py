@@ -8,9 +8,12 @@ The ``*_options`` functions only parse text into those objects; the library vali
 
 from __future__ import annotations
 
+import functools
+import inspect
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable
 
 import typer
 
@@ -20,28 +23,22 @@ from graft.features.options import PRECISIONS, EmbedOptions
 
 __all__ = [
     "BACKBONE",
+    "BACKBONE_OPTIONS",
     "EMBED",
+    "EMBED_OPTIONS",
     "SPLIT",
-    "Backbone",
-    "BatchSize",
+    "SPLIT_OPTIONS",
     "Device",
-    "InputSize",
-    "NoCache",
+    "OptionGroup",
     "Precision",
     "PrecisionChoice",
     "Quiet",
     "Seed",
-    "Strict",
-    "TestFraction",
-    "ValFraction",
     "Weights",
-    "Workers",
-    "backbone_options",
     "choices",
-    "embed_options",
     "parse_int_or_text",
-    "split_options",
     "value",
+    "with_options",
 ]
 
 BACKBONE, EMBED, SPLIT = BackboneOptions(), EmbedOptions(), SplitOptions()
@@ -73,6 +70,7 @@ Precision = Annotated[
 ]
 BatchSize = Annotated[int | None, typer.Option(help="Embedding batch size (default: auto).")]
 Workers = Annotated[int | None, typer.Option(help="Decoder processes (default: auto).")]
+CropPct = Annotated[float | None, typer.Option(help="Centre-crop fraction (default: 1.0 at a changed size).")]
 Strict = Annotated[bool, typer.Option(help="Fail on any unreadable image instead of skipping it.")]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")]
@@ -88,17 +86,11 @@ def parse_int_or_text(text: str) -> int | str:
     return int(text) if text.isdigit() else text
 
 
-def backbone_options(
-    backbone: str, weights: Path | None, input_size: str = "auto", crop_pct: float | None = None
-) -> BackboneOptions:
+def _backbone(backbone: str, weights: Path | None, input_size: str, crop_pct: float | None) -> BackboneOptions:
     return BackboneOptions(backbone, str(weights) if weights else None, parse_int_or_text(input_size), crop_pct)
 
 
-def split_options(val_fraction: float, test_fraction: float, seed: int) -> SplitOptions:
-    return SplitOptions(val_fraction, test_fraction, seed)
-
-
-def embed_options(
+def _embed(
     device: str, precision: Enum | str, batch_size: int | None, workers: int | None, no_cache: bool, strict: bool
 ) -> EmbedOptions:
     return EmbedOptions(
@@ -109,3 +101,77 @@ def embed_options(
         use_cache=not no_cache,
         strict=strict,
     )
+
+
+def _option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+@dataclass(frozen=True)
+class OptionGroup:
+    """Command-line options that together build one library options object, passed as parameter ``name``."""
+
+    name: str
+    params: tuple[inspect.Parameter, ...]
+    build: Callable[..., Any]
+
+
+BACKBONE_OPTIONS = OptionGroup(
+    "backbone_options",
+    (
+        _option("backbone", Backbone, BACKBONE.backbone),
+        _option("weights", Weights, BACKBONE.weights),
+        _option("input_size", InputSize, str(BACKBONE.input_size)),
+        _option("crop_pct", CropPct, BACKBONE.crop_pct),
+    ),
+    _backbone,
+)
+SPLIT_OPTIONS = OptionGroup(
+    "split_options",
+    (
+        _option("val_fraction", ValFraction, SPLIT.val_fraction),
+        _option("test_fraction", TestFraction, SPLIT.test_fraction),
+        _option("seed", Seed, SPLIT.seed),
+    ),
+    SplitOptions,
+)
+EMBED_OPTIONS = OptionGroup(
+    "embed_options",
+    (
+        _option("device", Device, EMBED.device),
+        _option("precision", Precision, EMBED.precision),
+        _option("batch_size", BatchSize, EMBED.batch_size),
+        _option("workers", Workers, EMBED.num_workers),
+        _option("no_cache", NoCache, not EMBED.use_cache),
+        _option("strict", Strict, EMBED.strict),
+    ),
+    _embed,
+)
+
+
+def with_options(*groups: OptionGroup) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command the options of ``groups`` (declared once, here), after its own; it receives the built objects.
+
+    ``@with_options(BACKBONE_OPTIONS, EMBED_OPTIONS)`` on ``def doctor(data_dir, ..., backbone_options,
+    embed_options)``: typer shows ``--backbone``, ``--weights``, ... ``--device``, ``--precision``, ...
+    and the command gets a :class:`BackboneOptions` and an :class:`EmbedOptions`.
+    """
+
+    def wrap(command: Callable[..., Any]) -> Callable[..., Any]:
+        sig = inspect.signature(command, eval_str=True)
+        names = {g.name for g in groups}
+        params = [p for p in sig.parameters.values() if p.name not in names]
+        params += [p for g in groups for p in g.params]
+
+        @functools.wraps(command)
+        def run(**kwargs: Any) -> Any:
+            for g in groups:
+                kwargs[g.name] = g.build(*(kwargs.pop(p.name) for p in g.params))
+            return command(**kwargs)
+
+        del run.__wrapped__  # typer reads the signature below, not the command's own
+        run.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in params}
+        return run
+
+    return wrap

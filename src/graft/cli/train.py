@@ -10,31 +10,23 @@ from typing import Any
 import typer
 from rich.text import Text
 
+from graft.backbones.options import BackboneOptions
 from graft.cli._common import console, launch_if_asked, make_progress, process_seconds
 from graft.cli.options import (
     BACKBONE,
+    BACKBONE_OPTIONS,
     EMBED,
+    EMBED_OPTIONS,
     SPLIT,
-    Backbone,
-    BatchSize,
-    Device,
-    InputSize,
-    NoCache,
-    Precision,
+    SPLIT_OPTIONS,
     Quiet,
-    Seed,
-    Strict,
-    TestFraction,
-    ValFraction,
-    Weights,
-    Workers,
-    backbone_options,
     choices,
-    embed_options,
     parse_int_or_text,
-    split_options,
     value,
+    with_options,
 )
+from graft.data.options import SplitOptions
+from graft.features.options import EmbedOptions
 from graft.network.heads import HEAD_TYPES
 from graft.training.finetune.options import BASELINES, SCHEDULES, FineTuneConfig
 from graft.training.head.options import CLASS_WEIGHTS, FEATURE_MODES, HeadOptions
@@ -56,15 +48,12 @@ def default_run_dir(data_dir: Path) -> Path:
     return Path("runs") / f"{data_dir.resolve().name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+@with_options(BACKBONE_OPTIONS, SPLIT_OPTIONS, EMBED_OPTIONS)
 def train(
     data_dir: Path | None = typer.Argument(
         None, help="Dataset folder: train/ val/ [test/] of class folders, or class folders."
     ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Run directory (default runs/<dataset>-<time>)."),
-    backbone: Backbone = BACKBONE.backbone,
-    weights: Weights = None,
-    input_size: InputSize = str(BACKBONE.input_size),
-    crop_pct: float | None = typer.Option(None, help="Centre-crop fraction (default: 1.0 at a changed size)."),
     head: HeadType = typer.Option(HEAD.head, help="Head on the frozen features."),  # type: ignore[valid-type]
     c: float | None = typer.Option(None, "--C", help="Inverse L2 strength of the linear head (default: chosen by CV)."),
     dropout: float = typer.Option(HEAD.dropout, help="Dropout before the head."),
@@ -81,14 +70,6 @@ def train(
     class_weight: ClassWeight | None = typer.Option(  # type: ignore[valid-type]
         None, help="balanced: weight the loss by inverse class frequency."
     ),
-    val_fraction: ValFraction = SPLIT.val_fraction,
-    test_fraction: TestFraction = SPLIT.test_fraction,
-    seed: Seed = SPLIT.seed,
-    device: Device = EMBED.device,
-    precision: Precision = EMBED.precision,
-    batch_size: BatchSize = EMBED.batch_size,
-    workers: Workers = EMBED.num_workers,
-    strict: Strict = EMBED.strict,
     fine_tune: bool = typer.Option(
         False, "--fine-tune", help="Stage 2: fine-tune the backbone (all of it by default; see --unfreeze)."
     ),
@@ -111,7 +92,6 @@ def train(
     ),
     baseline_epochs: int | None = typer.Option(None, help="Epochs of the scratch baseline (default: --epochs)."),
     resume: Path | None = typer.Option(None, help="Continue an interrupted run in this run directory."),
-    no_cache: NoCache = not EMBED.use_cache,
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow --out to be a folder that already holds files."),
     quiet: Quiet = False,
@@ -122,6 +102,9 @@ def train(
     nnodes: int = typer.Option(1, help="Machines in a multi-machine job (each runs the same command)."),
     node_rank: int = typer.Option(0, help="This machine's number, 0 to --nnodes - 1."),
     rdzv_endpoint: str | None = typer.Option(None, help="HOST:PORT of machine 0 (torchrun rendezvous)."),
+    backbone_options: BackboneOptions = BACKBONE,
+    split_options: SplitOptions = SPLIT,
+    embed_options: EmbedOptions = EMBED,
 ) -> None:
     """Train a classifier on DATA_DIR and write RUN_DIR (model/, metrics.json, report.html)."""
     import sys
@@ -136,7 +119,7 @@ def train(
         out = default_run_dir(data_dir)
     pinned = ["--out", str(out)] if out is not None and resume is None else []  # one folder for every rank
     hint = _RESUME_HINT.format(out=resume or out)
-    if launch_if_asked(devices, nnodes, node_rank, rdzv_endpoint, device=device, extra=pinned, hint=hint):
+    if launch_if_asked(devices, nnodes, node_rank, rdzv_endpoint, device=embed_options.device, extra=pinned, hint=hint):
         return
     out = distributed.broadcast_object(out)  # torchrun by hand: rank 0's default folder
     if resume is not None:
@@ -147,13 +130,10 @@ def train(
         if data_dir is None:
             raise DataError("missing DATA_DIR: pass a dataset folder (or try `graft demo`)")
         out = out or default_run_dir(data_dir)
-        bb = backbone_options(backbone, weights, input_size, crop_pct)
-        split = split_options(val_fraction, test_fraction, seed)
-        emb = embed_options(device, precision, batch_size, workers, no_cache, strict)
         clf = Classifier(
-            **vars(bb),
-            **vars(split),
-            **{**vars(emb), "cache_dir": None},
+            **vars(backbone_options),
+            **vars(split_options),
+            **vars(embed_options),
             head=value(head),
             C=c,
             dropout=dropout,
