@@ -11,17 +11,8 @@ from rich.table import Table
 from rich.text import Text
 
 from graft.backbones.options import BackboneOptions
+from graft.cli import options as opt
 from graft.cli._common import console, make_progress
-from graft.cli.options import (
-    BACKBONE,
-    BACKBONE_OPTIONS,
-    EMBED,
-    EMBED_OPTIONS,
-    SPLIT,
-    SPLIT_OPTIONS,
-    Quiet,
-    with_options,
-)
 from graft.data.options import SplitOptions
 from graft.features.options import EmbedOptions
 
@@ -43,7 +34,7 @@ def parse_sizes(text: str | None) -> list[int] | None:
     return sizes
 
 
-@with_options(BACKBONE_OPTIONS, SPLIT_OPTIONS, EMBED_OPTIONS)
+@opt.with_options(*opt.DATA_OPTIONS)
 def curve(
     data_dir: Path = typer.Argument(..., help="Dataset folder, as for graft train."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (for machines)."),
@@ -54,10 +45,10 @@ def curve(
     seeds: int = typer.Option(5, help="Random subsets per size (one at the full size)."),
     sizes: str | None = typer.Option(None, help="Images per class, e.g. 1,5,25 (default 1,2,5,10,20,50,... all)."),
     jobs: int | None = typer.Option(None, help="Head fits run at once (default: the CPU count)."),
-    quiet: Quiet = False,
-    backbone_options: BackboneOptions = BACKBONE,
-    split_options: SplitOptions = SPLIT,
-    embed_options: EmbedOptions = EMBED,
+    quiet: opt.Quiet = False,
+    backbone_options: BackboneOptions = opt.BACKBONE,
+    split_options: SplitOptions = opt.SPLIT,
+    embed_options: EmbedOptions = opt.EMBED,
 ) -> None:
     """Would more labels help? Accuracy against training images per class, from cached features."""
     from graft.curve import check_outputs, learning_curve, save_curve, write_curve_png

@@ -12,17 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 from graft.backbones.options import BackboneOptions
+from graft.cli import options as opt
 from graft.cli._common import console, make_progress
-from graft.cli.options import (
-    BACKBONE,
-    BACKBONE_OPTIONS,
-    EMBED,
-    EMBED_OPTIONS,
-    SPLIT,
-    SPLIT_OPTIONS,
-    Quiet,
-    with_options,
-)
 from graft.data.options import SplitOptions
 from graft.features.options import EmbedOptions
 
@@ -34,7 +25,7 @@ __all__ = ["doctor"]
 _STYLE = {"corrupt": "red", "leak": "red", "duplicate": "yellow", "label": "yellow", "near_duplicate": "yellow"}
 
 
-@with_options(BACKBONE_OPTIONS, SPLIT_OPTIONS, EMBED_OPTIONS)
+@opt.with_options(*opt.DATA_OPTIONS)
 def doctor(
     data_dir: Path = typer.Argument(..., help="Dataset folder, as for graft train."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (for machines)."),
@@ -44,10 +35,10 @@ def doctor(
     checks: str | None = typer.Option(
         None, help="Comma-separated kinds to look for, e.g. leak,duplicate,near_duplicate (default: all)."
     ),
-    backbone_options: BackboneOptions = BACKBONE,
-    split_options: SplitOptions = SPLIT,
-    embed_options: EmbedOptions = EMBED,
-    quiet: Quiet = False,
+    backbone_options: BackboneOptions = opt.BACKBONE,
+    split_options: SplitOptions = opt.SPLIT,
+    embed_options: EmbedOptions = opt.EMBED,
+    quiet: opt.Quiet = False,
 ) -> None:
     """Corrupt files, duplicates, train/val leaks, likely label errors, outliers, imbalance, small images."""
     from graft.doctor import check_output, doctor, write_fix_plan, write_html

@@ -7,31 +7,22 @@ from pathlib import Path
 import typer
 
 from graft.backbones.options import BackboneOptions
+from graft.cli import options as opt
 from graft.cli._common import console, launch_if_asked, make_progress
-from graft.cli.options import (
-    BACKBONE,
-    BACKBONE_OPTIONS,
-    EMBED,
-    EMBED_OPTIONS,
-    SPLIT,
-    SPLIT_OPTIONS,
-    Quiet,
-    with_options,
-)
 from graft.data.options import SplitOptions
 from graft.features.options import EmbedOptions
 
 
-@with_options(BACKBONE_OPTIONS, SPLIT_OPTIONS, EMBED_OPTIONS)
+@opt.with_options(*opt.DATA_OPTIONS)
 def embed(
     data_dir: Path = typer.Argument(
         ..., help="Dataset folder: train/ val/ [test/] of class folders, or class folders."
     ),
     out: Path = typer.Option(Path("features.npz"), "--out", "-o", help="Output file: .npz, or .parquet (pyarrow)."),
-    quiet: Quiet = False,
-    backbone_options: BackboneOptions = BACKBONE,
-    split_options: SplitOptions = SPLIT,
-    embed_options: EmbedOptions = EMBED,
+    quiet: opt.Quiet = False,
+    backbone_options: BackboneOptions = opt.BACKBONE,
+    split_options: SplitOptions = opt.SPLIT,
+    embed_options: EmbedOptions = opt.EMBED,
     devices: int = typer.Option(1, help="Processes on this machine, each embedding its share (torchrun)."),
     nnodes: int = typer.Option(1, help="Machines in a multi-machine job (each runs the same command)."),
     node_rank: int = typer.Option(0, help="This machine's number, 0 to --nnodes - 1."),

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, List
+from typing import Annotated, Any, List
 
 import typer
 
 from graft.cli._common import console
-from graft.cli.options import EMBED, Device
+from graft.cli.options import EMBED, Device, OptionGroup, with_options
 from graft.exceptions import InvalidParameterError
 from graft.validation import invalid_parameter
 
@@ -23,10 +25,37 @@ _OUT_HELP = "Folder for the PNGs."
 DEFAULT_OUT = Path("graft-explain")
 
 
-def _target(model: str, imagenet: bool, weights: Path | None, device: str):
+@dataclass(frozen=True)
+class Source:
+    """Where the explained network comes from: ``--imagenet`` (the backbone's own head), ``--weights``, ``--device``."""
+
+    imagenet: bool = False
+    weights: Path | None = None
+    device: str = EMBED.device
+
+
+_SOURCE = Source()
+#: The options every explain command shares, declared once; the command receives a :class:`Source`.
+SOURCE_OPTIONS = OptionGroup(
+    "source",
+    (
+        inspect.Parameter(
+            "imagenet",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=False,
+            annotation=Annotated[bool, typer.Option("--imagenet", help=_IMAGENET_HELP)],
+        ),
+        inspect.Parameter("weights", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ExplainWeights),
+        inspect.Parameter("device", inspect.Parameter.KEYWORD_ONLY, default=EMBED.device, annotation=Device),
+    ),
+    Source,
+)
+
+
+def _target(model: str, source: Source) -> Any:
     from graft.explain import load_target
 
-    return load_target(model, imagenet=imagenet, weights=weights, device=device)
+    return load_target(model, imagenet=source.imagenet, weights=source.weights, device=source.device)
 
 
 def _class(t, spec: str) -> int:
@@ -39,6 +68,7 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_") or "class"
 
 
+@with_options(SOURCE_OPTIONS)
 def explain(
     model: str = typer.Argument(..., help=_MODEL_HELP),
     images: List[Path] = typer.Argument(..., help="Image files."),
@@ -48,15 +78,13 @@ def explain(
     ),
     top_k: int = typer.Option(3, "--top-k", "-k", help="Predictions listed per image."),
     out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help=_OUT_HELP),
-    imagenet: bool = typer.Option(False, "--imagenet", help=_IMAGENET_HELP),
-    weights: ExplainWeights = None,
-    device: Device = EMBED.device,
+    source: Source = _SOURCE,
 ) -> None:
     """Grad-CAM heat map over each image, with the top-k predictions."""
     from graft.explain import default_feature_layer, gradcam, prepare_image
     from graft.explain.figures import gradcam_figure, save_figure
 
-    t = _target(model, imagenet, weights, device)
+    t = _target(model, source)
     layer = layer or default_feature_layer(t.net, t.preprocessing.input_size)
     idx = _class(t, cls) if cls is not None else None
     results, written = [], []
@@ -71,6 +99,7 @@ def explain(
     console.print(f"layer {layer}; wrote {', '.join(str(w) for w in written)}", highlight=False, soft_wrap=True)
 
 
+@with_options(SOURCE_OPTIONS)
 def features(
     model: str = typer.Argument(..., help=_MODEL_HELP),
     image: Path | None = typer.Argument(None, help="Image file (not needed with --list-layers)."),
@@ -78,16 +107,14 @@ def features(
     top: int = typer.Option(16, help="How many of the strongest feature maps to show."),
     list_layers: bool = typer.Option(False, "--list-layers", help="Print layer names and output shapes, then exit."),
     out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help=_OUT_HELP),
-    imagenet: bool = typer.Option(False, "--imagenet", help=_IMAGENET_HELP),
-    weights: ExplainWeights = None,
-    device: Device = EMBED.device,
+    source: Source = _SOURCE,
 ) -> None:
     """A grid of the strongest feature maps (highest mean activation) of one layer."""
     from graft.explain import default_feature_layer, feature_maps, prepare_image
     from graft.explain import list_layers as layers_of
     from graft.explain.figures import features_figure, save_figure
 
-    t = _target(model, imagenet, weights, device)
+    t = _target(model, source)
     if list_layers:
         from rich.table import Table
 
@@ -108,6 +135,7 @@ def features(
     console.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 
+@with_options(SOURCE_OPTIONS)
 def dream(
     model: str = typer.Argument(..., help=_MODEL_HELP),
     cls: str = typer.Argument(..., metavar="CLASS", help="Class name (partial ok, e.g. 'tabby') or index."),
@@ -117,15 +145,13 @@ def dream(
     jitter: int = typer.Option(8, help="Largest random shift per step, in pixels."),
     seed: int = typer.Option(0, help="Seed of the starting noise and jitter."),
     out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help=_OUT_HELP),
-    imagenet: bool = typer.Option(False, "--imagenet", help=_IMAGENET_HELP),
-    weights: ExplainWeights = None,
-    device: Device = EMBED.device,
+    source: Source = _SOURCE,
 ) -> None:
     """The 'ideal' image of a class: gradient ascent on the input from noise."""
     from graft.explain import dream as run_dream
     from graft.explain.figures import dream_figure, save_figure
 
-    t = _target(model, imagenet, weights, device)
+    t = _target(model, source)
     idx = _class(t, cls)
     r = run_dream(t, idx, steps=steps, lr=lr, tv_weight=tv, jitter=jitter, seed=seed)
     from PIL import Image
@@ -160,6 +186,7 @@ def parse_epsilon(text: str) -> float:
     return v
 
 
+@with_options(SOURCE_OPTIONS)
 def attack(
     model: str = typer.Argument(..., help=_MODEL_HELP),
     image: Path = typer.Argument(..., help="Image file to perturb."),
@@ -171,9 +198,7 @@ def attack(
     steps: int = typer.Option(40, help="Most iterations (stops once the new class reaches --confidence)."),
     confidence: float = typer.Option(0.5, help="Probability the new class should reach before stopping."),
     out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help=_OUT_HELP),
-    imagenet: bool = typer.Option(False, "--imagenet", help=_IMAGENET_HELP),
-    weights: ExplainWeights = None,
-    device: Device = EMBED.device,
+    source: Source = _SOURCE,
 ) -> None:
     """An adversarial example (iterative FGSM under an L-infinity budget): original, perturbation, result."""
     from graft.explain import attack as run_attack
@@ -183,7 +208,7 @@ def attack(
     if (target is None) == (not untargeted):
         raise InvalidParameterError("pass exactly one of --target CLASS or --untargeted")
     eps = parse_epsilon(epsilon)
-    t = _target(model, imagenet, weights, device)
+    t = _target(model, source)
     idx = _class(t, target) if target is not None else None
     r = run_attack(
         t, prepare_image(image, t.preprocessing), target_index=idx, epsilon=eps, steps=steps, confidence=confidence

@@ -24,6 +24,7 @@ from graft.features.options import PRECISIONS, EmbedOptions
 __all__ = [
     "BACKBONE",
     "BACKBONE_OPTIONS",
+    "DATA_OPTIONS",
     "EMBED",
     "EMBED_OPTIONS",
     "SPLIT",
@@ -147,6 +148,10 @@ EMBED_OPTIONS = OptionGroup(
     ),
     _embed,
 )
+
+
+#: The options of every command that embeds a dataset: which backbone, how the folder is split, how images are embedded.
+DATA_OPTIONS = (BACKBONE_OPTIONS, SPLIT_OPTIONS, EMBED_OPTIONS)
 
 
 def with_options(*groups: OptionGroup) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -11,20 +11,8 @@ import typer
 from rich.text import Text
 
 from graft.backbones.options import BackboneOptions
+from graft.cli import options as opt
 from graft.cli._common import console, launch_if_asked, make_progress, process_seconds
-from graft.cli.options import (
-    BACKBONE,
-    BACKBONE_OPTIONS,
-    EMBED,
-    EMBED_OPTIONS,
-    SPLIT,
-    SPLIT_OPTIONS,
-    Quiet,
-    choices,
-    parse_int_or_text,
-    value,
-    with_options,
-)
 from graft.data.options import SplitOptions
 from graft.features.options import EmbedOptions
 from graft.network.heads import HEAD_TYPES
@@ -35,12 +23,12 @@ from graft.transforms.eval import AUGMENT_STRENGTHS
 _RESUME_HINT = "The run folder is kept: continue it with graft train --resume {out}"
 
 
-HeadType = choices("HeadType", HEAD_TYPES)
-Schedule = choices("Schedule", SCHEDULES)
-Baseline = choices("Baseline", BASELINES)
-ClassWeight = choices("ClassWeight", CLASS_WEIGHTS)
-Features = choices("Features", FEATURE_MODES)
-Augment = choices("Augment", AUGMENT_STRENGTHS)
+HeadType = opt.choices("HeadType", HEAD_TYPES)
+Schedule = opt.choices("Schedule", SCHEDULES)
+Baseline = opt.choices("Baseline", BASELINES)
+ClassWeight = opt.choices("ClassWeight", CLASS_WEIGHTS)
+Features = opt.choices("Features", FEATURE_MODES)
+Augment = opt.choices("Augment", AUGMENT_STRENGTHS)
 HEAD, TUNE = HeadOptions(), FineTuneConfig()
 
 
@@ -48,7 +36,7 @@ def default_run_dir(data_dir: Path) -> Path:
     return Path("runs") / f"{data_dir.resolve().name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-@with_options(BACKBONE_OPTIONS, SPLIT_OPTIONS, EMBED_OPTIONS)
+@opt.with_options(*opt.DATA_OPTIONS)
 def train(
     data_dir: Path | None = typer.Argument(
         None, help="Dataset folder: train/ val/ [test/] of class folders, or class folders."
@@ -94,7 +82,7 @@ def train(
     resume: Path | None = typer.Option(None, help="Continue an interrupted run in this run directory."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write report.html."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow --out to be a folder that already holds files."),
-    quiet: Quiet = False,
+    quiet: opt.Quiet = False,
     ft_batch_size: int = typer.Option(
         TUNE.batch_size, help="Fine-tuning batch size: the global batch, split over --devices."
     ),
@@ -102,9 +90,9 @@ def train(
     nnodes: int = typer.Option(1, help="Machines in a multi-machine job (each runs the same command)."),
     node_rank: int = typer.Option(0, help="This machine's number, 0 to --nnodes - 1."),
     rdzv_endpoint: str | None = typer.Option(None, help="HOST:PORT of machine 0 (torchrun rendezvous)."),
-    backbone_options: BackboneOptions = BACKBONE,
-    split_options: SplitOptions = SPLIT,
-    embed_options: EmbedOptions = EMBED,
+    backbone_options: BackboneOptions = opt.BACKBONE,
+    split_options: SplitOptions = opt.SPLIT,
+    embed_options: EmbedOptions = opt.EMBED,
 ) -> None:
     """Train a classifier on DATA_DIR and write RUN_DIR (model/, metrics.json, report.html)."""
     import sys
@@ -134,13 +122,13 @@ def train(
             **vars(backbone_options),
             **vars(split_options),
             **vars(embed_options),
-            head=value(head),
+            head=opt.value(head),
             C=c,
             dropout=dropout,
             hidden=hidden,
-            features=value(features),
-            augment_views=parse_int_or_text(augment_views),
-            class_weight=value(class_weight),
+            features=opt.value(features),
+            augment_views=opt.parse_int_or_text(augment_views),
+            class_weight=opt.value(class_weight),
         )
         tune = dataclasses.replace(
             TUNE,
@@ -148,15 +136,15 @@ def train(
             unfreeze=unfreeze,
             lr=lr,
             backbone_lr_ratio=backbone_lr_ratio,
-            schedule=value(schedule),
+            schedule=opt.value(schedule),
             patience=patience,
-            augment=value(augment),
+            augment=opt.value(augment),
             batch_size=ft_batch_size,
         )
         opts = RunOptions(
             fine_tune=fine_tune,
             tune=tune,
-            baseline=value(baseline),
+            baseline=opt.value(baseline),
             baseline_epochs=baseline_epochs,
             budget=budget,  # type: ignore[arg-type]  # parsed to seconds by RunOptions
         )
