@@ -115,3 +115,38 @@ def test_each_default_is_stated_once() -> None:
     assert cli["lr"].default.default == FineTuneConfig.lr
     assert cli["ft_batch_size"].default.default == FineTuneConfig.batch_size
     assert cli["head"].default.default == HeadOptions.head
+
+
+def test_engines_are_registered_by_name_and_graft_runtime_picks_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new runtime is one registered builder; GRAFT_RUNTIME forces it, and the CPU auto-tuning times it."""
+    import timm
+    import torch
+
+    from graft.features import autotune, engines
+
+    built: list[str] = []
+
+    class Recording(engines.Engine):
+        name = "recording"
+
+        def __call__(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.zeros(len(x), 4)
+
+    def build(req: engines.EngineRequest) -> engines.Engine:
+        built.append(req.precision)
+        return Recording()
+
+    monkeypatch.setitem(
+        engines.ENGINES,
+        "recording",
+        engines.EngineKind("recording", ("fp32",), build, lambda: True, lambda r, n: False),
+    )
+    model = timm.create_model("test_efficientnet", pretrained=False, num_classes=0)
+    monkeypatch.setenv("GRAFT_RUNTIME", "recording")
+    engine = engines.build_engine(model, (32, 32), device="cpu", precision="fp32", n_images=1)
+    assert isinstance(engine, Recording) and built == ["fp32"]
+    monkeypatch.delenv("GRAFT_RUNTIME")
+    engine = engines.build_engine(model, (32, 32), device="cpu", precision="fp32", n_images=1)
+    assert isinstance(engine, engines.TorchEngine)  # it does not pay on its own: the default path
+    names = list(autotune._candidates(model, (32, 32), None))
+    assert "recording-fp32" in names and names[0] == "torch-bf16" and names[-1] == "torch-fp32"

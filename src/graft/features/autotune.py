@@ -10,11 +10,11 @@ skips the measurement and runs fp32, the accuracy reference, without storing a v
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from graft.config import cpu_info, graft_home
-from graft.features.engines import Engine, TorchEngine, build_ort_engine, onnxruntime_available
+from graft.features.engines import ENGINES, Engine, EngineRequest, by_preference, forced_engine
 from graft.fileio import atomic_write_text
 
 __all__ = [
@@ -115,17 +115,11 @@ def machine_choice(model: nn.Module, input_size: tuple[int, int], *, key: str | 
         return hit
     x = torch.randn(16, 3, *input_size, generator=torch.Generator().manual_seed(0))
     speeds: dict[str, float] = {}
-    candidates: dict[str, Callable[[], Engine]] = {
-        "torch-bf16": lambda: TorchEngine(model, "cpu", "bf16", input_size=input_size)
-    }
-    if onnxruntime_available():
-        candidates["onnxruntime-fp32"] = lambda: build_ort_engine(model, input_size, key=key)
-    candidates["torch-fp32"] = lambda: TorchEngine(model, "cpu", "fp32", input_size=input_size)
-    for name, make in candidates.items():
+    for name, make in _candidates(model, input_size, key).items():
         # Only the precision is decided here, and fp32 runs on ONNX Runtime wherever it works
         # (build_engine): timing eager fp32 beside it could not change the answer, and cost
         # about 2 s of a first run (Lite0, 288 px, 2 cores: 23 img/s for 48 images).
-        if name == "torch-fp32" and "onnxruntime-fp32" in speeds:
+        if name == "torch-fp32" and any(k.endswith("-fp32") for k in speeds):
             continue
         try:
             speeds[name] = _time(make(), x)
@@ -148,6 +142,17 @@ def machine_choice(model: nn.Module, input_size: tuple[int, int], *, key: str | 
     return choice
 
 
+def _candidates(model: nn.Module, input_size: tuple[int, int], key: str | None) -> dict[str, Callable[[], Engine]]:
+    """``"<engine>-<precision>"`` -> builder, for every registered engine installed here: bf16 first, fp32 last."""
+    out: dict[str, Callable[[], Engine]] = {}
+    for precision in ("bf16", "fp32"):
+        for kind in by_preference():
+            if precision in kind.precisions and kind.available():
+                req = EngineRequest(model, tuple(input_size), "cpu", precision, key=key)  # type: ignore[arg-type]
+                out[f"{kind.name}-{precision}"] = functools.partial(kind.build, req)
+    return out
+
+
 def resolve_cpu_auto(
     model: nn.Module, input_size: tuple[int, int], key: Callable[[], str] | None = None, n_images: int | None = None
 ) -> str:
@@ -156,10 +161,10 @@ def resolve_cpu_auto(
     ``n_images``: the job's size where known; below :data:`MEASURE_MIN_IMAGES` an unmeasured
     machine keeps fp32 rather than paying the measurement.
     """
-    forced = os.environ.get("GRAFT_RUNTIME", "").strip().lower()
-    if not cpu_supports_fast_bf16() or forced == "onnxruntime":
+    forced = forced_engine()
+    if not cpu_supports_fast_bf16() or (forced and "bf16" not in ENGINES[forced].precisions):
         return "fp32"
-    if forced == "torch":
+    if forced:
         return "bf16"
     hit = cached_choice(model, input_size)
     if hit is None and n_images is not None and n_images < MEASURE_MIN_IMAGES:

@@ -10,7 +10,8 @@ or not), and bf16 autocast ran about 10x *slower* than fp32 (it is emulated). So
   fails to export, disagrees with PyTorch, or the job is too small to pay the export.
 * CPU, bf16: PyTorch autocast (where :mod:`graft.features.autotune` measured it faster).
 
-``GRAFT_RUNTIME=torch|onnxruntime`` forces an engine (benchmarks, debugging).
+Engines are registered by name (:func:`register_engine`, this file alone); ``GRAFT_RUNTIME=<name>``
+(``torch``, ``onnxruntime``) forces one (benchmarks, debugging).
 Every engine runs tf_* models with static "same" padding for the fixed input size
 (identical outputs, none of the per-call padding arithmetic).
 """
@@ -19,12 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import hashlib
 import io
 import logging
 import math
 import os
 import warnings
+from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -44,6 +47,12 @@ __all__ = [
     "build_ort_engine",
     "reuse_engines",
     "ORT_MIN_IMAGES",
+    "ENGINES",
+    "EngineKind",
+    "EngineRequest",
+    "by_preference",
+    "forced_engine",
+    "register_engine",
 ]
 
 log = logging.getLogger("graft")
@@ -214,6 +223,83 @@ def onnx_cached(key: str | None, input_size: tuple[int, int], spatial: bool, tap
     return key is not None and onnx_cache.lookup(_onnx_cache_key(key, input_size, spatial, taps)) is not None
 
 
+# ---------------------------------------------------------------------- the registry
+@dataclass(frozen=True)
+class EngineRequest:
+    """What an engine is built for: the network, its input size, where, at which precision, which outputs."""
+
+    model: nn.Module
+    input_size: tuple[int, int]
+    device: str = "cpu"
+    precision: str = "fp32"
+    spatial: bool = False
+    taps: tuple[int, ...] = ()
+    key: str | None = None  # the weights' fingerprint: keys the on-disk ONNX cache
+
+
+@dataclass(frozen=True)
+class EngineKind:
+    """A registered engine: the CPU precisions it offers, whether it is installed, when it pays, how to build it."""
+
+    name: str
+    precisions: tuple[str, ...]
+    build: Callable[[EngineRequest], Engine]
+    available: Callable[[], bool]
+    pays: Callable[[EngineRequest, int | None], bool]  # worth building for a job of this many images
+
+
+#: Registered engines by name (:func:`by_preference` orders them). ``GRAFT_RUNTIME=<name>`` forces one.
+ENGINES: dict[str, EngineKind] = {}
+
+
+def register_engine(
+    name: str,
+    *,
+    precisions: tuple[str, ...],
+    available: Callable[[], bool] = lambda: True,
+    pays: Callable[[EngineRequest, int | None], bool] = lambda _req, _n: True,
+) -> Callable[[Callable[[EngineRequest], Engine]], Callable[[EngineRequest], Engine]]:
+    """Register ``build(request) -> Engine`` as engine ``name`` (timm's ``register_model``, for runtimes)."""
+
+    def add(build: Callable[[EngineRequest], Engine]) -> Callable[[EngineRequest], Engine]:
+        ENGINES[name] = EngineKind(name, precisions, build, available, pays)
+        return build
+
+    return add
+
+
+def by_preference() -> list[EngineKind]:
+    """The registered engines in the order a CPU tries them: as registered, eager PyTorch (which always works) last."""
+    return [k for k in ENGINES.values() if k.name != "torch"] + [ENGINES["torch"]]
+
+
+def forced_engine() -> str:
+    """The engine ``GRAFT_RUNTIME`` names (empty: none; an unknown name is ignored with a warning)."""
+    forced = os.environ.get("GRAFT_RUNTIME", "").strip().lower()
+    if forced and forced not in ENGINES:
+        log.warning("GRAFT_RUNTIME=%s is not an engine (%s); choosing as usual", forced, ", ".join(ENGINES))
+        return ""
+    return forced
+
+
+def _ort_pays(req: EngineRequest, n_images: int | None) -> bool:
+    """An uncached export (1-2 s) pays from :data:`ORT_MIN_IMAGES` images; a cached one always."""
+    big = n_images is None or n_images >= ORT_MIN_IMAGES
+    return big or onnx_cached(req.key, req.input_size, req.spatial, req.taps)
+
+
+@register_engine("onnxruntime", precisions=("fp32",), available=onnxruntime_available, pays=_ort_pays)
+def _onnxruntime(req: EngineRequest) -> Engine:
+    return build_ort_engine(req.model, req.input_size, spatial=req.spatial, taps=req.taps, key=req.key)
+
+
+@register_engine("torch", precisions=("bf16", "fp32"))
+def _torch(req: EngineRequest) -> Engine:
+    return TorchEngine(
+        req.model, req.device, req.precision, spatial=req.spatial, taps=req.taps, input_size=req.input_size
+    )
+
+
 _REUSE: contextvars.ContextVar[dict[tuple, Engine] | None] = contextvars.ContextVar("graft_engines", default=None)
 
 
@@ -252,31 +338,27 @@ def build_engine(
     mkey = (id(model), tuple(input_size), device, precision, spatial, tuple(taps))
     if memo is not None and mkey in memo:
         return memo[mkey]
-    engine = _build_engine(model, input_size, device, precision, spatial, taps, n_images, key)
+    req = EngineRequest(model, tuple(input_size), device, precision, spatial, tuple(taps))  # type: ignore[arg-type]
+    engine = _build_engine(req, n_images, key)
     if memo is not None:
         memo[mkey] = engine
     return engine
 
 
-def _build_engine(
-    model: nn.Module,
-    input_size: tuple[int, int],
-    device: str,
-    precision: str,
-    spatial: bool,
-    taps: Sequence[int],
-    n_images: int | None,
-    key: Callable[[], str] | None,
-) -> Engine:
-    if device.startswith("cuda"):
-        return TorchEngine(model, device, precision, spatial=spatial, taps=taps, input_size=input_size)
-    forced = os.environ.get("GRAFT_RUNTIME", "").strip().lower()
-    if precision == "fp32" and forced != "torch" and onnxruntime_available():
-        k = key() if key else None
-        big = n_images is None or n_images >= ORT_MIN_IMAGES or forced == "onnxruntime"
-        if big or onnx_cached(k, input_size, spatial, taps):
+def _build_engine(req: EngineRequest, n_images: int | None, key: Callable[[], str] | None) -> Engine:
+    """The first registered engine that runs ``req`` here and pays for this job; eager PyTorch otherwise."""
+    if req.device.startswith("cuda"):
+        return ENGINES["torch"].build(req)
+    forced = forced_engine()
+    for kind in by_preference()[:-1]:
+        if req.precision not in kind.precisions or not kind.available():
+            continue
+        if forced and forced != kind.name:
+            continue
+        req = dataclasses.replace(req, key=key() if key and req.key is None else req.key)
+        if forced == kind.name or kind.pays(req, n_images):
             try:
-                return build_ort_engine(model, input_size, spatial=spatial, taps=taps, key=k)
+                return kind.build(req)
             except Exception as e:  # noqa: BLE001 - the PyTorch path always works
-                log.warning("ONNX Runtime could not run this network (%s); using PyTorch", e)
-    return TorchEngine(model, "cpu", precision, spatial=spatial, taps=taps, input_size=input_size)
+                log.warning("%s could not run this network (%s); using PyTorch", kind.name, e)
+    return ENGINES["torch"].build(dataclasses.replace(req, device="cpu"))
