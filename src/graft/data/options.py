@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from graft.validation import Constraint, Interval, validate_params
 
-__all__ = ["SplitOptions"]
+__all__ = ["ManifestOptions", "SplitOptions"]
 
 
 @dataclass(frozen=True)
@@ -30,3 +30,20 @@ class SplitOptions:
     def validate(self, owner: str = "SplitOptions") -> SplitOptions:
         validate_params(vars(self), self.CONSTRAINTS, owner)
         return self
+
+
+@dataclass(frozen=True)
+class ManifestOptions:
+    """How a manifest (CSV, TSV, JSON Lines, Parquet) is read; None: detected (:mod:`graft.data.manifest`).
+
+    Attributes:
+        images: the folder the manifest's image paths are relative to (default: the manifest's folder).
+        path_col / label_col / split_col: column names, where the common spellings are not used.
+        label_sep: the separator of several labels in one cell (multi-label), e.g. ``"|"``.
+    """
+
+    images: str | None = None
+    path_col: str | None = None
+    label_col: str | None = None
+    split_col: str | None = None
+    label_sep: str | None = None

@@ -15,15 +15,22 @@ class ImageRecord:
 
     Attributes:
         path: the image file.
-        label: index into the dataset's class list; -1 when unlabelled.
+        label: index into the dataset's class list; -1 when unlabelled or multi-label.
         width: displayed width from the header probe (0 if unknown).
         height: displayed height from the header probe (0 if unknown).
+        labels: a multi-label image's label indices (sorted); empty for single-label data.
     """
 
     path: Path
     label: int
     width: int = 0
     height: int = 0
+    labels: tuple[int, ...] = ()
+
+    @property
+    def label_set(self) -> tuple[int, ...]:
+        """Every label of the image: ``labels`` for multi-label data, else ``(label,)``."""
+        return self.labels if self.labels else ((self.label,) if self.label >= 0 else ())
 
 
 @dataclass(frozen=True)
@@ -49,8 +56,9 @@ class DatasetSplits:
         skipped: image files that could not be used.
         ignored: non-image files found (README, LICENSE, .DS_Store, ...).
         layout: ``"split-folders"`` or ``"auto-split"``.
-        split_dirs: canonical split -> actual folder name, for splits read from a folder;
-            splits absent here were carved out of train (or the root) automatically.
+        split_dirs: canonical split -> actual folder name, for splits read from a folder (or a
+            manifest's split column); splits absent here were carved out of train (or the root) automatically.
+        multi_label: records carry ``labels`` (several per image) instead of one ``label``.
     """
 
     root: Path
@@ -60,12 +68,14 @@ class DatasetSplits:
     ignored: list[str] = field(default_factory=list)
     layout: str = "auto-split"
     split_dirs: dict[str, str] = field(default_factory=dict)
+    multi_label: bool = False
 
     def class_counts(self, split: str) -> dict[str, int]:
         """Images per class (every class listed, zeros included) in ``split``."""
         counts = dict.fromkeys(self.classes, 0)
         for rec in self.splits.get(split, []):
-            counts[self.classes[rec.label]] += 1
+            for label in rec.label_set:
+                counts[self.classes[label]] += 1
         return counts
 
     def imbalance_ratio(self, split: str = "train") -> float:

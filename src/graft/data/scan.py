@@ -26,6 +26,7 @@ __all__ = [
     "SPLIT_ALIASES",
     "scan_dataset",
     "scan_split",
+    "split_class",
     "collect_image_paths",
 ]
 
@@ -110,7 +111,7 @@ def _n_take(n: int, fraction: float) -> int:
     return max(1, int(n * fraction + 0.5)) if fraction > 0 else 0
 
 
-def _split_class(
+def split_class(
     records: list[ImageRecord], name: str, fractions: dict[str, float], seed: int, where: Path
 ) -> dict[str, list[ImageRecord]]:
     """Seeded per-class split; the RNG depends on seed and class name only.
@@ -275,7 +276,7 @@ def _assemble_splits(
     splits: dict[str, list[ImageRecord]] = {name: [] for name in split_names}
     for name in classes:
         train_recs = per_class["train"][name]
-        parts = _split_class(train_recs, name, fractions, seed, base) if fractions else {"train": train_recs}
+        parts = split_class(train_recs, name, fractions, seed, base) if fractions else {"train": train_recs}
         for split, recs in parts.items():
             splits[split].extend(recs)
     for split in ("val", "test"):
