@@ -17,7 +17,7 @@ import numpy as np
 
 from graft import distributed
 from graft.backbones.options import BackboneOptions
-from graft.data.options import SplitOptions
+from graft.data.options import ManifestOptions, SplitOptions
 from graft.data.records import ImageRecord, SkippedFile
 from graft.exceptions import DataError
 from graft.features.engines import reuse_engines
@@ -92,29 +92,20 @@ def embed_split(
 def scan_splits(
     data: str | os.PathLike,
     split: SplitOptions | None = None,
+    manifest: ManifestOptions | None = None,
     *,
     strict: bool = False,
     max_pixels: int | None = None,
     progress: Progress | None = None,
 ) -> Any:
-    """Scan a dataset folder into splits, with a progress bar (see :func:`graft.data.scan_dataset`)."""
-    from graft.data.scan import scan_dataset
+    """Scan a dataset folder or a manifest into splits, with a progress bar (:func:`graft.data.source.scan_labelled`)."""
+    from graft.data.source import scan_labelled
 
-    split = split or SplitOptions()
     prog = progress or NullProgress()
     pixels = {"max_pixels": max_pixels} if max_pixels else {}
     task = prog.task("scanning images")
     try:
-        return scan_dataset(
-            data,
-            val_fraction=split.val_fraction,
-            test_fraction=split.test_fraction,
-            seed=split.seed,
-            strict=strict,
-            progress=task.advance,
-            warn=prog.warn,
-            **pixels,
-        )
+        return scan_labelled(data, split, manifest, strict=strict, progress=task.advance, warn=prog.warn, **pixels)
     finally:
         task.close()
 
