@@ -22,7 +22,9 @@ class _Centred:
     """
 
     def __init__(self, X: torch.Tensor, mu: torch.Tensor, g: float) -> None:
-        self.X, self.mu, self.g = X, mu, g
+        self.X = X
+        self.mu = mu
+        self.g = g
         self.shape = X.shape
         self.step = max(1, _CHUNK_VALUES // max(int(X.shape[1]), 1))
 
@@ -93,24 +95,21 @@ def _lbfgs_logreg(
     The solver runs on ``U`` with ``W = (U * D) @ axes``: weights in the principal
     axes of the features (variances ``var``), diagonally preconditioned by
     ``D = (var/4 + reg)^-1/2``, an estimate of the Hessian's diagonal there. Same
-    minimiser, far fewer iterations. ``axes=None``: ``R`` is already in that basis
-    (:func:`~graft.training.head.linear_probe.fit_linear_head` rotates a materialised matrix once); otherwise the
-    (small) weights are rotated at each step, so a lazily centred matrix is never
-    copied. Returns (W, b) in ``R``'s basis.
+    minimiser, far fewer iterations. ``axes=None``: ``R`` is already in that basis (the
+    linear probe rotates a materialised matrix once); otherwise the (small) weights are
+    rotated at each step, so a lazily centred matrix is never copied. Returns (W, b) in ``R``'s basis.
     """
     R = problem.R
     y = problem.y
     sample_w = problem.sample_w
-    var = problem.var
     axes = problem.axes
-    n_classes = problem.n_classes
     n, _ = R.shape
-    d = len(var)
-    k = n_classes
+    d = len(problem.var)
+    k = problem.n_classes
     rows = torch.arange(n)
     scale = 1.0 / n
     reg = 1.0 / (C * n)
-    D = (0.25 * var + reg).rsqrt()
+    D = (0.25 * problem.var + reg).rsqrt()
     if init is None:
         theta = torch.zeros(k * d + k)
     else:
@@ -119,7 +118,8 @@ def _lbfgs_logreg(
 
     def closure() -> torch.Tensor:
         # Analytic loss and gradient: no autograd graph, a few matmuls per call.
-        Wr, b = theta[: k * d].view(k, d) * D, theta[k * d :]
+        Wr = theta[: k * d].view(k, d) * D
+        b = theta[k * d :]
         logp = torch.log_softmax(_addmm(b, R, (Wr if axes is None else Wr @ axes).T), 1)
         loss = -(logp[rows, y] * sample_w).sum() * scale + 0.5 * reg * (Wr * Wr).sum()
         P = logp.exp_()
