@@ -115,7 +115,7 @@ def graft_run(bb, paths, labels, vpaths, vlabels, args, precision: str) -> dict[
     from graft.network import GraftNet, HeadSpec, build_head
     from graft.progress import NullProgress
     from graft.training.finetune.policy import FineTunePolicy
-    from graft.training.finetune.train import FineTuneConfig, train_network
+    from graft.training.finetune.train import FineTuneConfig, TrainEnv, train_network
     from graft.transforms.train import build_train_transform
 
     spans: list[list[float]] = []
@@ -149,12 +149,17 @@ def graft_run(bb, paths, labels, vpaths, vlabels, args, precision: str) -> dict[
     pre = bb.preprocessing
     t0 = time.perf_counter()
     res = train_network(
-        net, backbone, paths, np.array(labels), vpaths, np.array(vlabels),
-        train_transform=build_train_transform(pre, strength="default"), eval_transform=pre,
+        net,
+        backbone,
+        (paths, np.array(labels)),
+        (vpaths, np.array(vlabels)),
+        transforms=(build_train_transform(pre, strength="default"), pre),
+        config=FineTuneConfig(
+            epochs=args.epochs, lr=args.lr, batch_size=32, patience=args.epochs, prefix_views=args.views
+        ),
         policy=FineTunePolicy(unfreeze=1, backbone_lr_ratio=0.1),
-        config=FineTuneConfig(epochs=args.epochs, lr=args.lr, batch_size=32, patience=args.epochs, prefix_views=args.views),
-        device=args.device, precision=precision, num_workers=args.graft_workers, progress=Prog(),
-    )  # fmt: skip
+        env=TrainEnv(device=args.device, precision=precision, num_workers=args.graft_workers, progress=Prog()),
+    )
     wall = time.perf_counter() - t0
     label = next((m.split("runs ", 1)[1] for m in msgs if m.startswith("fine-tuning runs")), "?")
     views = args.views if "cached views" in label else 0

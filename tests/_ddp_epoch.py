@@ -21,7 +21,7 @@ from graft import distributed
 from graft.backbones import create_backbone
 from graft.network import GraftNet, HeadSpec, build_head
 from graft.training.finetune.policy import FineTunePolicy
-from graft.training.finetune.train import FineTuneConfig, train_network
+from graft.training.finetune.train import FineTuneConfig, TrainEnv, train_network
 
 
 def main(data: Path, weights: Path, out: Path) -> None:
@@ -38,10 +38,15 @@ def main(data: Path, weights: Path, out: Path) -> None:
 
     (tp, ty), (vp, vy) = split("train"), split("val")
     res = train_network(
-        net, net.backbone, tp, ty, vp, vy, train_transform=bb.preprocessing, eval_transform=bb.preprocessing,
+        net,
+        net.backbone,
+        (tp, ty),
+        (vp, vy),
+        transforms=(bb.preprocessing, bb.preprocessing),
+        config=FineTuneConfig(epochs=2, lr=1e-3, batch_size=len(tp), patience=5),
         policy=FineTunePolicy(unfreeze=-1, backbone_lr_ratio=1.0),
-        config=FineTuneConfig(epochs=2, lr=1e-3, batch_size=len(tp), patience=5), num_workers=0,
-    )  # fmt: skip
+        env=TrainEnv(num_workers=0),
+    )
     if distributed.is_main():
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out))
         out.with_suffix(".json").write_text(json.dumps(res.history))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from conftest import TINY_BACKBONE
 from graft.backbones import layer_groups
 from graft.training.finetune.checkpoint import load_checkpoint
 from graft.training.finetune.policy import FineTunePolicy
-from graft.training.finetune.train import FineTuneConfig, train_network
+from graft.training.finetune.train import FineTuneConfig, TrainEnv, train_network
 
 
 def _fitted(synthetic_dataset: Path, tiny_weights: Path) -> graft.Classifier:
@@ -100,30 +101,23 @@ def test_resume_continues_without_refreezing(tmp_path: Path, synthetic_dataset: 
     labels = np.array([clf.classes_.index(Path(p).parent.name) for p in paths])
     from graft.transforms.train import build_train_transform
 
-    kw = dict(
-        train_transform=build_train_transform(clf.preprocessing_),
-        eval_transform=clf.preprocessing_,
-        num_workers=0,
-        checkpoint_dir=tmp_path / "ck",
-    )
+    transforms = (build_train_transform(clf.preprocessing_), clf.preprocessing_)
+    env = TrainEnv(num_workers=0, checkpoint_dir=tmp_path / "ck")
     # "Interrupted" run: 1 of 3 epochs, with all groups unfrozen.
     pol = FineTunePolicy(unfreeze=-1)
-    train_network(
-        net, bb, paths, labels, paths, labels, policy=pol, config=FineTuneConfig(epochs=1, batch_size=8), **kw
-    )
+    config = FineTuneConfig(epochs=1, batch_size=8)
+    train_network(net, bb, (paths, labels), (paths, labels), transforms=transforms, config=config, policy=pol, env=env)
     # Resume with a policy that would, fresh, unfreeze only 1 group: the saved state wins.
     pol2 = FineTunePolicy(unfreeze=1)
     res = train_network(
         net,
         bb,
-        paths,
-        labels,
-        paths,
-        labels,
-        policy=pol2,
+        (paths, labels),
+        (paths, labels),
+        transforms=transforms,
         config=FineTuneConfig(epochs=3, batch_size=8),
-        resume=True,
-        **kw,
+        policy=pol2,
+        env=replace(env, resume=True),
     )
     assert pol2.unfrozen_groups == list(range(len(layer_groups(bb))))
     assert [r["epoch"] for r in res.history] == [1, 2, 3]
@@ -144,7 +138,7 @@ def test_scratch_baseline_trains_same_architecture(synthetic_dataset: Path, tiny
         (paths, labels),
         (paths, labels),
         config=FineTuneConfig(epochs=2, batch_size=8),
-        num_workers=0,
+        env=TrainEnv(num_workers=0),
     )
     assert len(res.history) == 2 and res.history[0]["stage"] == "baseline"
     assert all(p.requires_grad for p in net.backbone.parameters())
@@ -155,22 +149,26 @@ def test_early_stop_is_reported_only_when_epochs_were_left(planned: int, cut_sho
     """Patience running out at the last planned epoch cut nothing short: no "stopped early" flag or line."""
     from graft.progress import NullProgress
     from graft.training.early_stopping import EarlyStopping
-    from graft.training.finetune.train import FitResult, _end_epoch
+    from graft.training.finetune.train import _end_epoch, _Loop
 
     net = torch.nn.Linear(2, 2)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    config, result, stopper = FineTuneConfig(epochs=planned, patience=1), FitResult(), EarlyStopping(patience=1)
+    config = FineTuneConfig(epochs=planned, patience=1)
     lines: list[str] = []
 
     class Lines(NullProgress):
         def message(self, text: str) -> None:
             lines.append(text)
 
+    loop = _Loop(net, net, opt, FineTunePolicy(), config, TrainEnv(), Lines(), EarlyStopping(patience=1))
+    result = loop.result
     stops = [
-        _end_epoch({"stage": "fine-tune", "epoch": e, "train_loss": 0.5, "train_acc": 0.5, "val_loss": loss,
-                    "val_acc": 0.5}, net, opt, FineTunePolicy(), config, result, stopper, None, Lines(), None)
+        _end_epoch(
+            loop,
+            {"stage": "fine-tune", "epoch": e, "train_loss": 0.5, "train_acc": 0.5, "val_loss": loss, "val_acc": 0.5},
+        )
         for e, loss in ((1, 1.0), (2, 2.0))
-    ]  # fmt: skip
+    ]
     assert stops == [False, True]
     assert result.stopped_early is cut_short
     assert any("early stop" in line for line in lines) is cut_short

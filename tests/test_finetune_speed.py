@@ -18,7 +18,7 @@ from graft.progress import NullProgress
 from graft.training.finetune.policy import FineTunePolicy
 from graft.training.finetune.prefix import PrefixCache, split_backbone
 from graft.training.finetune.speed import CompiledStep, cache_path, plan_speed
-from graft.training.finetune.train import FineTuneConfig, train_network
+from graft.training.finetune.train import FineTuneConfig, TrainEnv, train_network
 
 
 def _net(unfreeze: int = 1, spatial: bool = False) -> tuple[GraftNet, torch.nn.Module, FineTunePolicy]:
@@ -85,10 +85,15 @@ def test_cached_prefix_training_trains_only_the_suffix(synthetic_dataset: Path, 
             msgs.append(text)
 
     res = train_network(
-        net, bb, paths, y, paths, y, train_transform=build_train_transform(pre), eval_transform=pre,
-        policy=FineTunePolicy(unfreeze=1), config=FineTuneConfig(epochs=4, batch_size=8, lr=1e-2, prefix_views=2),
-        num_workers=0, progress=Rec(),
-    )  # fmt: skip
+        net,
+        bb,
+        (paths, y),
+        (paths, y),
+        transforms=(build_train_transform(pre), pre),
+        config=FineTuneConfig(epochs=4, batch_size=8, lr=1e-2, prefix_views=2),
+        policy=FineTunePolicy(unfreeze=1),
+        env=TrainEnv(num_workers=0, progress=Rec()),
+    )
     assert any("cached views" in m for m in msgs), msgs
     assert len(res.history) == 4 and all(np.isfinite(r["train_loss"]) for r in res.history)
     for n, p in bb.named_parameters():
@@ -212,10 +217,9 @@ def test_cached_validation_matches_the_plain_evaluation(synthetic_dataset: Path,
     loader = torch.utils.data.DataLoader(
         ImageArrayDataset(paths, pre), batch_size=8, collate_fn=collate_skip_failed, num_workers=0
     )
-    fast = fast_path(
-        net, bb, loader, loader, batch_size=8, views=1, epochs=1, device="cpu", precision="fp32", seed=0,
-        progress=NullProgress(),
-    )  # fmt: skip
+    config = FineTuneConfig(batch_size=8, prefix_views=1)
+    env = TrainEnv(device="cpu", precision="fp32", seed=0)
+    fast = fast_path(net, bb, (loader, loader), config=config, epochs=1, env=env, progress=NullProgress())
     assert fast.split is not None and fast.module is fast.split.suffix
     ref = evaluate(net, loader, y)
     first = fast.evaluate(net, y, "cpu")  # runs the prefix and fills the validation cache

@@ -78,6 +78,7 @@ def test_groups_and_class_weights() -> None:
 def test_large_feature_matrices_are_fitted_in_chunks_without_a_centred_copy(monkeypatch: pytest.MonkeyPatch) -> None:
     """Above the size limit the centred features are never materialised; the fit is the same."""
     from graft.training.head import linear_probe as lp
+    from graft.training.head import logreg
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 900)
@@ -92,7 +93,7 @@ def test_large_feature_matrices_are_fitted_in_chunks_without_a_centred_copy(monk
             yield sl, c
 
     monkeypatch.setattr(lp, "_MATERIALISE_MAX", 10_000)
-    monkeypatch.setattr(lp, "_CHUNK_VALUES", 64 * 100)  # 100-row chunks
+    monkeypatch.setattr(logreg, "_CHUNK_VALUES", 64 * 100)  # 100-row chunks
     monkeypatch.setattr(lp._Centred, "chunks", spy)
     chunked = lp.fit_linear_head(X, y, 3)
     assert seen and max(seen) == 100, "the large path should run over 100-row chunks"

@@ -70,13 +70,13 @@ def test_a_rung_left_out_of_the_plan_comes_back_when_an_earlier_one_stopped_earl
 def test_a_45_s_budget_ends_within_one_epoch_of_it_and_writes_the_ladder_table(
     ladder_data: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from graft.training.fit import budget_plan, ladder
+    from graft.training.fit import budget_plan, ladder, rungs
 
     # Uncapped epochs and patience: only the budget can end the rungs (the plan and the climb).
     uncapped = tuple(dataclasses.replace(r, max_epochs=r.max_epochs * 1000) for r in ladder.RUNGS)
     monkeypatch.setattr(ladder, "RUNGS", uncapped)
     monkeypatch.setattr(budget_plan, "RUNGS", uncapped)
-    monkeypatch.setattr(ladder, "PATIENCE", 10_000)
+    monkeypatch.setattr(rungs, "LADDER_CONFIG", dataclasses.replace(rungs.LADDER_CONFIG, patience=10_000))
     t0 = time.perf_counter()
     clf = _clf(tiny_weights).fit(ladder_data, budget="45s")
     wall = time.perf_counter() - t0
@@ -96,12 +96,12 @@ def test_a_45_s_budget_ends_within_one_epoch_of_it_and_writes_the_ladder_table(
 def test_no_rung_trains_or_stops_on_validation_images(
     ladder_data: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from graft.training.fit import ladder
+    from graft.training.fit import rungs
 
     calls: list[tuple[list[str], list[str]]] = []
-    real = ladder.train_network
+    real = rungs.train_network
     monkeypatch.setattr(
-        ladder, "train_network", lambda *a, **k: calls.append((list(a[2]), list(a[4]))) or real(*a, **k)
+        rungs, "train_network", lambda *a, **k: calls.append((list(a[2][0]), list(a[3][0]))) or real(*a, **k)
     )
     clf = _clf(tiny_weights).fit(ladder_data, budget=20)
     val = {str(p) for p in clf.val_paths_}

@@ -68,7 +68,7 @@ def test_a_kept_fine_tune_is_recalibrated_on_held_out_training_images(
     data = make_synthetic_dataset(tmp_path / "d", per_class=60)  # 40 train images per class
     seen: list[int] = []
     real = stage_two.train_network
-    monkeypatch.setattr(stage_two, "train_network", lambda *a, **k: seen.append(len(a[2])) or real(*a, **k))
+    monkeypatch.setattr(stage_two, "train_network", lambda *a, **k: seen.append(len(a[2][0])) or real(*a, **k))
     clf = graft.Classifier(TINY_BACKBONE, weights=tiny_weights, num_workers=0, precision="fp32").fit(data)
     t1 = clf.head_info_["temperature"]
     clf.fine_tune(epochs=1, unfreeze=1, lr=1e-3, batch_size=16)
@@ -184,13 +184,14 @@ def test_the_ood_score_of_many_queries_is_computed_in_chunks_with_the_same_resul
 ) -> None:
     import torch
 
+    from graft.network import ood as network_ood
     from graft.training.head import ood
 
     rng = np.random.default_rng(0)
     fit = ood.fit_ood(rng.normal(size=(300, 16)).astype(np.float32), seed=0)
     queries = torch.from_numpy(rng.normal(size=(250, 16)).astype(np.float32))
     whole = fit.scorer(queries)
-    monkeypatch.setattr(ood, "_QUERY_CHUNK", 64)
+    monkeypatch.setattr(network_ood, "_QUERY_CHUNK", 64)
     chunked = fit.scorer(queries)
     assert chunked.shape == (250,)
     torch.testing.assert_close(chunked, whole)

@@ -31,7 +31,9 @@ class EarlyStopping:
         """Record ``epoch``'s validation loss; copy ``module``'s weights if it is the best so far."""
         improved = val_loss < self.best_val_loss - self.min_delta
         if improved:
-            self.best_val_loss, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
+            self.best_val_loss = val_loss
+            self.best_epoch = epoch
+            self.bad_epochs = 0
             self.best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
         else:
             self.bad_epochs += 1

@@ -45,7 +45,8 @@ class DataParallel:
     """The DDP wiring of one fine-tuning run (see the module docstring for the semantics)."""
 
     def __init__(self, batch_size: int, device: str, seed: int) -> None:
-        self.world, self.rank = distributed.world_size(), distributed.rank()
+        self.world = distributed.world_size()
+        self.rank = distributed.rank()
         if batch_size % self.world:
             raise invalid_parameter(
                 "ft_batch_size",
@@ -53,8 +54,10 @@ class DataParallel:
                 f"a multiple of the {self.world} processes (the global batch)",
                 batch_size,
             )
-        self.global_batch, self.local_batch = batch_size, batch_size // self.world
-        self.device, self.seed = device, seed
+        self.global_batch = batch_size
+        self.local_batch = batch_size // self.world
+        self.device = device
+        self.seed = seed
         self.sampler: DistributedSampler | None = None
         self.n_val = 0
 

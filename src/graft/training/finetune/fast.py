@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from graft.features.embedder import batches, collate_skip_failed
 from graft.progress import Progress
 from graft.training.finetune.loop import evaluate
+from graft.training.finetune.options import FineTuneConfig, TrainEnv
 from graft.training.finetune.prefix import PrefixCache, PrefixSplit, cache_views, split_backbone
 from graft.training.finetune.speed import CompiledStep, SpeedPlan, plan_speed, prefix_precision
 
@@ -62,7 +63,8 @@ class FastPath:
 
     def train_batches(self) -> Iterable[Any]:
         """This epoch's batches: images, or prefix activations (stored as the epoch goes, or reused)."""
-        epoch, self.epochs_run = self.epochs_run, self.epochs_run + 1
+        epoch = self.epochs_run
+        self.epochs_run += 1
         if self.split is None or self.cache is None:
             return self.train_loader
         if epoch < self.cache.views:
@@ -119,35 +121,37 @@ def _model_name(backbone: nn.Module) -> str:
 def fast_path(
     net: nn.Module,
     backbone: nn.Module,
-    train_loader: DataLoader,
-    val_loader: DataLoader,
+    loaders: tuple[DataLoader, DataLoader],
     *,
-    batch_size: int,
-    views: int,
+    config: FineTuneConfig,
     epochs: int,
-    device: str,
-    precision: str,
-    seed: int,
+    env: TrainEnv,
     progress: Progress,
 ) -> FastPath:
     """Decide, for this run, the module that trains and how it runs (call after the policy froze the backbone).
 
     Args:
-        views: augmented views of the frozen prefix to keep (0: no prefix cache).
-        precision: ``auto`` lets :func:`~graft.training.finetune.speed.plan_speed` measure; else used as given.
+        config: its ``batch_size``, and ``prefix_views``: augmented prefix views to keep (0: no prefix cache).
+        epochs: the epochs this run trains (what a compiled step would have to repay).
+        env: ``device``, ``seed``, ``precision`` (``auto`` lets :func:`~.speed.plan_speed` measure).
     """
+    train_loader, val_loader = loaders
+    batch_size = config.batch_size
+    device = env.device
+    precision = env.precision
     n = len(train_loader.dataset)  # type: ignore[arg-type]
     example = _example(train_loader, min(batch_size, _PLAN_IMAGES))
     split = None
-    if views > 0 and example is not None and os.environ.get("GRAFT_PREFIX_CACHE", "1") != "0":
+    if config.prefix_views > 0 and example is not None and os.environ.get("GRAFT_PREFIX_CACHE", "1") != "0":
         split = split_backbone(net, backbone)
     low = "fp32" if precision == "auto" else precision
     module: nn.Module = net
-    cache = val_cache = None
+    cache = None
+    val_cache = None
     name = _model_name(backbone)
     if split is not None and example is not None:
         low = prefix_precision(split.prefix, example, split.suffix, name=name, device=device, precision=precision)
-        v = cache_views(split, n, views, example, device, low)
+        v = cache_views(split, n, config.prefix_views, example, device, low)
         if v >= 1:
             module = split.suffix
             acts = split.run_prefix(example, device, low).float()
@@ -167,7 +171,7 @@ def fast_path(
     forward: Callable[[torch.Tensor], torch.Tensor] = module
     if plan.compile:
         forward = CompiledStep(module, warn=progress.warn)
-    fp = FastPath(module, forward, plan, train_loader, val_loader, batch_size, seed, split, cache, val_cache)
+    fp = FastPath(module, forward, plan, train_loader, val_loader, batch_size, env.seed, split, cache, val_cache)
     fp.prefix_precision = low
     progress.message(f"fine-tuning runs {fp.label}")
     return fp

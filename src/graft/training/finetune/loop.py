@@ -10,6 +10,7 @@ Loaders yield ``(indices, images or None, skipped)`` batches (see
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -22,7 +23,7 @@ from graft.features.embedder import batches
 from graft.progress import Task
 from graft.training.finetune.speed import autocast
 
-__all__ = ["evaluate", "train_one_epoch"]
+__all__ = ["Stepper", "evaluate", "train_one_epoch"]
 
 
 def _lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -51,50 +52,68 @@ def _to_device(x: torch.Tensor, device: str, channels_last: bool) -> torch.Tenso
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
 
+@dataclass
+class Stepper:
+    """What every optimizer step of an epoch uses besides its batch.
+
+    Attributes:
+        optimizer / base_lrs / lr_at: each step sets the groups' LRs to ``lr_at(step)`` times ``base_lrs``.
+        device / precision: where the step runs, and its autocast precision.
+        class_weight / label_smoothing: the loss's settings.
+        forward: replaces ``net(x)`` (a compiled step; None: ``net``).
+        channels_last: convert inputs to channels-last.
+    """
+
+    optimizer: torch.optim.Optimizer
+    base_lrs: Sequence[float]
+    lr_at: Callable[[int], float]
+    device: str = "cpu"
+    precision: str = "fp32"
+    class_weight: torch.Tensor | None = None
+    label_smoothing: float = 0.0
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+    channels_last: bool = False
+
+
 def train_one_epoch(
     net: nn.Module,
     loader: DataLoader | Iterable[Any],
     labels: np.ndarray,
-    optimizer: torch.optim.Optimizer,
+    stepper: Stepper,
     *,
-    base_lrs: Sequence[float],
-    lr_at: Callable[[int], float],
     step: int,
-    device: str = "cpu",
-    precision: str = "fp32",
-    class_weight: torch.Tensor | None = None,
-    label_smoothing: float = 0.0,
     task: Task | None = None,
     on_skip: Callable[[int, str], None] | None = None,
-    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    channels_last: bool = False,
 ) -> dict[str, float]:
-    """One pass over ``loader``, the LR set per step from ``lr_at(step)`` times ``base_lrs``.
+    """One pass over ``loader``, the LR set per step from ``stepper.lr_at(step)`` times its ``base_lrs``.
 
     The schedule is per optimizer step (not per epoch) so warm-up works with few, large
     epochs; ``step`` is the global step of the epoch's first batch. ``net`` must already
     be in the train mode the caller wants (a policy may keep frozen BatchNorm in eval).
     ``on_skip(index, reason)`` hears of every image the loader could not decode.
     ``loader`` may be any iterable of such batches (cached prefix activations);
-    ``forward`` replaces ``net(x)`` (a compiled step); ``channels_last`` converts inputs.
 
     Returns:
         ``{"train_loss": mean loss, "train_acc": accuracy}`` over the decoded images.
     """
-    tot_loss, tot_ok, n = 0.0, 0, 0
+    optimizer = stepper.optimizer
+    device = stepper.device
+    tot_loss = 0.0
+    tot_ok = 0
+    n = 0
     for idx, x, bad in _iter(loader):
         if on_skip is not None:
             for i, reason in bad:
                 on_skip(i, reason)
         if x is None:
             continue
-        f = lr_at(step)
-        for grp, base in zip(optimizer.param_groups, base_lrs):
+        f = stepper.lr_at(step)
+        for grp, base in zip(optimizer.param_groups, stepper.base_lrs):
             grp["lr"] = base * f
         y = torch.from_numpy(labels[idx.numpy()]).to(device)
-        with _autocast(device, precision):
-            logits = (forward or net)(_to_device(x, device, channels_last)).float()
-        loss = F.cross_entropy(logits, y, weight=class_weight, label_smoothing=label_smoothing)
+        with _autocast(device, stepper.precision):
+            logits = (stepper.forward or net)(_to_device(x, device, stepper.channels_last)).float()
+        loss = F.cross_entropy(logits, y, weight=stepper.class_weight, label_smoothing=stepper.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -122,7 +141,9 @@ def evaluate(
     smoothing would only shift that scale. Leaves ``net`` in eval mode.
     """
     net.eval()
-    tot_loss, ok, n = 0.0, 0, 0
+    tot_loss = 0.0
+    ok = 0
+    n = 0
     with torch.inference_mode():
         for idx, x, _bad in _iter(loader):
             if x is None:

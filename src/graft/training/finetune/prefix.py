@@ -37,7 +37,8 @@ class PrefixNet(nn.Module):
 
     def __init__(self, backbone: Any, k: int) -> None:
         super().__init__()
-        self.conv_stem, self.bn1 = backbone.conv_stem, backbone.bn1
+        self.conv_stem = backbone.conv_stem
+        self.bn1 = backbone.bn1
         self.blocks = nn.Sequential(*list(backbone.blocks)[:k])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,9 +51,12 @@ class SuffixNet(nn.Module):
     def __init__(self, backbone: Any, k: int, head: nn.Module, spatial: bool) -> None:
         super().__init__()
         self.blocks = nn.Sequential(*list(backbone.blocks)[k:])
-        self.conv_head, self.bn2, self.global_pool = backbone.conv_head, backbone.bn2, backbone.global_pool
+        self.conv_head = backbone.conv_head
+        self.bn2 = backbone.bn2
+        self.global_pool = backbone.global_pool
         self.drop_rate = float(getattr(backbone, "drop_rate", 0.0))
-        self.head, self.spatial = head, spatial
+        self.head = head
+        self.spatial = spatial
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.bn2(self.conv_head(self.blocks(x)))
@@ -131,7 +135,9 @@ class PrefixCache:
     """
 
     def __init__(self, n: int, views: int, dtype: torch.dtype = torch.float16) -> None:
-        self.n, self.views, self.dtype = n, views, dtype
+        self.n = n
+        self.views = views
+        self.dtype = dtype
         self.data: torch.Tensor | None = None
         self.filled = torch.zeros((views, n), dtype=torch.bool)
 

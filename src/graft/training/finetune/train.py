@@ -33,7 +33,7 @@ from graft.training.early_stopping import EarlyStopping
 from graft.training.finetune.callbacks import Checkpointer
 from graft.training.finetune.ddp import DataParallel
 from graft.training.finetune.fast import FastPath, fast_path, plain_path
-from graft.training.finetune.loop import _lr_factor, train_one_epoch
+from graft.training.finetune.loop import Stepper, _lr_factor, train_one_epoch
 from graft.training.finetune.options import FineTuneConfig, TrainEnv
 from graft.training.finetune.policy import FineTunePolicy
 
@@ -52,6 +52,33 @@ class FitResult:
     stopped_by_budget: bool = False  # ended before its planned epochs because the next would pass the deadline
     seconds: float = 0.0
     failed: list[SkippedFile] = field(default_factory=list)
+
+
+@dataclass
+class _Loop:
+    """One run's state, shared by the steps of :func:`train_network`.
+
+    ``epochs`` is where the LR schedule ends (a deadline can bring it forward); ``ddp``
+    is None in a single process; ``ckpt`` is None when nothing is checkpointed.
+    """
+
+    net: nn.Module
+    backbone: nn.Module
+    optimizer: torch.optim.Optimizer
+    policy: FineTunePolicy
+    config: FineTuneConfig
+    env: TrainEnv
+    progress: Progress
+    stopper: EarlyStopping
+    result: FitResult = field(default_factory=FitResult)
+    ckpt: Checkpointer | None = None
+    ddp: DataParallel | None = None
+    epochs: int = 0
+
+    @property
+    def writer(self) -> Checkpointer | None:
+        """The checkpointer this process writes with: rank 0 only."""
+        return self.ckpt if self.ddp is None or self.ddp.writes else None
 
 
 def train_network(
@@ -79,125 +106,125 @@ def train_network(
             deadline, names and progress (:class:`~graft.training.finetune.options.TrainEnv`).
     """
     t0 = time.perf_counter()
-    train_paths, train_labels = list(train[0]), np.asarray(train[1], dtype=np.int64)
-    val_paths, val_labels = list(val[0]), np.asarray(val[1], dtype=np.int64)
-    train_transform, eval_transform = transforms
-    device, precision, seed, stage = env.device, env.precision, env.seed, env.stage
-    num_workers = 1 if env.num_workers is None else env.num_workers
-    class_weight, on_epoch, deadline, eval_name = env.class_weight, env.on_epoch, env.deadline, env.eval_name
-    progress = env.progress or NullProgress()
-    torch.manual_seed(seed)
-    net.to(device)
-    optimizer = _head_optimizer(net, config)
-    result, stopper = FitResult(), EarlyStopping(config.patience)
-    ckpt = Checkpointer(env.checkpoint_dir) if env.checkpoint_dir else None
-    start_epoch = _start(
-        net, backbone, optimizer, policy, config, result, stopper, ckpt if env.resume else None, progress, stage
-    )
-    ddp = DataParallel.from_env(config.batch_size, device, seed)  # None in a single process
-    train_loader, val_loader = _loaders(
-        train_paths, val_paths, train_transform, eval_transform, config, num_workers, device, seed, ddp
-    )
+    train_paths, train_labels = _as_set(train)
+    val_labels = _as_set(val)[1]
+    loop = _new_loop(net, backbone, config, policy, env)
+    start_epoch = _start(loop)
+    loop.ddp = DataParallel.from_env(config.batch_size, env.device, env.seed)  # None in a single process
+    loaders = _loaders(loop, train_paths, list(val[0]), transforms)
     policy.train_mode(net, backbone)  # the speed plan is measured in training's module modes
-    fast = _step_path(
-        net, backbone, (train_loader, val_loader), ddp, policy, config, start_epoch, device, precision, seed, progress
-    )
+    fast = _step_path(loop, loaders, start_epoch)
     failed_paths: dict[str, str] = {}
-    span = {"epochs": config.epochs}  # where the LR schedule ends; a deadline can bring it forward
-    fit_epoch = _epoch_fn(fast, train_labels, train_paths, optimizer, config, device, class_weight, failed_paths, span)
-    fit_epoch = fit_epoch if ddp is None else ddp.epoch_fn(fit_epoch)
+    fit_epoch = _epoch_fn(loop, fast, train_labels, train_paths, failed_paths)
+    fit_epoch = fit_epoch if loop.ddp is None else loop.ddp.epoch_fn(fit_epoch)
     epoch = start_epoch
-    while epoch <= span["epochs"]:
-        e0 = time.perf_counter()
-        policy.train_mode(net, backbone)
-        task = progress.task(f"{stage} epoch {epoch}/{span['epochs']}", total=len(train_paths))
-        stats = fit_epoch(epoch, task)
-        task.close()
-        val_loss, val_acc = fast.evaluate(net, val_labels, device)
-        val_loss, val_acc = (val_loss, val_acc) if ddp is None else ddp.reduce_eval(val_loss, val_acc)
-        rec = {
-            "stage": stage,
-            "epoch": epoch,
-            **stats,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - e0,
-            "best": False,
-        }
-        writer = ckpt if ddp is None or ddp.writes else None  # checkpoints: rank 0 only
-        stop = _end_epoch(rec, net, optimizer, policy, config, result, stopper, writer, progress, on_epoch, eval_name)
-        if not stop and deadline is not None and epoch < span["epochs"]:
-            stop = _fit_deadline(span, epoch, rec["seconds"], deadline, ddp, result, progress, stage)
-        if stop if ddp is None else ddp.agree(stop):
+    while epoch <= loop.epochs:
+        rec = _run_epoch(loop, epoch, fit_epoch, fast, val_labels, len(train_paths))
+        stop = _end_epoch(loop, rec)
+        if not stop and env.deadline is not None and epoch < loop.epochs:
+            stop = _fit_deadline(loop, epoch, rec["seconds"])
+        if stop if loop.ddp is None else loop.ddp.agree(stop):
             break
         epoch += 1
-    stopper.restore(net)
+    loop.stopper.restore(net)
     net.eval()
-    result.failed = [SkippedFile(p, r) for p, r in failed_paths.items()]
-    result.seconds = time.perf_counter() - t0
-    return result
+    loop.result.failed = [SkippedFile(p, r) for p, r in failed_paths.items()]
+    loop.result.seconds = time.perf_counter() - t0
+    return loop.result
 
 
-def _fit_deadline(
-    span: dict[str, int],
+def _as_set(pair: tuple[Sequence[str], np.ndarray]) -> tuple[list[str], np.ndarray]:
+    """(paths, integer labels) as a list and an int64 array."""
+    return list(pair[0]), np.asarray(pair[1], dtype=np.int64)
+
+
+def _new_loop(
+    net: nn.Module, backbone: nn.Module, config: FineTuneConfig, policy: FineTunePolicy, env: TrainEnv
+) -> _Loop:
+    """Seed, move ``net`` to the device, and set up the head's optimizer, early stopping and checkpoints."""
+    torch.manual_seed(env.seed)
+    net.to(env.device)
+    return _Loop(
+        net,
+        backbone,
+        _head_optimizer(net, config),
+        policy,
+        config,
+        env,
+        progress=env.progress or NullProgress(),
+        stopper=EarlyStopping(config.patience),
+        ckpt=Checkpointer(env.checkpoint_dir) if env.checkpoint_dir else None,
+        epochs=config.epochs,
+    )
+
+
+def _run_epoch(
+    loop: _Loop,
     epoch: int,
-    epoch_s: float,
-    deadline: float,
-    ddp: DataParallel | None,
-    result: FitResult,
-    progress: Progress,
-    stage: str,
-) -> bool:
-    """Bring the schedule's end forward to the epochs that still fit before ``deadline``; True: stop now.
+    fit_epoch: Callable[[int, Task], dict[str, float]],
+    fast: FastPath,
+    val_labels: np.ndarray,
+    n_train: int,
+) -> dict[str, Any]:
+    """Train one epoch and validate: the epoch's history record (not yet marked best)."""
+    e0 = time.perf_counter()
+    stage = loop.env.stage
+    loop.policy.train_mode(loop.net, loop.backbone)
+    task = loop.progress.task(f"{stage} epoch {epoch}/{loop.epochs}", total=n_train)
+    stats = fit_epoch(epoch, task)
+    task.close()
+    val_loss, val_acc = fast.evaluate(loop.net, val_labels, loop.env.device)
+    if loop.ddp is not None:
+        val_loss, val_acc = loop.ddp.reduce_eval(val_loss, val_acc)
+    return {
+        "stage": stage,
+        "epoch": epoch,
+        **stats,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "lr": loop.optimizer.param_groups[0]["lr"],
+        "seconds": time.perf_counter() - e0,
+        "best": False,
+    }
+
+
+def _fit_deadline(loop: _Loop, epoch: int, epoch_s: float) -> bool:
+    """Bring the schedule's end forward to the epochs that still fit before the deadline; True: stop now.
 
     Epochs are assumed as long as the last one. Shortening the schedule (rather than
     cutting it) lets the learning rate still anneal to zero by the last epoch that fits.
     """
-    fits = int(max(deadline - time.perf_counter(), 0.0) // max(epoch_s, 1e-6))
-    end = min(span["epochs"], epoch + fits)
-    end = end if ddp is None else int(distributed.broadcast_object(end))  # rank 0's clock decides
-    if end >= span["epochs"]:
+    assert loop.env.deadline is not None
+    stage = loop.env.stage
+    fits = int(max(loop.env.deadline - time.perf_counter(), 0.0) // max(epoch_s, 1e-6))
+    end = min(loop.epochs, epoch + fits)
+    end = end if loop.ddp is None else int(distributed.broadcast_object(end))  # rank 0's clock decides
+    if end >= loop.epochs:
         return False
-    result.stopped_by_budget = True
+    loop.result.stopped_by_budget = True
     if end <= epoch:
-        progress.message(f"{stage}: stopped after epoch {epoch}: another epoch would pass the time budget")
+        loop.progress.message(f"{stage}: stopped after epoch {epoch}: another epoch would pass the time budget")
         return True
-    progress.message(f"{stage}: {end - epoch} more epoch(s) fit in the time budget; the schedule now ends at {end}")
-    span["epochs"] = end
+    loop.progress.message(
+        f"{stage}: {end - epoch} more epoch(s) fit in the time budget; the schedule now ends at {end}"
+    )
+    loop.epochs = end
     return False
 
 
-def _step_path(
-    net: nn.Module,
-    backbone: nn.Module,
-    loaders: tuple[DataLoader, DataLoader],
-    ddp: DataParallel | None,
-    policy: FineTunePolicy,
-    config: FineTuneConfig,
-    start_epoch: int,
-    device: str,
-    precision: str,
-    seed: int,
-    progress: Progress,
-) -> FastPath:
+def _step_path(loop: _Loop, loaders: tuple[DataLoader, DataLoader], start_epoch: int) -> FastPath:
     """How each step runs: the measured fast path alone; under DDP the plain step, the same on every rank."""
-    if ddp is None:
+    config = loop.config
+    env = loop.env
+    if loop.ddp is None:
+        epochs = config.epochs - start_epoch + 1
         return fast_path(
-            net,
-            backbone,
-            *loaders,
-            batch_size=config.batch_size,
-            views=config.prefix_views,
-            epochs=config.epochs - start_epoch + 1,
-            device=device,
-            precision=precision,
-            seed=seed,
-            progress=progress,
+            loop.net, loop.backbone, loaders, config=config, epochs=epochs, env=env, progress=loop.progress
         )
     # No per-process measurement (ranks could disagree) and no prefix cache.
-    prec = "fp32" if precision == "auto" else precision
-    return plain_path(ddp.wrap(net, train_bn=policy.train_bn), *loaders, config.batch_size, seed, precision=prec)
+    prec = "fp32" if env.precision == "auto" else env.precision
+    module = loop.ddp.wrap(loop.net, train_bn=loop.policy.train_bn)
+    return plain_path(module, *loaders, config.batch_size, env.seed, precision=prec)
 
 
 def _head_optimizer(net: nn.Module, config: FineTuneConfig) -> torch.optim.AdamW:
@@ -210,69 +237,66 @@ def _head_optimizer(net: nn.Module, config: FineTuneConfig) -> torch.optim.AdamW
     )
 
 
-def _start(
-    net: nn.Module,
-    backbone: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    policy: FineTunePolicy,
-    config: FineTuneConfig,
-    result: FitResult,
-    stopper: EarlyStopping,
-    ckpt: Checkpointer | None,
-    progress: Progress,
-    stage: str,
-) -> int:
-    """Resume from ``ckpt``'s ``last/`` where there is one, else apply ``policy`` afresh; the first epoch to run.
+def _start(loop: _Loop) -> int:
+    """Resume from the checkpoint's ``last/`` where asked and there is one, else apply the policy afresh.
 
-    A resumed run carries its history and best scores on, so epochs number on and
-    early stopping counts the epochs since the best one, as if never interrupted.
+    Returns the first epoch to run. A resumed run carries its history and best scores on,
+    so epochs number on and early stopping counts the epochs since the best one, as if
+    never interrupted.
     """
+    ckpt = loop.ckpt if loop.env.resume else None
+    stopper = loop.stopper
     meta = (
         None
         if ckpt is None
-        else ckpt.resume(net, optimizer, policy=policy, backbone=backbone, head_lr=config.lr, early_stopping=stopper)
+        else ckpt.resume(
+            loop.net,
+            loop.optimizer,
+            policy=loop.policy,
+            backbone=loop.backbone,
+            head_lr=loop.config.lr,
+            early_stopping=stopper,
+        )
     )
     if ckpt is None or meta is None:
-        policy.apply(backbone, optimizer, config.lr)
+        loop.policy.apply(loop.backbone, loop.optimizer, loop.config.lr)
         return 1
+    result = loop.result
     result.history = meta["history"]
-    result.best_epoch, result.best_val_loss = stopper.best_epoch, stopper.best_val_loss
+    result.best_epoch = stopper.best_epoch
+    result.best_val_loss = stopper.best_val_loss
     result.best_val_acc = float(meta.get("best_val_acc", 0.0))
     start_epoch = int(meta["epoch"]) + 1
-    progress.message(f"resumed {stage} from {ckpt.last} at epoch {start_epoch}")
+    loop.progress.message(f"resumed {loop.env.stage} from {ckpt.last} at epoch {start_epoch}")
     return start_epoch
 
 
 def _loaders(
-    train_paths: Sequence[str],
-    val_paths: Sequence[str],
-    train_transform: Callable,
-    eval_transform: Callable,
-    config: FineTuneConfig,
-    num_workers: int,
-    device: str,
-    seed: int,
-    ddp: DataParallel | None = None,
+    loop: _Loop, train_paths: Sequence[str], val_paths: Sequence[str], transforms: tuple[Callable, Callable]
 ) -> tuple[DataLoader, DataLoader]:
     """Shuffled (seeded) training loader and a plain validation loader at twice the batch size (DDP: this rank's)."""
-    if ddp is not None:
-        return ddp.loaders(train_paths, val_paths, train_transform, eval_transform, num_workers)
+    train_transform, eval_transform = transforms
+    env = loop.env
+    batch_size = loop.config.batch_size
+    num_workers = 1 if env.num_workers is None else env.num_workers
+    if loop.ddp is not None:
+        return loop.ddp.loaders(train_paths, val_paths, train_transform, eval_transform, num_workers)
     train_ds = ImageArrayDataset(train_paths, train_transform)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(env.seed)
     train_loader = make_loader(
         train_ds,
-        batch_size=config.batch_size,
+        batch_size=batch_size,
         shuffle=True,
         generator=g,
-        drop_last=len(train_ds) > config.batch_size,
+        drop_last=len(train_ds) > batch_size,
         num_workers=num_workers,
         collate_fn=collate_skip_failed,
         persistent_workers=num_workers > 0,
-        pin_memory=device.startswith("cuda"),
+        pin_memory=env.device.startswith("cuda"),
     )
     val_loader = make_loader(
         ImageArrayDataset(val_paths, eval_transform),
-        batch_size=config.batch_size * 2,
+        batch_size=batch_size * 2,
         num_workers=num_workers,
         collate_fn=collate_skip_failed,
         persistent_workers=num_workers > 0,
@@ -281,82 +305,66 @@ def _loaders(
 
 
 def _epoch_fn(
-    fast: FastPath,
-    labels: np.ndarray,
-    paths: Sequence[str],
-    optimizer: torch.optim.Optimizer,
-    config: FineTuneConfig,
-    device: str,
-    class_weight: np.ndarray | None,
-    failed: dict[str, str],
-    span: dict[str, int] | None = None,
+    loop: _Loop, fast: FastPath, labels: np.ndarray, paths: Sequence[str], failed: dict[str, str]
 ) -> Callable[[int, Task], dict[str, float]]:
     """Bind what stays fixed across epochs: ``fn(epoch, task)`` runs :func:`train_one_epoch` on ``fast``'s batches.
 
     Call it once the policy has set the optimizer's groups: their LRs then are the
     schedule's base LRs. Undecodable images land in ``failed`` (path -> reason).
     """
+    config = loop.config
+    device = loop.env.device
     steps = fast.steps_per_epoch()
-    span = span if span is not None else {"epochs": config.epochs}
     warmup = int(config.warmup_epochs * steps)
 
     def lr_at(step: int) -> float:  # reads the schedule's end each step: a deadline may move it
-        return _lr_factor(step, total=steps * span["epochs"], warmup=warmup, schedule=config.schedule)
+        return _lr_factor(step, total=steps * loop.epochs, warmup=warmup, schedule=config.schedule)
 
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    class_weight = loop.env.class_weight
     cw = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32, device=device)
+    stepper = Stepper(
+        loop.optimizer,
+        base_lrs=[g["lr"] for g in loop.optimizer.param_groups],
+        lr_at=lr_at,
+        device=device,
+        precision=fast.plan.precision,
+        class_weight=cw,
+        label_smoothing=config.label_smoothing,
+        forward=fast.forward,
+        channels_last=fast.channels_last,
+    )
 
     def on_skip(i: int, reason: str) -> None:
         failed[str(paths[i])] = reason
 
     def fit_epoch(epoch: int, task: Task) -> dict[str, float]:
         return train_one_epoch(
-            fast.module,
-            fast.train_batches(),
-            labels,
-            optimizer,
-            base_lrs=base_lrs,
-            lr_at=lr_at,
-            step=(epoch - 1) * steps,
-            device=device,
-            precision=fast.plan.precision,
-            class_weight=cw,
-            label_smoothing=config.label_smoothing,
-            task=task,
-            on_skip=on_skip,
-            forward=fast.forward,
-            channels_last=fast.channels_last,
+            fast.module, fast.train_batches(), labels, stepper, step=(epoch - 1) * steps, task=task, on_skip=on_skip
         )
 
     return fit_epoch
 
 
-def _end_epoch(
-    rec: dict[str, Any],
-    net: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    policy: FineTunePolicy,
-    config: FineTuneConfig,
-    result: FitResult,
-    stopper: EarlyStopping,
-    ckpt: Checkpointer | None,
-    progress: Progress,
-    on_epoch: Callable[[dict[str, Any]], None] | None,
-    eval_name: str = "val",
-) -> bool:
+def _end_epoch(loop: _Loop, rec: dict[str, Any]) -> bool:
     """Early stopping, history, ``on_epoch``, progress line and checkpoints for one epoch; True: stop."""
-    improved = stopper.update(rec["epoch"], rec["val_loss"], net)
+    result = loop.result
+    stopper = loop.stopper
+    eval_name = loop.env.eval_name
+    improved = stopper.update(rec["epoch"], rec["val_loss"], loop.net)
     if improved:
-        result.best_val_loss, result.best_val_acc, result.best_epoch = rec["val_loss"], rec["val_acc"], rec["epoch"]
+        result.best_val_loss = rec["val_loss"]
+        result.best_val_acc = rec["val_acc"]
+        result.best_epoch = rec["epoch"]
         rec["best"] = True
     result.history.append(rec)
-    if on_epoch is not None:
-        on_epoch(rec)
-    progress.message(
+    if loop.env.on_epoch is not None:
+        loop.env.on_epoch(rec)
+    loop.progress.message(
         f"{rec['stage']} epoch {rec['epoch']}: train loss {rec['train_loss']:.3f} acc {rec['train_acc']:.3f} | "
         f"{eval_name} loss {rec['val_loss']:.3f} acc {rec['val_acc']:.3f}{'  (best)' if improved else ''}"
     )
-    if ckpt is not None:
+    writer = loop.writer
+    if writer is not None:
         meta = {
             "stage": rec["stage"],
             "epoch": rec["epoch"],
@@ -364,13 +372,13 @@ def _end_epoch(
             "best_epoch": result.best_epoch,
             "best_val_loss": result.best_val_loss,
             "best_val_acc": result.best_val_acc,
-            "policy": policy.state_dict(),
-            "config": config.to_dict(),
+            "policy": loop.policy.state_dict(),
+            "config": loop.config.to_dict(),
         }
-        ckpt.save(net, meta, optimizer, improved=improved)
-    if stopper.should_stop and rec["epoch"] < config.epochs:  # at the last planned epoch nothing was cut short
+        writer.save(loop.net, meta, loop.optimizer, improved=improved)
+    if stopper.should_stop and rec["epoch"] < loop.config.epochs:  # at the last planned epoch nothing was cut short
         result.stopped_early = True
-        progress.message(
+        loop.progress.message(
             f"{rec['stage']}: early stop after epoch {rec['epoch']} "
             f"(no {eval_name}-loss gain for {stopper.bad_epochs} epochs)"
         )

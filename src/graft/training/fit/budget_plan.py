@@ -101,7 +101,8 @@ def epochs_now(index: int, planned: int, costs: Costs, seconds: float) -> int:
 
 def plan(avail: float, costs: dict[str, Costs], val_cost: float) -> dict[str, int]:
     """Epochs per rung: "top" takes up to ``TOP_SHARE`` of the time while "all" fits ``MIN_WHOLE_EPOCHS``, else all of it."""
-    top_cap, all_cap = RUNGS[1].max_epochs, RUNGS[2].max_epochs
+    top_cap = RUNGS[1].max_epochs
+    all_cap = RUNGS[2].max_epochs
     e_top = fits(costs["top"], avail * TOP_SHARE - val_cost, top_cap)
     e_all = fits(costs["all"], avail - costs["top"].epochs(e_top) - (val_cost if e_top else 0) - val_cost, all_cap)
     if e_all < MIN_WHOLE_EPOCHS:
@@ -118,7 +119,8 @@ def plan_lines(
 ) -> list[str]:
     lines = [f"budget {_fmt(budget)}: stage 1 took {_fmt(stage1)}, {_fmt(max(left, 0))} left"]
     for rung in RUNGS[1:]:
-        c, e = costs[rung.name], epochs[rung.name]
+        c = costs[rung.name]
+        e = epochs[rung.name]
         if not e:
             need = MIN_WHOLE_EPOCHS if rung is RUNGS[-1] else 1
             what = "one epoch (~{}) does" if need == 1 else f"{need} epochs (~{{}}) do"

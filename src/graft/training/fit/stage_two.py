@@ -105,26 +105,15 @@ def fine_tune_stage(
         config: what to train (its :meth:`~FineTuneConfig.policy` decides which layers).
         env: where and how (``balanced`` weights the loss by inverse class frequency).
     """
-    from graft.features.embedder import choose_precision, default_num_workers
     from graft.transforms.train import build_train_transform
 
     prog = env.progress or NullProgress()
-    resolved = choose_precision(env.precision, env.device)  # validates
-    # auto: train_network measures which precision trains fastest here (and agrees with fp32).
-    train_precision = "auto" if str(env.precision or "auto").lower() == "auto" else resolved
     skipped = {Path(s.path) for s in data.skipped}
     train = [r for r in data.splits["train"] if r.path not in skipped]
     y = np.array([r.label for r in train])
     held = calibration_split(y, seed=env.seed)
     saved = {k: v.detach().clone() for k, v in net.state_dict().items()}
     policy = config.policy()
-    run_env = dataclasses.replace(
-        env,
-        precision=train_precision,
-        num_workers=default_num_workers() if env.num_workers is None else env.num_workers,
-        class_weight=class_weights_balanced(y[~held], len(data.classes)) if env.balanced else None,
-        progress=prog,
-    )
     res = train_network(
         net,
         net.backbone,
@@ -133,50 +122,74 @@ def fine_tune_stage(
         transforms=(build_train_transform(preprocessing, strength=config.augment), preprocessing),
         config=config,
         policy=policy,
-        env=run_env,
+        env=_run_env(env, y[~held], len(data.classes), prog),
     )
     probs = distributed.on_rank_zero(score, net)  # scored once; every rank then takes the same keep/rollback
     metrics = compute_metrics(np.asarray(val[1]), probs, list(data.classes))
-    embedding = {"device": env.device, "precision": env.precision, "num_workers": env.num_workers}
+    outcome = _Outcome(res, (metrics, probs), before, policy, saved)
     return _keep_or_roll_back(
         net,
-        saved,
-        res,
-        (metrics, probs),
-        before,
-        policy,
+        outcome,
         ([str(r.path) for r in train], y, held),
         preprocessing,
-        embedding,
-        seed=env.seed,
-        progress=prog,
+        dataclasses.replace(env, progress=prog),
         classes=list(data.classes),
         val_labels=np.asarray(val[1]),
     )
 
 
+def _run_env(env: TrainEnv, train_labels: np.ndarray, num_classes: int, progress: Progress) -> TrainEnv:
+    """``env`` as the fine-tuning loop runs it: precision and workers resolved, class weights set."""
+    from graft.features.embedder import choose_precision, default_num_workers
+
+    resolved = choose_precision(env.precision, env.device)  # validates
+    # auto: train_network measures which precision trains fastest here (and agrees with fp32).
+    train_precision = "auto" if str(env.precision or "auto").lower() == "auto" else resolved
+    return dataclasses.replace(
+        env,
+        precision=train_precision,
+        num_workers=default_num_workers() if env.num_workers is None else env.num_workers,
+        class_weight=class_weights_balanced(train_labels, num_classes) if env.balanced else None,
+        progress=progress,
+    )
+
+
+@dataclass
+class _Outcome:
+    """What fine-tuning produced, and what the keep/rollback rule weighs it against.
+
+    ``after`` and ``before``: (validation metrics, validation probabilities) of the fine-tuned
+    and of the stage-1 model; ``saved``: the stage-1 weights.
+    """
+
+    res: FitResult
+    after: tuple[dict[str, Any], np.ndarray]
+    before: tuple[dict[str, Any], np.ndarray]
+    policy: FineTunePolicy
+    saved: dict[str, Any]
+
+
 def _keep_or_roll_back(
     net: GraftNet,
-    saved: dict[str, Any],
-    res: FitResult,
-    after: tuple[dict[str, Any], np.ndarray],
-    before: tuple[dict[str, Any], np.ndarray],
-    policy: FineTunePolicy,
+    outcome: _Outcome,
     train: tuple[list[str], np.ndarray, np.ndarray],
     preprocessing: Preprocessing,
-    embedding: dict[str, Any],
+    env: TrainEnv,
     *,
-    seed: int,
-    progress: Progress,
     classes: list[str],
     val_labels: np.ndarray,
 ) -> FineTuneStage:
     """The one keep/rollback rule: at least as accurate as stage 1, or stage 1's weights come back.
 
-    A kept network is then recalibrated on the held-out slice of train and its OOD score refitted.
+    A kept network is then recalibrated on the held-out slice of train (``train``: paths,
+    labels, held-out mask) and its OOD score refitted, embedding as ``env`` says.
     """
-    metrics, probs = after
+    res = outcome.res
+    policy = outcome.policy
+    before = outcome.before
+    metrics, probs = outcome.after
     kept = metrics["accuracy"] >= before[0]["accuracy"]
+    progress = env.progress or NullProgress()
     summary = {
         "val_accuracy": metrics["accuracy"],
         "seconds": res.seconds,
@@ -191,8 +204,10 @@ def _keep_or_roll_back(
             f"fine-tuning reached val accuracy {metrics['accuracy']:.4f}, below stage 1 "
             f"({before[0]['accuracy']:.4f}); keeping the stage-1 model"
         )
-        net.load_state_dict(saved)
+        net.load_state_dict(outcome.saved)
         return FineTuneStage(kept, res, before[0], before[1], summary, policy=policy)
+    seed = env.seed
+    embedding = {"device": env.device, "precision": env.precision, "num_workers": env.num_workers}
     t, ood = refit_after_fine_tune(net, train, preprocessing, seed=seed, progress=progress, **embedding)
     if t is not None:
         calibrated = rescale_probs(probs, t)

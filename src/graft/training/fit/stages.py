@@ -132,8 +132,10 @@ def stage_one(data: Any, options: FitOptions, embed: EmbedOptions, *, progress: 
         options: the backbone, the head and the split (:class:`graft.Classifier`'s parameters).
         embed: how images are embedded (``device`` already resolved).
     """
-    t_start, prog = time.perf_counter(), progress or NullProgress()
-    head, seed = options.head, options.split.seed
+    t_start = time.perf_counter()
+    prog = progress or NullProgress()
+    head = options.head
+    seed = options.split.seed
     torch.manual_seed(seed)
     if isinstance(data, (str, os.PathLike)):
         data = scan_splits(data, options.split, strict=embed.strict, max_pixels=embed.max_pixels, progress=prog)
@@ -191,7 +193,8 @@ def _choose_and_fit_head(
     choice, fits = choose_features_by_cv(
         emb.train, emb.taps, widths, options.features, options.head, n, class_weight=class_weight, seed=seed
     )
-    train, val = select_columns(emb.train, choice.columns), select_columns(emb.val, choice.columns)
+    train = select_columns(emb.train, choice.columns)
+    val = select_columns(emb.val, choice.columns)
     spec = HeadSpec(options.head, train.X.shape[1], n, options.dropout, options.hidden)
     reuse = fits.get(tuple(choice.columns)) if options.C is None else None
     st = fit_head_stage(spec, train, val, classes, C=options.C, class_weight=class_weight, seed=seed, linear_fit=reuse)

@@ -121,7 +121,8 @@ def choose_features_by_cv(
         )
 
     def cv_accuracy(column_sets: list[list[int]]) -> list[float]:
-        n, widest = train.X.shape[0], max(len(c) for c in column_sets)
+        n = train.X.shape[0]
+        widest = max(len(c) for c in column_sets)
         if len(column_sets) > 1 and fits_on_one_thread(n, widest):
             # Fits this small each run on one thread: side by side they use both cores of a
             # small CPU. The whole process stays at one torch thread until both are done, so

@@ -17,11 +17,13 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence, Union
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.nn import functional as F
+
+from graft.training.head.cross_validation import _choose_C
+from graft.training.head.logreg import Problem, Rows, _Centred, _lbfgs_logreg, _principal_axes
 
 __all__ = ["DEFAULT_C_GRID", "LinearFit", "fit_linear_head", "fits_on_one_thread", "torch_threads"]
 
@@ -59,51 +61,6 @@ def torch_threads(n: int) -> Iterator[None]:
 #: it (every shared dataset) the copy is faster: 16,000 x 1,904 features fitted in 4.9 s
 #: materialised vs 7.7 s in chunks, noise next to the 2.5 minutes of embedding behind them.
 _MATERIALISE_MAX = 16_000_000
-_CHUNK_VALUES = 4_000_000  # values per on-the-fly chunk (16 MB)
-
-
-class _Centred:
-    """``(X - mu) * g`` without a copy of ``X``: row chunks are centred when a product needs them.
-
-    Same arithmetic per element as the materialised matrix (centre, then multiply), so
-    results agree with it to float32 summation order, not to a cancellation error.
-    """
-
-    def __init__(self, X: torch.Tensor, mu: torch.Tensor, g: float) -> None:
-        self.X, self.mu, self.g = X, mu, g
-        self.shape = X.shape
-        self.step = max(1, _CHUNK_VALUES // max(int(X.shape[1]), 1))
-
-    def chunks(self) -> Iterator[tuple[slice, torch.Tensor]]:
-        for i in range(0, int(self.shape[0]), self.step):
-            sl = slice(i, i + self.step)
-            yield sl, (self.X[sl] - self.mu).mul_(self.g)
-
-    def __getitem__(self, idx: Any) -> torch.Tensor:
-        return (self.X[torch.as_tensor(idx)] - self.mu).mul_(self.g)
-
-    def __len__(self) -> int:
-        return int(self.shape[0])
-
-
-Rows = Union[torch.Tensor, _Centred]
-
-
-def _addmm(b: torch.Tensor, R: Rows, M: torch.Tensor) -> torch.Tensor:
-    """``b + R @ M``."""
-    if isinstance(R, torch.Tensor):
-        return torch.addmm(b, R, M)
-    return torch.cat([torch.addmm(b, c, M) for _, c in R.chunks()])
-
-
-def _t_matmul(P: torch.Tensor, R: Rows) -> torch.Tensor:
-    """``P.T @ R``."""
-    if isinstance(R, torch.Tensor):
-        return P.T @ R
-    out = torch.zeros(P.shape[1], int(R.shape[1]))
-    for sl, c in R.chunks():
-        out.addmm_(P[sl].T, c)
-    return out
 
 
 def _centre(Xt: torch.Tensor) -> tuple[Rows, torch.Tensor, float]:
@@ -117,102 +74,6 @@ def _centre(Xt: torch.Tensor) -> tuple[Rows, torch.Tensor, float]:
     sq = sum(float(c.square_().sum(dtype=torch.float64)) for _, c in lazy.chunks())
     lazy.g = 1.0 / max(math.sqrt(sq / Xt.numel()), 1e-12)
     return lazy, mu, lazy.g
-
-
-def _lbfgs_logreg(
-    R: Rows,
-    y: torch.Tensor,
-    n_classes: int,
-    C: float,
-    sample_w: torch.Tensor,
-    var: torch.Tensor,
-    axes: torch.Tensor | None,
-    init: tuple[torch.Tensor, torch.Tensor] | None = None,
-    max_iter: int = 300,
-    gtol: float = 1e-5,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minimise (C * sum_i w_i CE_i + 0.5 ||W||^2) / n: scikit-learn's objective, scaled.
-
-    The solver runs on ``U`` with ``W = (U * D) @ axes``: weights in the principal
-    axes of the features (variances ``var``), diagonally preconditioned by
-    ``D = (var/4 + reg)^-1/2``, an estimate of the Hessian's diagonal there. Same
-    minimiser, far fewer iterations. ``axes=None``: ``R`` is already in that basis
-    (:func:`fit_linear_head` rotates a materialised matrix once); otherwise the
-    (small) weights are rotated at each step, so a lazily centred matrix is never
-    copied. Returns (W, b) in ``R``'s basis.
-    """
-    n, _ = R.shape
-    d = len(var)
-    k = n_classes
-    rows = torch.arange(n)
-    scale = 1.0 / n
-    reg = 1.0 / (C * n)
-    D = (0.25 * var + reg).rsqrt()
-    if init is None:
-        theta = torch.zeros(k * d + k)
-    else:
-        theta = torch.cat([((init[0] if axes is None else init[0] @ axes.T) / D).reshape(-1), init[1]])
-    theta.requires_grad_(False)
-
-    def closure() -> torch.Tensor:
-        # Analytic loss and gradient: no autograd graph, a few matmuls per call.
-        Wr, b = theta[: k * d].view(k, d) * D, theta[k * d :]
-        logp = torch.log_softmax(_addmm(b, R, (Wr if axes is None else Wr @ axes).T), 1)
-        loss = -(logp[rows, y] * sample_w).sum() * scale + 0.5 * reg * (Wr * Wr).sum()
-        P = logp.exp_()
-        P[rows, y] -= 1.0
-        P.mul_((sample_w * scale)[:, None])
-        G = _t_matmul(P, R)
-        theta.grad = torch.cat([(((G if axes is None else G @ axes.T) + reg * Wr) * D).reshape(-1), P.sum(0)])
-        return loss
-
-    # torch's L-BFGS: SciPy's L-BFGS-B spent ~0.1 s per step on 12k variables.
-    opt = torch.optim.LBFGS(
-        [theta],
-        lr=1.0,
-        max_iter=max_iter,
-        history_size=20,
-        line_search_fn="strong_wolfe",
-        tolerance_grad=gtol,
-        tolerance_change=1e-10,
-    )
-    opt.step(closure)
-    W = theta[: k * d].view(k, d) * D
-    return (W if axes is None else W @ axes), theta[k * d :].clone()
-
-
-def _principal_axes(Z: Rows, max_rows: int = 8000) -> tuple[torch.Tensor, torch.Tensor]:
-    """(axes (r, d), variances (r,)) of centred Z.
-
-    Rotating is free for an L2 penalty. With fewer rows than dimensions the axes come
-    from an SVD and directions without variance are dropped (exact: the optimum has
-    no weight there), shrinking the problem to the row space. Otherwise all axes are
-    kept and estimated on at most ``max_rows`` rows: they only precondition.
-    """
-    n, d = Z.shape
-    if n < d and isinstance(Z, torch.Tensor):  # fewer rows than columns: always materialised
-        _, S, Vh = torch.linalg.svd(Z, full_matrices=False)
-        var = S * S / n
-        keep = var > var[0].clamp_min(1e-30) * 1e-9
-        return Vh[keep].contiguous(), var[keep]
-    if n <= max_rows and isinstance(Z, torch.Tensor):
-        sub = Z
-    else:
-        sub = Z[torch.randperm(n, generator=torch.Generator().manual_seed(0))[:max_rows]]
-    var, V = torch.linalg.eigh((sub.T @ sub) / len(sub))
-    return V.T.flip(0).contiguous(), var.flip(0).clamp_min(0)
-
-
-def _stratified_folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
-    """``k`` sorted index sets, each class dealt round-robin after a seeded shuffle (balanced folds)."""
-    rng = np.random.default_rng(seed)
-    folds: list[list[int]] = [[] for _ in range(k)]
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        rng.shuffle(idx)
-        for j, i in enumerate(idx):
-            folds[j % k].append(int(i))
-    return [np.array(sorted(f), dtype=np.int64) for f in folds]
 
 
 @dataclass
@@ -231,6 +92,12 @@ class LinearFit:
 
     def logits(self, X: np.ndarray) -> np.ndarray:
         return X @ self.weight.T + self.bias
+
+
+def _as_float32(X: np.ndarray) -> torch.Tensor:
+    """``X`` as a float32 tensor; a column slice of a larger matrix stays a strided view (no copy before centring)."""
+    X = np.asarray(X)
+    return torch.from_numpy(X if X.dtype == np.float32 and all(st >= 0 for st in X.strides) else X.astype(np.float32))
 
 
 def fit_linear_head(
@@ -264,9 +131,7 @@ def fit_linear_head(
     """
     t0 = time.perf_counter()
     y = np.asarray(y, dtype=np.int64)
-    # A column slice of a larger matrix stays a strided view: no copy before centring.
-    X = np.asarray(X)
-    Xt = torch.from_numpy(X if X.dtype == np.float32 and all(st >= 0 for st in X.strides) else X.astype(np.float32))
+    Xt = _as_float32(X)
     Z, mu, g = _centre(Xt)
     yt = torch.from_numpy(y)
     cw = torch.ones(n_classes) if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32)
@@ -284,147 +149,19 @@ def fit_linear_head(
             # Rotate the features once (n r d) rather than the weights at every step (2 k r d
             # per L-BFGS evaluation, thousands of them). Measured on 2 cores: sign_digits'
             # feature choice and head (3,302 x 1,904 features) 30.4 -> 19.9 s.
-            R, rotate = Z @ axes.T, None
+            R = Z @ axes.T
+            rotate = None
             del Z
         else:
             rotate = axes
+        problem = Problem(R, yt, sw, var, rotate, n_classes)
         if C is None:
-            C, scores, losses, oof = _choose_C(
-                R, var, rotate, y, yt, sw, n_classes, C_grid, cv_folds, max_cv_samples, seed, groups
-            )
-        W, b = _lbfgs_logreg(R, yt, n_classes, float(C), sw, var, rotate)
+            C, scores, losses, oof = _choose_C(problem, y, C_grid, cv_folds, max_cv_samples, seed, groups)
+        W, b = _lbfgs_logreg(problem, float(C))
         if rotate is None:
             W = W @ axes
-    W_raw = W * g
+    W_raw = W * g  # the scaling folded back: a plain linear layer on raw features
     b_raw = b - (W_raw * mu).sum(1)
-    return LinearFit(
-        W_raw.numpy(),
-        b_raw.numpy(),
-        float(C),
-        scores,
-        losses,
-        time.perf_counter() - t0,
-        oof_logits=oof[0] if oof else None,
-        oof_labels=oof[1] if oof else None,
-        oof_rows=oof[2] if oof else None,
-    )
-
-
-def _choose_C(
-    R: Rows,
-    var: torch.Tensor,
-    axes: torch.Tensor | None,
-    y: np.ndarray,
-    yt: torch.Tensor,
-    sw: torch.Tensor,
-    n_classes: int,
-    C_grid: Sequence[float],
-    cv_folds: int,
-    max_cv_samples: int,
-    seed: int,
-    groups: np.ndarray | None,
-) -> tuple[float, dict[float, float], dict[float, float], tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(chosen C, C -> mean CV accuracy, C -> mean CV log-loss, (held-out logits, labels, rows) at that C)."""
-    folds = _cv_folds(y, n_classes, cv_folds, max_cv_samples, seed, groups)
-    scores, losses, per_sample, oof = _score_path(R, var, axes, yt, sw, n_classes, C_grid, folds)
-    chosen = _one_standard_error(scores, losses, per_sample)
-    rows = np.concatenate([te for _, te in folds])
-    return chosen, scores, losses, (oof[chosen], y[rows], rows)
-
-
-def _cv_folds(
-    y: np.ndarray, n_classes: int, cv_folds: int, max_cv_samples: int, seed: int, groups: np.ndarray | None
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train rows, held-out rows) per fold, drawn over source images stratified by label.
-
-    Rows sharing a group id (views of one image) share a fold, so CV never scores a
-    view of a training image. Large sets are subsampled to ``max_cv_samples`` images
-    and use at most 3 folds; the rarest class caps the number of folds (2 at least).
-    """
-    counts = np.bincount(y, minlength=n_classes)
-    min_count = int(counts[counts > 0].min())
-    gid = np.arange(len(y)) if groups is None else np.asarray(groups)
-    uniq, first, inv = np.unique(gid, return_index=True, return_inverse=True)
-    sel = np.arange(len(uniq))
-    if len(uniq) > max_cv_samples:
-        sel = np.sort(np.random.default_rng(seed).choice(len(uniq), max_cv_samples, replace=False))
-    k = max(2, min(cv_folds if len(sel) < 4000 else min(cv_folds, 3), min_count))
-    fold_u = np.full(len(uniq), -1)
-    for f, members in enumerate(_stratified_folds(y[first[sel]], k, seed)):
-        fold_u[sel[members]] = f
-    fold_of = fold_u[inv]
-    folds = []
-    for f in range(k):
-        te = np.flatnonzero(fold_of == f)
-        tr = np.flatnonzero((fold_of != f) & (fold_of >= 0))
-        if len(te) and len(tr):
-            folds.append((tr, te))
-    return folds
-
-
-def _score_path(
-    R: Rows,
-    var: torch.Tensor,
-    axes: torch.Tensor | None,
-    yt: torch.Tensor,
-    sw: torch.Tensor,
-    n_classes: int,
-    C_grid: Sequence[float],
-    folds: list[tuple[np.ndarray, np.ndarray]],
-) -> tuple[dict[float, float], dict[float, float], dict[float, torch.Tensor], dict[float, np.ndarray]]:
-    """CV accuracy, log-loss, every held-out row's log-loss and held-out logits along the C path.
-
-    Warm-starts along the path from strong to weak regularisation and stops once the
-    held-out loss has risen twice in a row (weak regularisation is the slow end).
-    """
-    total = sum(len(te) for _, te in folds)
-    scores: dict[float, float] = {}
-    losses: dict[float, float] = {}
-    inits: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(folds)
-    per_sample: dict[float, torch.Tensor] = {}  # C -> held-out log-loss of every CV row
-    oof: dict[float, np.ndarray] = {}  # C -> held-out logits of every CV row (folds in order)
-    worse = 0
-    for c in sorted(float(c) for c in C_grid):
-        correct, parts, held = 0.0, [], []
-        for j, (tr, te) in enumerate(folds):
-            inits[j] = _lbfgs_logreg(
-                R[tr], yt[tr], n_classes, c, sw[tr], var, axes, init=inits[j], max_iter=100, gtol=1e-4
-            )
-            W, b = inits[j]  # type: ignore[misc]
-            logits = torch.addmm(b, R[te], W.T)
-            correct += float((logits.argmax(1) == yt[te]).float().sum())
-            parts.append(F.cross_entropy(logits, yt[te], reduction="none"))
-            held.append(logits.numpy())
-        per_sample[c] = torch.cat(parts).double()
-        oof[c] = np.concatenate(held)
-        scores[c], losses[c] = correct / max(total, 1), float(per_sample[c].sum()) / max(total, 1)
-        worse = worse + 1 if losses[c] > min(losses.values()) else 0
-        if worse >= 2:
-            break
-    return scores, losses, per_sample, oof
-
-
-def _one_standard_error(
-    scores: dict[float, float], losses: dict[float, float], per_sample: dict[float, torch.Tensor]
-) -> float:
-    """The weakest regularisation whose CV log-loss is within one standard error of the best.
-
-    Held-out log-loss picks C: unlike accuracy it has no ties, and it rewards
-    calibrated probabilities (what reports and thresholds rely on). Near its minimum
-    the CV loss curve is flat and the minimum's position is noise; among the Cs
-    within one standard error of the best (the error of the paired per-row
-    differences, as in ESL 7.10's one-standard-error rule) take the weakest
-    regularisation: each fold model saw only (k-1)/k of the rows the final head
-    trains on, so CV errs towards too strong a penalty.
-    """
-    best = min(scores, key=lambda c: (losses[c], -scores[c]))
-    chosen = best
-    for c in sorted(losses):
-        if c <= best:
-            continue
-        diff = per_sample[c] - per_sample[best]
-        se = float(diff.std()) / math.sqrt(max(len(diff), 1))
-        if float(diff.mean()) > se:
-            break
-        chosen = c
-    return chosen
+    oof_logits, oof_labels, oof_rows = oof if oof else (None, None, None)
+    seconds = time.perf_counter() - t0
+    return LinearFit(W_raw.numpy(), b_raw.numpy(), float(C), scores, losses, seconds, oof_logits, oof_labels, oof_rows)

@@ -55,7 +55,8 @@ def fit_ood(
     gid = np.arange(len(X)) if groups is None else np.asarray(groups)
     if len(X) > max_reference:
         keep = np.sort(rng.choice(len(X), max_reference, replace=False))
-        X, gid = X[keep], gid[keep]
+        X = X[keep]
+        gid = gid[keep]
     uniq = np.unique(gid)
     n_folds = max(2, min(folds, len(uniq)))
     fold_of = dict(zip(uniq.tolist(), (rng.permutation(len(uniq)) % n_folds).tolist()))

@@ -88,7 +88,8 @@ def _train_epoch(
 ) -> tuple[float, float]:
     """One pass over the rows in ``perm`` order, the scheduler stepped per batch: (mean loss, accuracy)."""
     head.train()
-    tot_loss, tot_ok = 0.0, 0
+    tot_loss = 0.0
+    tot_ok = 0
     for i in range(0, len(y), batch_size):
         idx = perm[i : i + batch_size]
         logits = head(X[idx])
