@@ -7,7 +7,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from graft.training.head.fit import class_weights_balanced
-from graft.training.head.linear_probe import fit_linear_head
+from graft.training.head.linear_probe import CVOptions, fit_linear_head
 
 
 def _blobs(n: int, d: int, k: int, seed: int = 0, sep: float = 1.0):
@@ -57,7 +57,7 @@ def test_cv_path_stops_early_when_loss_keeps_rising() -> None:
     X, _ = _blobs(200, 300, 2)
     y = np.random.default_rng(1).integers(0, 2, 200)  # labels are noise: strongest regularisation wins
     grid = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1, 3, 10, 30, 100)
-    fit = fit_linear_head(X, y, 2, C_grid=grid)
+    fit = fit_linear_head(X, y, 2, cv=CVOptions(C_grid=tuple(grid)))
     assert fit.C == 1e-3
     assert sorted(fit.cv_losses) == list(grid[:3])  # the slow, weakly regularised end never ran
 

@@ -262,6 +262,25 @@ def _check_params(seeds: Any, sizes: Any, val_fraction: Any) -> None:
             raise invalid_parameter("sizes", _OWNER, "a non-empty list of ints >= 1 (images per class)", sizes)
 
 
+def _embedded(
+    data_dir: str | os.PathLike, backbone: BackboneOptions, split: SplitOptions, opts: EmbedOptions, prog: Progress
+) -> tuple[Any, Any]:
+    """The scanned splits and their view-0 features, as ``graft train`` embeds them (cached)."""
+    from graft.config import resolve_device
+    from graft.features.dataset import embed_dataset, scan_splits
+
+    splits = scan_splits(data_dir, split, progress=prog)
+    emb = embed_dataset(
+        splits,
+        backbone,
+        augment_views=0,
+        seed=split.seed,
+        embed=dataclasses.replace(opts, device=resolve_device(opts.device)),
+        progress=prog,
+    )
+    return splits, emb
+
+
 def learning_curve(
     data_dir: str | os.PathLike,
     *,
@@ -286,24 +305,12 @@ def learning_curve(
             above the largest class are clipped to it, which is always measured.
         jobs: head fits run at once (default: the CPU count).
     """
-    from graft.config import resolve_device
-    from graft.features.dataset import embed_dataset, scan_splits
-
     split = split or SplitOptions()
-    opts = embed or EmbedOptions()
     _check_params(seeds, sizes, split.val_fraction)
     check_param("jobs", jobs, _OWNER, Interval(1, integer=True), None)
     prog = progress or NullProgress()
     t0 = time.perf_counter()
-    splits = scan_splits(data_dir, split, progress=prog)
-    emb = embed_dataset(
-        splits,
-        backbone or BackboneOptions(),
-        augment_views=0,
-        seed=split.seed,
-        embed=dataclasses.replace(opts, device=resolve_device(opts.device)),
-        progress=prog,
-    )
+    splits, emb = _embedded(data_dir, backbone or BackboneOptions(), split, embed or EmbedOptions(), prog)
     t1 = time.perf_counter()
     curve = curve_from_features(
         (emb.train.X, emb.train.y),

@@ -42,12 +42,13 @@ def out_of_fold_probs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(rows, probabilities) of the linear head's cross-validation at its chosen C, softmaxed.
 
-    The same head graft trains (default C search); ``max_cv_samples`` is raised so that
+    The same head graft trains (default C search); the cross-validation subsample is raised so that
     every row up to :data:`MAX_LABEL_ROWS` gets a held-out probability.
     """
-    from graft.training.head.linear_probe import fit_linear_head
+    from graft.training.head.linear_probe import CVOptions, fit_linear_head
 
-    fit = fit_linear_head(X, y, n_classes, cv_folds=folds, max_cv_samples=max(len(y), MAX_LABEL_ROWS), seed=seed)
+    cv = CVOptions(folds=folds, max_samples=max(len(y), MAX_LABEL_ROWS))
+    fit = fit_linear_head(X, y, n_classes, cv=cv, seed=seed)
     if fit.oof_logits is None or fit.oof_rows is None:  # only when C is fixed, which it is not here
         return np.zeros(0, np.int64), np.zeros((0, n_classes))
     z = fit.oof_logits - fit.oof_logits.max(1, keepdims=True)

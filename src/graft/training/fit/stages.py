@@ -59,18 +59,7 @@ def fit_head_stage(
 ) -> HeadStage:
     """Train the head on cached features and score it on the validation features."""
     t0 = time.perf_counter()
-    head, info, history = train_head(
-        spec,
-        train.X,
-        train.y,
-        val.X,
-        val.y,
-        C=C,
-        class_weight=class_weight,
-        seed=seed,
-        groups=train.groups,
-        linear_fit=linear_fit,
-    )
+    head, info, history = train_head(spec, train, val, C=C, class_weight=class_weight, seed=seed, linear_fit=linear_fit)
     # A fit reused from the feature choice took its time there: count it, not the ~0 s of reuse.
     seconds = time.perf_counter() - t0 + (float(linear_fit.seconds) if linear_fit is not None else 0.0)
     with torch.no_grad():

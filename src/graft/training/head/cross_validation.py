@@ -8,6 +8,7 @@ within one standard error of the best CV log-loss is chosen.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -15,6 +16,12 @@ import torch
 from torch.nn import functional as F
 
 from graft.training.head.logreg import Problem, _lbfgs_logreg
+
+__all__ = ["DEFAULT_C_GRID", "CVOptions"]
+
+#: Inverse L2 strengths tried by cross-validation (scikit-learn's C, for features
+#: centred and scaled to unit RMS).
+DEFAULT_C_GRID: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 
 
 def _stratified_folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
@@ -29,21 +36,31 @@ def _stratified_folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
     return [np.array(sorted(f), dtype=np.int64) for f in folds]
 
 
+@dataclass(frozen=True)
+class CVOptions:
+    """How the linear head's C is chosen.
+
+    Attributes:
+        C_grid: the values tried (the one-standard-error rule picks among them).
+        folds: folds (fewer when a class has fewer samples; 3 on large sets, where each
+            fold is already a good estimate).
+        max_samples: cross-validation runs on a stratified subsample this large (big datasets).
+    """
+
+    C_grid: tuple[float, ...] = DEFAULT_C_GRID
+    folds: int = 5
+    max_samples: int = 5000
+
+
 def _choose_C(
-    problem: Problem,
-    y: np.ndarray,
-    C_grid: Sequence[float],
-    cv_folds: int,
-    max_cv_samples: int,
-    seed: int,
-    groups: np.ndarray | None,
+    problem: Problem, y: np.ndarray, cv: CVOptions, seed: int, groups: np.ndarray | None
 ) -> tuple[float, dict[float, float], dict[float, float], tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(chosen C, C -> mean CV accuracy, C -> mean CV log-loss, (held-out logits, labels, rows) at that C).
 
     ``y``: ``problem``'s labels as a NumPy array.
     """
-    folds = _cv_folds(y, problem.n_classes, cv_folds, max_cv_samples, seed, groups)
-    scores, losses, per_sample, oof = _score_path(problem, C_grid, folds)
+    folds = _cv_folds(y, problem.n_classes, cv.folds, cv.max_samples, seed, groups)
+    scores, losses, per_sample, oof = _score_path(problem, cv.C_grid, folds)
     chosen = _one_standard_error(scores, losses, per_sample)
     rows = np.concatenate([te for _, te in folds])
     return chosen, scores, losses, (oof[chosen], y[rows], rows)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from graft.features.dataset import SplitFeatures
 from graft.training.head.calibration import fit_temperature
 from graft.training.head.linear_probe import DEFAULT_C_GRID, LinearFit, fit_linear_head
 from graft.training.head.sgd_head import fit_sgd_head
@@ -31,19 +32,17 @@ def class_weights_balanced(y: np.ndarray, n_classes: int) -> np.ndarray:
 
 def train_head(
     spec: Any,
-    X: np.ndarray,
-    y: np.ndarray,
-    X_val: np.ndarray,
-    y_val: np.ndarray,
+    train: SplitFeatures,
+    val: SplitFeatures,
     *,
     C: float | None = None,
     class_weight: np.ndarray | None = None,
     seed: int = 0,
-    groups: np.ndarray | None = None,
     linear_fit: Any = None,
 ) -> tuple[nn.Module, dict[str, Any], list[dict[str, Any]]]:
     """Build the head ``spec`` (a :class:`~graft.heads.HeadSpec`) and train it on features.
 
+    ``train``/``val``: their features, labels and (train) source-image groups.
     The linear head is fitted by :func:`fit_linear_head` (validation features unused:
     C comes from cross-validation on the training rows); the others by
     :func:`fit_sgd_head` with early stopping on the validation features. ``linear_fit``:
@@ -58,7 +57,7 @@ def train_head(
     info: dict[str, Any] = {"type": spec.type}
     if spec.type == "linear":
         fit = linear_fit or fit_linear_head(
-            X, y, spec.num_classes, C=C, class_weight=class_weight, seed=seed, groups=groups
+            train.X, train.y, spec.num_classes, C=C, class_weight=class_weight, seed=seed, groups=train.groups
         )
         # Temperature scaling on the out-of-fold logits, folded into the layer: every
         # predictor (PyTorch, the ONNX graph, the server) then gives calibrated probabilities.
@@ -73,7 +72,7 @@ def train_head(
             for c, s in sorted(fit.cv_scores.items())
         ]
     else:
-        history = fit_sgd_head(head, X, y, X_val, y_val, class_weight=class_weight, seed=seed)
+        history = fit_sgd_head(head, (train.X, train.y), (val.X, val.y), class_weight=class_weight, seed=seed)
         for r in history:
             r["stage"] = "head"
     return head.eval(), info, history

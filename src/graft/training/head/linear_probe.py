@@ -17,19 +17,15 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
-from graft.training.head.cross_validation import _choose_C
+from graft.training.head.cross_validation import DEFAULT_C_GRID, CVOptions, _choose_C
 from graft.training.head.logreg import Problem, Rows, _Centred, _lbfgs_logreg, _principal_axes
 
-__all__ = ["DEFAULT_C_GRID", "LinearFit", "fit_linear_head", "fits_on_one_thread", "torch_threads"]
-
-#: Inverse L2 strengths tried by cross-validation (scikit-learn's C, for features
-#: centred and scaled to unit RMS).
-DEFAULT_C_GRID: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+__all__ = ["DEFAULT_C_GRID", "CVOptions", "LinearFit", "fit_linear_head", "fits_on_one_thread", "torch_threads"]
 
 
 #: Below this many feature values a fit runs on one thread: its matmuls are too small to
@@ -106,10 +102,8 @@ def fit_linear_head(
     n_classes: int,
     *,
     C: float | None = None,
-    C_grid: Sequence[float] = DEFAULT_C_GRID,
+    cv: CVOptions = CVOptions(),
     class_weight: np.ndarray | None = None,
-    cv_folds: int = 5,
-    max_cv_samples: int = 5000,
     seed: int = 0,
     groups: np.ndarray | None = None,
 ) -> LinearFit:
@@ -119,11 +113,9 @@ def fit_linear_head(
         X: (n, dim) training features.
         y: (n,) integer labels.
         n_classes: number of classes (some may be absent from a CV fold).
-        C: fixed inverse regularisation strength; None chooses it from ``C_grid``.
+        C: fixed inverse regularisation strength; None chooses it by cross-validation (``cv``).
         class_weight: per-class loss weights (e.g. :func:`class_weights_balanced`).
-        cv_folds: folds for choosing C (fewer when a class has fewer samples; 3 on
-            large sets, where each fold is already a good estimate).
-        max_cv_samples: CV runs on a stratified subsample this large (big datasets).
+        cv: the grid of C, the folds and the subsample size of that choice.
         seed: fold assignment seed.
         groups: optional (n,) source-image ids: rows sharing an id (augmented views of
             one image) always fall in the same fold, so CV never scores a view of a
@@ -139,29 +131,45 @@ def fit_linear_head(
     n, d = Z.shape
     threads = 1 if fits_on_one_thread(n, d) else torch.get_num_threads()
 
-    scores: dict[float, float] = {}
-    losses: dict[float, float] = {}
-    oof: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     with torch_threads(threads):
-        axes, var = _principal_axes(Z)
-        R: Rows = Z
-        if isinstance(Z, torch.Tensor):
-            # Rotate the features once (n r d) rather than the weights at every step (2 k r d
-            # per L-BFGS evaluation, thousands of them). Measured on 2 cores: sign_digits'
-            # feature choice and head (3,302 x 1,904 features) 30.4 -> 19.9 s.
-            R = Z @ axes.T
-            rotate = None
-            del Z
-        else:
-            rotate = axes
-        problem = Problem(R, yt, sw, var, rotate, n_classes)
-        if C is None:
-            C, scores, losses, oof = _choose_C(problem, y, C_grid, cv_folds, max_cv_samples, seed, groups)
-        W, b = _lbfgs_logreg(problem, float(C))
-        if rotate is None:
+        problem, axes = _in_principal_axes(Z, yt, sw, n_classes)
+        del Z  # the rotated copy replaces it
+        C, W, b, cv_result = _fit_at_C(problem, y, C, cv, (seed, groups))
+        if problem.axes is None:
             W = W @ axes
     W_raw = W * g  # the scaling folded back: a plain linear layer on raw features
     b_raw = b - (W_raw * mu).sum(1)
+    scores, losses, oof = cv_result
     oof_logits, oof_labels, oof_rows = oof if oof else (None, None, None)
     seconds = time.perf_counter() - t0
     return LinearFit(W_raw.numpy(), b_raw.numpy(), float(C), scores, losses, seconds, oof_logits, oof_labels, oof_rows)
+
+
+def _in_principal_axes(Z: Rows, yt: torch.Tensor, sw: torch.Tensor, n_classes: int) -> tuple[Problem, torch.Tensor]:
+    """The fit's problem in the principal axes of the centred rows ``Z``, and those axes.
+
+    Rotate the features once (n r d) rather than the weights at every step (2 k r d per
+    L-BFGS evaluation, thousands of them). Measured on 2 cores: sign_digits' feature choice
+    and head (3,302 x 1,904 features) 30.4 -> 19.9 s. Rows too large to hold twice stay
+    unrotated (``Problem.axes`` set) and the weights are rotated instead.
+    """
+    axes, var = _principal_axes(Z)
+    if isinstance(Z, torch.Tensor):
+        return Problem(Z @ axes.T, yt, sw, var, None, n_classes), axes
+    return Problem(Z, yt, sw, var, axes, n_classes), axes
+
+
+def _fit_at_C(
+    problem: Problem, y: np.ndarray, C: float | None, cv: CVOptions, split: tuple[int, np.ndarray | None]
+) -> tuple[float, torch.Tensor, torch.Tensor, Any]:
+    """Choose C by cross-validation unless given (``split``: its seed and groups), then solve at it.
+
+    Returns (C, W, b, (CV accuracies, CV losses, out-of-fold logits/labels/rows or None)).
+    """
+    scores: dict[float, float] = {}
+    losses: dict[float, float] = {}
+    oof: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    if C is None:
+        C, scores, losses, oof = _choose_C(problem, y, cv, *split)
+    W, b = _lbfgs_logreg(problem, float(C))
+    return float(C), W, b, (scores, losses, oof)

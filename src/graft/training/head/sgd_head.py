@@ -2,12 +2,13 @@
 
 Unlike the linear probe these have no convex optimum to solve for, so they train
 by mini-batch SGD and stop on the validation features, sharing
-:class:`~graft.training.finetune.callbacks.EarlyStopping` with the fine-tuning loop.
+:class:`~graft.training.early_stopping.EarlyStopping` with the fine-tuning loop.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -17,21 +18,26 @@ from torch.nn import functional as F
 
 from graft.training.early_stopping import EarlyStopping
 
-__all__ = ["fit_sgd_head"]
+__all__ = ["SGDHeadConfig", "fit_sgd_head"]
+
+
+@dataclass(frozen=True)
+class SGDHeadConfig:
+    """Training settings of the MLP and flatten heads: AdamW under a one-cycle schedule."""
+
+    epochs: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+    patience: int = 10  # epochs without a validation-loss gain before stopping
 
 
 def fit_sgd_head(
     head: nn.Module,
-    X: np.ndarray,
-    y: np.ndarray,
-    X_val: np.ndarray,
-    y_val: np.ndarray,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
     *,
-    epochs: int = 100,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-4,
-    batch_size: int = 64,
-    patience: int = 10,
+    config: SGDHeadConfig = SGDHeadConfig(),
     class_weight: np.ndarray | None = None,
     seed: int = 0,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
@@ -44,15 +50,16 @@ def fit_sgd_head(
         One dict per epoch: epoch, train_loss, train_acc, val_loss, val_acc, best.
     """
     g = torch.Generator().manual_seed(seed)
-    Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-    yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
-    Xv = torch.from_numpy(np.ascontiguousarray(X_val, dtype=np.float32))
-    yv = torch.from_numpy(np.asarray(y_val, dtype=np.int64))
+    epochs, lr, batch_size = config.epochs, config.lr, config.batch_size
+    Xt = torch.from_numpy(np.ascontiguousarray(train[0], dtype=np.float32))
+    yt = torch.from_numpy(np.asarray(train[1], dtype=np.int64))
+    Xv = torch.from_numpy(np.ascontiguousarray(val[0], dtype=np.float32))
+    yv = torch.from_numpy(np.asarray(val[1], dtype=np.int64))
     cw = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32)
-    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=config.weight_decay)
     steps = max(1, math.ceil(len(yt) / batch_size)) * epochs
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    stopper = EarlyStopping(patience)
+    stopper = EarlyStopping(config.patience)
     history: list[dict[str, Any]] = []
     for epoch in range(1, epochs + 1):
         perm = torch.randperm(len(yt), generator=g)
