@@ -9,7 +9,7 @@ from typing import Callable
 
 from graft.data.decode import DEFAULT_MAX_PIXELS
 from graft.data.files import list_subdirs
-from graft.data.manifest import find_manifest, read_manifest
+from graft.data.manifest import MANIFEST_SUFFIXES, find_manifest, read_manifest
 from graft.data.manifest_splits import manifest_splits
 from graft.data.options import ManifestOptions, SplitOptions
 from graft.data.records import DatasetSplits
@@ -37,10 +37,12 @@ def manifest_of(data: str | os.PathLike, warn: Callable[[str], None] | None = No
     folders are read as always and the manifest is named in a warning.
     """
     path = Path(data).expanduser()
-    found = find_manifest(path)
-    if found is None or found == path or not _has_class_folders(path):
-        return found
-    (warn or logger.warning)(f"reading the class folders of {path}; to use {found.name} instead, pass it: {found}")
+    if not path.is_dir() or not _has_class_folders(path):
+        return find_manifest(path)
+    stray = sorted(f.name for f in path.iterdir() if f.is_file() and f.suffix.lower() in MANIFEST_SUFFIXES)
+    if stray:
+        say = warn or logger.warning
+        say(f"reading the class folders of {path}; to read labels from {stray[0]} instead, pass it: {path / stray[0]}")
     return None
 
 
