@@ -15,6 +15,7 @@ from _datasets import shared_dataset
 from conftest import TINY_BACKBONE, isolated_graft_home, make_synthetic_dataset, run_cli
 from graft.curve import (
     FEW_SHOT_C,
+    CurveOptions,
     LearningCurve,
     curve_from_features,
     default_sizes,
@@ -59,7 +60,7 @@ def tiny_curve(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path, tiny_w
             tiny_data,
             backbone=BackboneOptions(TINY_BACKBONE, weights=tiny_weights),
             embed=EmbedOptions(num_workers=0, precision="fp32"),
-            seeds=3,
+            curve=CurveOptions(seeds=3),
         )
 
 
@@ -124,9 +125,9 @@ def test_sizes_are_clipped_and_parameters_checked() -> None:
     import graft
 
     with pytest.raises(InvalidParameterError, match="'seeds' parameter of learning_curve"):
-        graft.learning_curve("nowhere", seeds=0)
+        graft.learning_curve("nowhere", curve=CurveOptions(seeds=0))
     with pytest.raises(InvalidParameterError, match="'sizes'"):
-        graft.learning_curve("nowhere", sizes=[0, 5])
+        graft.learning_curve("nowhere", curve=CurveOptions(sizes=[0, 5]))
 
 
 def test_slope_and_verdict_threshold() -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from graft.artifact.spec import ArtifactSpec
 from graft.backbones.options import BackboneOptions
 from graft.classifier_io import restore, spec_of
-from graft.data.options import SplitOptions
+from graft.data.options import ManifestOptions, SplitOptions
 from graft.data.records import DatasetSplits, SkippedFile
 from graft.estimator import Estimator
 from graft.exceptions import NotFittedError
@@ -39,7 +39,9 @@ class Classifier(Estimator):
     :class:`~graft.training.head.options.HeadOptions` (head, C, dropout, hidden, features,
     augment_views, class_weight), :class:`~graft.data.options.SplitOptions` (val_fraction,
     test_fraction, seed) and :class:`~graft.features.options.EmbedOptions` (device, precision,
-    batch_size, num_workers, strict, max_pixels, cache_dir, use_cache). ``progress``: a reporter.
+    batch_size, num_workers, strict, max_pixels, cache_dir, use_cache). ``data`` may be a manifest
+    (CSV, TSV, JSON Lines, Parquet; :mod:`graft.data.manifest`), read as ``manifest``
+    (:class:`~graft.data.options.ManifestOptions`, None: columns detected) says. ``progress``: a reporter.
 
     ``__init__`` only stores its arguments; ``fit`` validates them against
     ``_parameter_constraints`` and returns self; learned state ends in ``_``.
@@ -60,6 +62,7 @@ class Classifier(Estimator):
         **EmbedOptions.CONSTRAINTS,
         "strict": [bool],
         "use_cache": [bool],
+        "manifest": [ManifestOptions, None],
     }
 
     def __init__(
@@ -87,6 +90,7 @@ class Classifier(Estimator):
         max_pixels: int | None = _EMB.max_pixels,
         cache_dir: str | os.PathLike | None = _EMB.cache_dir,
         use_cache: bool = _EMB.use_cache,
+        manifest: ManifestOptions | None = None,
         progress: Progress | None = None,
     ) -> None:
         self.backbone = backbone
@@ -111,6 +115,7 @@ class Classifier(Estimator):
         self.max_pixels = max_pixels
         self.cache_dir = cache_dir
         self.use_cache = use_cache
+        self.manifest = manifest
         self.progress = progress
 
     # ------------------------------------------------------------------ the options objects
@@ -118,7 +123,10 @@ class Classifier(Estimator):
         from graft.training.fit.options import FitOptions
 
         return FitOptions(
-            self._options_of(BackboneOptions), self._options_of(HeadOptions), self._options_of(SplitOptions)
+            self._options_of(BackboneOptions),
+            self._options_of(HeadOptions),
+            self._options_of(SplitOptions),
+            self.manifest or ManifestOptions(),
         )
 
     def _embed_options(self) -> EmbedOptions:

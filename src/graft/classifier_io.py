@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Callable
 
 from graft.artifact.spec import ArtifactSpec
 
-__all__ = ["LEARNED_FROM_MODEL", "SAFE_PARAMS", "restore", "spec_of"]
+__all__ = ["LEARNED_FROM_MODEL", "SAFE_PARAMS", "params_from_record", "recorded_params", "restore", "spec_of"]
 
 #: Parameters a model folder may set when loaded: never a path to read or write (``weights``,
 #: ``cache_dir``) nor a resource size, so an untrusted folder cannot steer graft outside it.
@@ -45,13 +46,34 @@ LEARNED_FROM_MODEL: dict[str, Callable[[Any], Any]] = {
 }
 
 
+def recorded_params(clf: Any) -> dict[str, Any]:
+    """The parameters as JSON records them (a run's ``run.json``, a model's ``config.json``): paths as
+    text, options objects as dicts; never the reporter nor the cache folder."""
+    out: dict[str, Any] = {}
+    for k, v in clf.get_params().items():
+        if k in {"progress", "cache_dir"}:
+            continue
+        if isinstance(v, os.PathLike):
+            v = str(v)
+        elif dataclasses.is_dataclass(v) and not isinstance(v, type):
+            v = dataclasses.asdict(v)
+        out[k] = v
+    return out
+
+
+def params_from_record(cls: Any, saved: dict[str, Any]) -> dict[str, Any]:
+    """Constructor parameters from :func:`recorded_params`' dict (unknown names dropped)."""
+    from graft.data.options import ManifestOptions
+
+    params = {k: v for k, v in saved.items() if k in cls._get_param_names() and k != "progress"}
+    if isinstance(params.get("manifest"), dict):
+        params["manifest"] = ManifestOptions(**params["manifest"])
+    return params
+
+
 def spec_of(clf: Any) -> ArtifactSpec:
     """The :class:`ArtifactSpec` of a fitted classifier: classes, preprocessing, backbone, head, training, metrics."""
-    params = {
-        k: (str(v) if isinstance(v, os.PathLike) else v)
-        for k, v in clf.get_params().items()
-        if k not in {"progress", "cache_dir"}
-    }
+    params = recorded_params(clf)
     training = {
         "params": params,
         "head": getattr(clf, "head_info_", {}),

@@ -19,7 +19,7 @@ import numpy as np
 
 from graft import distributed
 from graft.backbones.options import BackboneOptions
-from graft.data.options import SplitOptions
+from graft.data.options import ManifestOptions, SplitOptions
 from graft.exceptions import DataError
 from graft.features.options import EmbedOptions
 from graft.fileio import atomic_write
@@ -38,6 +38,7 @@ def embed_folder(
     backbone: BackboneOptions | None = None,
     split: SplitOptions | None = None,
     embed: EmbedOptions | None = None,
+    manifest: ManifestOptions | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Embed every split of ``data_dir`` and write the features to ``out`` (rank 0); a summary of what was written.
@@ -59,7 +60,7 @@ def embed_folder(
     opts = dataclasses.replace(opts, device=resolve_device(opts.device))
     distributed.init(opts.device)
     prog = (progress or NullProgress()) if distributed.is_main() else NullProgress()
-    splits = scan_splits(data_dir, split, strict=opts.strict, max_pixels=opts.max_pixels, progress=prog)
+    splits = scan_splits(data_dir, split, manifest, strict=opts.strict, max_pixels=opts.max_pixels, progress=prog)
     bb, pre, info = load_backbone(splits, backbone or BackboneOptions())
     features = functools.partial(
         model_features, bb.model, pre, shard=distributed.is_distributed(), **opts.extractor_kwargs()

@@ -23,6 +23,7 @@ from graft import distributed
 from graft.artifact.run_folder import RunFolder
 from graft.artifact.spec import runtime_versions
 from graft.classifier import Classifier
+from graft.classifier_io import params_from_record, recorded_params
 from graft.config import cpu_info
 from graft.exceptions import DataError
 from graft.progress import NullProgress, Progress
@@ -92,14 +93,6 @@ def hardware_info() -> dict[str, Any]:
     return info
 
 
-def _params(clf: Classifier) -> dict[str, Any]:
-    return {
-        k: (str(v) if isinstance(v, os.PathLike) else v)
-        for k, v in clf.get_params().items()
-        if k not in {"progress", "cache_dir"}
-    }
-
-
 def _run_record(
     run: RunFolder, data_dir: Path, clf: Classifier, opts: RunOptions, argv: list[str] | None, status: str, **extra: Any
 ) -> None:
@@ -109,7 +102,7 @@ def _run_record(
             "status": status,
             "argv": argv if argv is not None else sys.argv,
             "data_dir": str(Path(data_dir).resolve()),
-            "params": _params(clf),
+            "params": recorded_params(clf),
             "options": opts.to_dict(),
             "seed": clf.seed,
             "versions": runtime_versions(),
@@ -335,7 +328,7 @@ def resume_run(
             f"{run_dir} is not a graft run directory (no usable run.json); pass the RUN_DIR of the interrupted run"
         )
     opts = dataclasses.replace(RunOptions.from_dict(dict(saved.get("options") or {})), resume=True)
-    params = {k: v for k, v in saved["params"].items() if k in Classifier._get_param_names() and k != "progress"}
+    params = params_from_record(Classifier, saved["params"])
     return train_run(
         saved["data_dir"], run.path, Classifier(**params), opts, argv=argv, progress=progress, started=started
     )

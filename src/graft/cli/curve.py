@@ -13,7 +13,7 @@ from rich.text import Text
 from graft.backbones.options import BackboneOptions
 from graft.cli import options as opt
 from graft.cli._common import console, make_progress
-from graft.data.options import SplitOptions
+from graft.data.options import ManifestOptions, SplitOptions
 from graft.features.options import EmbedOptions
 
 __all__ = ["curve", "parse_sizes"]
@@ -49,9 +49,10 @@ def curve(
     backbone_options: BackboneOptions = opt.BACKBONE,
     split_options: SplitOptions = opt.SPLIT,
     embed_options: EmbedOptions = opt.EMBED,
+    manifest_options: ManifestOptions = opt.MANIFEST,
 ) -> None:
     """Would more labels help? Accuracy against training images per class, from cached features."""
-    from graft.curve import check_outputs, learning_curve, save_curve, write_curve_png
+    from graft.curve import CurveOptions, check_outputs, learning_curve, save_curve, write_curve_png
 
     check_outputs(data_dir, out=out, png=png)
     with make_progress(quiet or as_json) as prog:
@@ -60,9 +61,8 @@ def curve(
             backbone=backbone_options,
             split=split_options,
             embed=embed_options,
-            seeds=seeds,
-            sizes=parse_sizes(sizes),
-            jobs=jobs,
+            manifest=manifest_options,
+            curve=CurveOptions(seeds=seeds, sizes=parse_sizes(sizes), jobs=jobs),
             progress=prog,
         )
     written = [write_curve_png(result, png)] if png else []

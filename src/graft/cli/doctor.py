@@ -14,7 +14,7 @@ from rich.text import Text
 from graft.backbones.options import BackboneOptions
 from graft.cli import options as opt
 from graft.cli._common import console, make_progress
-from graft.data.options import SplitOptions
+from graft.data.options import ManifestOptions, SplitOptions
 from graft.features.options import EmbedOptions
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ def doctor(
     backbone_options: BackboneOptions = opt.BACKBONE,
     split_options: SplitOptions = opt.SPLIT,
     embed_options: EmbedOptions = opt.EMBED,
+    manifest_options: ManifestOptions = opt.MANIFEST,
     quiet: opt.Quiet = False,
 ) -> None:
     """Corrupt files, duplicates, train/val leaks, likely label errors, outliers, imbalance, small images."""
@@ -51,6 +52,7 @@ def doctor(
             backbone=backbone_options,
             split=split_options,
             embed=embed_options,
+            manifest=manifest_options,
             progress=prog,
             checks=[c.strip() for c in checks.split(",") if c.strip()] if checks is not None else None,
         )

@@ -9,7 +9,7 @@ import typer
 from graft.backbones.options import BackboneOptions
 from graft.cli import options as opt
 from graft.cli._common import console, launch_if_asked, make_progress
-from graft.data.options import SplitOptions
+from graft.data.options import ManifestOptions, SplitOptions
 from graft.features.options import EmbedOptions
 
 
@@ -23,6 +23,7 @@ def embed(
     backbone_options: BackboneOptions = opt.BACKBONE,
     split_options: SplitOptions = opt.SPLIT,
     embed_options: EmbedOptions = opt.EMBED,
+    manifest_options: ManifestOptions = opt.MANIFEST,
     devices: int = typer.Option(1, help="Processes on this machine, each embedding its share (torchrun)."),
     nnodes: int = typer.Option(1, help="Machines in a multi-machine job (each runs the same command)."),
     node_rank: int = typer.Option(0, help="This machine's number, 0 to --nnodes - 1."),
@@ -36,7 +37,13 @@ def embed(
         return
     with make_progress(quiet) as prog:
         summary = embed_folder(
-            data_dir, out, backbone=backbone_options, split=split_options, embed=embed_options, progress=prog
+            data_dir,
+            out,
+            backbone=backbone_options,
+            split=split_options,
+            embed=embed_options,
+            manifest=manifest_options,
+            progress=prog,
         )
     if quiet or not distributed.is_main():
         return

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Callable
 import typer
 
 from graft.backbones.options import BackboneOptions
-from graft.data.options import SplitOptions
+from graft.data.options import ManifestOptions, SplitOptions
 from graft.features.options import PRECISIONS, EmbedOptions
 
 __all__ = [
@@ -26,7 +26,9 @@ __all__ = [
     "BACKBONE_OPTIONS",
     "DATA_OPTIONS",
     "EMBED",
+    "MANIFEST",
     "EMBED_OPTIONS",
+    "MANIFEST_OPTIONS",
     "SPLIT",
     "SPLIT_OPTIONS",
     "Device",
@@ -42,7 +44,10 @@ __all__ = [
     "with_options",
 ]
 
-BACKBONE, EMBED, SPLIT = BackboneOptions(), EmbedOptions(), SplitOptions()
+BACKBONE = BackboneOptions()
+EMBED = EmbedOptions()
+SPLIT = SplitOptions()
+MANIFEST = ManifestOptions()
 
 
 def choices(name: str, values: tuple[object, ...]) -> type[Enum]:
@@ -72,6 +77,19 @@ Precision = Annotated[
 BatchSize = Annotated[int | None, typer.Option(help="Embedding batch size (default: auto).")]
 Workers = Annotated[int | None, typer.Option(help="Decoder processes (default: auto).")]
 CropPct = Annotated[float | None, typer.Option(help="Centre-crop fraction (default: 1.0 at a changed size).")]
+Images = Annotated[
+    str | None, typer.Option(help="Manifest only: the folder its image paths are relative to (default: its folder).")
+]
+PathCol = Annotated[
+    str | None, typer.Option(help="Manifest only: the image path column (default: path, file, image, id...).")
+]
+LabelCol = Annotated[
+    str | None, typer.Option(help="Manifest only: the label column (default: label, labels, class, tags...).")
+]
+SplitCol = Annotated[str | None, typer.Option(help="Manifest only: the split column (default: split), train/val/test.")]
+LabelSep = Annotated[
+    str | None, typer.Option(help="Manifest only: separator of several labels in one cell (default: detected: | ; ,).")
+]
 Strict = Annotated[bool, typer.Option(help="Fail on any unreadable image instead of skipping it.")]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")]
@@ -150,8 +168,21 @@ EMBED_OPTIONS = OptionGroup(
 )
 
 
-#: The options of every command that embeds a dataset: which backbone, how the folder is split, how images are embedded.
-DATA_OPTIONS = (BACKBONE_OPTIONS, SPLIT_OPTIONS, EMBED_OPTIONS)
+MANIFEST_OPTIONS = OptionGroup(
+    "manifest_options",
+    (
+        _option("images", Images, None),
+        _option("path_col", PathCol, None),
+        _option("label_col", LabelCol, None),
+        _option("split_col", SplitCol, None),
+        _option("label_sep", LabelSep, None),
+    ),
+    ManifestOptions,
+)
+
+#: The options of every command that reads a labelled dataset: which backbone, how the folder is split,
+#: how images are embedded, how a manifest is read.
+DATA_OPTIONS = (BACKBONE_OPTIONS, SPLIT_OPTIONS, EMBED_OPTIONS, MANIFEST_OPTIONS)
 
 
 def with_options(*groups: OptionGroup) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

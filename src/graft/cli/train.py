@@ -13,7 +13,7 @@ from rich.text import Text
 from graft.backbones.options import BackboneOptions
 from graft.cli import options as opt
 from graft.cli._common import console, launch_if_asked, make_progress, process_seconds
-from graft.data.options import SplitOptions
+from graft.data.options import ManifestOptions, SplitOptions
 from graft.features.options import EmbedOptions
 from graft.network.heads import HEAD_TYPES
 from graft.training.finetune.options import BASELINES, SCHEDULES, FineTuneConfig
@@ -93,6 +93,7 @@ def train(
     backbone_options: BackboneOptions = opt.BACKBONE,
     split_options: SplitOptions = opt.SPLIT,
     embed_options: EmbedOptions = opt.EMBED,
+    manifest_options: ManifestOptions = opt.MANIFEST,
 ) -> None:
     """Train a classifier on DATA_DIR and write RUN_DIR (model/, metrics.json, report.html)."""
     import sys
@@ -122,6 +123,7 @@ def train(
             **vars(backbone_options),
             **vars(split_options),
             **vars(embed_options),
+            manifest=manifest_options if manifest_options != opt.MANIFEST else None,
             head=opt.value(head),
             C=c,
             dropout=dropout,

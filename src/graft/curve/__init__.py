@@ -12,6 +12,7 @@ from graft.curve.compute import (
     CURVE_PNG,
     FEW_SHOT_C,
     HELPS_POINTS_PER_DOUBLING,
+    CurveOptions,
     LearningCurve,
     curve_from_features,
     default_sizes,
@@ -24,6 +25,7 @@ from graft.curve.output import check_outputs, curve_figure, save_curve, scratch_
 __all__ = [
     "CURVE_JSON",
     "CURVE_PNG",
+    "CurveOptions",
     "FEW_SHOT_C",
     "HELPS_POINTS_PER_DOUBLING",
     "LearningCurve",

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from graft.backbones.options import BackboneOptions
-from graft.data.options import SplitOptions
+from graft.data.options import ManifestOptions, SplitOptions
 from graft.exceptions import DataError
 from graft.features.options import EmbedOptions
 from graft.progress import NullProgress, Progress
@@ -30,6 +30,7 @@ from graft.validation import Interval, check_param, invalid_parameter
 __all__ = [
     "CURVE_JSON",
     "CURVE_PNG",
+    "CurveOptions",
     "FEW_SHOT_C",
     "HELPS_POINTS_PER_DOUBLING",
     "LearningCurve",
@@ -263,13 +264,18 @@ def _check_params(seeds: Any, sizes: Any, val_fraction: Any) -> None:
 
 
 def _embedded(
-    data_dir: str | os.PathLike, backbone: BackboneOptions, split: SplitOptions, opts: EmbedOptions, prog: Progress
+    data_dir: str | os.PathLike,
+    backbone: BackboneOptions,
+    source: tuple[SplitOptions, ManifestOptions],
+    opts: EmbedOptions,
+    prog: Progress,
 ) -> tuple[Any, Any]:
     """The scanned splits and their view-0 features, as ``graft train`` embeds them (cached)."""
     from graft.config import resolve_device
     from graft.features.dataset import embed_dataset, scan_splits
 
-    splits = scan_splits(data_dir, split, progress=prog)
+    split, manifest = source
+    splits = scan_splits(data_dir, split, manifest, progress=prog)
     emb = embed_dataset(
         splits,
         backbone,
@@ -281,15 +287,30 @@ def _embedded(
     return splits, emb
 
 
+@dataclass(frozen=True)
+class CurveOptions:
+    """Which points a learning curve measures, and how many head fits run at once.
+
+    Attributes:
+        seeds: subsamples per size (one at the full size, where all are the same).
+        sizes: training images per class to try (None: :func:`default_sizes`); sizes
+            above the largest class are clipped to it, which is always measured.
+        jobs: head fits run at once (None: the CPU count).
+    """
+
+    seeds: int = 5
+    sizes: Sequence[int] | None = None
+    jobs: int | None = None
+
+
 def learning_curve(
     data_dir: str | os.PathLike,
     *,
     backbone: BackboneOptions | None = None,
     split: SplitOptions | None = None,
     embed: EmbedOptions | None = None,
-    seeds: int = 5,
-    sizes: Sequence[int] | None = None,
-    jobs: int | None = None,
+    manifest: ManifestOptions | None = None,
+    curve: CurveOptions | None = None,
     progress: Progress | None = None,
 ) -> LearningCurve:
     """Validation accuracy against training images per class, for ``graft train``'s defaults.
@@ -299,32 +320,31 @@ def learning_curve(
     subsamples (see :func:`curve_from_features`).
 
     Args:
-        backbone / split / embed: as for :class:`graft.Classifier` (its options objects).
-        seeds: subsamples per size (one at the full size, where all are the same).
-        sizes: training images per class to try (default :func:`default_sizes`); sizes
-            above the largest class are clipped to it, which is always measured.
-        jobs: head fits run at once (default: the CPU count).
+        backbone / split / embed / manifest: as for :class:`graft.Classifier` (its options objects).
+        curve: the sizes, seeds and parallel fits (:class:`CurveOptions`).
     """
     split = split or SplitOptions()
-    _check_params(seeds, sizes, split.val_fraction)
-    check_param("jobs", jobs, _OWNER, Interval(1, integer=True), None)
+    points = curve or CurveOptions()
+    _check_params(points.seeds, points.sizes, split.val_fraction)
+    check_param("jobs", points.jobs, _OWNER, Interval(1, integer=True), None)
     prog = progress or NullProgress()
     t0 = time.perf_counter()
-    splits, emb = _embedded(data_dir, backbone or BackboneOptions(), split, embed or EmbedOptions(), prog)
+    source = (split, manifest or ManifestOptions())
+    splits, emb = _embedded(data_dir, backbone or BackboneOptions(), source, embed or EmbedOptions(), prog)
     t1 = time.perf_counter()
-    curve = curve_from_features(
+    result = curve_from_features(
         (emb.train.X, emb.train.y),
         (emb.val.X, emb.val.y),
         len(splits.classes),
-        sizes=sizes,
-        seeds=seeds,
+        sizes=points.sizes,
+        seeds=points.seeds,
         seed=split.seed,
-        jobs=jobs,
+        jobs=points.jobs,
         progress=prog,
     )
     seconds = {"scan_and_embed": t1 - t0, "fits": time.perf_counter() - t1}
     return dataclasses.replace(
-        curve,
+        result,
         classes=list(splits.classes),
         backbone=(backbone or BackboneOptions()).backbone,
         data_dir=str(Path(data_dir).resolve()),

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from graft.backbones.options import BackboneOptions
-from graft.data.options import SplitOptions
+from graft.data.options import ManifestOptions, SplitOptions
 from graft.data.records import DatasetSplits, SkippedFile
 from graft.doctor import checks, duplicates
 from graft.doctor.issues import KINDS, DoctorReport, Issue
@@ -47,13 +47,14 @@ def doctor(
     backbone: BackboneOptions | None = None,
     split: SplitOptions | None = None,
     embed: EmbedOptions | None = None,
+    manifest: ManifestOptions | None = None,
     checks: Iterable[str] | None = None,
     progress: Progress | None = None,
 ) -> DoctorReport:
     """Check a dataset folder for corrupt files, duplicates, leaks, label errors, outliers, imbalance and small images.
 
     Args:
-        data_dir: the dataset folder, in any layout ``graft train`` reads.
+        data_dir: the dataset folder or manifest, in any layout ``graft train`` reads (``manifest``: how).
         backbone / split / embed: the options objects of :class:`graft.Classifier`; the same defaults,
             so ``graft train`` reuses the features cached here.
         checks: the issue kinds to look for (see :data:`~graft.doctor.issues.KINDS`); None: all.
@@ -77,7 +78,7 @@ def doctor(
     prog = progress or NullProgress()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    splits = scan_splits(data_dir, split, max_pixels=opts.max_pixels, progress=prog)
+    splits = scan_splits(data_dir, split, manifest, max_pixels=opts.max_pixels, progress=prog)
     corpus = _corpus(splits)
     timings["scan"] = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from graft.backbones.options import BackboneOptions
-from graft.data.options import SplitOptions
+from graft.data.options import ManifestOptions, SplitOptions
 from graft.training.head.options import HeadOptions
 
 __all__ = ["FitOptions"]
@@ -18,6 +18,7 @@ class FitOptions:
     backbone: BackboneOptions = field(default_factory=BackboneOptions)
     head: HeadOptions = field(default_factory=HeadOptions)
     split: SplitOptions = field(default_factory=SplitOptions)
+    manifest: ManifestOptions = field(default_factory=ManifestOptions)  # where the data is a manifest
 
     def validate(self, owner: str = "FitOptions") -> FitOptions:
         self.backbone.validate(owner)

@@ -127,7 +127,9 @@ def stage_one(data: Any, options: FitOptions, embed: EmbedOptions, *, progress: 
     seed = options.split.seed
     torch.manual_seed(seed)
     if isinstance(data, (str, os.PathLike)):
-        data = scan_splits(data, options.split, strict=embed.strict, max_pixels=embed.max_pixels, progress=prog)
+        data = scan_splits(
+            data, options.split, options.manifest, strict=embed.strict, max_pixels=embed.max_pixels, progress=prog
+        )
     _warn_imbalance(data, head.class_weight, prog)
     t0 = time.perf_counter()
     emb = embed_dataset(
