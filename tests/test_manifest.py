@@ -163,3 +163,34 @@ def test_a_csv_listing_hymenoptera_gives_the_folder_splits_exactly(tmp_path: Pat
         assert [(r.path.resolve(), r.label) for r in listed.splits[split]] == [
             (r.path.resolve(), r.label) for r in folder.splits[split]
         ]
+
+
+def test_train_doctor_and_embed_read_a_manifest_from_the_command_line(
+    tmp_path: Path, synthetic_dataset: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A CSV beside a flat folder (Kaggle style), with renamed columns: the same commands as for folders."""
+    from conftest import TINY_BACKBONE, run_cli
+
+    rows = ["file_name,category"]
+    for split in ("train", "val"):
+        for img in sorted((synthetic_dataset / split).rglob("*.png")):
+            rows.append(f"{split}/{img.parent.name}/{img.name},{img.parent.name}")
+    (tmp_path / "pics").symlink_to(synthetic_dataset, target_is_directory=True)
+    manifest = tmp_path / "labels.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    tiny = ["--backbone", TINY_BACKBONE, "--weights", tiny_weights, "--workers", "0", "--precision", "fp32"]
+    where = ["--images", tmp_path / "pics", "--path-col", "file_name", "--label-col", "category"]
+    code, out, err = run_cli(
+        ["train", manifest, "--out", tmp_path / "run", "--no-report", "--quiet", *tiny, *where], capsys
+    )
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["classes"] == sorted(p.name for p in (synthetic_dataset / "train").iterdir())
+    assert sum(metrics["counts"]["train"].values()) + sum(metrics["counts"]["val"].values()) == len(rows) - 1
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["params"]["manifest"]["label_col"] == "category"
+    code, out, err = run_cli(["embed", manifest, "--out", tmp_path / "f.npz", "--quiet", *tiny, *where], capsys)
+    assert code == 0, err
+    assert len(np.load(tmp_path / "f.npz")["paths"]) == len(rows) - 1
+    code, out, err = run_cli(["train", manifest, "--out", tmp_path / "bad", "--quiet", *tiny], capsys)  # no --images
+    assert code == 2 and "labels.csv has no usable images" in err and "Traceback" not in err
+    assert "listed in labels.csv row 2 but not found" in err
