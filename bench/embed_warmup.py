@@ -38,12 +38,13 @@ def main() -> None:
     from graft.backbones import create_backbone
     from graft.backbones.taps import candidate_taps
     from graft.features.embedder import Embedder, ImageArrayDataset, batches, collate_skip_failed, make_loader
+    from graft.features.options import EmbedOptions
 
     paths = sorted(str(p) for p in args.data.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
     print(f"{machine_line()}; {len(paths)} images; device {args.device}", flush=True)
     bb = create_backbone("efficientnet_lite0")
-    emb = Embedder(bb.model, bb.preprocessing, device=args.device, taps=candidate_taps(bb.model),
-                   batch_size=args.batch, num_workers=args.workers)  # fmt: skip
+    opts = EmbedOptions(device=args.device, batch_size=args.batch, num_workers=args.workers)
+    emb = Embedder(bb.model, bb.preprocessing, opts, taps=candidate_taps(bb.model))
     cuda = args.device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 

@@ -89,13 +89,17 @@ def main() -> None:
                 SplitFeatures(cat[0], tr0.y, tr0.groups, tr0.paths), SplitFeatures(cat[1], va0.y, va0.groups, va0.paths)
             )
         # Test-time mirror: the default head on the mirror view of each validation image, averaged.
-        from functools import partial
-
-        from graft.features.extract import model_features
+        from graft.features.extract import FeatureRequest, bind_model_features
+        from graft.features.options import EmbedOptions
         from graft.transforms.train import build_feature_view_transform
 
         pre = lite0.preprocessing
-        embed = partial(model_features, lite0.backbone.model, pre, taps=lite0.taps, seed=0, precision="fp32")
+        embed = bind_model_features(
+            lite0.backbone.model,
+            pre,
+            what=FeatureRequest(taps=lite0.taps, seed=0),
+            options=EmbedOptions(device="cpu", precision="fp32"),
+        )
         both = embed_split(
             lite0.data.splits["val"],
             embed,

@@ -68,8 +68,10 @@ def main() -> None:
         from graft.backbones import create_backbone
         from graft.data.scan import scan_dataset
         from graft.features.extract import model_features
+        from graft.features.options import EmbedOptions
 
         bb = create_backbone("efficientnet_lite0")
+        cpu = EmbedOptions(device="cpu")
         rows = []
         for name in args.datasets:
             if not (DATASETS / name).is_dir():
@@ -78,7 +80,7 @@ def main() -> None:
             data = {}
             for s in ("train", "val"):
                 recs = splits.splits[s]
-                fs = model_features(bb.model, bb.preprocessing, [str(r.path) for r in recs])
+                fs = model_features(bb.model, bb.preprocessing, [str(r.path) for r in recs], options=cpu)
                 data[s] = (fs.X, np.array([recs[i].label for i in fs.ok]))
             t = time.perf_counter()
             fit = fit_linear_head(*data["train"], len(splits.classes))

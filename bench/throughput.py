@@ -75,6 +75,7 @@ def main() -> None:
     from graft.backbones import create_backbone
     from graft.data.decode import load_image
     from graft.features import Embedder
+    from graft.features.options import EmbedOptions
 
     paths = image_paths(args.data, args.limit)
     bb = create_backbone("efficientnet_lite0")
@@ -83,7 +84,7 @@ def main() -> None:
     print(f"machine: {machine_line()}")
 
     t = time.perf_counter()
-    emb = Embedder(bb.model, pre, precision=args.precision)
+    emb = Embedder(bb.model, pre, EmbedOptions(device="cpu", precision=args.precision))
     emb.engine(len(paths))  # builds (exports) the engine: a one-off per weights, cached on disk
     setup_s = time.perf_counter() - t
     runtime = emb.runtime
@@ -99,7 +100,7 @@ def main() -> None:
     b_runs = []
     for _ in range(args.repeats):
         t = time.perf_counter()
-        e = Embedder(bb.model, pre, precision=args.precision)
+        e = Embedder(bb.model, pre, EmbedOptions(device="cpu", precision=args.precision))
         res = e.embed_paths(paths)
         b_runs.append(len(res.ok_indices) / (time.perf_counter() - t))
     b = max(b_runs)

@@ -39,10 +39,11 @@ def embedder():
     import timm
 
     from graft.features import Embedder
+    from graft.features.options import EmbedOptions
 
     torch.manual_seed(0)
     net = timm.create_model("test_efficientnet", pretrained=False, num_classes=0).eval()
-    return Embedder(net, PRE, precision="fp32", num_workers=0)
+    return Embedder(net, PRE, EmbedOptions(device="cpu", precision="fp32", num_workers=0))
 
 
 @pytest.mark.parametrize("size", [(260, 180), (180, 260), (70, 41), (40, 30)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from graft.config import graft_home
 from graft.features import Embedder, autotune, choose_precision, engines
 from graft.features.autotune import resolve_cpu_auto
 from graft.features.engines import OrtEngine, TorchEngine, build_engine, build_ort_engine, onnxruntime_available
+from graft.features.options import EmbedOptions
 from graft.transforms.eval import Preprocessing
 
 needs_ort = pytest.mark.skipif(not onnxruntime_available(), reason="onnxruntime not installed")
@@ -65,7 +67,7 @@ def test_eval_crop_normalised_in_bulk_equals_float_preprocessing(pre: Preprocess
     from graft.data.decode import load_image
 
     img = load_image(_images(tmp_path, 1)[0])
-    emb = Embedder(tiny, pre, precision="fp32", num_workers=0)
+    emb = Embedder(tiny, pre, EmbedOptions(device="cpu", precision="fp32", num_workers=0))
     got = emb.normalize(torch.from_numpy(np.array(pre.crop(img)))[None])
     ref = torch.from_numpy(pre(img))[None]
     # Every path crops with Preprocessing.crop; only the float arithmetic of normalising differs.
@@ -92,11 +94,11 @@ def test_embedder_engines_agree_end_to_end(tiny, pre: Preprocessing, tmp_path: P
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
     paths.insert(3, tmp_path / "bad.jpg")
     monkeypatch.setenv("GRAFT_RUNTIME", "onnxruntime")
-    fast = Embedder(tiny, pre, precision="auto", batch_size=4, num_workers=1)
+    fast = Embedder(tiny, pre, EmbedOptions(device="cpu", precision="auto", batch_size=4, num_workers=1))
     a = fast.embed_paths(paths)
     assert fast.runtime == "onnxruntime-fp32"
     monkeypatch.setenv("GRAFT_RUNTIME", "torch")
-    slow = Embedder(tiny, pre, precision="fp32", batch_size=5, num_workers=0)
+    slow = Embedder(tiny, pre, EmbedOptions(device="cpu", precision="fp32", batch_size=5, num_workers=0))
     b = slow.embed_paths(paths)
     assert slow.runtime.startswith("torch-fp32")
     assert [f.path for f in a.failed] == [str(tmp_path / "bad.jpg")] == [f.path for f in b.failed]
@@ -216,7 +218,7 @@ def test_choose_precision_rejects_unknown() -> None:
 def test_mirror_view_is_cached_from_the_same_decode(tiny, pre: Preprocessing, tmp_path: Path, monkeypatch, runtime):
     """View 0's pass also caches the mirror view: each file decoded once, the same features as the mirror transform."""
     from graft.features import embedder as embedder_module
-    from graft.features.extract import model_features
+    from graft.features.extract import FeatureRequest, model_features
     from graft.transforms.train import build_feature_view_transform
 
     if runtime == "onnxruntime" and not onnxruntime_available():
@@ -228,18 +230,20 @@ def test_mirror_view_is_cached_from_the_same_decode(tiny, pre: Preprocessing, tm
     decoded: list[str] = []
     real = embedder_module.load_image
     monkeypatch.setattr(embedder_module, "load_image", lambda p, **kw: (decoded.append(str(p)), real(p, **kw))[1])
-    kw = dict(precision="fp32", batch_size=4, num_workers=0, cache_dir=tmp_path / "cache", seed=3)
+    opts = EmbedOptions(device="cpu", precision="fp32", batch_size=4, num_workers=0, cache_dir=tmp_path / "cache")
     mirror = build_feature_view_transform(pre, 1, 3)
+    view0 = FeatureRequest(seed=3, mirror_view=1)
+    view1 = FeatureRequest(seed=3, view=1, transform=mirror)
 
-    v0 = model_features(tiny, pre, paths[:5], mirror_view=1, **kw)  # a first job: 5 files
+    v0 = model_features(tiny, pre, paths[:5], what=view0, options=opts)  # a first job: 5 files
     assert sorted(decoded) == sorted(paths[:5]) and v0.n_embedded == 5
-    v0 = model_features(tiny, pre, paths, mirror_view=1, **kw)  # the rest; nothing decoded twice
+    v0 = model_features(tiny, pre, paths, what=view0, options=opts)  # the rest; nothing decoded twice
     assert sorted(decoded) == sorted(paths) and v0.n_embedded == 5
-    v1 = model_features(tiny, pre, paths, view=1, transform=mirror, **kw)
+    v1 = model_features(tiny, pre, paths, what=view1, options=opts)
     assert v1.n_embedded == 1 and [f.path for f in v1.failed] == [paths[7]]  # only the bad file is tried again
     assert v1.ok.tolist() == v0.ok.tolist() == [i for i in range(10) if i != 7]
 
-    alone = model_features(tiny, pre, paths, view=1, transform=mirror, use_cache=False, **kw)
+    alone = model_features(tiny, pre, paths, what=view1, options=dataclasses.replace(opts, use_cache=False))
     np.testing.assert_allclose(v1.X, alone.X, rtol=1e-4, atol=1e-4)  # bulk vs numpy normalisation only
     assert not np.allclose(v1.X, v0.X, atol=1e-3)  # the mirror is a different view
     # Another seed: view 0 is cached (its key has no seed), the mirror is not. The pass that
@@ -247,11 +251,11 @@ def test_mirror_view_is_cached_from_the_same_decode(tiny, pre: Preprocessing, tm
     decoded.clear()
     size = lambda: sum(f.stat().st_size for f in (tmp_path / "cache").rglob("*.bin"))  # noqa: E731
     before = size()
-    again = model_features(tiny, pre, paths, mirror_view=1, **{**kw, "seed": 4})
+    again = model_features(tiny, pre, paths, what=dataclasses.replace(view0, seed=4), options=opts)
     assert again.n_embedded == 10 and len(decoded) == 10
     assert size() - before == 9 * v0.X.shape[1] * 4  # nine new float32 rows: the mirrors
     np.testing.assert_array_equal(again.X, v0.X)
-    assert model_features(tiny, pre, paths, view=1, transform=mirror, **{**kw, "seed": 4}).n_embedded == 1
+    assert model_features(tiny, pre, paths, what=dataclasses.replace(view1, seed=4), options=opts).n_embedded == 1
 
 
 @pytest.mark.filterwarnings("ignore:'pin_memory' argument:UserWarning")  # device="cuda" without a GPU
@@ -259,7 +263,7 @@ def test_on_cuda_short_batches_are_padded_to_one_shape(tiny, pre: Preprocessing,
     """A CUDA embedder runs every batch at its batch size (a new shape costs cuDNN seconds); features are unchanged."""
     monkeypatch.setenv("GRAFT_RUNTIME", "torch")
     paths = _images(tmp_path, 6)
-    emb = Embedder(tiny, pre, device="cpu", precision="fp32", batch_size=4, num_workers=0)
+    emb = Embedder(tiny, pre, EmbedOptions(device="cpu", precision="fp32", batch_size=4, num_workers=0))
     ref = emb.embed_paths(paths)
     shapes: list[int] = []
     real = Embedder.forward

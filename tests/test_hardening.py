@@ -124,10 +124,11 @@ def test_embedder_holds_no_reference_cycle(tmp_path: Path) -> None:
     import timm
 
     from graft.features import Embedder
+    from graft.features.options import EmbedOptions
     from graft.transforms.eval import Preprocessing
 
     net = timm.create_model(TINY_BACKBONE, pretrained=False, num_classes=0)
-    emb = Embedder(net, Preprocessing((64, 64)), precision="fp32", num_workers=0)
+    emb = Embedder(net, Preprocessing((64, 64)), EmbedOptions(device="cpu", precision="fp32", num_workers=0))
     ref = weakref.ref(emb)
     gc.disable()
     try:

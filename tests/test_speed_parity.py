@@ -11,6 +11,7 @@ from _datasets import shared_dataset
 from graft.features import Embedder
 from graft.features.autotune import cpu_supports_fast_bf16
 from graft.features.engines import onnxruntime_available
+from graft.features.options import EmbedOptions
 from graft.training.head.linear_probe import fit_linear_head
 
 
@@ -61,10 +62,10 @@ def test_fast_path_linear_probe_matches_fp32_eager(monkeypatch) -> None:
     splits = _subset("cats_dogs_filtered")
     bb = create_backbone("efficientnet_lite0")
     monkeypatch.delenv("GRAFT_RUNTIME", raising=False)
-    fast = Embedder(bb.model, bb.preprocessing, precision="auto")
+    fast = Embedder(bb.model, bb.preprocessing, EmbedOptions(device="cpu", precision="auto"))
     acc_fast, Xf = _probe_accuracy(fast, splits)
     monkeypatch.setenv("GRAFT_RUNTIME", "torch")
-    ref = Embedder(bb.model, bb.preprocessing, precision="fp32")
+    ref = Embedder(bb.model, bb.preprocessing, EmbedOptions(device="cpu", precision="fp32"))
     acc_ref, Xr = _probe_accuracy(ref, splits, transform=bb.preprocessing)  # full float preprocessing
     assert acc_ref > 0.9
     assert abs(acc_fast - acc_ref) <= 0.005 + 1e-9, (fast.runtime, acc_fast, acc_ref)
@@ -87,6 +88,10 @@ def test_bf16_linear_probe_matches_fp32(monkeypatch) -> None:
     bb = create_backbone("efficientnet_lite0")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     monkeypatch.setenv("GRAFT_RUNTIME", "torch")
-    acc_bf16, _ = _probe_accuracy(Embedder(bb.model, bb.preprocessing, device=device, precision="bf16"), splits)
-    acc_fp32, _ = _probe_accuracy(Embedder(bb.model, bb.preprocessing, device=device, precision="fp32"), splits)
+    acc_bf16, _ = _probe_accuracy(
+        Embedder(bb.model, bb.preprocessing, EmbedOptions(device=device, precision="bf16")), splits
+    )
+    acc_fp32, _ = _probe_accuracy(
+        Embedder(bb.model, bb.preprocessing, EmbedOptions(device=device, precision="fp32")), splits
+    )
     assert abs(acc_bf16 - acc_fp32) <= 0.005 + 1e-9

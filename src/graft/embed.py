@@ -9,7 +9,6 @@ features, path, label and split: ``.npz`` (numpy) or ``.parquet`` (with pyarrow)
 from __future__ import annotations
 
 import dataclasses
-import functools
 import importlib.util
 import os
 from pathlib import Path
@@ -49,7 +48,7 @@ def embed_folder(
     """
     from graft.config import resolve_device
     from graft.features.dataset import embed_split, load_backbone, scan_splits
-    from graft.features.extract import model_features
+    from graft.features.extract import EmbedJob, bind_model_features
 
     opts = embed or EmbedOptions()
     suffix = Path(out).suffix.lower()
@@ -62,9 +61,7 @@ def embed_folder(
     prog = (progress or NullProgress()) if distributed.is_main() else NullProgress()
     splits = scan_splits(data_dir, split, manifest, strict=opts.strict, max_pixels=opts.max_pixels, progress=prog)
     bb, pre, info = load_backbone(splits, backbone or BackboneOptions())
-    features = functools.partial(
-        model_features, bb.model, pre, shard=distributed.is_distributed(), **opts.extractor_kwargs()
-    )
+    features = bind_model_features(bb.model, pre, options=opts, job=EmbedJob(shard=distributed.is_distributed()))
     parts = {
         name: embed_split(recs, features, name=name, strict=opts.strict, progress=prog)
         for name, recs in splits.splits.items()

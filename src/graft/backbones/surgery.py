@@ -33,6 +33,17 @@ def static_same_padding(model: nn.Module, input_size: tuple[int, int]) -> nn.Mod
     names = [n for n, m in model.named_modules() if isinstance(m, Conv2dSame)]
     if not names:
         return model
+    sizes = _input_sizes(model, names, input_size)
+    memo = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
+    new = copy.deepcopy(model, memo)
+    for n in names:
+        parent, _, leaf = n.rpartition(".")
+        setattr(new.get_submodule(parent) if parent else new, leaf, _static_conv(new.get_submodule(n), sizes[n]))
+    return new
+
+
+def _input_sizes(model: nn.Module, names: list[str], input_size: tuple[int, int]) -> dict[str, tuple[int, int]]:
+    """The (H, W) of the input each named module sees in one eval forward pass at ``input_size``."""
     sizes: dict[str, tuple[int, int]] = {}
     hooks = [
         model.get_submodule(n).register_forward_pre_hook(
@@ -53,33 +64,31 @@ def static_same_padding(model: nn.Module, input_size: tuple[int, int]) -> nn.Mod
         for h in hooks:
             h.remove()
         model.train(was_training)
-    memo = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
-    new = copy.deepcopy(model, memo)
-    for n in names:
-        old: Any = new.get_submodule(n)
-        ih, iw = sizes[n]
-        kh, kw = old.kernel_size
-        sh, sw = old.stride
-        dh, dw = old.dilation
-        ph = max((math.ceil(ih / sh) - 1) * sh + (kh - 1) * dh + 1 - ih, 0)
-        pw = max((math.ceil(iw / sw) - 1) * sw + (kw - 1) * dw + 1 - iw, 0)
-        conv = nn.Conv2d(
-            old.in_channels,
-            old.out_channels,
-            old.kernel_size,
-            old.stride,
-            0,
-            old.dilation,
-            old.groups,
-            old.bias is not None,
-            device="meta",
-        )
-        conv.weight = old.weight
-        conv.bias = old.bias
-        repl = nn.Sequential(nn.ZeroPad2d((pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)), conv) if ph or pw else conv
-        parent, _, leaf = n.rpartition(".")
-        setattr(new.get_submodule(parent) if parent else new, leaf, repl)
-    return new
+    return sizes
+
+
+def _static_conv(old: Any, size: tuple[int, int]) -> nn.Module:
+    """``old`` (a ``Conv2dSame``) at a fixed input ``size``: ``ZeroPad2d + Conv2d`` sharing its parameters."""
+    ih, iw = size
+    kh, kw = old.kernel_size
+    sh, sw = old.stride
+    dh, dw = old.dilation
+    ph = max((math.ceil(ih / sh) - 1) * sh + (kh - 1) * dh + 1 - ih, 0)
+    pw = max((math.ceil(iw / sw) - 1) * sw + (kw - 1) * dw + 1 - iw, 0)
+    conv = nn.Conv2d(
+        old.in_channels,
+        old.out_channels,
+        old.kernel_size,
+        old.stride,
+        0,
+        old.dilation,
+        old.groups,
+        old.bias is not None,
+        device="meta",
+    )
+    conv.weight = old.weight
+    conv.bias = old.bias
+    return nn.Sequential(nn.ZeroPad2d((pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)), conv) if ph or pw else conv
 
 
 class FeatureExtractor(nn.Module):

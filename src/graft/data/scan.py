@@ -184,26 +184,8 @@ def scan_dataset(
     split_folders, other_dirs = _detect_splits(root)
     prober = _Prober(max_pixels, progress, warn)
     prober.ignored.extend(list_loose_files(root))
-    if "train" not in split_folders and split_folders:
-        names = ", ".join(p.name for p in split_folders.values())
-        raise DataError(
-            f"{root} has split folder(s) {names} but no train folder; add a 'train' folder "
-            "(with one folder per class), or put the class folders directly in the dataset folder"
-        )
-    if split_folders:
-        layout = "split-folders"
-        base = split_folders["train"]
-        for extra in other_dirs:
-            prober.warn(f"ignoring folder {extra}: not a train/val/test split folder")
-    else:
-        layout = "auto-split"
-        base = root
-    classes = [p.name for p in list_subdirs(base)]
-    if len(classes) < 2:
-        found = f"only {classes[0]!r}" if classes else "none"
-        raise DataError(
-            f"{base} must contain at least two class folders (one folder of images per class); found {found}"
-        )
+    layout, base = _layout(root, split_folders, other_dirs, prober)
+    classes = _training_classes(base)
     per_class = _read_split_folders(root, base, split_folders, classes, prober)
     prober.check_strict(strict)
     splits = _assemble_splits(root, base, per_class, classes, val_fraction, test_fraction, seed)
@@ -216,6 +198,32 @@ def scan_dataset(
         layout=layout,
         split_dirs={split: folder.name for split, folder in split_folders.items()},
     )
+
+
+def _layout(root: Path, split_folders: dict[str, Path], other_dirs: list[Path], prober: _Prober) -> tuple[str, Path]:
+    """The layout (``split-folders`` or ``auto-split``) and the folder of the training classes."""
+    if "train" not in split_folders and split_folders:
+        names = ", ".join(p.name for p in split_folders.values())
+        raise DataError(
+            f"{root} has split folder(s) {names} but no train folder; add a 'train' folder "
+            "(with one folder per class), or put the class folders directly in the dataset folder"
+        )
+    if not split_folders:
+        return "auto-split", root
+    for extra in other_dirs:
+        prober.warn(f"ignoring folder {extra}: not a train/val/test split folder")
+    return "split-folders", split_folders["train"]
+
+
+def _training_classes(base: Path) -> list[str]:
+    """The class folders of ``base``, in order; at least two."""
+    classes = [p.name for p in list_subdirs(base)]
+    if len(classes) < 2:
+        found = f"only {classes[0]!r}" if classes else "none"
+        raise DataError(
+            f"{base} must contain at least two class folders (one folder of images per class); found {found}"
+        )
+    return classes
 
 
 def _check_root(root: Path, val_fraction: float, test_fraction: float) -> None:
@@ -322,6 +330,18 @@ def scan_split(
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"evaluation folder {root} does not exist or is not a folder")
+    folder = _evaluation_folder(root, split)
+    dirs, classes = _model_class_dirs(folder, classes)
+    prober = _Prober(max_pixels, progress, warn)
+    records: list[ImageRecord] = []
+    for name in sorted(dirs):
+        records.extend(prober.folder(dirs[name], classes.index(name)))
+    prober.check_strict(strict)
+    return records, list(classes), prober.skipped
+
+
+def _evaluation_folder(root: Path, split: str | None) -> Path:
+    """The folder :func:`scan_split` reads: the split asked for, else test, else val, else ``root``."""
     split_folders, _ = _detect_splits(root)
     if split is not None:
         wanted = split.lower()
@@ -329,18 +349,21 @@ def scan_split(
         if folder is None:
             available = ", ".join(f.name for f in split_folders.values()) or "none (class folders only)"
             raise DataError(f"{root} has no {split!r} split folder; available split folders: {available}")
-    elif "test" in split_folders:
-        folder = split_folders["test"]
-    elif "val" in split_folders:
-        folder = split_folders["val"]
-    elif split_folders:
+        return folder
+    if "test" in split_folders:
+        return split_folders["test"]
+    if "val" in split_folders:
+        return split_folders["val"]
+    if split_folders:
         raise DataError(
             f"{root} has only a {split_folders['train'].name!r} folder and no test/val folder; "
             f"pass --split {split_folders['train'].name} to evaluate on the training images"
         )
-    else:
-        folder = root
+    return root
 
+
+def _model_class_dirs(folder: Path, classes: list[str] | None) -> tuple[dict[str, Path], list[str]]:
+    """The class folders of ``folder`` by name, and the classes (default: those names, sorted)."""
     dirs = {p.name: p for p in list_subdirs(folder)}
     if not dirs:
         raise DataError(f"{folder} has no class folders; expected one folder of images per class")
@@ -352,9 +375,4 @@ def scan_split(
             f"{folder} has folder(s) {unknown} that are not classes of the model; "
             f"the model's classes are {list(classes)}. Rename or remove those folders"
         )
-    prober = _Prober(max_pixels, progress, warn)
-    records: list[ImageRecord] = []
-    for name in sorted(dirs):
-        records.extend(prober.folder(dirs[name], classes.index(name)))
-    prober.check_strict(strict)
-    return records, list(classes), prober.skipped
+    return dirs, classes

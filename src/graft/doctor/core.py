@@ -8,7 +8,6 @@ embedding free and vice versa) and never writes, moves or edits a user file.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import time
 from dataclasses import dataclass
@@ -146,7 +145,7 @@ def _embed(
     """View-0 features of every split, chosen and cached as :func:`graft.features.dataset.embed_dataset` does."""
     from graft.backbones import create_backbone, feature_preprocessing
     from graft.features.dataset import embed_split
-    from graft.features.extract import model_features
+    from graft.features.extract import FeatureRequest, bind_model_features
 
     bb = create_backbone(backbone.backbone, weights=backbone.weights)
     train = [r for r, s in zip(corpus.records, corpus.split_of) if s == "train"]
@@ -158,7 +157,7 @@ def _embed(
         backbone.crop_pct,
         image_short_side=float(np.median(sides)) if sides else None,
     )
-    embed = functools.partial(model_features, bb.model, pre, seed=seed, **opts.extractor_kwargs())
+    embed = bind_model_features(bb.model, pre, what=FeatureRequest(seed=seed), options=opts)
     Xs, rows, failed = [], [], []
     for name in dict.fromkeys(corpus.split_of):
         idx = np.array([i for i, s in enumerate(corpus.split_of) if s == name], np.int64)

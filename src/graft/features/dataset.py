@@ -162,10 +162,8 @@ def embed_dataset(
             the backbone has them; features are then ``[taps..., final]`` (:mod:`graft.backbones.taps`).
         embed: device (resolved), precision, batch size, workers, cache, pixel limit, strictness.
     """
-    import functools
-
     from graft.backbones.taps import candidate_taps, tap_widths
-    from graft.features.extract import model_features
+    from graft.features.extract import EmbedJob, FeatureRequest, bind_model_features
     from graft.transforms.train import build_feature_view_transform, resolve_augment_views
 
     opts = embed or EmbedOptions()
@@ -177,16 +175,13 @@ def embed_dataset(
     taps = candidate_taps(bb.model) if multi_depth and not spatial else ()
     widths = tap_widths(bb.model, taps) if taps else []
     n_train, n_val = len(splits.splits["train"]), len(splits.splits["val"])
-    embed_fn = functools.partial(
-        model_features,
+    embed_fn = bind_model_features(
         bb.model,
         pre,
-        spatial=spatial,
-        taps=taps,
-        seed=seed,
-        shard=distributed.is_distributed(),  # in a job of several processes each embeds its share
-        expected_images=n_train * (views + 1) + n_val,
-        **opts.extractor_kwargs(),
+        what=FeatureRequest(spatial=spatial, taps=taps, seed=seed),
+        options=opts,
+        # in a job of several processes each embeds its share
+        job=EmbedJob(shard=distributed.is_distributed(), expected_images=n_train * (views + 1) + n_val),
     )
 
     def view_transform(view: int) -> Callable | None:

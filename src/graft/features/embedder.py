@@ -26,6 +26,7 @@ from graft.exceptions import ImageDecodeError, WorkerTimeoutError
 from graft.features.autotune import cpu_supports_fast_bf16, resolve_cpu_auto
 from graft.features.engines import Engine, build_engine
 from graft.features.fingerprint import fingerprint
+from graft.features.options import EmbedOptions
 from graft.heap import malloc_trim
 from graft.transforms.eval import Preprocessing
 
@@ -169,14 +170,15 @@ class Embedder:
         model: a headless timm model (``num_classes=0``) returning pooled features,
             or any module mapping (B, 3, H, W) -> (B, D).
         preprocessing: the eval preprocessing of the backbone.
-        device: ``cpu``, ``cuda``...
-        precision: ``auto|fp32|bf16|fp16`` (see :func:`choose_precision`; on CPUs
-            with bf16 units ``auto`` keeps fp32 when a micro-benchmark finds it faster).
-        batch_size: images per forward pass (None: 64 on CUDA, 16 on the CPU).
-        num_workers: decoder processes (0 decodes in this process).
+        options: where and how it runs (default: on the CPU, the other defaults of
+            :class:`~graft.features.options.EmbedOptions`); ``device`` is ``cpu``, ``cuda``...
+            (resolved, not ``auto``); ``precision`` ``auto|fp32|bf16|fp16`` (see
+            :func:`choose_precision`; on CPUs with bf16 units ``auto`` keeps fp32 when a
+            micro-benchmark finds it faster); ``batch_size`` None: 64 on CUDA, 16 on the CPU;
+            ``num_workers``: decoder processes (0 decodes in this process); ``max_pixels``:
+            decompression-bomb guard passed to the decoder. The cache fields are not used here.
         spatial: return the flattened feature map instead of pooled features.
         taps: block stages whose pooled outputs precede the final features (:mod:`graft.backbones.taps`).
-        max_pixels: decompression-bomb guard passed to the decoder.
         weights_key: returns a fingerprint of the weights (keys the ONNX export cache).
         expected_images: images this embedder will run, where known (a small first job
             skips the bf16 measurement; :data:`graft.features.autotune.MEASURE_MIN_IMAGES`).
@@ -186,17 +188,16 @@ class Embedder:
         self,
         model: torch.nn.Module,
         preprocessing: Preprocessing,
+        options: EmbedOptions | None = None,
         *,
-        device: str = "cpu",
-        precision: str = "auto",
-        batch_size: int | None = None,
-        num_workers: int | None = None,
         spatial: bool = False,
         taps: Sequence[int] = (),
-        max_pixels: int | None = None,
         weights_key: Callable[[], str] | None = None,
         expected_images: int | None = None,
     ) -> None:
+        opts = EmbedOptions(device="cpu") if options is None else options
+        device = opts.device
+        precision = opts.precision
         self.device = device
         self.model = model.eval()
         self.preprocessing = preprocessing
@@ -212,11 +213,11 @@ class Embedder:
             self.precision = choose_precision(precision, device)
         # CPU: 16, because ONNX Runtime ran Lite0 at 288 px as fast in batches of 8, 16 or 32
         # (114-120 img/s on 2 cores) while its working memory grows with the batch (356 vs 607 MiB).
-        self.batch_size = batch_size or (64 if device.startswith("cuda") else 16)
-        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.batch_size = opts.batch_size or (64 if device.startswith("cuda") else 16)
+        self.num_workers = default_num_workers() if opts.num_workers is None else opts.num_workers
         self.spatial = spatial
         self.taps = tuple(int(t) for t in taps)
-        self.max_pixels = max_pixels
+        self.max_pixels = opts.max_pixels
         self._engine: Engine | None = None
         mean = torch.tensor(preprocessing.mean, dtype=torch.float32).view(1, 3, 1, 1)
         std = torch.tensor(preprocessing.std, dtype=torch.float32).view(1, 3, 1, 1)

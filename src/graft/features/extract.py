@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -16,10 +18,19 @@ from graft.data.records import SkippedFile
 from graft.features.cache import FeatureCache, embedder_key, file_key
 from graft.features.embedder import Embedder
 from graft.features.fingerprint import FEATURE_PIPELINE_VERSION, fingerprint
+from graft.features.options import EmbedOptions
 from graft.features.sharded import embed_shards, fill_cache_shards
 from graft.transforms.eval import Preprocessing
 
-__all__ = ["FeatureSet", "extract_features", "model_features", "feature_dim"]
+__all__ = [
+    "FeatureSet",
+    "FeatureRequest",
+    "EmbedJob",
+    "extract_features",
+    "model_features",
+    "bind_model_features",
+    "feature_dim",
+]
 
 
 class FeatureSet:
@@ -36,19 +47,53 @@ class FeatureSet:
         self.X, self.ok, self.failed, self.n_embedded = X, ok, failed, n_embedded
 
 
+@dataclass(frozen=True)
+class FeatureRequest:
+    """Which features of each image (all but ``transform`` and ``mirror_view`` key the cache).
+
+    Attributes:
+        spatial: the flattened feature map instead of pooled features.
+        taps: block stages whose pooled outputs precede the final features (:mod:`graft.backbones.taps`).
+        view: augmentation view (0 = plain eval preprocessing).
+        seed: seed of the augmented views.
+        transform: PIL -> array transform for this view.
+        mirror_view: with view 0 and the cache: also cache this view (the mirror image,
+            view 1) from the same decoded crops, so that embedding it next decodes nothing.
+    """
+
+    spatial: bool = False
+    taps: Sequence[int] = ()
+    view: int = 0
+    seed: int = 0
+    transform: Callable | None = None
+    mirror_view: int | None = None
+
+
+@dataclass(frozen=True)
+class EmbedJob:
+    """The job a call is part of.
+
+    Attributes:
+        shard: in a job of several processes, each embeds its share and every process
+            gets all the features (every process must call with the same paths;
+            see :mod:`graft.features.sharded`).
+        expected_images: the whole job's images where this call is one part of it
+            (default: the call's paths).
+    """
+
+    shard: bool = False
+    expected_images: int | None = None
+
+
 def extract_features(
     paths: Sequence[str | os.PathLike],
     embedder: Embedder,
     spec: Mapping[str, Any],
     *,
-    view: int = 0,
-    seed: int = 0,
-    transform: Callable | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    use_cache: bool = True,
+    what: FeatureRequest = FeatureRequest(),
+    options: EmbedOptions = EmbedOptions(),
     progress: Callable[[int], None] | None = None,
-    shard: bool = False,
-    mirror_view: int | None = None,
+    job: EmbedJob = EmbedJob(),
 ) -> FeatureSet:
     """Embed ``paths`` with ``embedder``, reusing and filling the on-disk cache.
 
@@ -57,33 +102,24 @@ def extract_features(
         embedder: the runtime that embeds missing files.
         spec: JSON-ready description of the embedder (architecture, weights hash,
             preprocessing, precision, feature kind); hashed into the cache key.
-        view: augmentation view (0 = plain eval preprocessing).
-        seed: seed of the augmented views.
-        transform: PIL -> array transform for this view.
-        cache_dir: root of the feature cache (default ``$GRAFT_HOME/features``).
-        use_cache: False embeds everything and writes nothing.
+        what: the view, its seed and transform, and the mirror view to cache alongside.
+        options: only the feature cache: ``cache_dir`` (default ``$GRAFT_HOME/features``)
+            and ``use_cache`` (False embeds everything and writes nothing).
         progress: called with the number of images done (cached ones count at once).
-        shard: in a job of several processes, each embeds its share and every process
-            gets all the features (every process must call this with the same paths;
-            see :mod:`graft.features.sharded`).
-        mirror_view: with view 0 and the cache: also cache this view (the mirror image,
-            view 1) from the same decoded crops, so that embedding it next decodes nothing.
+        job: ``shard``: each process of a job embeds its share (see :class:`EmbedJob`).
     """
     names: list[str] = [str(p) for p in paths]
-    paths, n = names, len(names)
-    sharded = shard and distributed.is_distributed()
-    if not use_cache:
-        if sharded:
-            return FeatureSet(*embed_shards(names, embedder, transform=transform, progress=progress))
-        res = embedder.embed_paths(paths, transform=transform, progress=progress)
-        return FeatureSet(res.features, res.ok_indices, res.failed, len(res.ok_indices))
+    n = len(names)
+    sharded = job.shard and distributed.is_distributed()
+    if not options.use_cache:
+        return _embed_uncached(names, embedder, what.transform, progress, sharded)
 
-    keys, failed = _file_keys(paths, view, seed)
-    root = _cache_root(cache_dir) / embedder_key(spec)
+    keys, failed = _file_keys(names, what.view, what.seed)
+    root = _cache_root(options.cache_dir) / embedder_key(spec)
     cache = FeatureCache(root, int(spec.get("dim", 0)), meta=dict(spec))
     mirror = None
-    if view == 0 and transform is None and not sharded:
-        mirror = _mirror_keys(paths, keys, mirror_view, seed, cache)
+    if what.view == 0 and what.transform is None and not sharded:
+        mirror = _mirror_keys(names, keys, what.mirror_view, what.seed, cache)
     # Embed what either view lacks, in one pass (without a mirror: what view 0 lacks).
     todo = [i for i, k in enumerate(keys) if k is not None and (k not in cache or (mirror and mirror[i]))]
     if sharded:  # rank 0's view of what is missing, so the shares cover it exactly
@@ -93,18 +129,32 @@ def extract_features(
 
     failed_pos: set[int] = {i for i, k in enumerate(keys) if k is None}
     if sharded:
-        fill_cache_shards(
-            paths, todo, keys, cache, embedder, failed, failed_pos, transform=transform, progress=progress
-        )
+        merged = fill_cache_shards(names, todo, keys, cache, embedder, transform=what.transform, progress=progress)
+        failed.extend(f for _, f in merged)
+        failed_pos.update(i for i, _ in merged)
     elif todo:
-        bad = _embed_into_cache(paths, todo, (keys, mirror), cache, embedder, transform, progress)
+        bad = _embed_into_cache(names, todo, (keys, mirror), cache, embedder, what.transform, progress)
         failed.extend(bad)
         bad_paths = {f.path for f in bad}
-        failed_pos.update(i for i in todo if paths[i] in bad_paths)
+        failed_pos.update(i for i in todo if names[i] in bad_paths)
 
     ok = np.array([i for i in range(n) if i not in failed_pos], dtype=np.int64)
     X = cache.get([keys[i] for i in ok])
     return FeatureSet(X, ok, failed, len(todo))
+
+
+def _embed_uncached(
+    paths: list[str],
+    embedder: Embedder,
+    transform: Callable | None,
+    progress: Callable[[int], None] | None,
+    sharded: bool,
+) -> FeatureSet:
+    """Every file embedded now, nothing read from or written to the cache."""
+    if sharded:
+        return FeatureSet(*embed_shards(paths, embedder, transform=transform, progress=progress))
+    res = embedder.embed_paths(paths, transform=transform, progress=progress)
+    return FeatureSet(res.features, res.ok_indices, res.failed, len(res.ok_indices))
 
 
 def _file_keys(paths: Sequence[str], view: int, seed: int) -> tuple[list[str | None], list[SkippedFile]]:
@@ -164,70 +214,71 @@ def model_features(
     preprocessing: Preprocessing,
     paths: Sequence[str],
     *,
-    spatial: bool = False,
-    taps: Sequence[int] = (),
-    view: int = 0,
-    seed: int = 0,
-    transform: Callable | None = None,
-    device: str = "cpu",
-    precision: str = "auto",
-    batch_size: int | None = None,
-    num_workers: int | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    use_cache: bool = True,
+    what: FeatureRequest = FeatureRequest(),
+    options: EmbedOptions,
     progress: Callable[[int], None] | None = None,
-    max_pixels: int | None = None,
-    shard: bool = False,
-    expected_images: int | None = None,
-    mirror_view: int | None = None,
+    job: EmbedJob = EmbedJob(),
 ) -> FeatureSet:
     """Backbone features of image files, through the on-disk cache keyed by the weights' fingerprint.
 
-    ``taps``: block stages whose pooled outputs precede the final features (:mod:`graft.backbones.taps`).
-    ``shard``: in a job of several processes, each embeds its share (see :func:`extract_features`).
-    ``expected_images``: the whole job's images where this call is one part of it (default: ``paths``).
-    ``mirror_view``: also cache the mirror view from the same decode (see :func:`extract_features`).
+    ``what``: which features of each image (:class:`FeatureRequest`).
+    ``options``: where and how the backbone runs (``device`` already resolved) and the feature cache.
+    ``job``: sharding over the processes of a job, and the job's size (:class:`EmbedJob`).
     """
-    emb = Embedder(
-        backbone,
-        preprocessing,
-        device=device,
-        precision=precision,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        spatial=spatial,
-        taps=taps,
-        max_pixels=max_pixels,
-        expected_images=len(paths) if expected_images is None else expected_images,
-    )
-    if shard:  # one precision for all ranks (an auto choice is measured per process): one cache key
+    n_images = len(paths) if job.expected_images is None else job.expected_images
+    emb = Embedder(backbone, preprocessing, options, spatial=what.spatial, taps=what.taps, expected_images=n_images)
+    if job.shard:  # one precision for all ranks (an auto choice is measured per process): one cache key
         emb.precision = distributed.broadcast_object(emb.precision)
+    spec = _cache_spec(backbone, preprocessing, emb.precision, what)
+    try:
+        return extract_features(paths, emb, spec, what=what, options=options, progress=progress, job=job)
+    finally:
+        emb.close()  # free the runtime session now, not whenever the garbage collector runs
+
+
+def bind_model_features(
+    backbone: nn.Module,
+    preprocessing: Preprocessing,
+    *,
+    what: FeatureRequest = FeatureRequest(),
+    options: EmbedOptions,
+    job: EmbedJob = EmbedJob(),
+) -> Callable[..., FeatureSet]:
+    """:func:`model_features` with the backbone and its settings bound (``what`` gives spatial, taps and seed).
+
+    The function returned takes ``(paths, *, view=0, transform=None, mirror_view=None, progress=None)``,
+    the per-pass part of the request (:data:`graft.features.dataset.EmbedFn`).
+    """
+
+    def embed(
+        paths: Sequence[str],
+        *,
+        view: int = 0,
+        transform: Callable | None = None,
+        mirror_view: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> FeatureSet:
+        this = dataclasses.replace(what, view=view, transform=transform, mirror_view=mirror_view)
+        return model_features(backbone, preprocessing, paths, what=this, options=options, progress=progress, job=job)
+
+    return embed
+
+
+def _cache_spec(
+    backbone: nn.Module, preprocessing: Preprocessing, precision: str, what: FeatureRequest
+) -> dict[str, Any]:
+    """What the feature cache keys on: the weights, preprocessing, precision, pipeline and feature kind."""
     spec: dict[str, Any] = {
         "backbone": fingerprint(backbone),
         "preprocessing": preprocessing.to_dict(),
-        "precision": emb.precision,
+        "precision": precision,
         "pipeline": FEATURE_PIPELINE_VERSION,
-        "spatial": spatial,
-        "dim": feature_dim(backbone, preprocessing, spatial, taps),
+        "spatial": what.spatial,
+        "dim": feature_dim(backbone, preprocessing, what.spatial, what.taps),
     }
-    if taps:  # only where used: plain features keep their existing cache entries
-        spec["taps"] = [int(t) for t in taps]
-    try:
-        return extract_features(
-            paths,
-            emb,
-            spec,
-            view=view,
-            seed=seed,
-            transform=transform,
-            cache_dir=cache_dir,
-            use_cache=use_cache,
-            progress=progress,
-            shard=shard,
-            mirror_view=mirror_view,
-        )
-    finally:
-        emb.close()  # free the runtime session now, not whenever the garbage collector runs
+    if what.taps:  # only where used: plain features keep their existing cache entries
+        spec["taps"] = [int(t) for t in what.taps]
+    return spec
 
 
 def feature_dim(module: nn.Module, pre: Preprocessing, spatial: bool, taps: Sequence[int] = ()) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from graft.validation import Constraint, Interval, Options, validate_params
 
@@ -47,17 +47,3 @@ class EmbedOptions:
     def validate(self, owner: str = "EmbedOptions") -> EmbedOptions:
         validate_params(asdict(self), self.CONSTRAINTS, owner)
         return self
-
-    def extractor_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`graft.features.extract.model_features` these options set."""
-        kw: dict[str, Any] = {
-            "device": self.device,
-            "precision": self.precision,
-            "batch_size": self.batch_size,
-            "num_workers": self.num_workers,
-            "cache_dir": self.cache_dir,
-            "use_cache": self.use_cache,
-        }
-        if self.max_pixels:
-            kw["max_pixels"] = self.max_pixels
-        return kw

@@ -36,13 +36,11 @@ def fill_cache_shards(
     keys: Sequence[str | None],
     cache: FeatureCache,
     embedder: Embedder,
-    failed: list[SkippedFile],
-    failed_pos: set[int],
     *,
     transform: Callable | None = None,
     progress: Callable[[int], None] | None = None,
-) -> None:
-    """Embed this rank's share of ``todo`` into ``cache``; merge every rank's failures into ``failed``/``failed_pos``.
+) -> list[tuple[int, SkippedFile]]:
+    """Embed this rank's share of ``todo`` into ``cache``; every rank's failures, by position, in position order.
 
     ``todo`` must be the same list on every rank (rank 0's, broadcast). Returns once every
     rank has written its rows (the all-gather is the barrier), with ``cache`` re-read.
@@ -61,9 +59,8 @@ def fill_cache_shards(
         pos_of = {paths[i]: i for i in mine}
         bad = [(pos_of[f.path], f.reason) for f in res.failed]
     merged = sorted(b for part in distributed.all_gather_object(bad) for b in part)
-    failed.extend(SkippedFile(paths[i], reason) for i, reason in merged)
-    failed_pos.update(i for i, _ in merged)
     cache.refresh()
+    return [(i, SkippedFile(paths[i], reason)) for i, reason in merged]
 
 
 def embed_shards(

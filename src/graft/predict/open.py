@@ -77,6 +77,7 @@ def _torch_predictor(
 
     from graft.artifact.model_dir import load_model
     from graft.config import resolve_device
+    from graft.features.options import EmbedOptions
     from graft.predict.torch import TorchPredictor
 
     if threads:
@@ -86,7 +87,7 @@ def _torch_predictor(
     params = lm.spec.training.get("params", {})
     prec = precision or (params.get("precision") if isinstance(params, dict) else None) or "auto"
     kw = {k: v for k, v in options.items() if k in {"batch_size", "num_workers", "cache_dir", "use_cache"}}
-    return TorchPredictor(lm.net, lm.spec, device=dev, precision=str(prec), **kw)
+    return TorchPredictor(lm.net, lm.spec, EmbedOptions(device=dev, precision=str(prec), **kw))
 
 
 def _onnx_of_model_dir(path: str | os.PathLike, *, threads: int | None, **options: Any) -> Predictor:

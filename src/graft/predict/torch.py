@@ -8,6 +8,7 @@ evaluating or predicting on images that training already embedded costs nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Callable, Sequence
 
@@ -17,7 +18,8 @@ from torch import nn
 
 from graft.artifact.spec import ArtifactSpec
 from graft.data.records import SkippedFile
-from graft.features.extract import model_features
+from graft.features.extract import FeatureRequest, model_features
+from graft.features.options import EmbedOptions
 from graft.predict.base import Predictor
 from graft.predict.results import Outputs
 
@@ -36,39 +38,26 @@ class TorchPredictor(Predictor):
     Args:
         net: the network (images -> logits), in eval mode.
         spec: its artifact description.
-        device: torch device string (already resolved).
-        precision: ``auto|fp32|bf16|fp16`` for the backbone on files.
+        options: device (already resolved), backbone precision on files, embedding batch
+            size and decoder processes (None: auto), the feature cache (default
+            ``$GRAFT_HOME/features``). Default: on the CPU, the other defaults of
+            :class:`~graft.features.options.EmbedOptions`.
         frozen: the backbone holds pretrained weights unchanged (features may come
             from the cache); default: not fine-tuned according to ``spec``.
-        batch_size, num_workers: embedding batch size and decoder processes (None: auto).
-        cache_dir, use_cache: the feature cache (default ``$GRAFT_HOME/features``).
     """
 
     name = "torch"
 
     def __init__(
-        self,
-        net: nn.Module,
-        spec: ArtifactSpec,
-        *,
-        device: str = "cpu",
-        precision: str = "auto",
-        frozen: bool | None = None,
-        batch_size: int | None = None,
-        num_workers: int | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        use_cache: bool = True,
+        self, net: nn.Module, spec: ArtifactSpec, options: EmbedOptions | None = None, *, frozen: bool | None = None
     ) -> None:
+        self.options = EmbedOptions(device="cpu") if options is None else options
         self.net = net.eval()
         self.spec = spec
-        self.device = device
-        self.precision = precision
+        self.device = self.options.device
+        self.precision = self.options.precision
         self.frozen = not bool(spec.backbone.get("fine_tuned", False)) if frozen is None else frozen
-        self.batch_size = batch_size or 16
-        self._embed_batch = batch_size
-        self.num_workers = num_workers
-        self.cache_dir = cache_dir
-        self.use_cache = use_cache
+        self.batch_size = self.options.batch_size or 16
 
     # ------------------------------------------------------------------ arrays
     def logits(self, batch: np.ndarray) -> np.ndarray:
@@ -102,14 +91,8 @@ class TorchPredictor(Predictor):
             net.backbone,
             self.preprocessing,
             names,
-            spatial=bool(getattr(net, "spatial", False)),
-            taps=tuple(getattr(net, "taps", ())),
-            device=self.device,
-            precision=self.precision,
-            batch_size=self._embed_batch,
-            num_workers=self.num_workers,
-            cache_dir=self.cache_dir,
-            use_cache=self.use_cache and self.frozen,
+            what=FeatureRequest(spatial=bool(getattr(net, "spatial", False)), taps=tuple(getattr(net, "taps", ()))),
+            options=dataclasses.replace(self.options, use_cache=self.options.use_cache and self.frozen),
             progress=progress,
         )
         return self.outputs_of_features(fs.X), [names[i] for i in fs.ok], fs.failed

@@ -242,7 +242,8 @@ def refit_after_fine_tune(
     One pass of the fine-tuned backbone over the training images serves both: the stage-1
     temperature and statistics describe the frozen backbone, not the new one.
     """
-    from graft.features.extract import model_features
+    from graft.features.extract import EmbedJob, FeatureRequest, model_features
+    from graft.features.options import EmbedOptions
 
     paths, y, held = train
     if net.ood is None and not held.any():
@@ -254,11 +255,10 @@ def refit_after_fine_tune(
         net.backbone,
         preprocessing,
         paths,
-        spatial=spatial,
-        taps=net.taps,
+        what=FeatureRequest(spatial=spatial, taps=net.taps),
+        options=EmbedOptions(**embedding),
         progress=task.advance,
-        shard=shard,
-        **embedding,
+        job=EmbedJob(shard=shard),
     )
     task.close()
     head: Any = net.head.eval()
