@@ -65,8 +65,14 @@ def main() -> None:
         dt = timed(lambda: [emb.forward(x) for _ in range(20)])
         print(f"steady forward (uint8 in): {20 * args.batch / dt:.0f} img/s", flush=True)
         ds = ImageArrayDataset(paths, bb.preprocessing.crop, bb.preprocessing.decode_size)
-        loader = make_loader(ds, batch_size=args.batch, num_workers=args.workers, collate_fn=collate_skip_failed,
-                             pin_memory=cuda, prefetch_factor=4 if args.workers else None)  # fmt: skip
+        loader = make_loader(
+            ds,
+            batch_size=args.batch,
+            num_workers=args.workers,
+            collate_fn=collate_skip_failed,
+            pin_memory=cuda,
+            prefetch_factor=4 if args.workers else None,
+        )
         t, k = time.perf_counter(), 0
         for idx, _batch, _bad in batches(loader):
             k += len(idx)

@@ -214,8 +214,10 @@ def main() -> None:
     paths, labels = split_paths(root, "train", args.train)
     vpaths, vlabels = split_paths(root, "val", args.val)
     bb = create_backbone("efficientnet_lite0")
-    print(f"# fine-tune speed: {len(paths)} train / {len(vpaths)} val images of {args.data}, "
-          f"EfficientNet-Lite0 {bb.preprocessing.input_size}, {args.epochs} epochs, batch 32")  # fmt: skip
+    print(
+        f"# fine-tune speed: {len(paths)} train / {len(vpaths)} val images of {args.data}, "
+        f"EfficientNet-Lite0 {bb.preprocessing.input_size}, {args.epochs} epochs, batch 32"
+    )
     print(f"machine: {machine_line()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     runs = {"(a) plain PyTorch loop": plain_loop(bb.model.state_dict(), paths, labels, vpaths, vlabels, args)}
     runs["(b) graft train_network, precision auto"] = graft_run(bb, paths, labels, vpaths, vlabels, args, "auto")
@@ -236,10 +238,30 @@ def main() -> None:
     for name, r in runs.items():
         steady, whole = rates(r)
         best = r.get("best") or best_epoch(r)
-        rows.append([name, r["label"], f"{steady:.1f}", f"{steady / a_steady:.2f}x", f"{best:.1f}",
-                     f"{best / a_best:.2f}x", f"{whole:.1f}", f"{whole / a_whole:.2f}x", f"{r['acc']:.3f}"])  # fmt: skip
-    heads = ["path", "runs", "steady train img/s", "vs (a)", "best epoch img/s", "vs (a)", "end-to-end img/s",
-             "vs (a)", "val acc"]  # fmt: skip
+        rows.append(
+            [
+                name,
+                r["label"],
+                f"{steady:.1f}",
+                f"{steady / a_steady:.2f}x",
+                f"{best:.1f}",
+                f"{best / a_best:.2f}x",
+                f"{whole:.1f}",
+                f"{whole / a_whole:.2f}x",
+                f"{r['acc']:.3f}",
+            ]
+        )
+    heads = [
+        "path",
+        "runs",
+        "steady train img/s",
+        "vs (a)",
+        "best epoch img/s",
+        "vs (a)",
+        "end-to-end img/s",
+        "vs (a)",
+        "val acc",
+    ]
     print(table(heads, rows))
     print("end-to-end: training images / wall time of all epochs incl. validation and graft's one-off speed plan")
     for name, r in runs.items():

@@ -57,11 +57,28 @@ def main() -> None:
     secs = time.perf_counter() - t
     print(
         table(
-            ["features", "classes", "seconds", "C chosen", "C values tried", "features MiB", "peak RSS MiB (before fit)"],
-            [[f"{args.n} x {args.dim}", k, f"{secs:.1f}", fit.C, len(fit.cv_losses), f"{X.nbytes / 2**20:.0f}",
-              f"{_peak_mib():.0f} ({before:.0f})"]],
+            [
+                "features",
+                "classes",
+                "seconds",
+                "C chosen",
+                "C values tried",
+                "features MiB",
+                "peak RSS MiB (before fit)",
+            ],
+            [
+                [
+                    f"{args.n} x {args.dim}",
+                    k,
+                    f"{secs:.1f}",
+                    fit.C,
+                    len(fit.cv_losses),
+                    f"{X.nbytes / 2**20:.0f}",
+                    f"{_peak_mib():.0f} ({before:.0f})",
+                ]
+            ],
         )
-    )  # fmt: skip
+    )
     print()
 
     if args.datasets:

@@ -29,8 +29,19 @@ ALL = ["hymenoptera", "cats_dogs_filtered", "flowers_kaggle_128", "sign_digits"]
 
 def run(dataset: str, budget: str, tmp: Path) -> dict:
     out, home = tmp / f"{dataset}-{budget}", tmp / f"home-{dataset}-{budget}"
-    cmd = [sys.executable, "-m", "graft.cli.main", "train", str(DATASETS / dataset), "--budget", budget,
-           "--out", str(out), "--no-report", "--quiet"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "graft.cli.main",
+        "train",
+        str(DATASETS / dataset),
+        "--budget",
+        budget,
+        "--out",
+        str(out),
+        "--no-report",
+        "--quiet",
+    ]
     t = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "GRAFT_HOME": str(home)})
     wall = time.perf_counter() - t
@@ -41,15 +52,23 @@ def run(dataset: str, budget: str, tmp: Path) -> dict:
     plan = ((spec.get("training") or {}).get("stages") or {}).get("ladder", {}).get("plan", [])
     rungs = " / ".join(
         f"{r['rung']} {r['epochs_run']}ep held {r['held_out_accuracy'] or 0:.3f} val {r['val_accuracy'] or 0:.3f}"
-        if r["rung"] != "head" else f"head held {r['held_out_accuracy'] or 0:.3f}"
+        if r["rung"] != "head"
+        else f"head held {r['held_out_accuracy'] or 0:.3f}"
         for r in m["ladder"] or []
-    )  # fmt: skip
+    )
     return {
-        "dataset": dataset, "budget": budget, "budget_s": m.get("budget_seconds"), "wall_s": round(wall, 1),
+        "dataset": dataset,
+        "budget": budget,
+        "budget_s": m.get("budget_seconds"),
+        "wall_s": round(wall, 1),
         "kept": next((r["rung"] for r in m["ladder"] or [] if r["kept"]), "head"),
-        "val": m["val_accuracy"], "head_val": m["stages"]["head"]["val_accuracy"], "test": m.get("test_accuracy"),
-        "rungs": rungs, "plan": plan, "ladder": m.get("ladder"),
-    }  # fmt: skip
+        "val": m["val_accuracy"],
+        "head_val": m["stages"]["head"]["val_accuracy"],
+        "test": m.get("test_accuracy"),
+        "rungs": rungs,
+        "plan": plan,
+        "ladder": m.get("ladder"),
+    }
 
 
 def main() -> None:
@@ -84,7 +103,7 @@ def main() -> None:
                     r["rungs"],
                 ]
                 for r in rows
-            ],  # fmt: skip
+            ],
         )
     )
     print(machine_line())

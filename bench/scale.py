@@ -89,8 +89,17 @@ def main() -> None:
             sum(c.values()) if isinstance(c, dict) else int(c) for c in map(m["counts"].get, ("train", "val"))
         )
         emb_s, ft_s = m["timings"]["embed"], epoch["seconds"]
-        rows.append([label.replace("t", " x ") + (" threads" if k else ""), f"{(n_train + n_val) / emb_s:.1f}", f"{emb_s:.1f}", f"{n_train / ft_s:.1f}", f"{ft_s:.1f}",
-                     f"{m['val_accuracy']:.3f}", f"{wall:.0f}"])  # fmt: skip
+        rows.append(
+            [
+                label.replace("t", " x ") + (" threads" if k else ""),
+                f"{(n_train + n_val) / emb_s:.1f}",
+                f"{emb_s:.1f}",
+                f"{n_train / ft_s:.1f}",
+                f"{ft_s:.1f}",
+                f"{m['val_accuracy']:.3f}",
+                f"{wall:.0f}",
+            ]
+        )
     base = next((r for r in rows if r[0] == "1"), rows[0])  # "vs 1": against one process, whatever the order
     base_e, base_f = float(base[1]), float(base[3])
     for r in rows:
@@ -98,8 +107,12 @@ def main() -> None:
         r.insert(5, f"{float(r[4]) / base_f:.2f}x")
     print(f"graft {git_rev()}; {machine_line()}")
     print(f"{a.images} synthetic 320x240 JPEGs, {a.backbone} at its native size, 1 fine-tuning epoch (global batch 32)")
-    print(table(["processes", "embed img/s", "vs 1", "embed s", "fine-tune img/s", "vs 1", "epoch s", "val acc",
-                 "wall s"], rows))  # fmt: skip
+    print(
+        table(
+            ["processes", "embed img/s", "vs 1", "embed s", "fine-tune img/s", "vs 1", "epoch s", "val acc", "wall s"],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

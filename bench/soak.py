@@ -130,8 +130,14 @@ async def _soak(url: str, host: str, port: int, images: list, clients: int, seco
         watch(),
     )
     rss.append((seconds, _rss_mb(pid)))
-    return {"good": sum(results[:clients]), "hostile": results[clients], "lat": lat, "errors": errors,
-            "answers": answers, "rss": rss}  # fmt: skip
+    return {
+        "good": sum(results[:clients]),
+        "hostile": results[clients],
+        "lat": lat,
+        "errors": errors,
+        "answers": answers,
+        "rss": rss,
+    }
 
 
 def main() -> None:
@@ -176,15 +182,20 @@ def main() -> None:
     lat = res["lat"]
     print(f"graft serve soak: {args.clients} clients + 1 hostile for {args.seconds:g} s; {machine_line()}")
     print(f"model {model}\n")
-    print(table(["", "value"], [
-        ["good requests", res["good"]],
-        ["good requests answered 200", len(lat)],
-        ["errors on good requests", sum(res["errors"].values())],
-        ["hostile requests", res["hostile"]],
-        ["p50 / p99 ms (good)", f"{np.percentile(lat, 50):.1f} / {np.percentile(lat, 99):.1f}" if lat else "-"],
-        ["server RSS MB (start -> end)", f"{res['rss'][0][1]:.0f} -> {res['rss'][-1][1]:.0f}"],
-        ["/health after the soak", "ok" if alive else "DEAD"],
-    ]))  # fmt: skip
+    print(
+        table(
+            ["", "value"],
+            [
+                ["good requests", res["good"]],
+                ["good requests answered 200", len(lat)],
+                ["errors on good requests", sum(res["errors"].values())],
+                ["hostile requests", res["hostile"]],
+                ["p50 / p99 ms (good)", f"{np.percentile(lat, 50):.1f} / {np.percentile(lat, 99):.1f}" if lat else "-"],
+                ["server RSS MB (start -> end)", f"{res['rss'][0][1]:.0f} -> {res['rss'][-1][1]:.0f}"],
+                ["/health after the soak", "ok" if alive else "DEAD"],
+            ],
+        )
+    )
     print("\nRSS over time: " + ", ".join(f"{t:.0f}s {mb:.0f} MB" for t, mb in res["rss"]))
     print("good-request errors: " + (", ".join(f"{k} x{v}" for k, v in sorted(res["errors"].items())) or "none"))
     print("hostile answers: " + ", ".join(f"{k} x{v}" for k, v in sorted(res["answers"].items())))

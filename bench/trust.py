@@ -28,8 +28,17 @@ NAMES = ["hymenoptera", "cats_dogs_filtered", "flowers_kaggle_128", "sign_digits
 
 
 def _train(ds: str, out: Path, home: Path) -> dict:
-    cmd = [sys.executable, "-m", "graft.cli.main", "train", str(DATASETS / ds), "--out", str(out), "--quiet",
-           "--no-report"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "graft.cli.main",
+        "train",
+        str(DATASETS / ds),
+        "--out",
+        str(out),
+        "--quiet",
+        "--no-report",
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "GRAFT_HOME": str(home)})
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{p.stderr}")
@@ -87,17 +96,37 @@ def main() -> None:
             val = [Path(p) for p in json.loads((Path(tmp) / ds / "val_predictions.json").read_text())["paths"]]
             others = [o for o in NAMES if o != ds] if ds in args.ood_models else []
             rates = {o: _unknown_rate(Path(tmp) / ds / "model", all_images[o], home) for o in others}
-            rows.append([
-                ds, f"{m['val_accuracy']:.4f}", f"{m.get('val_ece_uncalibrated') or float('nan'):.4f}",
-                f"{m['val_ece']:.4f}", f"{_ece_floor(Path(tmp) / ds / 'val_predictions.json'):.4f}",
-                f"{m.get('temperature') or float('nan'):.3f}",
-                f"{_unknown_rate(Path(tmp) / ds / 'model', val, home):.3f}",
-                ", ".join(f"{o} {r:.3f}" for o, r in rates.items()), f"{time.perf_counter() - t0:.0f}",
-            ])  # fmt: skip
+            rows.append(
+                [
+                    ds,
+                    f"{m['val_accuracy']:.4f}",
+                    f"{m.get('val_ece_uncalibrated') or float('nan'):.4f}",
+                    f"{m['val_ece']:.4f}",
+                    f"{_ece_floor(Path(tmp) / ds / 'val_predictions.json'):.4f}",
+                    f"{m.get('temperature') or float('nan'):.3f}",
+                    f"{_unknown_rate(Path(tmp) / ds / 'model', val, home):.3f}",
+                    ", ".join(f"{o} {r:.3f}" for o, r in rates.items()),
+                    f"{time.perf_counter() - t0:.0f}",
+                ]
+            )
             print(" | ".join(rows[-1]), flush=True)
     print(f"\n{machine_line()}\n")
-    print(table(["model", "val acc", "val ECE before", "val ECE after", "ECE floor", "T", "val unknown", "other datasets unknown",
-                 "s"], rows))  # fmt: skip
+    print(
+        table(
+            [
+                "model",
+                "val acc",
+                "val ECE before",
+                "val ECE after",
+                "ECE floor",
+                "T",
+                "val unknown",
+                "other datasets unknown",
+                "s",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

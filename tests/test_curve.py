@@ -215,8 +215,11 @@ def test_hymenoptera_curve_with_the_default_backbone(tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # GRAFT_HOME: this test's own, cold feature cache
     p = subprocess.run(
         [sys.executable, "-m", "graft.cli.main", "curve", str(data), "--seeds", "2", "--json", "--out", str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
     assert d["sizes"] == [1, 2, 5, 10, 20, 50, 100, 124] and d["n_val"] == 153

@@ -141,8 +141,14 @@ def test_ddp_fine_tune_epochs_match_single_process(tmp_path: Path, data: Path, t
     env["OMP_NUM_THREADS"] = "1"
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     for cmd, out in (([sys.executable], outs[0]), (launcher, outs[1])):
-        res = subprocess.run([*cmd, str(script), str(data), str(tiny_weights), str(out)], env=env,
-                             capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+        res = subprocess.run(
+            [*cmd, str(script), str(data), str(tiny_weights), str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert res.returncode == 0, res.stderr[-3000:]
     one, two = (load_file(str(o)) for o in outs)
     start = load_file(str(tiny_weights))
@@ -181,8 +187,11 @@ def test_killed_rank_ends_the_job_with_one_line_and_the_run_resumes(
     args = ["train", data, "--out", run, "--fine-tune", "--epochs", 20, "--patience", 20, "--no-report", "-q"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "graft", *map(str, args), "--devices", "2", *map(str, _tiny(tiny_weights))],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 90
         while not (run / "checkpoints" / "last").exists() and proc.poll() is None and time.monotonic() < deadline:

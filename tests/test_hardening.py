@@ -40,9 +40,20 @@ def _graft(*args: Any, home: Path, timeout: float = 300, **kw: Any) -> subproces
 
 def _train_args(data: Path, out: Path, weights: Path, *extra: Any) -> list[Any]:
     return [
-        "train", data, "--out", out, "--backbone", TINY_BACKBONE, "--weights", weights,
-        "--precision", "fp32", "--quiet", "--no-report", *extra,
-    ]  # fmt: skip
+        "train",
+        data,
+        "--out",
+        out,
+        "--backbone",
+        TINY_BACKBONE,
+        "--weights",
+        weights,
+        "--precision",
+        "fp32",
+        "--quiet",
+        "--no-report",
+        *extra,
+    ]
 
 
 # ---------------------------------------------------------------------------- 1. resume after a kill

@@ -151,8 +151,19 @@ def test_a_budget_needs_a_unit_and_a_positive_duration(bad: object, synthetic_da
 def test_cli_budget_writes_the_ladder_and_rejects_bad_durations(
     ladder_data: Path, tiny_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    base = ["train", ladder_data, "--backbone", TINY_BACKBONE, "--weights", tiny_weights, "--no-report",
-            "--workers", "0", "--precision", "fp32"]  # fmt: skip
+    base = [
+        "train",
+        ladder_data,
+        "--backbone",
+        TINY_BACKBONE,
+        "--weights",
+        tiny_weights,
+        "--no-report",
+        "--workers",
+        "0",
+        "--precision",
+        "fp32",
+    ]
     code, out, err = run_cli([*base, "--out", tmp_path / "run", "--budget", "20s"], capsys)
     assert code == 0 and "transfer ladder" in out and "stage 1 took" in out + err
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

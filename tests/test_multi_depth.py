@@ -110,10 +110,16 @@ def test_the_summary_names_the_chosen_features_and_both_cv_scores(
     from graft.cli.train import render_summary
 
     m = {
-        "counts": {"train": {"a": 3}}, "classes": ["a", "b"], "skipped": [], "kept_stage": "head",
-        "stages": {"head": {"val_accuracy": 0.9}}, "val_accuracy": 0.9, "timings": {}, "train_seconds": 1.0,
+        "counts": {"train": {"a": 3}},
+        "classes": ["a", "b"],
+        "skipped": [],
+        "kept_stage": "head",
+        "stages": {"head": {"val_accuracy": 0.9}},
+        "val_accuracy": 0.9,
+        "timings": {},
+        "train_seconds": 1.0,
         "features": {"mode": "auto", "taps": [5, 6, 7], "cv_accuracy": {"final": 0.9482, "multi": 0.9646}},
-    }  # fmt: skip
+    }
     render_summary(tmp_path, m)
     assert "multi-depth (train CV 0.9646 vs 0.9482)" in capsys.readouterr().out
 
@@ -159,5 +165,6 @@ def test_side_by_side_cv_fits_equal_fits_made_alone() -> None:
         assert fit.C == alone.C and fit.cv_scores == alone.cv_scores
         np.testing.assert_array_equal(fit.weight, alone.weight)
         np.testing.assert_array_equal(fit.bias, alone.bias)
-    assert choice.cv_accuracy == {k: max(fits[c].cv_scores.values()) for k, c in
-                                  (("final", tuple(range(20, 60))), ("multi", tuple(range(60))))}  # fmt: skip
+    assert choice.cv_accuracy == {
+        k: max(fits[c].cv_scores.values()) for k, c in (("final", tuple(range(20, 60))), ("multi", tuple(range(60))))
+    }

@@ -82,8 +82,25 @@ def test_a_kept_fine_tune_is_recalibrated_on_held_out_training_images(
     probs, _ok, _bad = clf.predict_proba(clf.val_paths_)
     np.testing.assert_allclose(probs, clf.val_probs_, atol=2e-4)
     out = tmp_path / "run"
-    args = ["train", data, "--backbone", TINY_BACKBONE, "--weights", tiny_weights, "--out", out, "--fine-tune",
-            "--epochs", "1", "--quiet", "--no-report", "--workers", "0", "--precision", "fp32"]  # fmt: skip
+    args = [
+        "train",
+        data,
+        "--backbone",
+        TINY_BACKBONE,
+        "--weights",
+        tiny_weights,
+        "--out",
+        out,
+        "--fine-tune",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--no-report",
+        "--workers",
+        "0",
+        "--precision",
+        "fp32",
+    ]
     assert run_cli(args, capsys)[0] == 0
     assert json.loads((out / "metrics.json").read_text())["temperature"] > 0
 
@@ -106,9 +123,12 @@ def test_unfamiliar_images_are_unknown_and_keep_their_best_guess(
 
 
 def test_onnx_and_cli_reject_the_same_images(
-    tmp_path: Path, tiny_model_dir: Path, noise_images: list[Path], synthetic_dataset: Path,
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    noise_images: list[Path],
+    synthetic_dataset: Path,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     from graft.export import export_onnx
     from graft.predict.onnx import OnnxPredictor
 
@@ -161,8 +181,21 @@ def test_a_test_folder_is_reported_beside_val_and_a_shift_is_flagged(
 ) -> None:
     root = make_synthetic_dataset(tmp_path / "ds", per_class=12)
     _invert_copy(root / "val", root / "test")  # another "scanner": colours inverted
-    args = ["train", root, "--out", tmp_path / "run", "--backbone", TINY_BACKBONE, "--weights", tiny_weights,
-            "--workers", "0", "--precision", "fp32", "--no-report"]  # fmt: skip
+    args = [
+        "train",
+        root,
+        "--out",
+        tmp_path / "run",
+        "--backbone",
+        TINY_BACKBONE,
+        "--weights",
+        tiny_weights,
+        "--workers",
+        "0",
+        "--precision",
+        "fp32",
+        "--no-report",
+    ]
     code, _, err = run_cli(args, capsys)
     assert code == 0, err
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())

@@ -81,10 +81,7 @@ def doctor(
     corpus = _corpus(splits)
     timings["scan"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    paths = [corpus.path(i) for i in range(len(corpus.records))] if kinds & _COPY_KINDS else []
-    task = prog.task("hashing files", total=len(paths))
-    digests, thumbs = duplicates.file_digests(paths, task.advance)
-    task.close()
+    digests, thumbs = _hash(corpus, kinds, prog)
     timings["hash"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     emb = _embed(corpus, backbone, split.seed, opts, prog)
@@ -101,6 +98,16 @@ def doctor(
     settings.update(**_thresholds(emb), **measured)
     n_images = len(corpus.records) + len(splits.skipped)
     return DoctorReport(str(splits.root), issues, n_images, list(splits.classes), splits.summary(), settings, timings)
+
+
+def _hash(corpus: checks.Corpus, kinds: frozenset[str], prog: Progress) -> tuple[Any, Any]:
+    """File digests and thumbnails for the copy checks (nothing when none of them runs)."""
+    paths = [corpus.path(i) for i in range(len(corpus.records))] if kinds & _COPY_KINDS else []
+    task = prog.task("hashing files", total=len(paths))
+    try:
+        return duplicates.file_digests(paths, task.advance)
+    finally:
+        task.close()
 
 
 def _kinds(checks: Iterable[str] | None) -> frozenset[str]:
