@@ -105,10 +105,11 @@ def replace_dir(tmp: str | os.PathLike, target: str | os.PathLike) -> Path:
 
 # ---------------------------------------------------------------------------- failed writes
 #: What a write can meet that no code change fixes: a full disk or quota, a read-only mount, no permission.
-STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
 _REASONS = {
     errno.ENOSPC: ("the disk is full (no space left on device)", "free some space there"),
     errno.EDQUOT: ("the disk quota is exceeded", "free some space there"),
+    errno.EFBIG: ("a file grew past what the file system or a limit (ulimit -f) allows", "raise the limit"),
     errno.EROFS: ("it is on a read-only file system", "use a writable folder"),
     errno.EACCES: ("permission denied", "use a folder you can write to"),
     errno.EPERM: ("permission denied", "use a folder you can write to"),

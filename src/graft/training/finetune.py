@@ -243,6 +243,8 @@ def _start(
         if ckpt is None
         else ckpt.resume(net, optimizer, policy=policy, backbone=backbone, head_lr=config.lr, early_stopping=stopper)
     )
+    for note in ckpt.notes if ckpt is not None else []:
+        progress.warn(note)
     if ckpt is None or meta is None:
         policy.apply(backbone, optimizer, config.lr)
         return 1
@@ -250,7 +252,7 @@ def _start(
     result.best_epoch, result.best_val_loss = stopper.best_epoch, stopper.best_val_loss
     result.best_val_acc = float(meta.get("best_val_acc", 0.0))
     start_epoch = int(meta["epoch"]) + 1
-    progress.message(f"resumed {stage} from {ckpt.last} at epoch {start_epoch}")
+    progress.message(f"resumed {stage} from {ckpt.resumed_from} at epoch {start_epoch}")
     return start_epoch
 
 
