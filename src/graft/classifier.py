@@ -170,6 +170,7 @@ class Classifier:
         self.head_spec_, self.head_info_, self.history_ = head.spec, head.info, {"head": head.history}
         self.val_probs_, self.val_labels_, self.val_paths_ = head.val_probs, emb.val.y, emb.val.paths
         self.metrics_, self.fine_tuned_, self.ood_ = head.metrics, False, st.ood
+        self.split_ = st.data.split_record(self.seed, self.val_fraction, self.test_fraction)  # for evaluate
         self.stage_metrics_ = {"head": {"val_accuracy": head.metrics["accuracy"], "seconds": head.seconds}}
         self.ladder_: list[dict[str, Any]] | None = None
         if budget_s is not None:
@@ -312,7 +313,7 @@ class Classifier:
         backbone = {**self.backbone_info_, "fine_tuned": bool(self.fine_tuned_)}
         return ArtifactSpec(
             tuple(self.classes_), self.preprocessing_, backbone, self.head_spec_.to_dict(), training, metrics,
-            ood=getattr(self, "ood_", {}),
+            ood=getattr(self, "ood_", {}), split=getattr(self, "split_", {}),
         )  # fmt: skip
 
     def save(self, directory: str | os.PathLike) -> Path:
@@ -343,6 +344,7 @@ class Classifier:
             lm.head_spec,
         )
         obj.backbone_info_, obj.metrics_, obj.ood_ = dict(lm.spec.backbone), dict(lm.spec.metrics), dict(lm.spec.ood)
+        obj.split_ = dict(lm.spec.split)
         obj.fine_tuned_ = bool(lm.spec.backbone.get("fine_tuned", False))
         obj.history_ = dict(lm.spec.training.get("history", {}))
         obj.stage_metrics_ = dict(lm.spec.training.get("stages", {}))
