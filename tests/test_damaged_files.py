@@ -44,11 +44,21 @@ def _train(clf: graft.Classifier, folder: Path, epochs: int, resume: bool, progr
     paths = [str(p) for p in sorted((Path(clf.data_.root) / "train").rglob("*.png"))]
     labels = np.array([clf.classes_.index(Path(p).parent.name) for p in paths])
     return train_network(
-        clf.model_, clf.model_.backbone, paths, labels, paths, labels,
-        train_transform=build_train_transform(clf.preprocessing_), eval_transform=clf.preprocessing_,
-        policy=FineTunePolicy(unfreeze=-1), config=FineTuneConfig(epochs=epochs, batch_size=8), num_workers=0,
-        checkpoint_dir=folder, resume=resume, progress=progress,
-    )  # fmt: skip
+        clf.model_,
+        clf.model_.backbone,
+        paths,
+        labels,
+        paths,
+        labels,
+        train_transform=build_train_transform(clf.preprocessing_),
+        eval_transform=clf.preprocessing_,
+        policy=FineTunePolicy(unfreeze=-1),
+        config=FineTuneConfig(epochs=epochs, batch_size=8),
+        num_workers=0,
+        checkpoint_dir=folder,
+        resume=resume,
+        progress=progress,
+    )
 
 
 def test_resume_from_a_damaged_checkpoint_falls_back_to_the_previous_good_one(
@@ -112,9 +122,12 @@ def _refuse_mkdir(monkeypatch: pytest.MonkeyPatch, under: Path) -> None:
 
 
 def test_a_read_only_graft_home_is_one_line(
-    tmp_path: Path, tiny_model_dir: Path, synthetic_dataset: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    synthetic_dataset: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     home = tmp_path / "ro_home"
     monkeypatch.setenv("GRAFT_HOME", str(home))
     _refuse_mkdir(monkeypatch, home)
@@ -125,9 +138,12 @@ def test_a_read_only_graft_home_is_one_line(
 
 
 def test_a_read_only_out_folder_is_one_line(
-    tmp_path: Path, synthetic_dataset: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    synthetic_dataset: Path,
+    tiny_weights: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     out = tmp_path / "ro" / "run"
     _refuse_mkdir(monkeypatch, tmp_path / "ro")
     args = ["train", synthetic_dataset, "--out", out, "--backbone", TINY_BACKBONE, "--weights", tiny_weights]

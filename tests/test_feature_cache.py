@@ -29,8 +29,9 @@ class FakeEmbedder:
         rng = np.random.default_rng(sum(Path(path).name.encode()))
         return rng.uniform(0.5, 1.5, DIM).astype(np.float32)
 
-    def embed_paths(self, paths: Any, *, transform: Any = None, progress: Any = None, on_batch: Any = None,
-                    on_mirror: Any = None) -> EmbedResult:  # fmt: skip
+    def embed_paths(
+        self, paths: Any, *, transform: Any = None, progress: Any = None, on_batch: Any = None, on_mirror: Any = None
+    ) -> EmbedResult:
         names = [str(p) for p in paths]
         self.embedded += names
         feats = np.stack([self.features(p) for p in names])

@@ -22,9 +22,15 @@ from graft.transforms.eval import Preprocessing
 
 # ---------------------------------------------------------------------------- ONNX files (item 3, 5b, 7)
 def _onnx_file(
-    path: Path, *, classes: int = 2, outputs: int = 2, size: int = 32, meta_size: int | None = None,
-    names: tuple[str, str] = ("logits", "probabilities"), nan: bool = False,
-) -> Path:  # fmt: skip
+    path: Path,
+    *,
+    classes: int = 2,
+    outputs: int = 2,
+    size: int = 32,
+    meta_size: int | None = None,
+    names: tuple[str, str] = ("logits", "probabilities"),
+    nan: bool = False,
+) -> Path:
     """A tiny graph (mean colour -> linear -> softmax) carrying graft metadata that may disagree with it."""
     w = np.random.default_rng(0).standard_normal((3, outputs)).astype(np.float32)
     if nan:
@@ -110,9 +116,13 @@ def _copy(tiny_model_dir: Path, dst: Path, **preprocessing: Any) -> Path:
     ids=["size-string", "size-one-number", "std-zero", "std-nan", "mean-string"],
 )
 def test_wrong_types_in_the_preprocessing_blame_the_model_file(
-    tmp_path: Path, tiny_model_dir: Path, synthetic_dataset: Path, capsys: pytest.CaptureFixture[str],
-    change: dict[str, Any], message: str,
-) -> None:  # fmt: skip
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    synthetic_dataset: Path,
+    capsys: pytest.CaptureFixture[str],
+    change: dict[str, Any],
+    message: str,
+) -> None:
     bad = _copy(tiny_model_dir, tmp_path / "bad", **change)
     images = synthetic_dataset / "val" / "red"
     code, out, err = run_cli(["predict", bad, images, "--json"], capsys)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from contextlib import ContextDecorator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import matplotlib
 
@@ -21,13 +21,15 @@ from graft.explain.gradcam import CamResult, overlay_heatmap  # noqa: E402
 __all__ = ["save_figure", "gradcam_figure", "features_figure", "dream_figure", "attack_figure", "names_as_text"]
 
 
-def names_as_text() -> ContextDecorator:
+@contextmanager
+def names_as_text() -> Iterator[None]:
     """Drawn text is text, never matplotlib maths: a class ``$\\foo$`` or ``price $5 and $6`` shows as written.
 
     A context manager and a decorator (for the functions that build figures, and around
     ``savefig``, where tick labels may be made); the report's figures use the same setting.
     """
-    return plt.rc_context({"text.parse_math": False})
+    with plt.rc_context({"text.parse_math": False}):
+        yield
 
 
 @names_as_text()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import ContextDecorator
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 import matplotlib
 
@@ -26,14 +26,16 @@ __all__ = [
 _SPLIT_COLOURS = {"train": "#4C72B0", "val": "#DD8452", "test": "#55A868"}
 
 
-def names_as_text() -> ContextDecorator:
+@contextmanager
+def names_as_text() -> Iterator[None]:
     """Drawn text is text, never matplotlib maths: a class ``$\\foo$`` or ``price $5 and $6`` shows as written.
 
     A context manager and a decorator, for every function that builds a figure and around
     ``savefig``, where tick labels may be made. (:mod:`graft.explain.figures` applies the same
     setting to its figures; it cannot import the report, which sits above it.)
     """
-    return plt.rc_context({"text.parse_math": False})
+    with plt.rc_context({"text.parse_math": False}):
+        yield
 
 
 @names_as_text()
