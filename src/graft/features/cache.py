@@ -157,21 +157,15 @@ class FeatureCache:
         Returns:
             How many entries failed.
         """
-        todo = sorted({k for k in keys if k is not None and k in self._index and k not in self._verified})
+        wanted = {k for k in keys if k is not None and k in self._index and k not in self._verified}
+        todo = sorted(wanted, key=lambda k: self._index[k][0])  # in file order: sequential reads
         if not todo:
             return 0
-        mm = np.memmap(self._bin, dtype=np.float32, mode="r").reshape(-1, self.dim)
-        bad: list[str] = []
-        for start in range(0, len(todo), _VERIFY_CHUNK):
-            chunk = todo[start : start + _VERIFY_CHUNK]
-            rows = np.asarray(mm[np.fromiter((self._index[k][0] for k in chunk), np.int64, len(chunk))])
-            sane = np.isfinite(rows).all(1) & (rows != 0).any(1)
-            for k, row, ok in zip(chunk, rows, sane):
-                if ok and _row_sum(row) == self._index[k][1]:
-                    self._verified.add(k)
-                else:
-                    bad.append(k)
-        del mm
+        n_rows = self._n_rows_on_disk()  # the file may have shrunk since the index was read
+        bad = [k for k in todo if self._index[k][0] >= n_rows]
+        todo = [k for k in todo if self._index[k][0] < n_rows]
+        if todo:
+            bad += self._check_rows(todo, np.memmap(self._bin, dtype=np.float32, mode="r", shape=(n_rows, self.dim)))
         for k in bad:
             del self._index[k]
         if bad and self.root not in _warned:
@@ -184,6 +178,20 @@ class FeatureCache:
                 len(bad),
             )
         return len(bad)
+
+    def _check_rows(self, keys: list[str], mm: np.ndarray) -> list[str]:
+        """The ``keys`` whose rows in ``mm`` fail their checksum or hold NaN, infinity or only zeros."""
+        bad = []
+        for start in range(0, len(keys), _VERIFY_CHUNK):
+            chunk = keys[start : start + _VERIFY_CHUNK]
+            rows = np.asarray(mm[np.fromiter((self._index[k][0] for k in chunk), np.int64, len(chunk))])
+            sane = np.isfinite(rows).all(1) & (rows != 0).any(1)
+            for k, row, ok in zip(chunk, rows, sane):
+                if ok and _row_sum(row) == self._index[k][1]:
+                    self._verified.add(k)
+                else:
+                    bad.append(k)
+        return bad
 
     # ------------------------------------------------------------------ write
     @contextmanager

@@ -170,12 +170,17 @@ class Checkpointer:
             ref = net.state_dict()
             if model_sd.keys() != ref.keys() or any(model_sd[k].shape != ref[k].shape for k in ref):
                 raise ValueError("its tensors do not fit the network")
-            FineTunePolicy().load_state_dict(meta["policy"])
-            int(meta["epoch"]), int(meta["best_epoch"]), float(meta["best_val_loss"]), list(meta["history"])
-            if folder == self.last:
-                dict(meta["optimizer"])
+            _check_meta(meta, with_optimizer=folder == self.last)
         except Exception as e:  # noqa: BLE001 - truncated, garbage or foreign: safetensors, JSON and key errors alike
             reason = (str(e).strip().splitlines() or [""])[0][:160]
             self.notes.append(f"checkpoint {folder} is damaged ({type(e).__name__}: {reason})")
             return None
         return model_sd, optim_t, meta
+
+
+def _check_meta(meta: Mapping[str, Any], with_optimizer: bool) -> None:
+    """Raise where a field a resume reads is missing or of the wrong type (before anything is loaded)."""
+    FineTunePolicy().load_state_dict(meta["policy"])
+    fields: list[tuple[str, Any]] = [("epoch", int), ("best_epoch", int), ("best_val_loss", float), ("history", list)]
+    for key, kind in fields + ([("optimizer", dict)] if with_optimizer else []):
+        kind(meta[key])
