@@ -157,3 +157,21 @@ def test_a_deeply_nested_config_is_one_line(tmp_path: Path, tiny_model_dir: Path
     (bad / "config.json").write_text('{"format": "graft-model", "x": ' + "[" * 200_000 + "]" * 200_000 + "}")
     with pytest.raises(ModelFileError, match="nested too deeply"):
         graft.load(bad)
+
+
+def test_a_served_model_answering_nan_is_an_error_never_a_null_probability(
+    tiny_model_dir: Path, synthetic_dataset: Path
+) -> None:
+    import torch
+    from fastapi.testclient import TestClient
+
+    from graft.predict import open_predictor
+    from graft.serve import create_app
+
+    pred: Any = open_predictor(tiny_model_dir, "torch")
+    image = (synthetic_dataset / "val" / "red" / "red_08.png").read_bytes()
+    with TestClient(create_app(backend=pred)) as client:
+        with torch.no_grad():
+            next(pred.net.head.parameters()).fill_(float("nan"))  # damaged after it was opened
+        r = client.post("/predict", files={"file": ("red.png", image, "image/png")})
+    assert r.status_code == 500 and "non-finite outputs" in r.json()["detail"], r.text
