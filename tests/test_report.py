@@ -131,7 +131,7 @@ def test_broken_section_is_shown_not_fatal(tiny_run: Path, tmp_path: Path) -> No
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     preds = json.loads((run / "val_predictions.json").read_text())
-    preds["paths"] = ["/nonexistent/x.png"] * len(preds["paths"])  # images gone since training
+    preds["paths"] = [str(Path(p).with_name(f"gone_{Path(p).name}")) for p in preds["paths"]]  # deleted since
     (run / "val_predictions.json").write_text(json.dumps(preds))
     doc = write_report(run).read_text(encoding="utf-8")
     assert '<section id="evaluation">' in doc

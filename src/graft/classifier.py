@@ -202,6 +202,7 @@ class Classifier(Estimator):
         self.metrics_ = head.metrics
         self.fine_tuned_ = False
         self.ood_ = st.ood
+        self.split_ = st.data.split_record(self.seed, self.val_fraction, self.test_fraction)  # for evaluate
         self.stage_metrics_ = {"head": {"val_accuracy": head.metrics["accuracy"], "seconds": head.seconds}}
         self.ladder_: list[dict[str, Any]] | None = None
         if budget_s is not None:

@@ -43,6 +43,7 @@ LEARNED_FROM_MODEL: dict[str, Callable[[Any], Any]] = {
     "ladder_": lambda lm: lm.spec.training.get("ladder"),
     "spec_": lambda lm: lm.spec,
     "path_": lambda lm: lm.path,
+    "split_": lambda lm: dict(lm.spec.split),
 }
 
 
@@ -93,6 +94,7 @@ def spec_of(clf: Any) -> ArtifactSpec:
         training,
         metrics,
         ood=getattr(clf, "ood_", {}),
+        split=getattr(clf, "split_", {}),
     )
 
 

@@ -8,7 +8,8 @@ anything else is a bug and shows its traceback.
 
 Exit codes (the same in every command):
 
-* 1: the operation failed (an export that does not match, a training that cannot go on);
+* 1: the operation failed (an export that does not match, a training that cannot go on, a full
+  or read-only disk);
 * 2: the input is wrong: a parameter or option, the dataset, a model file (fix the input);
 * 3: pretrained weights are missing or do not fit the backbone;
 * 130: interrupted (Ctrl-C).
@@ -29,6 +30,7 @@ __all__ = [
     "ExportError",
     "WorkerTimeoutError",
     "DistributedError",
+    "StorageError",
 ]
 
 
@@ -104,3 +106,7 @@ class ExportError(GraftError, RuntimeError):
 
 class DistributedError(GraftError, RuntimeError):
     """A process of a multi-process job (``--devices N``, torchrun) failed, or lost its peers."""
+
+
+class StorageError(GraftError, OSError):
+    """A folder graft writes to is full, read-only or not writable (``--out``, ``GRAFT_HOME``, a model folder)."""

@@ -118,14 +118,15 @@ def check_run_dir(out: str | os.PathLike, data_dir: str | os.PathLike, *, overwr
 
     Raises:
         DataError: ``out`` is the dataset folder or inside it (never allowed: the next scan
-            would read the run as a class), a file, or a non-empty folder without ``overwrite``.
+            would read the run as a class), a file, or a non-empty folder without ``overwrite``
+            (a run that failed before training wrote anything may be retried in its folder).
     """
     out_p, data_p = Path(out).resolve(), Path(data_dir).resolve()
     if out_p == data_p or data_p in out_p.parents:
         raise DataError(f"--out {out} is inside the dataset folder {data_dir}; choose a folder outside it (e.g. runs/)")
     if out_p.exists() and not out_p.is_dir():
         raise DataError(f"--out {out} is a file; choose a new folder for the run")
-    if out_p.is_dir() and any(out_p.iterdir()) and not overwrite:
+    if out_p.is_dir() and any(out_p.iterdir()) and not overwrite and not RunFolder(out_p).failed_before_training():
         kind = "a previous graft run" if (out_p / RunFolder.RUN).exists() else "other files"
         raise DataError(
             f"--out {out} already holds {kind}; choose a new folder, continue it with --resume {out}, "

@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+import torch
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from graft.artifact.spec import MODEL_FORMAT, MODEL_FORMAT_VERSION, ArtifactSpec
 from graft.exceptions import ModelFileError
-from graft.fileio import json_text, replace_dir
+from graft.fileio import atomic_dir, json_text
 from graft.network import HEAD_TYPES, GraftNet, HeadSpec, build_head
 from graft.network.ood import OODScorer
 from graft.transforms.eval import Preprocessing
@@ -71,10 +72,14 @@ class LoadedModel:
 
 
 def save_model(directory: str | os.PathLike, net: GraftNet, spec: ArtifactSpec) -> Path:
-    """Write the model directory atomically (a temp folder renamed into place).
+    """Write the model directory atomically (a temp folder renamed into place; removed again if a write fails).
+
+    The weights are serialised in memory and written by Python, so a full or read-only disk
+    is one :class:`~graft.exceptions.StorageError` naming the folder, not a ``SafetensorError``.
 
     Raises:
         ModelFileError: ``directory`` holds something other than a graft model.
+        StorageError: the disk is full, read-only or not writable.
     """
     directory = Path(directory)
     if directory.exists() and not (directory / CONFIG_NAME).exists() and any(directory.iterdir()):
@@ -82,14 +87,11 @@ def save_model(directory: str | os.PathLike, net: GraftNet, spec: ArtifactSpec) 
             f"{directory} exists and is not a graft model directory; refusing to overwrite it. "
             "Choose an empty or new folder."
         )
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.with_name(f".{directory.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
-    save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": MODEL_FORMAT})
-    (tmp / CONFIG_NAME).write_text(json_text(spec.stamped().to_dict()))
-    return replace_dir(tmp, directory)
+    with atomic_dir(directory) as tmp:
+        (tmp / WEIGHTS_NAME).write_bytes(safetensors_bytes(state, metadata={"format": MODEL_FORMAT}))
+        (tmp / CONFIG_NAME).write_text(json_text(spec.stamped().to_dict()))
+    return directory
 
 
 def find_model_dir(path: str | os.PathLike) -> Path:
@@ -121,6 +123,10 @@ def read_spec(path: str | os.PathLike) -> tuple[ArtifactSpec, Path]:
         cfg = json.loads(cfg_path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
         raise ModelFileError(f"{cfg_path} is not valid JSON ({e}); the model directory is damaged") from None
+    except RecursionError:
+        raise ModelFileError(
+            f"{cfg_path} is nested too deeply to be a graft config; the model directory is damaged"
+        ) from None
     except OSError as e:
         raise ModelFileError(f"{cfg_path} cannot be read ({e.strerror or e})") from None
     if not isinstance(cfg, dict) or cfg.get("format") != MODEL_FORMAT:
@@ -204,6 +210,12 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
         state = load_file(str(weights))
     except Exception as e:  # noqa: BLE001 - safetensors raises several types
         raise ModelFileError(f"{weights} could not be read as safetensors: {e}") from None
+    damaged = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if damaged is not None:
+        raise ModelFileError(
+            f"{weights} holds non-finite values (NaN or infinity) in {damaged!r}: the model is damaged "
+            "(training diverged, or the file was altered); train it again or use an intact copy"
+        )
     try:
         missing, unexpected = net.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatch

@@ -68,6 +68,8 @@ def spec_from_onnx_metadata(meta: Mapping[str, str], path: str) -> tuple[Artifac
         doc = json.loads(raw)
     except ValueError as e:
         raise ModelFileError(f"{path}: metadata '{METADATA_KEY}' is not valid JSON ({e})") from None
+    except RecursionError:
+        raise ModelFileError(f"{path}: metadata '{METADATA_KEY}' is nested too deeply to be graft's") from None
     if not isinstance(doc, dict) or doc.get("format") != ONNX_FORMAT:
         raise ModelFileError(f"{path}: metadata '{METADATA_KEY}' is not a {ONNX_FORMAT} document")
     if _int(doc.get("format_version")) > ONNX_FORMAT_VERSION:

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from graft.fileio import write_json
+from graft.fileio import storage_errors, write_json
 
 __all__ = ["RunFolder"]
 
@@ -55,17 +55,27 @@ class RunFolder:
         """True once ``run.json`` is written."""
         return (self.path / self.RUN).is_file()
 
+    def failed_before_training(self) -> bool:
+        """A run that failed before writing anything but ``run.json`` (a wrong option, a missing dataset).
+
+        It has nothing to resume and nothing to lose, so its own corrected retry may use the folder.
+        """
+        if self.read(self.RUN).get("status") != "failed":
+            return False
+        return all(p.name == self.RUN or (p.is_dir() and not any(p.rglob("*"))) for p in self.path.iterdir())
+
     def read(self, name: str) -> dict[str, Any]:
         try:
             data = json.loads((self.path / name).read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # missing, damaged, or nested too deeply
             return {}
         return data if isinstance(data, dict) else {}
 
     def write(self, name: str, data: Any) -> Path:
-        """Atomically write one JSON file of the run."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        write_json(self.path / name, data)
+        """Atomically write one JSON file of the run (a full or read-only ``--out`` is one line naming it)."""
+        with storage_errors(self.path, "--out"):
+            self.path.mkdir(parents=True, exist_ok=True)
+            write_json(self.path / name, data)
         return self.path / name
 
     def data_dir(self) -> Path | None:

@@ -26,7 +26,7 @@ __all__ = ["ArtifactSpec", "MODEL_FORMAT", "MODEL_FORMAT_VERSION", "runtime_vers
 MODEL_FORMAT = "graft-model"
 MODEL_FORMAT_VERSION = 1
 #: The keys read from a config; anything else in an untrusted file is ignored.
-_KEYS = ("classes", "preprocessing", "backbone", "head", "training", "metrics", "versions", "created", "ood")
+_KEYS = ("classes", "preprocessing", "backbone", "head", "training", "metrics", "versions", "created", "ood", "split")
 _ARCH = re.compile(r"^[A-Za-z0-9_.\-]+$")  # a timm name: no hub scheme ("hf-hub:", "local-dir:")
 _MAX_CLASSES = 100_000
 _MAX_INPUT = 4096
@@ -61,6 +61,10 @@ class ArtifactSpec:
         created: ISO time of writing.
         ood: the out-of-distribution score (method, threshold, pass rate); empty when the
             model has none (older models, or heads on un-pooled feature maps).
+        split: how the training folder was split (layout, the splits graft carved out, seed,
+            fractions, and a fingerprint of every image's split; see
+            :meth:`~graft.data.records.DatasetSplits.split_record`), so ``evaluate`` on that folder
+            scores the same held-out images; empty in older models.
     """
 
     classes: tuple[str, ...]
@@ -72,6 +76,7 @@ class ArtifactSpec:
     versions: Mapping[str, Any] = field(default_factory=dict)
     created: str = ""
     ood: Mapping[str, Any] = field(default_factory=dict)
+    split: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def ood_threshold(self) -> float | None:
@@ -102,6 +107,7 @@ class ArtifactSpec:
             "metrics": dict(self.metrics),
             "versions": dict(self.versions),
             "ood": dict(self.ood),
+            "split": dict(self.split),
         }
 
     @classmethod
@@ -124,7 +130,9 @@ class ArtifactSpec:
             raise ModelFileError(f"{source}: 'classes' must be a non-empty list of names")
         if len(classes) > _MAX_CLASSES:
             raise ModelFileError(f"{source}: {len(classes)} classes is more than graft supports ({_MAX_CLASSES})")
-        sections = {k: data.get(k) or {} for k in ("backbone", "head", "training", "metrics", "versions", "ood")}
+        sections = {
+            k: data.get(k) or {} for k in ("backbone", "head", "training", "metrics", "versions", "ood", "split")
+        }
         for k, v in sections.items():
             if not isinstance(v, Mapping):
                 raise ModelFileError(f"{source}: '{k}' must be a JSON object, got {type(v).__name__}")
@@ -142,6 +150,7 @@ class ArtifactSpec:
             versions=dict(sections["versions"]),
             created=str(data.get("created", "")),
             ood=dict(sections["ood"]),
+            split=dict(sections["split"]),
         )
 
 

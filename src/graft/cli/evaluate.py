@@ -14,7 +14,11 @@ from graft.cli.options import EMBED, Device, Quiet
 def evaluate(
     model: Path = typer.Argument(..., help="Model directory (RUN_DIR/model), run directory or exported .onnx file."),
     data_dir: Path = typer.Argument(..., help="Labelled dataset folder."),
-    split: str | None = typer.Option(None, help="Split to evaluate (default: test/ if present, else val)."),
+    split: str | None = typer.Option(
+        None,
+        help="Split folder to evaluate (default: test/ if present, else val/; a folder without them: the part "
+        "held out when the model was trained on it, else every image).",
+    ),
     top_k: int = typer.Option(5, help="k of the top-k accuracy."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (for machines)."),
     device: Device = EMBED.device,
@@ -32,8 +36,9 @@ def evaluate(
     m.pop("labels", None)
     m.pop("paths", None)
     if as_json:
-        print(json.dumps(m, default=float))
+        print(json.dumps(m, default=float, allow_nan=False))  # never invalid JSON: predictors refuse NaN
         return
+    console.print(f"scored: {m['scored']['images']} images, {m['scored']['description']}", highlight=False)
     console.print(format_metrics_table(m), highlight=False)
     for s in m["skipped"]:
         console.print(f"skipped {s['path']}: {s['reason']}", highlight=False)

@@ -8,6 +8,7 @@ any other exception is a bug and shows its traceback.
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import typer
@@ -108,6 +109,16 @@ def _worker_error(e: Exception) -> bool:
     return True
 
 
+#: Errors of a disk that refused a write (full, over quota or a size limit, read-only).
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+def _storage_error(e: OSError) -> Exception:
+    from graft.fileio import storage_error
+
+    return storage_error(e)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``graft`` console script."""
     from rich.text import Text
@@ -124,6 +135,11 @@ def main(argv: list[str] | None = None) -> None:
         if _worker_error(e):
             err_console.print(Text("error: ", style="red") + Text(str(e)), highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
+    except OSError as e:  # a write the disk refused, wherever it happened: never a bug, one line
+        if e.errno not in _DISK_ERRNOS:
+            raise
+        err_console.print(Text("error: ", style="red") + Text(str(_storage_error(e))), highlight=False, soft_wrap=True)
+        sys.exit(1)
     except usage_errors as e:
         e.show()  # type: ignore[attr-defined]
         sys.exit(e.exit_code)  # type: ignore[attr-defined]

@@ -35,7 +35,7 @@ def predict(
     failed = [r for r in results if "error" in r]
     if as_json:
         for r in results:
-            print(json.dumps(r))
+            print(json.dumps(r, allow_nan=False))  # never invalid JSON: the predictor refuses NaN outputs
     elif as_csv:
         w = csv.writer(sys.stdout)
         w.writerow(["path", "label", "probability", "top_k", "known", "ood_score", "error"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,3 +100,34 @@ class DatasetSplits:
             "n_ignored": len(self.ignored),
             "imbalance_ratio": self.imbalance_ratio("train"),
         }
+
+    def fingerprint(self) -> str:
+        """A hash of every image's split, class and path inside :attr:`root`.
+
+        Equal for the same folder split the same way, and for nothing else: ``evaluate``
+        compares it with the one a model recorded before it trusts a re-made split.
+        """
+        h = hashlib.sha256()
+        for split in sorted(self.splits):
+            for rel, label in sorted((_inside(r.path, self.root), r.label) for r in self.splits[split]):
+                h.update(f"{split}\0{self.classes[label]}\0{rel}\n".encode("utf-8", "surrogateescape"))
+        return h.hexdigest()[:32]
+
+    def split_record(self, seed: int, val_fraction: float, test_fraction: float) -> dict[str, Any]:
+        """What a model records of the split it was trained on (``ArtifactSpec.split``)."""
+        return {
+            "layout": self.layout,
+            "carved": sorted(set(self.splits) - set(self.split_dirs) - {"train"}),  # split off by graft, seeded
+            "seed": int(seed),
+            "val_fraction": float(val_fraction),
+            "test_fraction": float(test_fraction),
+            "n_images": sum(len(recs) for recs in self.splits.values()),
+            "fingerprint": self.fingerprint(),
+        }
+
+
+def _inside(path: Path, root: Path) -> str:
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return Path(path).as_posix()

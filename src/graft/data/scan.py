@@ -27,6 +27,7 @@ __all__ = [
     "scan_dataset",
     "scan_split",
     "split_class",
+    "split_folders",
     "collect_image_paths",
 ]
 
@@ -59,6 +60,11 @@ def _detect_splits(root: Path) -> tuple[dict[str, Path], list[Path]]:
         else:
             found[split] = sub
     return found, others
+
+
+def split_folders(root: str | os.PathLike[str]) -> dict[str, Path]:
+    """The split folders of a dataset folder, by canonical name (``train``, ``val``, ``test``); {} for class folders only."""
+    return _detect_splits(Path(root).expanduser())[0]
 
 
 class _Prober:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import matplotlib
 
@@ -17,9 +18,21 @@ from graft.explain.dream import DreamResult  # noqa: E402
 from graft.explain.features import FeatureMaps  # noqa: E402
 from graft.explain.gradcam import CamResult, overlay_heatmap  # noqa: E402
 
-__all__ = ["save_figure", "gradcam_figure", "features_figure", "dream_figure", "attack_figure"]
+__all__ = ["save_figure", "gradcam_figure", "features_figure", "dream_figure", "attack_figure", "names_as_text"]
 
 
+@contextmanager
+def names_as_text() -> Iterator[None]:
+    """Drawn text is text, never matplotlib maths: a class ``$\\foo$`` or ``price $5 and $6`` shows as written.
+
+    A context manager and a decorator (for the functions that build figures, and around
+    ``savefig``, where tick labels may be made); the report's figures use the same setting.
+    """
+    with plt.rc_context({"text.parse_math": False}):
+        yield
+
+
+@names_as_text()
 def save_figure(fig: plt.Figure, path: str | os.PathLike[str], dpi: int = 100) -> Path:
     """Save ``fig`` as PNG (parent folders created) and close it."""
     path = Path(path)
@@ -33,6 +46,7 @@ def _fmt_top(top_k: Sequence[tuple[str, float]], width: int = 28) -> str:
     return "\n".join(f"{lab[:width]}: {p:.3f}" for lab, p in top_k)
 
 
+@names_as_text()
 def gradcam_figure(results: Sequence[CamResult], titles: Sequence[str] | None = None) -> plt.Figure:
     """One column per image: the image (top), its Grad-CAM overlay and top-k predictions (bottom)."""
     n = max(1, len(results))
@@ -53,6 +67,7 @@ def gradcam_figure(results: Sequence[CamResult], titles: Sequence[str] | None = 
     return fig
 
 
+@names_as_text()
 def features_figure(fm: FeatureMaps, cols: int = 8) -> plt.Figure:
     """The input image beside a grid of the strongest feature maps (viridis, each scaled to its own range)."""
     k = len(fm.maps)
@@ -74,6 +89,7 @@ def features_figure(fm: FeatureMaps, cols: int = 8) -> plt.Figure:
     return fig
 
 
+@names_as_text()
 def dream_figure(r: DreamResult) -> plt.Figure:
     """Starting noise and the optimised image, with the class probabilities."""
     fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.6))
@@ -87,6 +103,7 @@ def dream_figure(r: DreamResult) -> plt.Figure:
     return fig
 
 
+@names_as_text()
 def attack_figure(r: AttackResult, classes: Sequence[str], top_k: int = 3) -> plt.Figure:
     """Original, amplified perturbation and adversarial image side by side, with probabilities."""
 

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from graft.data.decode import load_image
 from graft.data.records import SkippedFile
-from graft.exceptions import ImageDecodeError, WorkerTimeoutError
+from graft.exceptions import ImageDecodeError, ModelFileError, WorkerTimeoutError
 from graft.features.autotune import cpu_supports_fast_bf16, resolve_cpu_auto
 from graft.features.engines import Engine, build_engine
 from graft.features.fingerprint import fingerprint
@@ -299,6 +299,17 @@ class Embedder:
             persistent_workers=False,
         )
 
+    def _finite(self, out: np.ndarray, ids: np.ndarray, paths: Sequence[os.PathLike | str]) -> np.ndarray:
+        """``out``, unless the network gave NaN or infinity: a damaged network, never features to use or cache."""
+        bad = np.flatnonzero(~np.isfinite(out).all(1))
+        if not len(bad):
+            return out
+        hint = ", or embed with --precision fp32 (fp16 can overflow)" if self.precision == "fp16" else ""
+        raise ModelFileError(
+            f"the backbone gives non-finite features (NaN or infinity) for {paths[int(ids[bad[0]])]}: its weights "
+            f"are damaged (a model folder or --weights file holding NaN values); use intact weights{hint}"
+        )
+
     def embed_paths(
         self,
         paths: Sequence[os.PathLike | str],
@@ -339,10 +350,12 @@ class Embedder:
         for idx, batch, bad in batches(loader):
             failed.extend(SkippedFile(str(paths[i]), reason) for i, reason in bad)
             if batch is not None:
-                out = self._forward_padded(batch, engine_n, pad_to).numpy()
                 ids = idx.numpy()
+                out = self._finite(self._forward_padded(batch, engine_n, pad_to).numpy(), ids, paths)
                 if on_mirror is not None:  # uint8 (B, H, W, 3): flip the width axis
-                    on_mirror(ids, self._forward_padded(batch.flip(2), engine_n, pad_to).numpy())
+                    on_mirror(
+                        ids, self._finite(self._forward_padded(batch.flip(2), engine_n, pad_to).numpy(), ids, paths)
+                    )
                 if on_batch is not None:
                     on_batch(ids, out)
                 else:

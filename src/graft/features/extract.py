@@ -117,6 +117,7 @@ def extract_features(
     keys, failed = _file_keys(names, what.view, what.seed)
     root = _cache_root(options.cache_dir) / embedder_key(spec)
     cache = FeatureCache(root, int(spec.get("dim", 0)), meta=dict(spec))
+    cache.verify(keys)  # entries whose rows do not match are embedded again
     mirror = None
     if what.view == 0 and what.transform is None and not sharded:
         mirror = _mirror_keys(names, keys, what.mirror_view, what.seed, cache)
@@ -201,6 +202,7 @@ def _mirror_keys(
     if mirror_view is None:
         return None
     out = [file_key(p, mirror_view, seed) if k is not None else None for p, k in zip(paths, keys)]
+    cache.verify(out)
     out = [k if k is not None and k not in cache else None for k in out]
     return out if any(k is not None for k in out) else None
 

@@ -18,7 +18,7 @@ from graft.artifact.spec import ArtifactSpec
 from graft.data.decode import DEFAULT_MAX_PIXELS, load_image
 from graft.data.files import collect_image_paths
 from graft.data.records import SkippedFile
-from graft.exceptions import ImageDecodeError
+from graft.exceptions import ImageDecodeError, ModelFileError
 from graft.predict.results import Outputs, prediction_rows
 from graft.transforms.eval import Preprocessing
 
@@ -38,6 +38,7 @@ class Predictor:
     """
 
     name = "predictor"
+    source = "the model"  # what the model was read from, for error messages
     spec: ArtifactSpec
     batch_size: int = 16
     max_pixels: int | None = DEFAULT_MAX_PIXELS
@@ -80,7 +81,21 @@ class Predictor:
         if len(batch) == 0:
             return Outputs.empty(len(self.spec.classes), self.ood_threshold is not None)
         step = max(1, int(self.batch_size))
-        return Outputs.concat([self._outputs(batch[i : i + step]) for i in range(0, len(batch), step)])
+        return self.checked(Outputs.concat([self._outputs(batch[i : i + step]) for i in range(0, len(batch), step)]))
+
+    def checked(self, out: Outputs) -> Outputs:
+        """``out``, unless the network answered NaN or infinity: a damaged model is refused, never printed as NaN."""
+        if np.isfinite(out.probs).all() and (out.ood is None or np.isfinite(out.ood).all()):
+            return out
+        raise ModelFileError(
+            f"{self.source} gives non-finite outputs (NaN or infinity): its weights are damaged (training "
+            "diverged, or the file was altered); train it again, or export it again from an intact model folder"
+        )
+
+    def check(self) -> Predictor:
+        """Run one blank image through the network, so a model answering NaN is refused when opened."""
+        self.outputs(np.zeros((1, 3, *self.preprocessing.input_size), np.float32))
+        return self
 
     def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
         """Softmax probabilities (N, n_classes) for a preprocessed float32 (N, 3, H, W) batch."""
@@ -98,7 +113,9 @@ class Predictor:
         if not arrs:
             return Outputs.empty(len(self.spec.classes), self.ood_threshold is not None)
         step = max(1, int(self.batch_size))
-        return Outputs.concat([self._outputs(np.stack(arrs[i : i + step])) for i in range(0, len(arrs), step)])
+        return self.checked(
+            Outputs.concat([self._outputs(np.stack(arrs[i : i + step])) for i in range(0, len(arrs), step)])
+        )
 
     # ------------------------------------------------------------------ files
     def load_array(self, path: str) -> tuple[np.ndarray | None, str | None]:

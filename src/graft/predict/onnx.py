@@ -73,15 +73,42 @@ class OnnxPredictor(Predictor):
         spin: bool = True,
     ) -> None:
         self.path = Path(_check_file(path))
+        self.source = str(self.path)
         self.session = onnx_session(str(self.path), threads, providers, spin=spin)
         self.spec, self.document = spec_from_onnx_metadata(
             self.session.get_modelmeta().custom_metadata_map, str(self.path)
         )
         self.input_name: str = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self._check_graph()
         self.batch_size = max(1, int(batch_size))
         self.max_pixels = max_pixels
         self.decode_workers = decode_workers if decode_workers is not None else min(4, os.cpu_count() or 1)
+
+    def _check_graph(self) -> None:
+        """The graph must agree with its metadata (output names, class count, input size), as a model folder's
+        weights must agree with its config: otherwise labels would be wrong, or a prediction a traceback."""
+        p, fix = self.path, f"re-export it with: graft export MODEL --out {self.path.name}"
+        outs = {o.name: o for o in self.session.get_outputs()}
+        listed = self.document.get("outputs")
+        wanted = [OUTPUT_NAMES[0]] + ([OOD_OUTPUT] if self.spec.ood else [])
+        wanted += [str(n) for n in listed if str(n) not in wanted] if isinstance(listed, list) else []
+        missing = [n for n in wanted if n not in outs]
+        if missing:
+            raise ModelFileError(f"{p}: the graph lacks output(s) {missing} (it has {sorted(outs)}); {fix}")
+        width, n = _dims(outs[OUTPUT_NAMES[0]].shape)[-1:], len(self.spec.classes)
+        if width and isinstance(width[0], int) and width[0] != n:
+            raise ModelFileError(f"{p}: its metadata lists {n} class(es) but the graph gives {width[0]} outputs; {fix}")
+        graph_in = _dims(self.session.get_inputs()[0].shape)
+        doc_input = self.document.get("input")
+        doc_in = _dims(doc_input.get("shape")) if isinstance(doc_input, dict) else []
+        size = tuple(self.spec.preprocessing.input_size)
+        for what, shape in (("graph", graph_in), ("metadata's input", doc_in)):
+            if len(shape) == 4 and all(isinstance(v, int) for v in shape[1:]) and (shape[1], *shape[2:]) != (3, *size):
+                raise ModelFileError(
+                    f"{p}: the {what} takes {shape[1]}x{shape[2]}x{shape[3]} inputs but its preprocessing makes "
+                    f"3x{size[0]}x{size[1]}; {fix}"
+                )
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "quantization": self.document.get("quantization")}
@@ -96,8 +123,19 @@ class OnnxPredictor(Predictor):
         x = np.ascontiguousarray(batch, dtype=np.float32)
         if OOD_OUTPUT in self.output_names:
             logits, ood = self.session.run([OUTPUT_NAMES[0], OOD_OUTPUT], {self.input_name: x})
-            return Outputs(softmax(logits), ood.astype(np.float32))
-        return Outputs(softmax(self.logits(x)))
+        else:
+            logits, ood = self.logits(x), None
+        if logits.ndim != 2 or logits.shape[1] != len(self.spec.classes):  # a width the graph left symbolic
+            raise ModelFileError(
+                f"{self.path}: its metadata lists {len(self.spec.classes)} class(es) but the graph gave "
+                f"{logits.shape[-1]} outputs; re-export it with: graft export MODEL --out {self.path.name}"
+            )
+        return Outputs(softmax(logits), None if ood is None else ood.astype(np.float32))
 
     def __repr__(self) -> str:
         return f"OnnxPredictor({str(self.path)!r}, classes={len(self.spec.classes)})"
+
+
+def _dims(shape: Any) -> list[Any]:
+    """An ONNX shape as a list (symbolic dimensions stay strings); [] when unknown."""
+    return list(shape) if isinstance(shape, (list, tuple)) else []

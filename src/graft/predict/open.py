@@ -47,7 +47,8 @@ def open_predictor(
         **options: passed to the predictor (``batch_size``, ``max_pixels``, ``spin``, ``decode_workers``...).
 
     Raises:
-        ModelFileError: not a readable graft model, or an .onnx file asked to run on PyTorch.
+        ModelFileError: not a readable graft model, an .onnx file asked to run on PyTorch, or a
+            network that answers NaN (checked on a blank image when opened).
     """
     check_choice("backend", backend, BACKENDS, "open_predictor")
     if is_onnx_file(path):
@@ -57,17 +58,17 @@ def open_predictor(
             )
         from graft.predict.onnx import OnnxPredictor
 
-        return OnnxPredictor(path, threads=threads, **options)
+        return OnnxPredictor(path, threads=threads, **options).check()
     if backend == "onnx":
         try:
-            return _onnx_of_model_dir(path, threads=threads, **options)
+            return _onnx_of_model_dir(path, threads=threads, **options).check()
         except ModelFileError:
             raise
         except Exception as e:  # noqa: BLE001 - any export failure: predict with PyTorch instead
             if not fallback:
                 raise
             log.warning("ONNX export of %s failed (%s); using PyTorch", path, e)
-    return _torch_predictor(path, device=device, precision=precision, threads=threads, **options)
+    return _torch_predictor(path, device=device, precision=precision, threads=threads, **options).check()
 
 
 def _torch_predictor(
@@ -87,7 +88,9 @@ def _torch_predictor(
     params = lm.spec.training.get("params", {})
     prec = precision or (params.get("precision") if isinstance(params, dict) else None) or "auto"
     kw = {k: v for k, v in options.items() if k in {"batch_size", "num_workers", "cache_dir", "use_cache"}}
-    return TorchPredictor(lm.net, lm.spec, EmbedOptions(device=dev, precision=str(prec), **kw))
+    pred = TorchPredictor(lm.net, lm.spec, EmbedOptions(device=dev, precision=str(prec), **kw))
+    pred.source = str(lm.path)
+    return pred
 
 
 def _onnx_of_model_dir(path: str | os.PathLike, *, threads: int | None, **options: Any) -> Predictor:
@@ -109,6 +112,7 @@ def _onnx_of_model_dir(path: str | os.PathLike, *, threads: int | None, **option
 
     onnx_path = onnx_cache.get_or_build(key, build)
     pred = OnnxPredictor(onnx_path, threads=threads, **options)
+    pred.source = str(lm.path)
     x = np.random.default_rng(0).standard_normal((2, 3, *lm.spec.preprocessing.input_size)).astype(np.float32)
     diff = float(np.abs(pred.logits(x) - TorchPredictor(lm.net, lm.spec).logits(x)).max())
     if not np.isfinite(diff) or diff > 1e-3:

@@ -110,7 +110,7 @@ class TorchPredictor(Predictor):
             f = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(dev)
             logits = net.head.eval()(f).float()
             ood = net.ood(f).float().cpu().numpy() if getattr(net, "ood", None) is not None else None
-        return Outputs(torch.softmax(logits, 1).cpu().numpy(), ood)
+        return self.checked(Outputs(torch.softmax(logits, 1).cpu().numpy(), ood))
 
     def __repr__(self) -> str:
         return f"TorchPredictor({self.spec.architecture!r}, classes={len(self.spec.classes)}, device={self.device!r})"

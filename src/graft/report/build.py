@@ -58,18 +58,22 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
         try:
             body = build(rf, figs)
         except Exception as e:  # noqa: BLE001 - one broken section must not lose the report
-            log.warning("report section %s failed: %s", anchor, e, exc_info=True)
+            # One line (the run's files are damaged or unusual); the traceback only at debug level.
+            log.warning("report section %s could not be rendered: %s: %s", anchor, type(e).__name__, e)
+            log.debug("report section %s failed", anchor, exc_info=True)
             body = H.note(f"This section could not be rendered: {type(e).__name__}: {e}", warn=True)
         if body:
             sections.append((anchor, title, body))
     m = rf.metrics
-    cards = [("val accuracy", f"{m.get('val_accuracy', float('nan')):.4f}")]
+    cards = [("val accuracy", f"{m.get('val_accuracy', float('nan')):.4f}")]  # numbers: checked by RunFiles
     if m.get("test_accuracy") is not None:
-        cards.append(("test accuracy" + (" (shift!)" if m.get("test_shift") else ""), f"{m['test_accuracy']:.4f}"))
+        cards.append(
+            ("test accuracy" + (" (shift!)" if m.get("test_shift") is True else ""), f"{m['test_accuracy']:.4f}")
+        )
     if m.get("val_macro_f1") is not None:
         cards.append(("macro F1", f"{m['val_macro_f1']:.4f}"))
     cards += [
-        ("classes", str(len(m.get("classes", [])))),
+        ("classes", str(len(m.get("classes") or []))),
         ("kept stage", str(m.get("kept_stage", "?"))),
         ("backbone", str((m.get("backbone") or {}).get("name", "?"))),
     ]

@@ -43,9 +43,14 @@ def top_losses_section(rf: RunFiles, figs: Figures) -> str | None:
     caps = []
     cols = []
     missing = 0
+    outside = 0
     for i in order[:N_TOP_LOSSES]:
+        path = rf.dataset_image(paths[i])
+        if path is None:
+            outside += 1
+            continue
         try:
-            images.append(prepare_image(paths[i], pre))
+            images.append(prepare_image(path, pre))
         except Exception:  # noqa: BLE001 - dataset moved or file changed since training
             missing += 1
             continue
@@ -65,7 +70,16 @@ def top_losses_section(rf: RunFiles, figs: Figures) -> str | None:
         out.append(figs.add_photos("top_losses", images, caps, cols=6, colours=cols))
     if missing:
         out.append(H.note(f"{missing} image(s) could not be read any more (moved since training?).", warn=True))
+    if outside:
+        out.append(H.note(_outside_note(rf, outside), warn=True))
     return "".join(out)
+
+
+def _outside_note(rf: RunFiles, n: int) -> str:
+    return (
+        f"{n} image(s) listed in val_predictions.json are not images of the run's dataset folder "
+        f"({rf.run.get('data_dir') or 'not recorded'}) and were not read."
+    )
 
 
 def gradcam_section(rf: RunFiles, figs: Figures) -> str | None:
@@ -84,10 +98,15 @@ def gradcam_section(rf: RunFiles, figs: Figures) -> str | None:
     groups = {"correct": sorted(int(i) for i in take), "wrong": wrong}
     images = []
     owners = []
+    outside = 0
     for name, idx in groups.items():
         for i in idx:
+            path = rf.dataset_image(paths[i])
+            if path is None:
+                outside += 1
+                continue
             try:
-                images.append(prepare_image(paths[i], target.preprocessing))
+                images.append(prepare_image(path, target.preprocessing))
                 owners.append((name, i))
             except Exception:  # noqa: BLE001 - unreadable now; the rest still shows
                 continue
@@ -111,6 +130,8 @@ def gradcam_section(rf: RunFiles, figs: Figures) -> str | None:
             out.append(figs.add_photos(f"gradcam_{name}", ims, caps, cols=4))
         else:
             out.append(H.note(f"No {name} predictions on the validation set."))
+    if outside:
+        out.append(H.note(_outside_note(rf, outside), warn=True))
     return "".join(out)
 
 

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+import numbers
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from graft.artifact.run_folder import RunFolder
+from graft.data.scan import SPLIT_ALIASES
 from graft.report import html as H
 
 __all__ = ["RunFiles", "Figures", "chosen_c", "val_arrays"]
+
+log = logging.getLogger("graft")
+_SPLIT_NAMES = {a for aliases in SPLIT_ALIASES.values() for a in aliases}
+#: metrics.json fields the report reads, and the type each must have (a wrong one is dropped, with a warning).
+_NUMBERS = ("val_accuracy", "test_accuracy", "val_macro_f1", "train_seconds", "budget_seconds", "temperature")
+_METRIC_TYPES: dict[str, type] = {
+    **{k: numbers.Real for k in _NUMBERS},
+    **{k: list for k in ("classes", "skipped", "ladder")},
+    **{k: dict for k in ("counts", "stages", "backbone", "features", "timings")},
+    "kept_stage": str,
+}
+_KIND: dict[type, str] = {numbers.Real: "number", str: "text", list: "list", dict: "JSON object"}
 
 
 class RunFiles:
@@ -19,12 +34,30 @@ class RunFiles:
     def __init__(self, run_dir: Path) -> None:
         run = RunFolder(run_dir)
         self.dir = run_dir
-        self.metrics = run.read(RunFolder.METRICS)
+        self.metrics = _typed(run.read(RunFolder.METRICS), _METRIC_TYPES, run_dir / RunFolder.METRICS)
         self.history = run.read(RunFolder.HISTORY)
         self.data = run.read(RunFolder.DATA)
         self.run = run.read(RunFolder.RUN)
         self.preds = run.read(RunFolder.VAL_PREDICTIONS)
         self.model_config: dict[str, Any] = RunFolder(run.model_dir).read("config.json")
+
+    def dataset_image(self, path: str) -> Path | None:
+        """``path`` if it is an image of the dataset the run recorded (``DATA/[split/]class/...``), else None.
+
+        ``val_predictions.json`` travels with a shared run folder: the report must never embed
+        whatever file it names (the recipient's own photos), only the dataset's images.
+        """
+        root, classes = self.run.get("data_dir"), self.preds.get("classes")
+        if not isinstance(root, str) or not root or not isinstance(classes, list):
+            return None
+        try:
+            resolved = Path(path).resolve()
+            rel = resolved.relative_to(Path(root).resolve()).parts
+        except (OSError, RuntimeError, ValueError, TypeError):  # outside the dataset, or not a path at all
+            return None
+        in_split = len(rel) >= 3 and rel[0].lower() in _SPLIT_NAMES
+        cls = rel[1] if in_split else (rel[0] if len(rel) >= 2 else None)
+        return resolved if cls in classes else None
 
 
 class Figures:
@@ -38,8 +71,11 @@ class Figures:
         """Save ``fig`` as ``NAME.png`` and embed it."""
         import matplotlib.pyplot as plt
 
+        from graft.report.plots import names_as_text
+
         path = self.out / f"{name}.png"
-        fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white")
+        with names_as_text():
+            fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white")
         plt.close(fig)
         return H.img_tag(path, alt)
 
@@ -79,3 +115,16 @@ def val_arrays(rf: RunFiles) -> tuple[list[str], np.ndarray, np.ndarray, list[st
     if not p or not p.get("paths"):
         return None
     return list(p["paths"]), np.asarray(p["labels"], np.int64), np.asarray(p["probs"], np.float64), list(p["classes"])
+
+
+def _typed(data: dict[str, Any], types: dict[str, type], source: Path) -> dict[str, Any]:
+    """``data`` without the fields whose type is wrong (a damaged or hand-edited file), each named in one warning."""
+    wrong = [k for k, t in types.items() if data.get(k) is not None and not _is(data[k], t)]
+    for k in wrong:
+        shown = repr(data[k])[:60]
+        log.warning("%s: %r should be a %s, not %s; the report leaves it out", source, k, _KIND[types[k]], shown)
+    return {k: v for k, v in data.items() if k not in wrong}
+
+
+def _is(value: Any, t: type) -> bool:
+    return isinstance(value, t) and not (t is numbers.Real and isinstance(value, bool))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 import matplotlib
 
@@ -12,6 +13,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 __all__ = [
+    "names_as_text",
     "class_counts_figure",
     "image_sizes_figure",
     "cv_path_figure",
@@ -24,6 +26,19 @@ __all__ = [
 _SPLIT_COLOURS = {"train": "#4C72B0", "val": "#DD8452", "test": "#55A868"}
 
 
+@contextmanager
+def names_as_text() -> Iterator[None]:
+    """Drawn text is text, never matplotlib maths: a class ``$\\foo$`` or ``price $5 and $6`` shows as written.
+
+    A context manager and a decorator, for every function that builds a figure and around
+    ``savefig``, where tick labels may be made. (:mod:`graft.explain.figures` applies the same
+    setting to its figures; it cannot import the report, which sits above it.)
+    """
+    with plt.rc_context({"text.parse_math": False}):
+        yield
+
+
+@names_as_text()
 def class_counts_figure(counts: dict[str, dict[str, int]], classes: Sequence[str]) -> plt.Figure:
     """Grouped bars: images per class for each split."""
     splits = list(counts)
@@ -46,6 +61,7 @@ def class_counts_figure(counts: dict[str, dict[str, int]], classes: Sequence[str
     return fig
 
 
+@names_as_text()
 def image_sizes_figure(sizes: dict[str, list[list[int]]]) -> plt.Figure:
     """Scatter of image width x height per split, with the median marked."""
     fig, ax = plt.subplots(figsize=(4.8, 3.6))
@@ -70,6 +86,7 @@ def image_sizes_figure(sizes: dict[str, list[list[int]]]) -> plt.Figure:
     return fig
 
 
+@names_as_text()
 def cv_path_figure(records: Sequence[dict[str, Any]], chosen_c: float | None) -> plt.Figure:
     """Linear head: cross-validated accuracy and log-loss against C, the chosen C marked."""
     recs = sorted(records, key=lambda r: r["C"])
@@ -97,6 +114,7 @@ def cv_path_figure(records: Sequence[dict[str, Any]], chosen_c: float | None) ->
     return fig
 
 
+@names_as_text()
 def epoch_curves_figure(records: Sequence[dict[str, Any]], title: str, max_epochs: int | None = None) -> plt.Figure:
     """Loss and accuracy per epoch, train and val, best epoch (the one kept) and early stop marked."""
     ep = [r.get("epoch", i + 1) for i, r in enumerate(records)]
@@ -125,6 +143,7 @@ def epoch_curves_figure(records: Sequence[dict[str, Any]], title: str, max_epoch
     return fig
 
 
+@names_as_text()
 def stage_comparison_figure(stages: dict[str, float]) -> plt.Figure:
     """Validation accuracy per stage (transfer learning vs the from-scratch baseline)."""
     names = list(stages)
@@ -142,6 +161,7 @@ def stage_comparison_figure(stages: dict[str, float]) -> plt.Figure:
     return fig
 
 
+@names_as_text()
 def confusion_figure(cm: Sequence[Sequence[int]], classes: Sequence[str]) -> plt.Figure:
     """Confusion matrix as counts (left) and normalised by true class (right)."""
     m = np.asarray(cm, dtype=float)
@@ -183,6 +203,7 @@ def confusion_figure(cm: Sequence[Sequence[int]], classes: Sequence[str]) -> plt
     return fig
 
 
+@names_as_text()
 def reliability_figure(bins: Sequence[dict[str, float]], ece: float, n_bins: int = 15) -> plt.Figure:
     """Reliability diagram: accuracy per confidence bin against the diagonal, with ECE."""
     fig, (ax, axh) = plt.subplots(2, 1, figsize=(4.6, 5.0), sharex=True, gridspec_kw={"height_ratios": [3, 1]})

@@ -29,7 +29,7 @@ from graft.data.decode import (
     probe_image_bytes,
     sniff_is_image,
 )
-from graft.exceptions import ImageDecodeError
+from graft.exceptions import ImageDecodeError, ModelFileError
 from graft.predict.base import Predictor
 from graft.predict.open import BACKENDS, open_predictor
 from graft.predict.results import Outputs, prediction_rows
@@ -241,6 +241,8 @@ def _add_routes(app: FastAPI, model: Predictor, batcher: MicroBatcher, classify:
             raise HTTPException(504, f"prediction took longer than the {lim.timeout_s:g} s request timeout") from None
         except QueueFullError as e:
             raise HTTPException(503, f"server busy: {e}; retry shortly", headers={"Retry-After": "1"}) from None
+        except ModelFileError as e:  # the model answered NaN: an error, never "probability": null
+            raise HTTPException(500, str(e)) from None
         return {"predictions": preds, "backend": model.name, "ms": round((time.perf_counter() - t0) * 1000, 2)}
 
     @app.get("/health", summary="Liveness and batching statistics")

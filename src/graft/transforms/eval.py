@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 from PIL import Image
 
-from graft.validation import Interval, check_choice, check_param
+from graft.validation import Interval, check_choice, check_param, invalid_parameter
 
 __all__ = ["AUGMENT_STRENGTHS", "Preprocessing", "PIL_INTERPOLATION"]
 
@@ -33,6 +33,26 @@ PIL_INTERPOLATION: dict[str, int] = {
     "box": Image.Resampling.BOX,
     "hamming": Image.Resampling.HAMMING,
 }
+
+
+def _numbers(name: str, value: Any, n: int, expected: str) -> tuple:
+    """``value`` as a tuple of ``n`` numbers, checked: a model file's ``"288"`` must not become (2, 8, 8)."""
+    whole = name == "input_size"
+    items = list(value) if isinstance(value, (list, tuple, np.ndarray)) else None
+    if items is None or len(items) != n or not all(_is_number(v, whole) for v in items):
+        raise invalid_parameter(name, "Preprocessing", f"a list of {expected}", value)
+    out = tuple(int(v) if whole else float(v) for v in items)
+    if (whole or name == "std") and not all(v > 0 for v in out):
+        raise invalid_parameter(name, "Preprocessing", f"a list of {expected} above 0", value)
+    return out
+
+
+def _is_number(v: Any, whole: bool) -> bool:
+    if isinstance(v, (bool, np.bool_)):
+        return False
+    if whole:
+        return isinstance(v, numbers.Integral)
+    return isinstance(v, numbers.Real) and math.isfinite(float(v))
 
 
 @dataclass(frozen=True)
@@ -67,9 +87,11 @@ class Preprocessing:
         check_param("crop_pct", crop, "Preprocessing", Interval(0, 1, closed="right"))
         check_choice("crop_mode", self.crop_mode, ("center", "squash"), "Preprocessing")
         object.__setattr__(self, "crop_pct", float(crop))
-        object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        object.__setattr__(
+            self, "input_size", _numbers("input_size", self.input_size, 2, "two whole numbers of pixels")
+        )
+        object.__setattr__(self, "mean", _numbers("mean", self.mean, 3, "three finite numbers"))
+        object.__setattr__(self, "std", _numbers("std", self.std, 3, "three finite numbers above 0"))
         object.__setattr__(self, "_mean_arr", np.asarray(self.mean, np.float32).reshape(3, 1, 1))
         object.__setattr__(self, "_std_arr", np.asarray(self.std, np.float32).reshape(3, 1, 1))
 

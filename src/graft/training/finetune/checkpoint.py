@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
-from graft.fileio import replace_dir
+from graft.fileio import atomic_dir
 
 __all__ = ["save_checkpoint", "load_checkpoint", "optimizer_to_flat", "optimizer_from_flat"]
 
@@ -56,21 +56,18 @@ def save_checkpoint(
     meta: Mapping[str, Any],
     optimizer: torch.optim.Optimizer | None = None,
 ) -> Path:
-    """Atomically write ``folder`` (replacing an older checkpoint there)."""
+    """Atomically write ``folder`` (replacing an older checkpoint there; a failed write leaves no temporary folder)."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = dict(meta)
     if optimizer is not None:
         t, m = optimizer_to_flat(optimizer)
         tensors.update(t)
         meta["optimizer"] = m
-    save_file(tensors, str(tmp / "state.safetensors"))
-    (tmp / "state.json").write_text(json.dumps(meta, indent=1, default=float))
-    return replace_dir(tmp, folder)
+    with atomic_dir(folder, "--out") as tmp:
+        (tmp / "state.safetensors").write_bytes(safetensors_bytes(tensors))
+        (tmp / "state.json").write_text(json.dumps(meta, indent=1, default=float))
+    return folder
 
 
 def load_checkpoint(

@@ -258,6 +258,8 @@ def _start(loop: _Loop) -> int:
             early_stopping=stopper,
         )
     )
+    for note in ckpt.notes if ckpt is not None else []:
+        loop.progress.warn(note)
     if ckpt is None or meta is None:
         loop.policy.apply(loop.backbone, loop.optimizer, loop.config.lr)
         return 1
@@ -267,7 +269,7 @@ def _start(loop: _Loop) -> int:
     result.best_val_loss = stopper.best_val_loss
     result.best_val_acc = float(meta.get("best_val_acc", 0.0))
     start_epoch = int(meta["epoch"]) + 1
-    loop.progress.message(f"resumed {loop.env.stage} from {ckpt.last} at epoch {start_epoch}")
+    loop.progress.message(f"resumed {loop.env.stage} from {ckpt.resumed_from} at epoch {start_epoch}")
     return start_epoch
 
 
