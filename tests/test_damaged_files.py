@@ -38,26 +38,22 @@ def fitted(synthetic_dataset: Path, tiny_weights: Path) -> graft.Classifier:
 
 
 def _train(clf: graft.Classifier, folder: Path, epochs: int, resume: bool, progress: Any = None) -> Any:
-    from graft.training import FineTuneConfig, FineTunePolicy, train_network
+    from graft.training.finetune.options import FineTuneConfig, TrainEnv
+    from graft.training.finetune.train import train_network
     from graft.transforms.train import build_train_transform
 
     paths = [str(p) for p in sorted((Path(clf.data_.root) / "train").rglob("*.png"))]
     labels = np.array([clf.classes_.index(Path(p).parent.name) for p in paths])
+    config = FineTuneConfig(epochs=epochs, batch_size=8)
     return train_network(
         clf.model_,
         clf.model_.backbone,
-        paths,
-        labels,
-        paths,
-        labels,
-        train_transform=build_train_transform(clf.preprocessing_),
-        eval_transform=clf.preprocessing_,
-        policy=FineTunePolicy(unfreeze=-1),
-        config=FineTuneConfig(epochs=epochs, batch_size=8),
-        num_workers=0,
-        checkpoint_dir=folder,
-        resume=resume,
-        progress=progress,
+        (paths, labels),
+        (paths, labels),
+        transforms=(build_train_transform(clf.preprocessing_), clf.preprocessing_),
+        config=config,
+        policy=config.policy(),
+        env=TrainEnv(precision="fp32", num_workers=0, checkpoint_dir=folder, resume=resume, progress=progress),
     )
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from graft.features.embedder import EmbedResult
 from graft.features.extract import extract_features
+from graft.features.options import EmbedOptions
 
 DIM = 8
 SPEC = {"backbone": "fake", "dim": DIM}
@@ -53,7 +54,7 @@ def _files(folder: Path, prefix: str, n: int) -> list[str]:
 
 def _extract(paths: list[str], cache: Path) -> tuple[np.ndarray, FakeEmbedder]:
     emb = FakeEmbedder()
-    fs = extract_features(paths, emb, SPEC, cache_dir=cache)  # type: ignore[arg-type]
+    fs = extract_features(paths, emb, SPEC, options=EmbedOptions(cache_dir=cache))  # type: ignore[arg-type]
     assert list(fs.ok) == list(range(len(paths)))
     return fs.X, emb
 
