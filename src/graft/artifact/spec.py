@@ -26,7 +26,19 @@ __all__ = ["ArtifactSpec", "MODEL_FORMAT", "MODEL_FORMAT_VERSION", "runtime_vers
 MODEL_FORMAT = "graft-model"
 MODEL_FORMAT_VERSION = 1
 #: The keys read from a config; anything else in an untrusted file is ignored.
-_KEYS = ("classes", "preprocessing", "backbone", "head", "training", "metrics", "versions", "created", "ood", "split")
+_KEYS = (
+    "classes",
+    "preprocessing",
+    "backbone",
+    "head",
+    "training",
+    "metrics",
+    "versions",
+    "created",
+    "ood",
+    "split",
+    "thresholds",
+)
 _ARCH = re.compile(r"^[A-Za-z0-9_.\-]+$")  # a timm name: no hub scheme ("hf-hub:", "local-dir:")
 _MAX_CLASSES = 100_000
 _MAX_INPUT = 4096
@@ -61,6 +73,7 @@ class ArtifactSpec:
         created: ISO time of writing.
         ood: the out-of-distribution score (method, threshold, pass rate); empty when the
             model has none (older models, or heads on un-pooled feature maps).
+        thresholds: a multi-label model's decision threshold per label (empty: single-label, softmax).
         split: how the training folder was split (layout, the splits graft carved out, seed,
             fractions, and a fingerprint of every image's split; see
             :meth:`~graft.data.records.DatasetSplits.split_record`), so ``evaluate`` on that folder
@@ -77,6 +90,12 @@ class ArtifactSpec:
     created: str = ""
     ood: Mapping[str, Any] = field(default_factory=dict)
     split: Mapping[str, Any] = field(default_factory=dict)
+    thresholds: tuple[float, ...] = ()
+
+    @property
+    def multi_label(self) -> bool:
+        """A multi-label model: per-label sigmoid probabilities, a label set above ``thresholds``."""
+        return bool(self.thresholds)
 
     @property
     def ood_threshold(self) -> float | None:
@@ -108,6 +127,7 @@ class ArtifactSpec:
             "versions": dict(self.versions),
             "ood": dict(self.ood),
             "split": dict(self.split),
+            "thresholds": list(self.thresholds),
         }
 
     @classmethod
@@ -151,7 +171,19 @@ class ArtifactSpec:
             created=str(data.get("created", "")),
             ood=dict(sections["ood"]),
             split=dict(sections["split"]),
+            thresholds=_thresholds(data.get("thresholds"), len(classes), source),
         )
+
+
+def _thresholds(raw: Any, n_classes: int, source: str) -> tuple[float, ...]:
+    """A multi-label model's per-label decision thresholds: one number in (0, 1) per class (none: single-label)."""
+    if raw is None or raw == []:
+        return ()
+    ok = isinstance(raw, list) and len(raw) == n_classes
+    ok = ok and all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t < 1 for t in raw)
+    if not ok:
+        raise ModelFileError(f"{source}: 'thresholds' must list one number in (0, 1) per class ({n_classes})")
+    return tuple(float(t) for t in raw)
 
 
 def _preprocessing(raw: Any, source: str) -> Preprocessing:

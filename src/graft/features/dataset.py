@@ -27,7 +27,16 @@ from graft.heap import malloc_trim
 from graft.progress import NullProgress, Progress
 from graft.transforms.eval import Preprocessing
 
-__all__ = ["SplitFeatures", "EmbeddedData", "EmbedFn", "scan_splits", "embed_dataset", "load_backbone", "embed_split"]
+__all__ = [
+    "SplitFeatures",
+    "EmbeddedData",
+    "EmbedFn",
+    "scan_splits",
+    "embed_dataset",
+    "load_backbone",
+    "embed_split",
+    "multi_hot",
+]
 
 #: ``embed(paths, view=..., transform=..., progress=...) -> FeatureSet``: the backbone and its settings, bound.
 EmbedFn = Callable[..., FeatureSet]
@@ -50,6 +59,14 @@ class SplitFeatures:
     failed: list[SkippedFile] = field(default_factory=list)
 
 
+def multi_hot(records: Sequence[ImageRecord], n_labels: int) -> np.ndarray:
+    """(images, labels) float32 0/1 matrix of the records' label sets."""
+    Y = np.zeros((len(records), n_labels), np.float32)
+    for i, r in enumerate(records):
+        Y[i, list(r.label_set)] = 1.0
+    return Y
+
+
 def embed_split(
     records: Sequence[ImageRecord],
     embed: EmbedFn,
@@ -59,11 +76,16 @@ def embed_split(
     view_transform: Callable[[int], Callable | None] = lambda _v: None,
     strict: bool = False,
     progress: Progress | None = None,
+    n_labels: int = 0,
 ) -> SplitFeatures:
-    """Embed ``records`` (view 0, plus ``views`` augmented views) through the feature cache."""
+    """Embed ``records`` (view 0, plus ``views`` augmented views) through the feature cache.
+
+    ``n_labels``: for multi-label records, the number of labels: ``y`` is then a 0/1 matrix
+    (images, labels) instead of class indices.
+    """
     prog = progress or NullProgress()
     paths = [str(r.path) for r in records]
-    labels = np.array([r.label for r in records], dtype=np.int64)
+    labels = multi_hot(records, n_labels) if n_labels else np.array([r.label for r in records], dtype=np.int64)
     Xs, ys, gs = [], [], []
     bad: set[str] = set()
     failed: list[SkippedFile] = []
@@ -188,6 +210,7 @@ def embed_dataset(
         return None if view == 0 else build_feature_view_transform(pre, view, seed)
 
     kw: dict[str, Any] = dict(embed=embed_fn, view_transform=view_transform, strict=opts.strict, progress=progress)
+    kw["n_labels"] = len(splits.classes) if getattr(splits, "multi_label", False) else 0
     with reuse_engines():  # one runtime session for train, its views and val
         train = embed_split(splits.splits["train"], name="train", views=views, **kw)
         val = embed_split(splits.splits["val"], name="val", **kw)

@@ -76,6 +76,7 @@ class HeadSpec:
     num_classes: int
     dropout: float = 0.2
     hidden: int = 512
+    multi_label: bool = False  # logits are per-label (sigmoid), not one softmax over the classes
 
     def __post_init__(self) -> None:
         check_choice("type", self.type, tuple(_BUILDERS), "HeadSpec")
@@ -91,7 +92,8 @@ class HeadSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> HeadSpec:
-        return cls(**{k: d[k] for k in ("type", "in_features", "num_classes", "dropout", "hidden") if k in d})
+        keys = ("type", "in_features", "num_classes", "dropout", "hidden", "multi_label")
+        return cls(**{k: d[k] for k in keys if k in d})
 
 
 def build_head(spec: HeadSpec) -> nn.Sequential:
