@@ -171,11 +171,10 @@ class FeatureCache:
         if bad and self.root not in _warned:
             _warned.add(self.root)
             log.warning(
-                "feature cache %s: %d cached feature row(s) did not match their index entries (features.bin was "
+                "feature cache %s: cached feature rows did not match their index entries (features.bin was "
                 "shortened, restored from an older copy or damaged) or held NaN, infinite or all-zero values; "
-                "re-embedding those images",
+                "re-embedding the images concerned",
                 self.root,
-                len(bad),
             )
         return len(bad)
 

@@ -82,7 +82,8 @@ def _records(
         name = split if split is not None else folders["test" if "test" in folders else "val"].name
         return records, skipped, {"split": name, "description": f"the {name!r} split folder of {data}"}
     why = (
-        "it is not the folder this model was trained on (or it changed since), so none of them was held out for sure"
+        "it is not the folder this model was trained on (or that folder changed since), so graft cannot tell "
+        "which images were held out"
         if predictor.spec.split
         else "the model does not record how its training folder was split (an older graft), so some may be "
         "training images"
