@@ -11,7 +11,7 @@ Exit codes (the same in every command):
 * 1: the operation failed (an export that does not match, a training that cannot go on);
 * 2: the input is wrong: a parameter or option, the dataset, a model file (fix the input);
 * 3: pretrained weights are missing or do not fit the backbone;
-* 130: interrupted (Ctrl-C).
+* 130: interrupted (Ctrl-C); 143: stopped by SIGTERM (``docker stop``, systemd): see :class:`Interrupted`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ __all__ = [
     "ExportError",
     "WorkerTimeoutError",
     "DistributedError",
+    "Interrupted",
 ]
 
 
@@ -104,3 +105,20 @@ class ExportError(GraftError, RuntimeError):
 
 class DistributedError(GraftError, RuntimeError):
     """A process of a multi-process job (``--devices N``, torchrun) failed, or lost its peers."""
+
+
+class Interrupted(BaseException):
+    """Ctrl-C (SIGINT) or SIGTERM stopped graft (the CLI turns both signals into this).
+
+    Like :class:`KeyboardInterrupt` it is not an :class:`Exception`, so no ``except Exception``
+    swallows it and clean-up code runs as for Ctrl-C. Exit code: 128 + the signal's number
+    (130 for SIGINT, 143 for SIGTERM), the shells' convention.
+    """
+
+    def __init__(self, signum: int = 2) -> None:
+        super().__init__(signum)
+        self.signum = int(signum)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

@@ -20,7 +20,7 @@ import time
 from typing import Any, Sequence
 
 from graft import distributed
-from graft.exceptions import DistributedError
+from graft.exceptions import DistributedError, Interrupted
 from graft.validation import invalid_parameter
 
 __all__ = [
@@ -100,6 +100,7 @@ def launch(
         DistributedError: a worker failed; one line naming its rank and cause.
     """
     from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     args = torchrun.parse_args(
@@ -112,6 +113,8 @@ def launch(
         logging.getLogger(name).setLevel(logging.CRITICAL)  # the agent's chatter; we print one line
     try:
         torchrun.run(args)
+    except SignalException as e:  # Ctrl-C or SIGTERM to the launcher: the agent has stopped the workers
+        raise Interrupted(int(e.sigval)) from None
     except ChildFailedError as e:
         _rank, first = first_failure(e.failures)
         input_error = first.exitcode in (2, 3)  # graft's "fix the input" codes: resuming would not help
@@ -127,6 +130,10 @@ def _message(f: Any) -> str:
     return str(m.get("message", "") if isinstance(m, dict) else m or "")
 
 
+#: Exit codes of a rank the agent stopped: killed by SIGTERM, or graft's own exit on it (and on Ctrl-C).
+_STOPPED = (-signal.SIGTERM, 128 + signal.SIGTERM, 128 + signal.SIGINT)
+
+
 def first_failure(failures: dict[int, Any]) -> tuple[int, Any]:
     """(rank, failure) of the cause among torchrun's failures: the lowest rank that failed for a reason of its own.
 
@@ -138,7 +145,7 @@ def first_failure(failures: dict[int, Any]) -> tuple[int, Any]:
     def weight(item: tuple[int, Any]) -> tuple[int, int]:
         r, f = item
         text = _message(f)
-        if f.exitcode == -signal.SIGTERM or "lost contact" in text:
+        if f.exitcode in _STOPPED or "lost contact" in text:
             return (3, r)
         if f.exitcode < 0:
             return (0, r)

@@ -13,7 +13,7 @@ from typing import List
 
 import typer
 
-from graft.cli._common import console
+from graft.cli._common import console, printable
 
 
 def predict(
@@ -38,17 +38,17 @@ def predict(
     elif as_csv:
         w = csv.writer(sys.stdout)
         w.writerow(["path", "label", "probability", "top_k", "known", "ood_score", "error"])
-        for r in results:
+        for r in results:  # names printable, as in the table (--json keeps them exact, escaped by JSON)
             tk = ";".join(f"{t['label']}:{t['probability']:.4f}" for t in r.get("top_k", []))
             w.writerow(
                 [
-                    r["path"],
-                    r.get("label", ""),
+                    printable(r["path"]),
+                    printable(r.get("label", "")),
                     f"{r['probability']:.6f}" if "probability" in r else "",
-                    tk,
+                    printable(tk),
                     r.get("known", ""),
                     f"{r['ood_score']:.4f}" if "ood_score" in r else "",
-                    r.get("error", ""),
+                    printable(r.get("error", "")),
                 ]
             )
     else:

@@ -10,9 +10,9 @@ from typing import Any
 import typer
 from rich.text import Text
 
-from graft.cli._common import console, launch_if_asked, make_progress, process_seconds
+from graft.cli._common import console, launch_if_asked, make_progress, on_interrupt, process_seconds
 
-_RESUME_HINT = "The run folder is kept: continue it with graft train --resume {out}"
+_RESUME_HINT = "The run folder is kept: continue with `graft train --resume {out}`"
 
 
 class HeadType(str, Enum):
@@ -126,6 +126,7 @@ def train(
     import sys
 
     from graft import distributed
+    from graft.artifact.run_folder import RunFolder
     from graft.classifier import Classifier
     from graft.exceptions import DataError
     from graft.run import RunOptions, resume_run, train_run
@@ -135,6 +136,8 @@ def train(
         out = default_run_dir(data_dir)
     pinned = ["--out", str(out)] if out is not None and resume is None else []  # one folder for every rank
     hint = _RESUME_HINT.format(out=resume or out)
+    run_dir = resume or out
+    on_interrupt(lambda: hint if run_dir is not None and RunFolder(run_dir).exists() else None)
     if launch_if_asked(devices, nnodes, node_rank, rdzv_endpoint, device=device, extra=pinned, hint=hint):
         return
     out = distributed.broadcast_object(out)  # torchrun by hand: rank 0's default folder

@@ -1,0 +1,136 @@
+"""Never lose work II, the smaller defects (issue 27, items 11 and 14-17): each test here failed before its fix.
+
+Ctrl-C and SIGTERM end a run with one line and a resumable run folder; a damaged ONNX
+export in the runtime cache is rebuilt once; predict walks folders as train does; names
+cannot steer the terminal; and the cosmetic list.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import TINY_BACKBONE, run_cli
+
+
+def _graft_env(home: Path) -> dict[str, str]:
+    return {**os.environ, "GRAFT_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+
+
+# ---------------------------------------------------------------------------- 11. Ctrl-C and SIGTERM
+@pytest.mark.parametrize(("sig", "code", "name"), [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_interrupt_prints_how_to_resume_and_marks_the_run(
+    tmp_path: Path, synthetic_dataset: Path, tiny_weights: Path, sig: int, code: int, name: str
+) -> None:
+    out = tmp_path / "run"
+    args: list[Any] = ["train", synthetic_dataset, "--out", out, "--backbone", TINY_BACKBONE, "--weights"]
+    args += [tiny_weights, "--precision", "fp32", "--quiet", "--no-report", "--workers", "0", "--fine-tune"]
+    args += ["--epochs", "50", "--patience", "100"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "graft.cli.main", *map(str, args)],
+        env=_graft_env(tmp_path / "home"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "run.json").exists():  # training has started (50 epochs: it is far from done)
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert time.monotonic() < deadline, "no run.json appeared"
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert f"interrupted ({name})" in err and f"`graft train --resume {out}`" in err, err
+    assert "Traceback" not in err, err
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+
+
+# ---------------------------------------------------------------------------- 14. a damaged ONNX cache
+@pytest.mark.parametrize("damage", [b"", b"garbage, not a protobuf"])
+def test_a_damaged_cached_backbone_export_is_rebuilt_once(
+    damage: bytes, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import timm
+    import torch
+
+    from graft.features import engines, onnx_cache
+
+    torch.manual_seed(0)
+    net = timm.create_model(TINY_BACKBONE, pretrained=False, num_classes=0).eval()
+    key = lambda: "tiny-damaged"  # noqa: E731
+    build = lambda: engines.build_engine(net, (64, 64), device="cpu", precision="fp32", n_images=1000, key=key)  # noqa: E731
+    assert isinstance(build(), engines.OrtEngine)
+    (cached,) = onnx_cache.cache_dir().glob("*.onnx")
+    cached.write_bytes(damage)  # a disk error, a partial restore
+    with caplog.at_level("WARNING", logger="graft"):
+        engine = build()
+        assert isinstance(engine, engines.OrtEngine)  # not the 3x slower PyTorch fallback
+        assert isinstance(build(), engines.OrtEngine)
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 1 and "damaged" in said[0] and str(cached) in said[0], said  # said once, rebuilt once
+    assert cached.stat().st_size > 1000
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(engine(x), engines.TorchEngine(net, "cpu", "fp32")(x), rtol=1e-4, atol=1e-4)
+
+
+def test_a_damaged_cached_model_export_is_rebuilt(tiny_model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from graft.features import onnx_cache
+    from graft.predict import open_predictor
+
+    first = open_predictor(tiny_model_dir, backend="onnx", fallback=False)
+    (cached,) = onnx_cache.cache_dir().glob("*.onnx")
+    cached.write_bytes(cached.read_bytes()[:1000])  # truncated
+    with caplog.at_level("WARNING", logger="graft"):
+        again = open_predictor(tiny_model_dir, backend="onnx", fallback=False)
+    assert again.name == first.name == "onnxruntime"
+    assert any("damaged" in r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------------------------------- 15. one folder walk
+def test_predict_reads_a_folder_as_train_and_evaluate_do(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from conftest import make_synthetic_dataset
+    from graft.data import scan_split
+
+    elsewhere = make_synthetic_dataset(tmp_path / "elsewhere", classes=("blue",), per_class=3, split=False)
+    folder = make_synthetic_dataset(tmp_path / "folder", classes=("green", "red"), per_class=3, split=False)
+    (folder / "blue").symlink_to(elsewhere / "blue")  # a class folder kept elsewhere: train and evaluate read it
+    (folder / "red" / "up").symlink_to("../..")  # a cycle inside a class: left out everywhere, with a warning
+    records, _, _ = scan_split(folder, classes=["blue", "green", "red"], warn=lambda _m: None)
+    code, out, err = run_cli(["predict", tiny_model_dir, folder, "--json"], capsys)
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert sorted(r["path"] for r in rows) == sorted(str(r.path) for r in records)
+    assert len(rows) == 9 and all("label" in r for r in rows)
+    said = "\n".join(r.getMessage() for r in caplog.records)
+    assert "ignored link" in said and "up" in said, said  # never silent
+
+
+# ---------------------------------------------------------------------------- 16. names cannot steer the terminal
+def test_names_with_terminal_escapes_print_as_text(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str], make_image: Any
+) -> None:
+    folder = tmp_path / "in"
+    make_image(folder / "clear\x1b[2Jscreen.png")
+    make_image(folder / "clip\x1b]52;c;ZXZpbA==\x07board.png")  # OSC 52: write the clipboard
+    (folder / "csi\x9b31mred.png").write_bytes(b"not an image")  # C1 CSI; an error row names it
+    (folder / "link\x1b[1mbold").symlink_to(tmp_path / "nowhere")  # a warning names it
+    (folder / "rtl\u202egnp.png").write_bytes(b"")  # a right-to-left override, in an error row
+    for extra in ([], ["--csv"]):
+        code, out, err = run_cli(["predict", tiny_model_dir, folder, *extra], capsys)
+        assert code == 0, err
+        for ch in ("\x1b", "\x07", "\x9b", "\u202e"):
+            assert ch not in out + err, (ch, out, err)
+    assert "clear\\x1b[2Jscreen.png" in out and "clip\\x1b]52;c;ZXZpbA==\\x07board.png" in out
+    assert "csi\\x9b31mred.png" in out and "link\\x1b[1mbold" in err
