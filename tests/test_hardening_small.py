@@ -134,3 +134,122 @@ def test_names_with_terminal_escapes_print_as_text(
             assert ch not in out + err, (ch, out, err)
     assert "clear\\x1b[2Jscreen.png" in out and "clip\\x1b]52;c;ZXZpbA==\\x07board.png" in out
     assert "csi\\x9b31mred.png" in out and "link\\x1b[1mbold" in err
+
+
+# ---------------------------------------------------------------------------- 17. the cosmetic list
+def test_a_confusion_matrix_of_many_classes_is_summarised() -> None:
+    import numpy as np
+
+    from graft.metrics import compute_metrics, format_metrics_table
+
+    rng = np.random.default_rng(0)
+    classes = [f"class_{i:03d}" for i in range(300)]
+    y = np.repeat(np.arange(300), 10)
+    probs = rng.dirichlet(np.full(300, 0.05), size=len(y))
+    probs[np.arange(len(y)), y] += 0.5
+    probs[y == 7, 8] += 2.0  # the most frequent confusion: every class_007 image called class_008
+    text = format_metrics_table(compute_metrics(y, probs / probs.sum(1, keepdims=True), classes))
+    assert len(text) < 50_000, len(text)  # 928 kB before
+    assert "300 classes, too many to print" in text and "class_007 -> class_008: 10" in text
+    small = format_metrics_table(compute_metrics(y[:40], probs[:40, :4] + 1e-3, classes[:4]))
+    assert "confusion matrix (rows: true, columns: predicted)" in small  # a few classes: the whole matrix
+
+
+def test_export_names_the_ood_score_output(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(["export", tiny_model_dir, "--out", tmp_path / "m.onnx", "--quiet"], capsys)
+    assert code == 0, err
+    assert "outputs logits+probabilities+ood_score" in out, out
+
+
+def test_failure_line_has_no_stray_full_stop() -> None:
+    from graft.launch import failure_line
+
+    class F:
+        exitcode, message, timestamp, pid = 2, "data/ has no images.", 0, 42
+
+    line = failure_line({1: F()})
+    assert ".;" not in line and line == "rank 1 failed: data/ has no images; the other processes were stopped"
+
+
+def test_model_weights_get_the_permissions_of_any_new_file(tiny_model_dir: Path) -> None:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for name in ("model.safetensors", "config.json"):
+        assert (tiny_model_dir / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+@pytest.mark.parametrize(("a", "b"), [("Cats", "cats"), ("caf\u00e9", "cafe\u0301")])
+def test_class_names_equal_after_case_folding_or_normalisation_are_refused(
+    tmp_path: Path, a: str, b: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import make_synthetic_dataset
+
+    root = make_synthetic_dataset(tmp_path / "ds", classes=(a, b, "dogs"), per_class=4, split=False)
+    code, _, err = run_cli(["train", root, "--out", tmp_path / "run", "--quiet"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert repr(a) in err and repr(b) in err and "differ only in case or Unicode form" in err
+
+
+def test_curve_out_refuses_the_run_of_another_dataset(tmp_path: Path, synthetic_dataset: Path) -> None:
+    from graft.artifact.run_folder import RunFolder
+    from graft.curve import check_outputs
+    from graft.exceptions import DataError
+
+    other, mine = RunFolder(tmp_path / "other_run"), RunFolder(tmp_path / "my_run")
+    other.write(RunFolder.RUN, {"status": "done", "data_dir": str(tmp_path / "flowers")})
+    mine.write(RunFolder.RUN, {"status": "done", "data_dir": str(synthetic_dataset.resolve())})
+    with pytest.raises(DataError, match="the run of another dataset"):
+        check_outputs(synthetic_dataset, out=other.path)
+    check_outputs(synthetic_dataset, out=mine.path)  # its own run, or a new folder, is fine
+    check_outputs(synthetic_dataset, out=tmp_path / "new")
+
+
+def test_a_rank_killed_after_the_run_finished_is_not_a_failure(
+    tmp_path: Path, synthetic_dataset: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from graft.artifact.run_folder import RunFolder
+
+    out, finish = tmp_path / "run", {"done": True}
+
+    def workers(_args: Any) -> None:  # rank 0 wrote the run, then rank 1 was killed in its clean-up
+        if finish["done"]:
+            RunFolder(out).write(RunFolder.RUN, {"status": "done", "data_dir": str(synthetic_dataset)})
+        killed = ProcessFailure(local_rank=1, pid=42, exitcode=-signal.SIGKILL, error_file=str(tmp_path / "none"))
+        raise ChildFailedError("graft", {1: killed})
+
+    monkeypatch.setattr(torchrun, "run", workers)
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))  # the launcher sets it
+    args = ["train", synthetic_dataset, "--out", out, "--devices", "2", "--quiet", "--overwrite"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "rank 1 failed: killed by SIGKILL" in err and "after the job had finished" in err, err
+    finish["done"] = False  # killed before the run was written: a failure, as before
+    code, _, err = run_cli(args, capsys)
+    assert code == 1 and "error: rank 1 failed: killed by SIGKILL" in err, err
+
+
+def test_no_cuda_runtime_notice_on_a_cpu_only_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    import torch
+    import torch.utils.cpp_extension as cpp
+
+    from graft.training.speed import CompiledStep
+
+    CompiledStep(torch.nn.Linear(2, 2))  # what fine-tuning does before torch.compile's first call
+    heard: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: heard.append(record.getMessage())  # type: ignore[method-assign]
+    cpp.logger.addHandler(handler)
+    try:
+        monkeypatch.setenv("CUDA_HOME", "/usr/local/cuda-from-a-toolkit")
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        assert cpp._find_cuda_home() == "/usr/local/cuda-from-a-toolkit"  # the call that printed it
+    finally:
+        cpp.logger.removeHandler(handler)
+    assert not [m for m in heard if "No CUDA runtime" in m], heard

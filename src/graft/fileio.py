@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "json_text", "write_json", "replace_dir"]
+__all__ = ["atomic_write_text", "atomic_write_bytes", "json_text", "normal_permissions", "write_json", "replace_dir"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -23,6 +23,27 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    try:  # Linux shows it without changing it
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def normal_permissions(path: str | os.PathLike) -> None:
+    """Give ``path`` the permissions any new file gets here (0666 less the umask).
+
+    For files another library wrote 0600 through its own temporary file (safetensors'
+    ``save_file``): a model folder is meant to be copied, shared and served like the rest.
+    """
+    os.chmod(path, 0o666 & ~_umask())
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from graft.artifact.spec import MODEL_FORMAT, MODEL_FORMAT_VERSION, ArtifactSpec
 from graft.exceptions import ModelFileError
-from graft.fileio import json_text, replace_dir
+from graft.fileio import json_text, normal_permissions, replace_dir
 from graft.training.heads import HEAD_TYPES, GraftNet, HeadSpec, build_head
 from graft.training.ood import OODScorer
 from graft.transforms.eval import Preprocessing
@@ -88,6 +88,7 @@ def save_model(directory: str | os.PathLike, net: GraftNet, spec: ArtifactSpec) 
     tmp.mkdir()
     state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
     save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": MODEL_FORMAT})
+    normal_permissions(tmp / WEIGHTS_NAME)  # save_file leaves it 0600
     (tmp / CONFIG_NAME).write_text(json_text(spec.stamped().to_dict()))
     return replace_dir(tmp, directory)
 

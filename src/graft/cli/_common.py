@@ -227,12 +227,12 @@ def make_progress(quiet: bool) -> RichProgress | QuietProgress:
 
 def launch_if_asked(
     devices: int, nnodes: int, node_rank: int, rdzv_endpoint: str | None, *, device: str = "auto",
-    extra: list[str] | None = None, hint: str = "",
+    extra: list[str] | None = None, hint: str = "", finished: Callable[[], bool] | None = None,
 ) -> bool:  # fmt: skip
     """``--devices N`` (or ``--nnodes``): re-run this command as N processes through torchrun; True if it did.
 
     Inside a process torchrun started, join the process group instead and return False
-    (the command then runs as one rank of the job).
+    (the command then runs as one rank of the job). ``hint`` and ``finished``: see :func:`graft.launch.launch`.
     """
     from graft import distributed
     from graft.launch import in_worker, launch, strip_launch_options
@@ -243,5 +243,13 @@ def launch_if_asked(
     if devices == 1 and nnodes == 1:
         return False
     argv = strip_launch_options(command_argv()) + list(extra or [])
-    launch(argv, devices=devices, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint, hint=hint)
+    launch(
+        argv,
+        devices=devices,
+        nnodes=nnodes,
+        node_rank=node_rank,
+        rdzv_endpoint=rdzv_endpoint,
+        hint=hint,
+        finished=finished,
+    )
     return True

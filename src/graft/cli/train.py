@@ -136,9 +136,12 @@ def train(
         out = default_run_dir(data_dir)
     pinned = ["--out", str(out)] if out is not None and resume is None else []  # one folder for every rank
     hint = _RESUME_HINT.format(out=resume or out)
-    run_dir = resume or out
+    run_dir, t_launch = resume or out, time.time()
     on_interrupt(lambda: hint if run_dir is not None and RunFolder(run_dir).exists() else None)
-    if launch_if_asked(devices, nnodes, node_rank, rdzv_endpoint, device=device, extra=pinned, hint=hint):
+    finished = lambda: run_dir is not None and RunFolder(run_dir).done_since(t_launch)  # noqa: E731
+    if launch_if_asked(
+        devices, nnodes, node_rank, rdzv_endpoint, device=device, extra=pinned, hint=hint, finished=finished
+    ):
         return
     out = distributed.broadcast_object(out)  # torchrun by hand: rank 0's default folder
     if resume is not None:

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import torch
 from safetensors.torch import load_file, save_file
 
-from graft.fileio import replace_dir
+from graft.fileio import normal_permissions, replace_dir
 
 __all__ = ["save_checkpoint", "load_checkpoint", "optimizer_to_flat", "optimizer_from_flat"]
 
@@ -69,6 +69,7 @@ def save_checkpoint(
         tensors.update(t)
         meta["optimizer"] = m
     save_file(tensors, str(tmp / "state.safetensors"))
+    normal_permissions(tmp / "state.safetensors")  # save_file leaves it 0600
     (tmp / "state.json").write_text(json.dumps(meta, indent=1, default=float))
     return replace_dir(tmp, folder)
 
