@@ -119,21 +119,27 @@ def test_predict_reads_a_folder_as_train_and_evaluate_do(
 
 # ---------------------------------------------------------------------------- 16. names cannot steer the terminal
 def test_names_with_terminal_escapes_print_as_text(
-    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str], make_image: Any
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    make_image: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     folder = tmp_path / "in"
-    make_image(folder / "clear\x1b[2Jscreen.png")
-    make_image(folder / "clip\x1b]52;c;ZXZpbA==\x07board.png")  # OSC 52: write the clipboard
-    (folder / "csi\x9b31mred.png").write_bytes(b"not an image")  # C1 CSI; an error row names it
-    (folder / "link\x1b[1mbold").symlink_to(tmp_path / "nowhere")  # a warning names it
+    make_image(folder / "clear\x1b[2J.png")
+    make_image(folder / "clip\x1b]52;c;ZXZpbA==\x07.png")  # OSC 52: write the clipboard
+    (folder / "csi\x9b31m.png").write_bytes(b"not an image")  # C1 CSI; an error row names it
     (folder / "rtl\u202egnp.png").write_bytes(b"")  # a right-to-left override, in an error row
+    (folder / "link\x1b[1m").symlink_to(tmp_path / "nowhere")  # a warning names it
+    monkeypatch.chdir(folder)  # short names: the table shows them whole
     for extra in ([], ["--csv"]):
-        code, out, err = run_cli(["predict", tiny_model_dir, folder, *extra], capsys)
+        code, out, err = run_cli(["predict", tiny_model_dir, ".", *extra], capsys)
         assert code == 0, err
         for ch in ("\x1b", "\x07", "\x9b", "\u202e"):
             assert ch not in out + err, (ch, out, err)
-    assert "clear\\x1b[2Jscreen.png" in out and "clip\\x1b]52;c;ZXZpbA==\\x07board.png" in out
-    assert "csi\\x9b31mred.png" in out and "link\\x1b[1mbold" in err
+        assert "clear\\x1b[2J.png" in out and "csi\\x9b31m.png" in out, out  # short enough for the table
+        assert "link\\x1b[1m" in err, err
+    assert "clip\\x1b]52;c;ZXZpbA==\\x07.png" in out and "rtl\\u202egnp.png" in out, out
 
 
 # ---------------------------------------------------------------------------- 17. the cosmetic list

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from graft.cli._common import console, make_progress
+from graft.cli._common import console, make_progress, printable
 
 if TYPE_CHECKING:
     from graft.doctor import DoctorReport
@@ -94,7 +94,7 @@ def render(report: DoctorReport, limit: int) -> None:
         more = f"\n(+{len(issue.paths) - 3} more)" if len(issue.paths) > 3 else ""
         t.add_row(
             str(n), Text(issue.kind, style=_STYLE.get(issue.kind, "")), f"{issue.score:.3f}",
-            Text("\n".join(files) + more), Text(issue.detail),
+            Text(printable("\n".join(files) + more)), Text(printable(issue.detail)),
         )  # fmt: skip
     console.print(t)
     if len(report.issues) > limit:

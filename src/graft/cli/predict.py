@@ -59,19 +59,20 @@ def predict(
         t.add_column("image")
         t.add_column("prediction")
         t.add_column("probability", justify="right")
-        for r in results:
+        for r in results:  # names printable before the table is laid out (the console would do it after)
+            path = Text(printable(r["path"]))
             if "error" in r:
-                t.add_row(Text(r["path"]), Text(f"error: {r['error']}", style="red"), "")
+                t.add_row(path, Text(printable(f"error: {r['error']}"), style="red"), "")
                 continue
             if r.get("known", True):
-                t.add_row(Text(r["path"]), Text(r["label"]), f"{r['probability']:.3f}")
+                t.add_row(path, Text(printable(r["label"])), f"{r['probability']:.3f}")
             else:
                 label = Text("unknown", style="bold magenta") + Text(
-                    f" (unlike the training images; best guess {r['best_label']})"
+                    printable(f" (unlike the training images; best guess {r['best_label']})")
                 )
-                t.add_row(Text(r["path"]), label, f"{r['probability']:.3f}")
+                t.add_row(path, label, f"{r['probability']:.3f}")
             for extra in r["top_k"][1:]:
-                t.add_row("", Text(f"  {extra['label']}"), f"{extra['probability']:.3f}")
+                t.add_row("", Text(printable(f"  {extra['label']}")), f"{extra['probability']:.3f}")
         console.print(t)
     if failed and len(failed) == len(results):
         raise typer.Exit(1)
