@@ -161,8 +161,12 @@ def main(argv: list[str] | None = None) -> None:
     usage_errors, aborts = _click_errors()
     set_argv(sys.argv[1:] if argv is None else argv)
     previous = _catch_signals()
-    warnings = ConsoleLogHandler()  # the library's log warnings, printed as the CLI prints everything
-    logging.getLogger("graft").addHandler(warnings)
+    # The library's log warnings, printed as the CLI prints everything, whatever level another
+    # library set on the root logger (ONNX Runtime's quantiser is quietened through it).
+    graft_log, warnings = logging.getLogger("graft"), ConsoleLogHandler()
+    level = graft_log.level
+    graft_log.addHandler(warnings)
+    graft_log.setLevel(min(level or logging.WARNING, logging.WARNING))
     try:
         rv = _run_app(argv)
     except Interrupted as e:
@@ -181,7 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         _interrupted(Interrupted())
     finally:  # main() called in-process (tests) leaves the caller's handlers as they were
-        logging.getLogger("graft").removeHandler(warnings)
+        graft_log.removeHandler(warnings)
+        graft_log.setLevel(level)
         for sig, old in previous.items():
             signal.signal(sig, old)
     sys.exit(rv if isinstance(rv, int) else 0)
