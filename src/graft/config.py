@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import platform
 import re
 from pathlib import Path
 
-__all__ = ["cpu_info", "graft_home", "resolve_device"]
+__all__ = ["cpu_info", "graft_home", "quiet_cuda_home_notice", "resolve_device"]
 
 
 def graft_home() -> Path:
@@ -70,3 +71,19 @@ def resolve_device(device: str = "auto") -> str:
             "device", "resolve_device", f"'cuda' or 'cuda:N' with N below {count} (GPUs seen)", given
         )
     return device
+
+
+class _NoCudaRuntimeNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No CUDA runtime is found")
+
+
+def quiet_cuda_home_notice() -> None:
+    """Drop torch's "No CUDA runtime is found, using CUDA_HOME=..." (idempotent).
+
+    ``torch.compile`` prints it on every CPU-only machine that has a CUDA toolkit (an ``nvcc``
+    on the PATH): graft compiles for the CPU there, so it is noise, not news.
+    """
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    if not any(isinstance(f, _NoCudaRuntimeNotice) for f in logger.filters):
+        logger.addFilter(_NoCudaRuntimeNotice())

@@ -12,7 +12,7 @@ Exit codes (the same in every command):
   or read-only disk);
 * 2: the input is wrong: a parameter or option, the dataset, a model file (fix the input);
 * 3: pretrained weights are missing or do not fit the backbone;
-* 130: interrupted (Ctrl-C).
+* 130: interrupted (Ctrl-C); 143: stopped by SIGTERM (``docker stop``, systemd): see :class:`Interrupted`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ __all__ = [
     "WorkerTimeoutError",
     "DistributedError",
     "StorageError",
+    "Interrupted",
 ]
 
 
@@ -110,3 +111,20 @@ class DistributedError(GraftError, RuntimeError):
 
 class StorageError(GraftError, OSError):
     """A folder graft writes to is full, read-only or not writable (``--out``, ``GRAFT_HOME``, a model folder)."""
+
+
+class Interrupted(BaseException):
+    """Ctrl-C (SIGINT) or SIGTERM stopped graft (the CLI turns both signals into this).
+
+    Like :class:`KeyboardInterrupt` it is not an :class:`Exception`, so no ``except Exception``
+    swallows it and clean-up code runs as for Ctrl-C. Exit code: 128 + the signal's number
+    (130 for SIGINT, 143 for SIGTERM), the shells' convention.
+    """
+
+    def __init__(self, signum: int = 2) -> None:
+        super().__init__(signum)
+        self.signum = int(signum)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

@@ -17,10 +17,10 @@ import logging
 import os
 import signal
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from graft import distributed
-from graft.exceptions import DistributedError
+from graft.exceptions import DistributedError, Interrupted
 from graft.validation import invalid_parameter
 
 __all__ = [
@@ -37,6 +37,8 @@ __all__ = [
 
 #: Options the launcher consumes (each takes one value); the workers never see them.
 LAUNCH_OPTIONS = ("--devices", "--nnodes", "--node-rank", "--rdzv-endpoint")
+
+log = logging.getLogger("graft")
 
 #: Set in the workers' environment: the launcher prints their errors, so they stay silent.
 LAUNCHED_ENV = "GRAFT_LAUNCHED"
@@ -91,15 +93,19 @@ def launch(
     node_rank: int = 0,
     rdzv_endpoint: str | None = None,
     hint: str = "",
+    finished: Callable[[], bool] | None = None,
 ) -> None:
     """Run ``graft WORKER_ARGV`` as ``devices`` processes here (``nnodes`` machines in all) and wait for them.
 
-    ``hint`` ends the failure line (e.g. how to resume).
+    ``hint`` ends the failure line (e.g. how to resume). ``finished`` says whether the job's
+    work was done and written (a run folder marked done): a rank that dies after that, in
+    its clean-up, is a warning, not a failure of the job.
 
     Raises:
         DistributedError: a worker failed; one line naming its rank and cause.
     """
     from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     args = torchrun.parse_args(
@@ -112,7 +118,14 @@ def launch(
         logging.getLogger(name).setLevel(logging.CRITICAL)  # the agent's chatter; we print one line
     try:
         torchrun.run(args)
+    except SignalException as e:  # Ctrl-C or SIGTERM to the launcher: the agent has stopped the workers
+        raise Interrupted(int(e.sigval)) from None
     except ChildFailedError as e:
+        if finished is not None and finished():
+            log.warning(
+                "%s after the job had finished; its results are complete", failure_line(e.failures, stopped=False)
+            )
+            return
         _rank, first = first_failure(e.failures)
         input_error = first.exitcode in (2, 3)  # graft's "fix the input" codes: resuming would not help
         err = DistributedError(failure_line(e.failures) + (f". {hint}" if hint and not input_error else ""))
@@ -127,6 +140,10 @@ def _message(f: Any) -> str:
     return str(m.get("message", "") if isinstance(m, dict) else m or "")
 
 
+#: Exit codes of a rank the agent stopped: killed by SIGTERM, or graft's own exit on it (and on Ctrl-C).
+_STOPPED = (-signal.SIGTERM, 128 + signal.SIGTERM, 128 + signal.SIGINT)
+
+
 def first_failure(failures: dict[int, Any]) -> tuple[int, Any]:
     """(rank, failure) of the cause among torchrun's failures: the lowest rank that failed for a reason of its own.
 
@@ -138,7 +155,7 @@ def first_failure(failures: dict[int, Any]) -> tuple[int, Any]:
     def weight(item: tuple[int, Any]) -> tuple[int, int]:
         r, f = item
         text = _message(f)
-        if f.exitcode == -signal.SIGTERM or "lost contact" in text:
+        if f.exitcode in _STOPPED or "lost contact" in text:
             return (3, r)
         if f.exitcode < 0:
             return (0, r)
@@ -147,8 +164,11 @@ def first_failure(failures: dict[int, Any]) -> tuple[int, Any]:
     return min(failures.items(), key=weight)
 
 
-def failure_line(failures: dict[int, Any]) -> str:
-    """One line for torchrun's failures: the rank that caused them (:func:`first_failure`) and why."""
+def failure_line(failures: dict[int, Any], *, stopped: bool = True) -> str:
+    """One line for torchrun's failures: the rank that caused them (:func:`first_failure`) and why.
+
+    ``stopped``: end with "the other processes were stopped".
+    """
     rank, f = first_failure(failures)
     msgs = [_message(g).lower() for r, g in failures.items() if r != rank]
     peers_timed_out = any("lost contact" in m and ("timed out" in m or "timeout" in m) for m in msgs)
@@ -159,7 +179,8 @@ def failure_line(failures: dict[int, Any]) -> str:
     else:
         text = _message(f)
         cause = text if text and not text.startswith("To enable traceback") else f"exited with code {f.exitcode}"
-    return f"rank {rank} failed: {cause}; the other processes were stopped"
+    cause = cause.rstrip(" .")  # an error message's own full stop would read ".;"
+    return f"rank {rank} failed: {cause}" + ("; the other processes were stopped" if stopped else "")
 
 
 def record_worker_error(e: BaseException) -> None:

@@ -114,9 +114,30 @@ def format_metrics_table(m: dict[str, Any]) -> str:
     for c in classes:
         pc = m["per_class"][c]
         lines.append(f"{c:<{w}}  {pc['precision']:9.3f}  {pc['recall']:6.3f}  {pc['f1']:5.3f}  {pc['support']:7d}")
-    lines += ["", "confusion matrix (rows: true, columns: predicted)"]
-    cw = max(5, max(len(c) for c in classes))
-    lines.append(" " * (w + 2) + " ".join(f"{c[:cw]:>{cw}}" for c in classes))
-    for c, row in zip(classes, m["confusion_matrix"]):
-        lines.append(f"{c:<{w}}  " + " ".join(f"{v:>{cw}d}" for v in row))
-    return "\n".join(lines)
+    return "\n".join(lines + [""] + _confusion_lines(classes, m["confusion_matrix"], w))
+
+
+MATRIX_MAX_CLASSES = 30
+"""Above this many classes the confusion matrix is summarised (300 classes made a 928 kB table)."""
+
+
+def _confusion_lines(classes: list[str], cm: Any, w: int, top: int = 15) -> list[str]:
+    """The confusion matrix, or above :data:`MATRIX_MAX_CLASSES` classes its largest off-diagonal cells."""
+    cm = np.asarray(cm, dtype=np.int64)
+    if len(classes) <= MATRIX_MAX_CLASSES:
+        cw = max(5, max(len(c) for c in classes))
+        head = " " * (w + 2) + " ".join(f"{c[:cw]:>{cw}}" for c in classes)
+        rows = [f"{c:<{w}}  " + " ".join(f"{v:>{cw}d}" for v in row) for c, row in zip(classes, cm)]
+        return ["confusion matrix (rows: true, columns: predicted)", head, *rows]
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    cells = [(int(off[i, j]), i, j) for i, j in zip(*np.nonzero(off))]
+    cells.sort(key=lambda t: (-t[0], t[1], t[2]))
+    lines = [
+        f"confusion matrix: {len(classes)} classes, too many to print (the whole matrix is in --json); "
+        f"{int(off.sum())} errors, the most frequent confusions (true -> predicted):"
+    ]
+    lines += [f"  {classes[i]} -> {classes[j]}: {n}" for n, i, j in cells[:top]]
+    if len(cells) > top:
+        lines.append(f"  ... and {len(cells) - top} more pairs")
+    return lines

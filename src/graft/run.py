@@ -2,7 +2,8 @@
 
 The run folder's layout is :class:`graft.artifact.run_folder.RunFolder`. ``run.json``
 is written before training starts (``status: running``) and again at the end
-(``done`` or ``failed``), so an interrupted run can always be resumed from its folder.
+(``done``, ``failed``, or ``interrupted`` after Ctrl-C or SIGTERM), so an interrupted run can
+always be resumed from its folder.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from graft.artifact.spec import runtime_versions
 from graft.classifier import Classifier
 from graft.classifier_io import params_from_record, recorded_params
 from graft.config import cpu_info
-from graft.exceptions import DataError
+from graft.exceptions import DataError, Interrupted
 from graft.progress import NullProgress, Progress
 from graft.training.finetune.options import BASELINES, FineTuneConfig
 from graft.validation import Options, check_duration, check_param, invalid_parameter
@@ -148,7 +149,7 @@ def train_run(
     """Fit (and optionally fine-tune and compare with a scratch baseline), then write the run folder.
 
     ``run.json`` records the options first (``status: running``), so ``--resume`` works
-    after any interruption; it ends as ``done``, or ``failed`` if training raised.
+    after any interruption; it ends as ``done``, ``interrupted`` (Ctrl-C, SIGTERM) or ``failed``.
 
     Args:
         overwrite: allow ``out`` to be a folder that already holds files (never the dataset).
@@ -181,6 +182,9 @@ def train_run(
         stages = _train_stages(clf, data_dir, run, opts, progress, t_start)
         if main:
             clf.save(run.model_dir)
+    except (KeyboardInterrupt, Interrupted):  # Ctrl-C or SIGTERM: nothing failed, --resume goes on
+        record(run, Path(data_dir), clf, opts, argv, "interrupted", processes=distributed.world_size())
+        raise
     except BaseException:
         record(run, Path(data_dir), clf, opts, argv, "failed", processes=distributed.world_size())
         raise

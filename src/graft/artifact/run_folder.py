@@ -64,6 +64,14 @@ class RunFolder:
             return False
         return all(p.name == self.RUN or (p.is_dir() and not any(p.rglob("*"))) for p in self.path.iterdir())
 
+    def done_since(self, t: float) -> bool:
+        """True once ``run.json`` says ``done`` and was written at ``t`` (``time.time()``) or later."""
+        try:
+            fresh = (self.path / self.RUN).stat().st_mtime >= t
+        except OSError:
+            return False
+        return fresh and self.read(self.RUN).get("status") == "done"
+
     def read(self, name: str) -> dict[str, Any]:
         try:
             data = json.loads((self.path / name).read_text())

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import sys
 import time
-from typing import Any
+from typing import Any, Callable, Iterator
 
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, ConsoleRenderable, RenderHook
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -17,6 +20,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.segment import Segment
 from rich.text import Text
 
 __all__ = [
@@ -29,9 +33,23 @@ __all__ = [
     "process_seconds",
     "set_argv",
     "command_argv",
+    "ConsoleLogHandler",
+    "on_interrupt",
+    "interrupt_note",
+    "printable",
 ]
 
 _ARGV: list[str] = []
+_ON_INTERRUPT: list[Callable[[], str | None]] = []
+
+
+def on_interrupt(note: Callable[[], str | None]) -> None:
+    """What the "interrupted" line adds when Ctrl-C or SIGTERM stops this command (e.g. how to resume)."""
+    _ON_INTERRUPT[:] = [note]
+
+
+def interrupt_note() -> str | None:
+    return _ON_INTERRUPT[-1]() if _ON_INTERRUPT else None
 
 
 def set_argv(argv: list[str]) -> None:
@@ -44,10 +62,67 @@ def command_argv() -> list[str]:
     return list(_ARGV)
 
 
+# Characters that steer a terminal: C0 controls but tab and newline (ESC starts colour, cursor
+# and screen-clearing sequences and OSC 52 clipboard writes), DEL, C1 controls (CSI, OSC), and
+# the bidirectional overrides that make text read other than it is.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every character that could steer the terminal shown as its escape (``\\x1b``).
+
+    File, folder and class names come from the user's disk: a name holding ``ESC[2J`` must
+    print as those characters, not clear the screen. Everything graft prints to a terminal
+    passes through here (the consoles below apply it to every line they render).
+    """
+    return _UNSAFE.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
+class _Printable:
+    """A renderable whose text segments are :func:`printable` (rich's own control codes pass)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Segment]:
+        for seg in console.render(self.inner, options):
+            yield seg if seg.control else Segment(printable(seg.text), seg.style)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement.get(console, options, self.inner)
+
+
+class _Sanitise(RenderHook):
+    def process_renderables(self, renderables: list[ConsoleRenderable]) -> list[ConsoleRenderable]:
+        return [_Printable(r) for r in renderables]
+
+
+def _console(**kw: Any) -> Console:
+    c = Console(markup=False, highlight=False, **kw)
+    c.push_render_hook(_Sanitise())
+    return c
+
+
 # No rich markup anywhere: file and class names like "IMG_001 [edited].jpg" or "[/]" print as
-# they are. Styles are applied with rich.text.Text where wanted.
-console = Console(markup=False, highlight=False)
-err_console = Console(stderr=True, markup=False, highlight=False)
+# they are, and no name reaches the terminal as control characters. Styles are applied with
+# rich.text.Text where wanted.
+console = _console()
+err_console = _console(stderr=True)
+
+
+class ConsoleLogHandler(logging.Handler):
+    """The ``graft`` logger's warnings as ``warning: ...`` lines on stderr, printable like all CLI output."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception:  # noqa: BLE001 - logging's own convention: a bad record never ends the program
+            self.handleError(record)
+            return
+        err_console.print(Text("warning: ", style="yellow") + Text(text), highlight=False, soft_wrap=True)
 
 
 def process_seconds() -> float:
@@ -143,7 +218,7 @@ class QuietProgress:
 
     def warn(self, text: str) -> None:
         self.warnings.append(text)
-        print(f"warning: {text}", file=sys.stderr)
+        print(f"warning: {printable(text)}", file=sys.stderr)
 
 
 class SilentProgress(QuietProgress):
@@ -170,11 +245,12 @@ def launch_if_asked(
     device: str = "auto",
     extra: list[str] | None = None,
     hint: str = "",
+    finished: Callable[[], bool] | None = None,
 ) -> bool:
     """``--devices N`` (or ``--nnodes``): re-run this command as N processes through torchrun; True if it did.
 
     Inside a process torchrun started, join the process group instead and return False
-    (the command then runs as one rank of the job).
+    (the command then runs as one rank of the job). ``hint`` and ``finished``: see :func:`graft.launch.launch`.
     """
     from graft import distributed
     from graft.launch import in_worker, launch, strip_launch_options
@@ -185,5 +261,13 @@ def launch_if_asked(
     if devices == 1 and nnodes == 1:
         return False
     argv = strip_launch_options(command_argv()) + list(extra or [])
-    launch(argv, devices=devices, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint, hint=hint)
+    launch(
+        argv,
+        devices=devices,
+        nnodes=nnodes,
+        node_rank=node_rank,
+        rdzv_endpoint=rdzv_endpoint,
+        hint=hint,
+        finished=finished,
+    )
     return True

@@ -13,7 +13,7 @@ from rich.text import Text
 
 from graft.backbones.options import BackboneOptions
 from graft.cli import options as opt
-from graft.cli._common import console, make_progress
+from graft.cli._common import console, make_progress, printable
 from graft.data.options import ManifestOptions, SplitOptions
 from graft.features.options import EmbedOptions
 
@@ -96,8 +96,8 @@ def render(report: DoctorReport, limit: int) -> None:
             str(n),
             Text(issue.kind, style=_STYLE.get(issue.kind, "")),
             f"{issue.score:.3f}",
-            Text("\n".join(files) + more),
-            Text(issue.detail),
+            Text(printable("\n".join(files) + more)),
+            Text(printable(issue.detail)),
         )
     console.print(t)
     if len(report.issues) > limit:

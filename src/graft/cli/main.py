@@ -9,7 +9,10 @@ any other exception is a bug and shows its traceback.
 from __future__ import annotations
 
 import errno
+import logging
+import signal
 import sys
+from typing import Any
 
 import typer
 
@@ -25,6 +28,7 @@ from graft.cli import predict as _predict
 from graft.cli import report as _report
 from graft.cli import serve as _serve
 from graft.cli import train as _train
+from graft.exceptions import Interrupted
 
 app = typer.Typer(
     name="graft",
@@ -119,17 +123,65 @@ def _storage_error(e: OSError) -> Exception:
     return storage_error(e)
 
 
+def _catch_signals() -> dict[int, Any]:
+    """Ctrl-C (SIGINT) and SIGTERM (``docker stop``, systemd) raise :class:`Interrupted` in this process.
+
+    Not a KeyboardInterrupt, which typer turns into a silent exit code: the run marks itself
+    interrupted on the way out and :func:`main` prints how to continue. Processes forked from
+    this one (decoders) keep the default behaviour.
+    """
+    import os
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}  # only the main thread may set handlers (main() called from a thread of a test)
+    pid = os.getpid()
+
+    def handler(signum: int, _frame: object) -> None:
+        if os.getpid() == pid:
+            raise Interrupted(signum)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _interrupted(e: Interrupted) -> None:
+    """One line on an interruption (the launcher's or a single process's; a launched worker stays quiet)."""
+    import os
+
+    from graft.cli._common import err_console, interrupt_note
+    from graft.launch import LAUNCHED_ENV
+
+    if _is_main() and not os.environ.get(LAUNCHED_ENV):
+        how = "Ctrl-C" if e.signum == signal.SIGINT else signal.Signals(e.signum).name
+        note = interrupt_note()
+        err_console.print(f"interrupted ({how})" + (f". {note}" if note else ""), soft_wrap=True)
+    sys.exit(e.exit_code)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``graft`` console script."""
     from rich.text import Text
 
-    from graft.cli._common import err_console, set_argv
+    from graft.cli._common import ConsoleLogHandler, err_console, set_argv
     from graft.exceptions import GraftError
 
     usage_errors, aborts = _click_errors()
     set_argv(sys.argv[1:] if argv is None else argv)
+    previous = _catch_signals()
+    # The library's log warnings, printed as the CLI prints everything, whatever level another
+    # library set on the root logger (ONNX Runtime's quantiser is quietened through it).
+    graft_log, warnings = logging.getLogger("graft"), ConsoleLogHandler()
+    level = graft_log.level
+    graft_log.addHandler(warnings)
+    graft_log.setLevel(min(level or logging.WARNING, logging.WARNING))
     try:
         rv = _run_app(argv)
+    except Interrupted as e:
+        _interrupted(e)
     except GraftError as e:
         # graft's own errors are one line; anything else is a bug and keeps its traceback.
         if _worker_error(e):
@@ -147,9 +199,12 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print("aborted")
         sys.exit(130)
     except KeyboardInterrupt:
-        if _is_main():
-            err_console.print("interrupted (fine-tuning checkpoints, if any, are kept; use --resume RUN_DIR)")
-        sys.exit(130)
+        _interrupted(Interrupted())
+    finally:  # main() called in-process (tests) leaves the caller's handlers as they were
+        graft_log.removeHandler(warnings)
+        graft_log.setLevel(level)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
     sys.exit(rv if isinstance(rv, int) else 0)
 
 

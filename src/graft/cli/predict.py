@@ -13,7 +13,7 @@ from typing import List
 
 import typer
 
-from graft.cli._common import console
+from graft.cli._common import console, printable
 from graft.cli.options import EMBED, Device
 
 
@@ -39,17 +39,17 @@ def predict(
     elif as_csv:
         w = csv.writer(sys.stdout)
         w.writerow(["path", "label", "probability", "top_k", "known", "ood_score", "error"])
-        for r in results:
+        for r in results:  # names printable, as in the table (--json keeps them exact, escaped by JSON)
             tk = ";".join(f"{t['label']}:{t['probability']:.4f}" for t in r.get("top_k", []))
             w.writerow(
                 [
-                    r["path"],
-                    r.get("label", ""),
+                    printable(r["path"]),
+                    printable(r.get("label", "")),
                     f"{r['probability']:.6f}" if "probability" in r else "",
-                    tk,
+                    printable(tk),
                     r.get("known", ""),
                     f"{r['ood_score']:.4f}" if "ood_score" in r else "",
-                    r.get("error", ""),
+                    printable(r.get("error", "")),
                 ]
             )
     else:
@@ -60,19 +60,20 @@ def predict(
         t.add_column("image")
         t.add_column("prediction")
         t.add_column("probability", justify="right")
-        for r in results:
+        for r in results:  # names printable before the table is laid out (the console would do it after)
+            path = Text(printable(r["path"]))
             if "error" in r:
-                t.add_row(Text(r["path"]), Text(f"error: {r['error']}", style="red"), "")
+                t.add_row(path, Text(printable(f"error: {r['error']}"), style="red"), "")
                 continue
             if r.get("known", True):
-                t.add_row(Text(r["path"]), Text(r["label"]), f"{r['probability']:.3f}")
+                t.add_row(path, Text(printable(r["label"])), f"{r['probability']:.3f}")
             else:
                 label = Text("unknown", style="bold magenta") + Text(
-                    f" (unlike the training images; best guess {r['best_label']})"
+                    printable(f" (unlike the training images; best guess {r['best_label']})")
                 )
-                t.add_row(Text(r["path"]), label, f"{r['probability']:.3f}")
+                t.add_row(path, label, f"{r['probability']:.3f}")
             for extra in r["top_k"][1:]:
-                t.add_row("", Text(f"  {extra['label']}"), f"{extra['probability']:.3f}")
+                t.add_row("", Text(printable(f"  {extra['label']}")), f"{extra['probability']:.3f}")
         console.print(t)
     if failed and len(failed) == len(results):
         raise typer.Exit(1)

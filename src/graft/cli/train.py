@@ -12,7 +12,7 @@ from rich.text import Text
 
 from graft.backbones.options import BackboneOptions
 from graft.cli import options as opt
-from graft.cli._common import console, launch_if_asked, make_progress, process_seconds
+from graft.cli._common import console, launch_if_asked, make_progress, on_interrupt, process_seconds
 from graft.data.options import ManifestOptions, SplitOptions
 from graft.features.options import EmbedOptions
 from graft.network.heads import HEAD_TYPES
@@ -20,7 +20,7 @@ from graft.training.finetune.options import BASELINES, SCHEDULES, FineTuneConfig
 from graft.training.head.options import CLASS_WEIGHTS, FEATURE_MODES, HeadOptions
 from graft.transforms.eval import AUGMENT_STRENGTHS
 
-_RESUME_HINT = "The run folder is kept: continue it with graft train --resume {out}"
+_RESUME_HINT = "The run folder is kept: continue with `graft train --resume {out}`"
 
 
 HeadType = opt.choices("HeadType", HEAD_TYPES)
@@ -99,6 +99,7 @@ def train(
     import sys
 
     from graft import distributed
+    from graft.artifact.run_folder import RunFolder
     from graft.classifier import Classifier
     from graft.exceptions import DataError
     from graft.run import RunOptions, resume_run, train_run
@@ -108,7 +109,19 @@ def train(
         out = default_run_dir(data_dir)
     pinned = ["--out", str(out)] if out is not None and resume is None else []  # one folder for every rank
     hint = _RESUME_HINT.format(out=resume or out)
-    if launch_if_asked(devices, nnodes, node_rank, rdzv_endpoint, device=embed_options.device, extra=pinned, hint=hint):
+    run_dir, t_launch = resume or out, time.time()
+    on_interrupt(lambda: hint if run_dir is not None and RunFolder(run_dir).exists() else None)
+    finished = lambda: run_dir is not None and RunFolder(run_dir).done_since(t_launch)  # noqa: E731
+    if launch_if_asked(
+        devices,
+        nnodes,
+        node_rank,
+        rdzv_endpoint,
+        device=embed_options.device,
+        extra=pinned,
+        hint=hint,
+        finished=finished,
+    ):
         return
     out = distributed.broadcast_object(out)  # torchrun by hand: rank 0's default folder
     if resume is not None:

@@ -102,5 +102,10 @@ def check_outputs(
             raise DataError(f"--out {out} is a file; pass a run directory (graft train --out) or a new folder")
         if o.resolve() == data or data in o.resolve().parents:
             raise DataError(f"--out {out} is inside the dataset folder {data_dir}; choose a folder outside it")
+        trained_on = RunFolder(o).read(RunFolder.RUN).get("data_dir")
+        if isinstance(trained_on, str) and Path(trained_on).resolve() != data:
+            raise DataError(
+                f"--out {out} is the run of another dataset ({trained_on}); pass {data_dir}'s run or a new folder"
+            )
     if png is not None and Path(png).is_dir():
         raise DataError(f"--png {png} is a folder; pass a file name such as curve.png")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import unicodedata
 from pathlib import Path
 from typing import Callable
 
@@ -224,12 +225,29 @@ def _layout(root: Path, split_folders: dict[str, Path], other_dirs: list[Path], 
 def _training_classes(base: Path) -> list[str]:
     """The class folders of ``base``, in order; at least two."""
     classes = [p.name for p in list_subdirs(base)]
+    _check_distinct(base, classes)
     if len(classes) < 2:
         found = f"only {classes[0]!r}" if classes else "none"
         raise DataError(
             f"{base} must contain at least two class folders (one folder of images per class); found {found}"
         )
     return classes
+
+
+def _check_distinct(base: Path, classes: list[str]) -> None:
+    """Refuse class folders whose names differ only in case or Unicode form ("Cat" and "cat", "é" and "e + ́").
+
+    They read as one class to people, on case-insensitive disks and in a model's label list.
+    """
+    seen: dict[str, str] = {}
+    for name in classes:
+        key = unicodedata.normalize("NFC", name).casefold()
+        if key in seen:
+            raise DataError(
+                f"{base} has class folders {seen[key]!r} and {name!r}, which differ only in case or Unicode form; "
+                "merge them into one folder or rename one"
+            )
+        seen[key] = name
 
 
 def _check_root(root: Path, val_fraction: float, test_fraction: float) -> None:

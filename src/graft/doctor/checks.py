@@ -13,7 +13,7 @@ import numpy as np
 from graft.data.records import ImageRecord, SkippedFile
 from graft.doctor.duplicates import NearPair
 from graft.doctor.issues import Issue
-from graft.doctor.labels import class_thresholds, confident_learning
+from graft.doctor.labels import class_thresholds, find_label_errors
 
 __all__ = [
     "Corpus",
@@ -166,18 +166,18 @@ def _strength(p: NearPair) -> float:
 
 
 def label_issues(corpus: Corpus, probs: np.ndarray, rows: np.ndarray) -> list[Issue]:
-    """Confident-learning candidates among ``rows`` (records) with out-of-fold ``probs``, ranked by margin."""
+    """Likely label errors among ``rows`` (records) with out-of-fold ``probs``; score: 1 - p(given label)."""
     labels = np.array([corpus.records[i].label for i in rows], np.int64)
     t = class_thresholds(probs, labels)
     out = []
-    for c in confident_learning(probs, labels):
+    for c in find_label_errors(probs, labels):
         given, sugg = corpus.classes[c.given], corpus.classes[c.suggested]
         detail = (
             f"labelled {given!r} but looks like {sugg!r}: held-out p({sugg})={c.p_suggested:.2f} "
             f"(typical for {sugg}: {t[c.suggested]:.2f}) vs p({given})={c.p_given:.2f}; "
             f"if it shows {sugg!r}, move it to that class folder"
         )
-        out.append(Issue("label", (corpus.path(int(rows[c.row])),), c.margin, detail, (f"relabel:{sugg}",)))
+        out.append(Issue("label", (corpus.path(int(rows[c.row])),), 1 - c.p_given, detail, (f"relabel:{sugg}",)))
     return out
 
 

@@ -129,7 +129,7 @@ def _thresholds(emb: _Embedded) -> dict[str, Any]:
             "crop_gap_min": duplicates.CROP_GAP_MIN,
             "crop_thumbnail_min": duplicates.CROP_THUMB_MIN,
         },
-        "label_method": "confident_learning",
+        "label_method": "cleanlab low_self_confidence",
         "outlier_percentile": checks.OUTLIER_PERCENTILE,
         "imbalance_ratio": checks.IMBALANCE_RATIO,
         "small_side": emb.input_side / 2,

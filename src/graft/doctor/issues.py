@@ -22,7 +22,7 @@ class Issue:
         kind: one of :data:`KINDS`.
         paths: the files involved (a duplicate group, one image, or the dataset folder).
         score: how strong the evidence is within its kind, higher is worse (a cosine
-            similarity, a probability margin, an OOD score, a ratio).
+            similarity, a held-out doubt in the given label, an OOD score, a ratio).
         detail: one human-readable sentence: what was found and what to do.
         actions: the suggested action per path (``keep``, ``remove``, ``review``,
             ``relabel:CLASS``, or ``none``), for the fix plan; empty means ``review`` for all.

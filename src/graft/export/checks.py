@@ -73,9 +73,9 @@ def calibration_paths(data_dir: Path | None, exclude: Sequence[str], limit: int 
     """Up to ``limit`` training images (never validation ones), spread evenly over the folder."""
     if data_dir is None:
         return []
-    from graft.data.files import walk_image_files
+    from graft.data.files import walk_folder
 
-    images, _ = walk_image_files(data_dir)
+    images, _ = walk_folder(data_dir)
     ex = {os.path.abspath(p) for p in exclude}
     held_out = {"val", "valid", "validation", "test", "testing"}
     train = [
@@ -131,9 +131,9 @@ def choose_check_images(
             )
         return CheckImages(batch, "given", ok)
     if data_dir is not None:
-        from graft.data.files import walk_image_files
+        from graft.data.files import walk_folder
 
-        images, _ = walk_image_files(data_dir)
+        images, _ = walk_folder(data_dir)
         if images:
             idx = np.linspace(0, len(images) - 1, min(n, len(images))).round().astype(int)
             batch, ok = load_batch([str(images[i]) for i in sorted(set(idx))], pre)

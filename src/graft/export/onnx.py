@@ -46,6 +46,7 @@ class ExportReport:
         batch_sizes: batch sizes the ONNX model was run with (dynamic batch check).
         tolerance: the limit ``max_abs_diff`` had to stay under.
         quantization: int8 results (method, sizes, latencies, val accuracies), or None.
+        outputs: the graph's outputs (``logits``, ``probabilities``, and ``ood_score`` where the model has one).
     """
 
     path: Path
@@ -59,6 +60,7 @@ class ExportReport:
     batch_sizes: list[int]
     tolerance: float
     quantization: dict[str, Any] | None = None
+    outputs: list[str] = field(default_factory=lambda: ["logits", "probabilities"])
     metadata: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -70,7 +72,7 @@ class ExportReport:
     def lines(self) -> list[str]:
         """Human-readable summary, one fact per line."""
         out = [
-            f"wrote {self.path} ({self.size_bytes / 1e6:.1f} MB, opset {self.opset}, outputs logits+probabilities, "
+            f"wrote {self.path} ({self.size_bytes / 1e6:.1f} MB, opset {self.opset}, outputs {'+'.join(self.outputs)}, "
             f"dynamic batch) in {self.seconds:.1f} s",
             f"parity vs PyTorch on {self.n_check} images ({self.check_source}), batch sizes "
             f"{'/'.join(map(str, self.batch_sizes))}: max |logit diff| {self.max_abs_diff:.2e} "
@@ -171,6 +173,7 @@ def export_onnx(
         qinfo = None
         if quantize == "int8":
             qinfo, final = _quantize(fp32, Path(tmp) / "int8.onnx", lm, data_dir, imgs, onnx32, opset, say)
+        outputs = [o.name for o in onnx32.session.get_outputs()]
         del onnx32  # the session holds the file open on some platforms
         os.replace(final, out)
     return ExportReport(
@@ -185,6 +188,7 @@ def export_onnx(
         batch_sizes=sorted({1, len(imgs.batch)}),
         tolerance=tolerance,
         quantization=qinfo,
+        outputs=outputs,
         metadata=meta,
     )
 

@@ -28,6 +28,7 @@ import math
 import os
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -187,36 +188,34 @@ def build_ort_engine(
 ) -> OrtEngine:
     """Export ``model`` (static padding) to ONNX, cached by ``key``, and open a session.
 
+    A cached export that no longer opens or no longer matches PyTorch (damaged on disk) is
+    rebuilt once, with a warning (:func:`graft.features.onnx_cache.load_or_build`).
+
     Raises:
         RuntimeError: export failed or ORT disagrees with PyTorch (callers fall back).
     """
     input_size = (int(input_size[0]), int(input_size[1]))
-    ckey = None if key is None else _onnx_cache_key(key, input_size, spatial, taps)
     model = model.eval().to("cpu")
     wrapped = FeatureExtractor(static_same_padding(model, input_size), spatial, taps).eval()
-    path = None if ckey is None else onnx_cache.lookup(ckey)
-    data: bytes | None = None
-    if path is not None:
-        try:
-            data = path.read_bytes()
-        except OSError:
-            data = None
-    if data is None:
-        data = _export_onnx(wrapped, input_size)
-        if ckey is not None:
-            path = onnx_cache.store_bytes(ckey, data)
-    engine = OrtEngine(data, input_size)
-    if check:
-        x = torch.randn(2, 3, *input_size, generator=torch.Generator().manual_seed(0))
-        with torch.inference_mode():
-            ref = wrapped(x).float()
-        got = engine(x)
-        err = float((got - ref).abs().max()) / max(float(ref.abs().max()), 1e-6)
-        if not math.isfinite(err) or err > 1e-3:
-            if ckey is not None:
-                onnx_cache.discard(ckey)
-            raise RuntimeError(f"ONNX Runtime output differs from PyTorch (relative error {err:.2e})")
-    return engine
+
+    def load(onnx: bytes | Path) -> OrtEngine:
+        engine = OrtEngine(onnx if isinstance(onnx, bytes) else str(onnx), input_size)
+        if check:
+            x = torch.randn(2, 3, *input_size, generator=torch.Generator().manual_seed(0))
+            with torch.inference_mode():
+                ref = wrapped(x).float()
+            err = float((engine(x) - ref).abs().max()) / max(float(ref.abs().max()), 1e-6)
+            if not math.isfinite(err) or err > 1e-3:
+                raise RuntimeError(f"ONNX Runtime output differs from PyTorch (relative error {err:.2e})")
+        return engine
+
+    if key is None:
+        return load(_export_onnx(wrapped, input_size))
+
+    def build(path: Path) -> None:
+        path.write_bytes(_export_onnx(wrapped, input_size))
+
+    return onnx_cache.load_or_build(_onnx_cache_key(key, input_size, spatial, taps), build, load)
 
 
 def onnx_cached(key: str | None, input_size: tuple[int, int], spatial: bool, taps: Sequence[int] = ()) -> bool:

@@ -10,15 +10,17 @@ from __future__ import annotations
 import logging
 import os
 import re
+import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 from graft.config import graft_home
 from graft.fileio import atomic_write_bytes
 
-__all__ = ["KEEP", "cache_dir", "discard", "get_or_build", "lookup", "store_bytes"]
+__all__ = ["KEEP", "cache_dir", "discard", "get_or_build", "load_or_build", "lookup", "store_bytes"]
 
 log = logging.getLogger("graft")
+T = TypeVar("T")
 
 KEEP = 8
 """Exported models kept on disk (most recently used first)."""
@@ -81,6 +83,38 @@ def get_or_build(key: str, build: Callable[[Path], None]) -> Path:
         tmp.unlink(missing_ok=True)
     _trim()
     return path
+
+
+def load_or_build(key: str, build: Callable[[Path], None], load: Callable[[Path], T]) -> T:
+    """``load(path)`` of the cached export for ``key``, exported by ``build(path)`` first on a miss.
+
+    ``load`` opens and checks the file (ONNX Runtime loads it, its outputs match PyTorch) and
+    raises where it is unusable. A cached file it rejects was damaged on disk (truncated,
+    overwritten, a disk error): it is discarded and rebuilt, with one warning, rather than
+    failing or falling back to a slower runtime on every later run. A fresh export it rejects
+    is not kept. Where the cache cannot be written, the export is built in a temporary folder.
+    """
+    hit = lookup(key)
+    if hit is not None:
+        try:
+            return load(hit)
+        except Exception as e:  # noqa: BLE001 - whatever is wrong with a cached file, a fresh export replaces it
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            log.warning("the cached ONNX export %s is damaged (%s); rebuilding it", hit, why)
+            discard(key)
+    try:
+        path = get_or_build(key, build)
+    except OSError as e:
+        log.debug("could not cache the ONNX export for %s: %s", key, e)
+        with tempfile.TemporaryDirectory(prefix="graft-onnx-") as tmp:
+            path = Path(tmp) / f"{key}.onnx"
+            build(path)
+            return load(path)  # the runtime has read the file before the folder goes
+    try:
+        return load(path)
+    except BaseException:
+        discard(key)
+        raise
 
 
 def discard(key: str) -> None:

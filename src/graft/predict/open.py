@@ -94,7 +94,10 @@ def _torch_predictor(
 
 
 def _onnx_of_model_dir(path: str | os.PathLike, *, threads: int | None, **options: Any) -> Predictor:
-    """Export a model folder once into the ONNX cache (checked against PyTorch), then open it."""
+    """Export a model folder once into the ONNX cache (checked against PyTorch), then open it.
+
+    A damaged cached export is rebuilt once (:func:`graft.features.onnx_cache.load_or_build`).
+    """
     import numpy as np
 
     from graft.artifact.model_dir import load_model, weights_digest
@@ -110,12 +113,13 @@ def _onnx_of_model_dir(path: str | os.PathLike, *, threads: int | None, **option
         log.info("exporting %s to ONNX: %s", lm.path, tmp)
         write_onnx(lm.net, lm.spec, tmp)
 
-    onnx_path = onnx_cache.get_or_build(key, build)
-    pred = OnnxPredictor(onnx_path, threads=threads, **options)
-    pred.source = str(lm.path)
-    x = np.random.default_rng(0).standard_normal((2, 3, *lm.spec.preprocessing.input_size)).astype(np.float32)
-    diff = float(np.abs(pred.logits(x) - TorchPredictor(lm.net, lm.spec).logits(x)).max())
-    if not np.isfinite(diff) or diff > 1e-3:
-        onnx_cache.discard(key)
-        raise ExportError(f"the ONNX export of {lm.path} differs from PyTorch (max |logit diff| {diff:.2e})")
-    return pred
+    def load(onnx_path: Path) -> OnnxPredictor:
+        pred = OnnxPredictor(onnx_path, threads=threads, **options)
+        pred.source = str(lm.path)
+        x = np.random.default_rng(0).standard_normal((2, 3, *lm.spec.preprocessing.input_size)).astype(np.float32)
+        diff = float(np.abs(pred.logits(x) - TorchPredictor(lm.net, lm.spec).logits(x)).max())
+        if not np.isfinite(diff) or diff > 1e-3:
+            raise ExportError(f"the ONNX export of {lm.path} differs from PyTorch (max |logit diff| {diff:.2e})")
+        return pred
+
+    return onnx_cache.load_or_build(key, build, load)

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from graft.config import cpu_info, graft_home
+from graft.config import cpu_info, graft_home, quiet_cuda_home_notice
 from graft.features.autotune import cpu_supports_fast_bf16
 from graft.fileio import atomic_write_text
 from graft.progress import NullProgress, Progress
@@ -105,6 +105,7 @@ class CompiledStep:
         self.module = module
         self.warn = warn or log.warning
         self.compiled: Callable[..., Any] | None = None
+        quiet_cuda_home_notice()
         try:
             self.compiled = torch.compile(module)
         except Exception as e:  # noqa: BLE001 - eager always works
