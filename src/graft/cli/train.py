@@ -12,7 +12,7 @@ from rich.text import Text
 
 from graft.backbones.options import BackboneOptions
 from graft.cli import options as opt
-from graft.cli._common import console, launch_if_asked, make_progress, on_interrupt, process_seconds
+from graft.cli._common import command_argv, console, launch_if_asked, make_progress, on_interrupt, process_seconds
 from graft.data.options import ManifestOptions, SplitOptions
 from graft.features.options import EmbedOptions
 from graft.network.heads import HEAD_TYPES
@@ -125,9 +125,13 @@ def train(
         return
     out = distributed.broadcast_object(out)  # torchrun by hand: rank 0's default folder
     if resume is not None:
+        _check_resume_options(resume)
         with make_progress(quiet) as prog:
-            metrics = resume_run(resume, argv=sys.argv, progress=prog, started=started)
+            metrics = resume_run(resume, data_dir=data_dir, argv=sys.argv, progress=prog, started=started)
         out = resume
+        no_report = (
+            no_report or not RunOptions.from_dict(RunFolder(resume).read(RunFolder.RUN).get("options") or {}).report
+        )
     else:
         if data_dir is None:
             raise DataError("missing DATA_DIR: pass a dataset folder (or try `graft demo`)")
@@ -162,6 +166,7 @@ def train(
             baseline=opt.value(baseline),
             baseline_epochs=baseline_epochs,
             budget=budget,  # type: ignore[arg-type]  # parsed to seconds by RunOptions
+            report=not no_report,
         )
         with make_progress(quiet) as prog:
             metrics = train_run(
@@ -174,6 +179,27 @@ def train(
         _write_report(out, quiet)
     if not quiet:
         render_summary(out, metrics)
+
+
+#: What ``--resume`` honours besides the run folder: how it shows, how it launches (and DATA_DIR: where the
+#: data now is).
+_RESUME_KEEPS = frozenset(
+    {"--resume", "--quiet", "-q", "--no-report", "--workers", "--devices", "--nnodes", "--node-rank", "--rdzv-endpoint"}
+)
+
+
+def _check_resume_options(resume: Path) -> None:
+    """Refuse options that ``--resume`` cannot honour: a run continues with the settings it started with."""
+    from graft.exceptions import InvalidParameterError
+
+    given = {arg.split("=", 1)[0] for arg in command_argv()[1:] if arg.startswith("-")}
+    refused = sorted(given - _RESUME_KEEPS)
+    if refused:
+        names = ", ".join(refused)
+        raise InvalidParameterError(
+            f"--resume {resume} continues the run with the options it started with; {names} cannot change there: "
+            "drop them, or start a new run with --out"
+        )
 
 
 def _write_report(out: Path, quiet: bool) -> None:
