@@ -47,14 +47,17 @@ def former_rule(probs: np.ndarray, labels: np.ndarray) -> set[int]:
 
 def features(name: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """(X, labels, is_train, n_classes) of every image, embedded as `graft doctor DATASET` embeds them."""
+    from graft.backbones.options import BackboneOptions
     from graft.config import resolve_device
+    from graft.data.options import SplitOptions
     from graft.doctor.core import _corpus, _embed
+    from graft.features.dataset import scan_splits
+    from graft.features.options import EmbedOptions
     from graft.progress import NullProgress
-    from graft.training.stages import scan_splits
 
-    splits = scan_splits(DATASETS / name, seed=seed)
+    splits = scan_splits(DATASETS / name, SplitOptions(seed=seed))
     corpus = _corpus(splits)
-    emb = _embed(corpus, "efficientnet_lite0", None, "auto", seed, resolve_device("auto"), NullProgress(), {})
+    emb = _embed(splits, corpus, BackboneOptions(), seed, EmbedOptions(device=resolve_device("auto")), NullProgress())
     y = np.array([corpus.records[i].label for i in emb.rows], np.int64)
     train = np.array([corpus.split_of[i] == "train" for i in emb.rows], bool)
     return emb.X, y, train, len(corpus.classes)

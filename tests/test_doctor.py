@@ -270,16 +270,19 @@ def test_planted_label_flips_are_found_on_every_planting(sign_digits_home: Path,
     """
     import dataclasses
 
+    from graft.backbones.options import BackboneOptions
     from graft.config import resolve_device
     from graft.doctor.checks import label_issues
     from graft.doctor.core import _corpus, _embed
     from graft.doctor.labels import out_of_fold_probs
+    from graft.features.dataset import scan_splits
+    from graft.features.options import EmbedOptions
     from graft.progress import NullProgress
-    from graft.training.stages import scan_splits
 
     monkeypatch.setenv("GRAFT_HOME", str(sign_digits_home))
-    corpus = _corpus(scan_splits(shared_dataset("sign_digits")))
-    emb = _embed(corpus, "efficientnet_lite0", None, "auto", 0, resolve_device("cpu"), NullProgress(), {})
+    splits = scan_splits(shared_dataset("sign_digits"))
+    corpus = _corpus(splits)
+    emb = _embed(splits, corpus, BackboneOptions(), 0, EmbedOptions(device=resolve_device("cpu")), NullProgress())
     k, scores = len(corpus.classes), []
     for seed in range(3):
         rng = np.random.default_rng(seed)

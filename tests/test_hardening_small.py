@@ -245,7 +245,7 @@ def test_no_cuda_runtime_notice_on_a_cpu_only_machine(monkeypatch: pytest.Monkey
     import torch
     import torch.utils.cpp_extension as cpp
 
-    from graft.training.speed import CompiledStep
+    from graft.training.finetune.speed import CompiledStep
 
     CompiledStep(torch.nn.Linear(2, 2))  # what fine-tuning does before torch.compile's first call
     heard: list[str] = []

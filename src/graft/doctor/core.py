@@ -84,7 +84,7 @@ def doctor(
     digests, thumbs = _hash(corpus, kinds, prog)
     timings["hash"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    emb = _embed(corpus, backbone, split.seed, opts, prog)
+    emb = _embed(splits, corpus, backbone, split.seed, opts, prog)
     timings["embed"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     issues, measured = _run_checks(splits, corpus, emb, (digests, thumbs), kinds, split.seed, prog)
@@ -147,23 +147,18 @@ def _corpus(splits: DatasetSplits) -> checks.Corpus:
 
 
 def _embed(
-    corpus: checks.Corpus, backbone: BackboneOptions, seed: int, opts: EmbedOptions, prog: Progress
+    splits: DatasetSplits,
+    corpus: checks.Corpus,
+    backbone: BackboneOptions,
+    seed: int,
+    opts: EmbedOptions,
+    prog: Progress,
 ) -> _Embedded:
     """View-0 features of every split, chosen and cached as :func:`graft.features.dataset.embed_dataset` does."""
-    from graft.backbones import create_backbone, feature_preprocessing
-    from graft.features.dataset import embed_split
+    from graft.features.dataset import embed_split, load_backbone
     from graft.features.extract import FeatureRequest, bind_model_features
 
-    bb = create_backbone(backbone.backbone, weights=backbone.weights)
-    train = [r for r, s in zip(corpus.records, corpus.split_of) if s == "train"]
-    sides = [min(r.width, r.height) for r in train if r.width and r.height]
-    pre = feature_preprocessing(
-        bb.model,
-        bb.preprocessing,
-        backbone.input_size,
-        backbone.crop_pct,
-        image_short_side=float(np.median(sides)) if sides else None,
-    )
+    bb, pre, _info = load_backbone(splits, backbone)
     embed = bind_model_features(bb.model, pre, what=FeatureRequest(seed=seed), options=opts)
     Xs, rows, failed = [], [], []
     for name in dict.fromkeys(corpus.split_of):
