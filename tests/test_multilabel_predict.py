@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from _datasets import REPO_ROOT, shared_dataset
 from conftest import TINY_BACKBONE, isolated_graft_home, run_cli
 from graft.metrics_multilabel import compute_multilabel_metrics
 from graft.predict.results import Outputs, prediction_rows, sigmoid
@@ -77,8 +78,9 @@ def _write_manifests(root: Path, rows: list[tuple[str, tuple[str, ...], str]]) -
     return with_split, no_split
 
 
-def _build_model(out: Path, weights: Path, data: Path, no_split: Path) -> Path:
-    """GraftNet(tiny backbone, linear head of 3 logits) fitted by ridge regression; saved with thresholds."""
+def _build_model(out: Path, weights: Path, manifest: Path, thresholds: tuple[float, ...]) -> Path:
+    """GraftNet(tiny backbone, linear head of a logit per label) fitted by ridge regression on every row of
+    ``manifest``; saved with ``thresholds`` and the split training would have recorded."""
     import timm
     import torch
     from safetensors.torch import load_file
@@ -96,13 +98,13 @@ def _build_model(out: Path, weights: Path, data: Path, no_split: Path) -> Path:
     backbone = timm.create_model(TINY_BACKBONE, pretrained=False, num_classes=0)
     backbone.load_state_dict(load_file(str(weights)), strict=False)  # the stand-in's classifier is unused
     pre = Preprocessing.from_timm_config(timm.data.resolve_data_config({}, model=backbone))
-    head_spec = HeadSpec("linear", int(backbone.num_features), len(CLASSES), multi_label=True)
+    table = read_manifest(manifest)
+    head_spec = HeadSpec("linear", int(backbone.num_features), len(table.classes), multi_label=True)
     net = GraftNet(backbone, build_head(head_spec)).eval()
-    table = read_manifest(no_split)
     paths = [row.path for row in table.rows]
     with torch.no_grad():
         X = net.features(torch.from_numpy(np.stack([pre(load_image(p)) for p in paths]))).double().numpy()
-    Y = np.zeros((len(paths), len(CLASSES)))
+    Y = np.zeros((len(paths), len(table.classes)))
     for i, row in enumerate(table.rows):
         Y[i, list(row.labels)] = 1
     mu, sd = X.mean(0), X.std(0) + 1e-6
@@ -114,13 +116,13 @@ def _build_model(out: Path, weights: Path, data: Path, no_split: Path) -> Path:
         linear.bias.copy_(torch.from_numpy(-(mu / sd) @ W))
     split = manifest_splits(table, SplitOptions(), warn=lambda _m: None).split_record(0, 0.2, 0.0)
     spec = ArtifactSpec(
-        CLASSES,
+        tuple(table.classes),
         pre,
         backbone={"name": TINY_BACKBONE, "architecture": TINY_BACKBONE, "fine_tuned": False},
         head=head_spec.to_dict(),
         metrics={"map_macro": 0.9, "accuracy": 0.5, "multi_label": True},
         split=split,
-        thresholds=THRESHOLDS,
+        thresholds=thresholds,
     )
     return save_model(out, net, spec)
 
@@ -134,7 +136,7 @@ def ml(tmp_path_factory: pytest.TempPathFactory, tiny_weights: Path) -> MultiLab
     rows, truth = _dataset(data)
     with_split, no_split = _write_manifests(data, rows)
     with isolated_graft_home(tmp_path_factory, "ml_home"):
-        model = _build_model(root / "model", tiny_weights, data, no_split)
+        model = _build_model(root / "model", tiny_weights, no_split, THRESHOLDS)
         onnx_path = root / "ml.onnx"
         report = export_onnx(model, onnx_path, check_images=[str(data)])
     assert report.label_set_agreement == 1.0 and report.max_abs_diff < 1e-3
@@ -328,3 +330,35 @@ def test_cli_evaluate_multilabel_table_and_json(ml: MultiLabelSetup, capsys: pyt
     bad.write_text("path,labels\nimg_0_0.png,blue|purple\nimg_0_1.png,green\n")
     code, out, err = run_cli(["evaluate", ml.onnx, bad], capsys)
     assert code != 0 and "purple" in err and "Traceback" not in err
+
+
+def test_parity_tolerates_only_probabilities_on_a_threshold() -> None:
+    from graft.export.checks import label_set_agreement
+
+    t = (0.5, 0.5)
+    ref = np.array([[0.0, 3.0], [1e-5, -2.0]], np.float32)  # sigmoid(1e-5) ~ 0.5000025: on the threshold
+    assert label_set_agreement(ref, ref, t) == (1.0, True)
+    near = np.array([[0.0, 3.0], [-1e-5, -2.0]], np.float32)  # flips a label sitting on its threshold
+    assert label_set_agreement(ref, near, t) == (0.5, True)
+    far = np.array([[0.0, -3.0], [1e-5, -2.0]], np.float32)  # flips a confident label: a wrong export
+    assert label_set_agreement(ref, far, t) == (0.5, False)
+
+
+def test_evaluate_on_the_real_mosaic_manifest(
+    tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """bench/make_multilabel.py's layout (images/ beside labels.csv, "0|4|5", train/val rows): its val rows."""
+    root = shared_dataset("sign_digits")
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    from make_multilabel import build
+
+    manifest = build(tmp_path / "mosaics", n_train=30, n_val=12, root=root)
+    model = _build_model(tmp_path / "model", tiny_weights, manifest, tuple([0.5] * 10))
+    code, out, err = run_cli(["evaluate", model, manifest, "--json", "--device", "cpu"], capsys)
+    assert code == 0, err
+    m = json.loads(out)
+    assert m["scored"]["split"] == "val" and m["n"] == 12 and m["multi_label"] is True
+    assert set(m["per_class"]) == {str(d) for d in range(10)} and 0 < m["map_macro"] <= 1
+    truth = {line.split(",")[0]: line.split(",")[1] for line in manifest.read_text().splitlines()[1:]}
+    support = sum(pc["support"] for pc in m["per_class"].values())
+    assert support == sum(len(set(v.split("|"))) for k, v in truth.items() if k.startswith("images/val_"))
