@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -362,3 +363,58 @@ def test_evaluate_on_the_real_mosaic_manifest(
     truth = {line.split(",")[0]: line.split(",")[1] for line in manifest.read_text().splitlines()[1:]}
     support = sum(pc["support"] for pc in m["per_class"].values())
     assert support == sum(len(set(v.split("|"))) for k, v in truth.items() if k.startswith("images/val_"))
+
+
+@pytest.mark.browser
+def test_web_page_shows_the_label_set(ml: MultiLabelSetup) -> None:
+    """The served page in headless Chromium: one chip per label of the set, each with its probability."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from _datasets import CHROMIUM, CHROMIUM_ARGS
+    from graft.predict.onnx import OnnxPredictor
+    from graft.serve import create_app
+
+    if not CHROMIUM.exists():
+        msg = f"{CHROMIUM} not found (apt-get install chromium)"
+        if os.environ.get("GRAFT_REQUIRE_BROWSER") == "1":
+            pytest.fail(msg + "; GRAFT_REQUIRE_BROWSER=1 makes this an error", pytrace=False)
+        pytest.skip(msg)
+    from playwright.sync_api import sync_playwright
+
+    image = next(p for p in sorted(ml.truth) if len(ml.truth[p]) == 2)
+    (ref,) = OnnxPredictor(ml.onnx).predict([image])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(ml.onnx), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        if time.time() > deadline or not thread.is_alive():
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{port}/")
+                page.wait_for_function("document.getElementById('meta').textContent.includes('multi-label')")
+                page.set_input_files("#picker", image)
+                page.wait_for_selector(".result[data-state=done] .top-label", timeout=30_000)
+                chips = page.locator(".result .label-set .chip")
+                assert [chips.nth(i).get_attribute("data-label") for i in range(chips.count())] == [
+                    t["label"] for t in ref["labels"]
+                ]
+                assert page.inner_text(".result .top-label") == " + ".join(t["label"] for t in ref["labels"])
+                assert f"{ref['labels'][0]['probability'] * 100:.1f}%" in chips.nth(0).inner_text()
+            finally:
+                browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
