@@ -17,6 +17,7 @@ __all__ = [
     "ONNX_FORMAT_VERSION",
     "INPUT_NAME",
     "OUTPUT_NAMES",
+    "PROBABILITY_FUNCTIONS",
     "onnx_metadata",
     "spec_from_onnx_metadata",
 ]
@@ -29,7 +30,26 @@ INPUT_NAME = "input"
 OUTPUT_NAMES = ("logits", "probabilities")
 OOD_OUTPUT = "ood_score"
 """Third output of models with an OOD score: higher is less like the training data."""
-_METRIC_KEYS = ("n", "accuracy", "top2_accuracy", "top_k", "macro_f1", "balanced_accuracy", "log_loss", "ece")
+_METRIC_KEYS = (
+    "n",
+    "accuracy",
+    "top2_accuracy",
+    "top_k",
+    "macro_f1",
+    "balanced_accuracy",
+    "log_loss",
+    "ece",
+    # multi-label models (graft.metrics_multilabel)
+    "multi_label",
+    "subset_accuracy",
+    "hamming_loss",
+    "map_macro",
+    "map_micro",
+    "f1_micro",
+    "f1_macro",
+)
+PROBABILITY_FUNCTIONS = ("softmax", "sigmoid")
+"""What the ``probabilities`` output applies to the logits: softmax (single-label) or sigmoid per label."""
 
 
 def onnx_metadata(spec: ArtifactSpec, *, opset: int, quantization: str | None = None) -> dict[str, Any]:
@@ -47,6 +67,7 @@ def onnx_metadata(spec: ArtifactSpec, *, opset: int, quantization: str | None = 
         "training": {},  # curves and parameters stay in the model folder
         "input": {"name": INPUT_NAME, "shape": ["batch", 3, int(h), int(w)], "dtype": "float32", "layout": "NCHW"},
         "outputs": list(OUTPUT_NAMES) + ([OOD_OUTPUT] if spec.ood else []),
+        "probabilities": PROBABILITY_FUNCTIONS[int(spec.multi_label)],
         "opset": opset,
         "quantization": quantization,
     }

@@ -20,19 +20,27 @@ DEFAULT_OPSET = 17
 
 
 class _WithProbs(nn.Module):
-    """Network -> (logits, softmax probabilities[, OOD score]): the outputs of every exported file."""
+    """Network -> (logits, probabilities[, OOD score]): the outputs of every exported file.
 
-    def __init__(self, inner: nn.Module) -> None:
+    The probabilities are a softmax over the classes, or for a multi-label model one sigmoid
+    per label (the metadata's ``thresholds`` then turn them into a label set).
+    """
+
+    def __init__(self, inner: nn.Module, multi_label: bool = False) -> None:
         super().__init__()
         self.inner: Any = inner  # a GraftNet
         self.with_ood = getattr(inner, "ood", None) is not None
+        self.multi_label = multi_label
+
+    def _probs(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.with_ood:  # one pass through the backbone for both heads
             logits, ood = self.inner.forward_all(x)
-            return logits, torch.softmax(logits, dim=1), ood
+            return logits, self._probs(logits), ood
         logits = self.inner(x)
-        return logits, torch.softmax(logits, dim=1)
+        return logits, self._probs(logits)
 
 
 def write_onnx(net: nn.Module, spec: ArtifactSpec, path: str | Path, *, opset: int = DEFAULT_OPSET) -> dict[str, Any]:
@@ -43,7 +51,7 @@ def write_onnx(net: nn.Module, spec: ArtifactSpec, path: str | Path, *, opset: i
     """
     path = Path(path)
     x = torch.zeros(2, 3, *spec.preprocessing.input_size)
-    wrapped = _WithProbs(net.eval())
+    wrapped = _WithProbs(net.eval(), spec.multi_label)
     outputs = list(OUTPUT_NAMES) + ([OOD_OUTPUT] if wrapped.with_ood else [])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings from timm's dynamic 'same' padding are expected

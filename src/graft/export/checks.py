@@ -29,6 +29,7 @@ __all__ = [
     "load_batch",
     "latency_ms",
     "accuracy",
+    "label_set_agreement",
 ]
 
 
@@ -158,3 +159,22 @@ def latency_ms(session: Any, input_name: str, shape: tuple[int, ...], repeats: i
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 accuracy."""
     return float((probs.argmax(1) == labels).mean()) if len(labels) else float("nan")
+
+
+def label_set_agreement(
+    ref_logits: np.ndarray, got_logits: np.ndarray, thresholds: Sequence[float], margin: float = 1e-4
+) -> tuple[float, bool]:
+    """(share of images with the same label set, whether every difference lies on a threshold) of a
+    multi-label model's two runs (sigmoid probabilities ``>=`` the per-label thresholds).
+
+    A probability within ``margin`` of its threshold may fall either side by float rounding;
+    any other difference means the export is wrong.
+    """
+    from graft.predict.results import sigmoid
+
+    t = np.asarray(thresholds, np.float64)
+    p_ref, p_got = sigmoid(ref_logits).astype(np.float64), sigmoid(got_logits).astype(np.float64)
+    differ = (p_ref >= t) != (p_got >= t)
+    if not len(differ):
+        return 1.0, True
+    return float((~differ.any(1)).mean()), bool((np.abs(p_ref - t)[differ] <= margin).all())

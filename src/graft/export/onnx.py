@@ -43,6 +43,8 @@ class ExportReport:
         n_check: images in the parity check.
         max_abs_diff: largest |logit(ONNX) - logit(PyTorch)| over the check images (fp32 export).
         top1_agreement: share of check images with the same top-1 class in both.
+        label_set_agreement: a multi-label model's share of check images with the same label set
+            (sigmoid probabilities over the thresholds) in both; None for a single-label model.
         batch_sizes: batch sizes the ONNX model was run with (dynamic batch check).
         tolerance: the limit ``max_abs_diff`` had to stay under.
         quantization: int8 results (method, sizes, latencies, val accuracies), or None.
@@ -61,6 +63,7 @@ class ExportReport:
     tolerance: float
     quantization: dict[str, Any] | None = None
     outputs: list[str] = field(default_factory=lambda: ["logits", "probabilities"])
+    label_set_agreement: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,12 +74,15 @@ class ExportReport:
 
     def lines(self) -> list[str]:
         """Human-readable summary, one fact per line."""
+        multi = self.label_set_agreement is not None
         out = [
-            f"wrote {self.path} ({self.size_bytes / 1e6:.1f} MB, opset {self.opset}, outputs {'+'.join(self.outputs)}, "
-            f"dynamic batch) in {self.seconds:.1f} s",
+            f"wrote {self.path} ({self.size_bytes / 1e6:.1f} MB, opset {self.opset}, outputs {'+'.join(self.outputs)}"
+            f"{' (sigmoid per label, thresholds in the metadata)' if multi else ''}, dynamic batch) in "
+            f"{self.seconds:.1f} s",
             f"parity vs PyTorch on {self.n_check} images ({self.check_source}), batch sizes "
             f"{'/'.join(map(str, self.batch_sizes))}: max |logit diff| {self.max_abs_diff:.2e} "
-            f"(tolerance {self.tolerance:g}), top-1 agreement {self.top1_agreement:.0%}",
+            f"(tolerance {self.tolerance:g}), top-1 agreement {self.top1_agreement:.0%}"
+            + (f", label-set agreement {self.label_set_agreement:.0%}" if multi else ""),
         ]
         q = self.quantization
         if q:
@@ -90,6 +96,11 @@ class ExportReport:
                     f"val accuracy ({q['n_val']} images): fp32 {q['val_accuracy_fp32']:.4f} -> int8 "
                     f"{q['val_accuracy_int8']:.4f} (drop {q['accuracy_drop']:+.4f}); top-1 agreement "
                     f"{q['val_top1_agreement']:.1%}"
+                )
+            elif "check_label_set_agreement" in q:
+                out.append(
+                    f"int8 gives fp32's label sets for {q['check_label_set_agreement']:.0%} of the check images "
+                    f"(top-1 for {q['check_top1_agreement']:.0%}; score it with graft evaluate)"
                 )
             else:
                 out.append(
@@ -168,7 +179,7 @@ def export_onnx(
         meta = _write_fp32(lm, fp32, opset, say)
         say("checking ONNX Runtime against PyTorch")
         imgs = checks.choose_check_images(lm.preprocessing, check_images, data_dir)
-        onnx32, diff, agree = _parity(lm, fp32, imgs, tolerance, out)
+        onnx32, diff, agree, sets = _parity(lm, fp32, imgs, tolerance, out)
         final = fp32
         qinfo = None
         if quantize == "int8":
@@ -189,15 +200,20 @@ def export_onnx(
         tolerance=tolerance,
         quantization=qinfo,
         outputs=outputs,
+        label_set_agreement=sets,
         metadata=meta,
     )
 
 
-def _parity(lm: Any, path: Path, imgs: checks.CheckImages, tolerance: float, out: Path) -> tuple[Any, float, float]:
-    """(the ONNX predictor, max |logit diff|, top-1 agreement) against PyTorch, batch 1 and N.
+def _parity(
+    lm: Any, path: Path, imgs: checks.CheckImages, tolerance: float, out: Path
+) -> tuple[Any, float, float, float | None]:
+    """(the ONNX predictor, max |logit diff|, top-1 agreement, label-set agreement or None) against PyTorch,
+    batch 1 and N.
 
     Raises:
-        ExportError: beyond ``tolerance`` or any top-1 disagreement.
+        ExportError: beyond ``tolerance``, any top-1 disagreement, or (multi-label) any label set that differs
+            where the probability is not on its threshold.
     """
     from graft.predict.onnx import OnnxPredictor
     from graft.predict.torch import TorchPredictor
@@ -218,7 +234,13 @@ def _parity(lm: Any, path: Path, imgs: checks.CheckImages, tolerance: float, out
             f"ONNX Runtime output differs from PyTorch on {len(ref)} {imgs.source} images: max |logit diff| "
             f"{diff:.3g} (tolerance {tolerance:g}), top-1 agreement {agree:.0%}. Nothing was written to {out}."
         )
-    return onnx32, diff, agree
+    sets = checks.label_set_agreement(ref, got, lm.spec.thresholds) if lm.spec.multi_label else None
+    if sets is not None and not sets[1]:
+        raise ExportError(
+            f"ONNX Runtime gives other label sets than PyTorch on {len(ref)} {imgs.source} images (agreement "
+            f"{sets[0]:.0%}) although the logits agree within {tolerance:g}. Nothing was written to {out}."
+        )
+    return onnx32, diff, agree, None if sets is None else sets[0]
 
 
 def _quantize(
@@ -234,7 +256,8 @@ def _quantize(
     from graft.predict.onnx import OnnxPredictor
 
     pre = lm.preprocessing
-    val = checks.val_split(lm.path, lm.classes, data_dir)
+    # a multi-label model's int8 check is its label sets on the check images (accuracy is not top-1)
+    val = None if lm.spec.multi_label else checks.val_split(lm.path, lm.classes, data_dir)
     calib_paths = checks.calibration_paths(data_dir, val[0] if val else [])
     if not calib_paths and imgs.source != "synthetic":
         calib_paths = imgs.paths
@@ -257,6 +280,8 @@ def _quantize(
     f_check = onnx32.logits(imgs.batch)
     info["check_top1_agreement"] = float((q_check.argmax(1) == f_check.argmax(1)).mean())
     info["check_max_abs_diff"] = float(np.abs(q_check - f_check).max())
+    if lm.spec.multi_label:
+        info["check_label_set_agreement"] = checks.label_set_agreement(f_check, q_check, lm.spec.thresholds)[0]
     if val is not None:
         paths = val[0][:1000]
         labels = val[1][:1000]

@@ -19,7 +19,7 @@ from graft.data.decode import DEFAULT_MAX_PIXELS, load_image
 from graft.data.files import collect_image_paths
 from graft.data.records import SkippedFile
 from graft.exceptions import ImageDecodeError, ModelFileError
-from graft.predict.results import Outputs, prediction_rows
+from graft.predict.results import Outputs, prediction_rows, sigmoid, softmax
 from graft.transforms.eval import Preprocessing
 
 __all__ = ["Predictor"]
@@ -65,6 +65,8 @@ class Predictor:
                 k: v for k, v in self.spec.metrics.items() if k not in {"per_class", "confusion_matrix", "reliability"}
             },
             "graft_version": self.spec.versions.get("graft"),
+            "multi_label": self.spec.multi_label,
+            **({"thresholds": dict(zip(self.spec.classes, self.spec.thresholds))} if self.spec.multi_label else {}),
         }
 
     # ------------------------------------------------------------------ arrays
@@ -83,6 +85,10 @@ class Predictor:
         step = max(1, int(self.batch_size))
         return self.checked(Outputs.concat([self._outputs(batch[i : i + step]) for i in range(0, len(batch), step)]))
 
+    def probabilities_of(self, logits: np.ndarray) -> np.ndarray:
+        """The model's probabilities from its logits: per-label sigmoid (multi-label) or softmax."""
+        return sigmoid(logits) if self.spec.multi_label else softmax(logits)
+
     def checked(self, out: Outputs) -> Outputs:
         """``out``, unless the network answered NaN or infinity: a damaged model is refused, never printed as NaN."""
         if np.isfinite(out.probs).all() and (out.ood is None or np.isfinite(out.ood).all()):
@@ -98,7 +104,8 @@ class Predictor:
         return self
 
     def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
-        """Softmax probabilities (N, n_classes) for a preprocessed float32 (N, 3, H, W) batch."""
+        """Probabilities (N, n_classes) for a preprocessed float32 (N, 3, H, W) batch (per-label sigmoid for a
+        multi-label model, softmax otherwise)."""
         return self.outputs(batch).probs
 
     def _outputs(self, batch: np.ndarray) -> Outputs:
@@ -106,7 +113,7 @@ class Predictor:
         raise NotImplementedError
 
     def predict_images(self, images: Sequence[Any]) -> np.ndarray:
-        """Softmax probabilities for decoded PIL images (in memory), in batches."""
+        """Probabilities (as :meth:`predict_arrays`) for decoded PIL images (in memory), in batches."""
         return self._run_batched([self.preprocessing(im) for im in images]).probs
 
     def _run_batched(self, arrs: list[np.ndarray]) -> Outputs:
@@ -162,7 +169,9 @@ class Predictor:
         Returns:
             One dict per input image: ``path``, ``label``, ``probability``, ``top_k``
             (list of {label, probability}), and with an OOD score ``ood_score``, ``known``
-            and, for an unknown image, ``best_label``; unreadable files get ``error`` instead.
+            and, for an unknown image, ``best_label``; a multi-label model's rows also have
+            ``labels`` (every label over its threshold, most probable first; empty for an unknown
+            image); unreadable files get ``error`` instead.
         """
         files, missing = collect_image_paths([str(p) for p in paths])
         out, ok_paths, failed = self.predict_outputs(files)
@@ -173,6 +182,7 @@ class Predictor:
             top_k,
             list(missing) + list(failed),
             threshold=self.ood_threshold if reject else None,
+            thresholds=self.spec.thresholds,
         )
 
     def close(self) -> None:

@@ -17,11 +17,15 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from graft.data.options import ManifestOptions
 from graft.data.records import ImageRecord, SkippedFile
 from graft.data.scan import scan_dataset, scan_split, split_folders
+from graft.data.source import manifest_of
 from graft.exceptions import DataError
 from graft.metrics import compute_metrics
+from graft.metrics_multilabel import compute_multilabel_metrics
 from graft.predict.base import Predictor
+from graft.predict.evaluate_manifest import manifest_records
 
 __all__ = ["evaluate_predictor"]
 
@@ -34,28 +38,46 @@ def evaluate_predictor(
     top_k: int = 5,
     strict: bool = False,
     warn: Callable[[str], None] | None = None,
+    manifest: ManifestOptions | None = None,
 ) -> dict[str, Any]:
-    """Accuracy, top-k, per-class figures and confusion matrix on ``test/`` if present, else val (or ``split``).
+    """Metrics on ``test/`` if present, else val (or ``split``), of a labelled folder or a manifest.
 
     Without ``split`` on a folder with neither test/ nor val/, the validation (or test) part
     of the seeded split the model was trained with is scored when ``data`` is its training
-    folder, and every image otherwise (see the module docstring).
+    folder, and every image otherwise (see the module docstring). A manifest (a file, or the
+    one in a folder without class folders; read with ``manifest``) is scored on its test rows,
+    else its val rows: its own split column's, or the model's recorded seeded split's when it is
+    the manifest the model was trained on; otherwise on every row.
 
     Returns:
-        :func:`~graft.metrics.compute_metrics` plus ``scored`` (``split``, ``images`` and a
-        ``description`` of what was scored), ``skipped``, ``paths``, ``probs`` and ``labels``.
+        :func:`~graft.metrics.compute_metrics` (a multi-label model:
+        :func:`~graft.metrics_multilabel.compute_multilabel_metrics` at its thresholds) plus
+        ``scored`` (``split``, ``images`` and a ``description`` of what was scored),
+        ``skipped``, ``paths``, ``probs`` and ``labels`` (a multi-label model: 0/1 rows).
     """
     warn = warn or (lambda _m: None)
-    records, skipped, scored = _records(predictor, data, split, strict, warn)
+    found = manifest_of(data, warn)
+    if found is not None:
+        records, skipped, scored = manifest_records(predictor, found, split, strict, warn, manifest)
+    else:
+        records, skipped, scored = _records(predictor, data, split, strict, warn)
     out, ok_paths, failed = predictor.predict_outputs([r.path for r in records])
     probs = out.probs
     if not ok_paths:
         raise DataError(
             f"{data}: none of the {len(records)} images to evaluate could be read; see the files listed above"
         )
-    label_of = {str(r.path): r.label for r in records}
-    y = np.array([label_of[p] for p in ok_paths], dtype=np.int64)
-    m = compute_metrics(y, probs, predictor.classes, top_k=top_k)
+    label_of = {str(r.path): r.label_set for r in records}
+    if predictor.spec.multi_label:
+        Y = np.zeros((len(ok_paths), len(predictor.classes)), np.int64)
+        for i, p in enumerate(ok_paths):
+            Y[i, list(label_of[p])] = 1
+        m = compute_multilabel_metrics(Y, probs, predictor.classes, predictor.spec.thresholds)
+        labels: list[Any] = Y.tolist()
+    else:
+        y = np.array([label_of[p][0] for p in ok_paths], dtype=np.int64)
+        m = compute_metrics(y, probs, predictor.classes, top_k=top_k)
+        labels = y.tolist()
     threshold = predictor.ood_threshold
     if out.ood is not None and threshold is not None:  # how often the model would answer "unknown" here
         m["unknown_rate"] = float((out.ood > threshold).mean())
@@ -63,7 +85,7 @@ def evaluate_predictor(
     m["skipped"] = [s.to_dict() for s in list(skipped) + list(failed)]
     m["paths"] = ok_paths
     m["probs"] = probs.tolist()
-    m["labels"] = y.tolist()
+    m["labels"] = labels
     return m
 
 

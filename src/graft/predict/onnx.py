@@ -19,12 +19,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from graft.artifact.onnx_meta import OOD_OUTPUT, OUTPUT_NAMES, spec_from_onnx_metadata
+from graft.artifact.onnx_meta import OOD_OUTPUT, OUTPUT_NAMES, PROBABILITY_FUNCTIONS, spec_from_onnx_metadata
 from graft.data.decode import DEFAULT_MAX_PIXELS
 from graft.exceptions import ModelFileError
 from graft.onnxrt import onnx_session
 from graft.predict.base import Predictor
-from graft.predict.results import Outputs, softmax
+from graft.predict.results import Outputs
 
 __all__ = ["OnnxPredictor", "read_onnx_metadata", "onnx_session"]
 
@@ -96,6 +96,12 @@ class OnnxPredictor(Predictor):
         missing = [n for n in wanted if n not in outs]
         if missing:
             raise ModelFileError(f"{p}: the graph lacks output(s) {missing} (it has {sorted(outs)}); {fix}")
+        probs, expected = self.document.get("probabilities"), PROBABILITY_FUNCTIONS[int(self.spec.multi_label)]
+        if probs is not None and probs != expected:  # older files do not say; a multi-label one always does
+            raise ModelFileError(
+                f"{p}: its metadata says the probabilities are a {probs!r} but its thresholds make it a "
+                f"{'multi' if self.spec.multi_label else 'single'}-label model ({expected}); {fix}"
+            )
         width, n = _dims(outs[OUTPUT_NAMES[0]].shape)[-1:], len(self.spec.classes)
         if width and isinstance(width[0], int) and width[0] != n:
             raise ModelFileError(f"{p}: its metadata lists {n} class(es) but the graph gives {width[0]} outputs; {fix}")
@@ -130,7 +136,7 @@ class OnnxPredictor(Predictor):
                 f"{self.path}: its metadata lists {len(self.spec.classes)} class(es) but the graph gave "
                 f"{logits.shape[-1]} outputs; re-export it with: graft export MODEL --out {self.path.name}"
             )
-        return Outputs(softmax(logits), None if ood is None else ood.astype(np.float32))
+        return Outputs(self.probabilities_of(logits), None if ood is None else ood.astype(np.float32))
 
     def __repr__(self) -> str:
         return f"OnnxPredictor({str(self.path)!r}, classes={len(self.spec.classes)})"

@@ -9,7 +9,7 @@ import numpy as np
 
 from graft.data.records import SkippedFile
 
-__all__ = ["Outputs", "softmax", "top_k_results", "prediction_rows"]
+__all__ = ["Outputs", "label_sets", "prediction_rows", "sigmoid", "softmax", "top_k_results"]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -18,6 +18,28 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z -= z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Element-wise logistic function in float64 (stable for large |logits|), returned as float32.
+
+    A multi-label model's probabilities: one independent yes/no per label.
+    """
+    z = np.asarray(logits, np.float64)
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1 / (1 + e), e / (1 + e)).astype(np.float32)
+
+
+def label_sets(probs: np.ndarray, classes: Sequence[str], thresholds: Sequence[float]) -> list[list[dict[str, Any]]]:
+    """A multi-label model's decisions: per row, ``{label, probability}`` of every label at or over
+    its threshold, most probable first (an empty list when none is)."""
+    t = np.asarray(thresholds, np.float64)
+    out = []
+    for p in probs:
+        over = np.flatnonzero(p >= t)
+        order = over[np.argsort(-p[over], kind="stable")]
+        out.append([{"label": classes[int(i)], "probability": float(p[i])} for i in order])
+    return out
 
 
 def top_k_results(probs: np.ndarray, classes: Sequence[str], top_k: int) -> list[dict[str, Any]]:
@@ -72,23 +94,31 @@ def prediction_rows(
     failed: Iterable[SkippedFile] = (),
     *,
     threshold: float | None = None,
+    thresholds: Sequence[float] = (),
 ) -> list[dict[str, Any]]:
     """One dict per image: ``path`` plus :func:`top_k_results`; unreadable files get ``error``.
 
     With OOD scores, each row also gets ``ood_score`` and ``known``; an image scoring above
     ``threshold`` is labelled ``"unknown"`` and keeps its best class in ``best_label`` (and
     ``probability``, ``top_k``), so nothing is hidden from a caller who wants it.
+    With per-label ``thresholds`` (a multi-label model, sigmoid ``outputs``), each row also
+    gets ``labels`` (:func:`label_sets`); an unknown image's is empty.
     """
     out = outputs if isinstance(outputs, Outputs) else Outputs(outputs)
+    sets = label_sets(out.probs, classes, thresholds) if len(thresholds) else None
     rows: list[dict[str, Any]] = []
     for i, (p, r) in enumerate(zip(paths, top_k_results(out.probs, classes, top_k))):
         row = {"path": p, **r}
+        if sets is not None:
+            row["labels"] = sets[i]
         if out.ood is not None:
             score = float(out.ood[i])
             known = threshold is None or score <= threshold
             row.update(ood_score=score, known=known)
             if not known:
                 row["best_label"], row["label"] = row["label"], "unknown"
+                if sets is not None:
+                    row["labels"] = []
         rows.append(row)
     rows.extend({"path": f.path, "error": f.reason} for f in failed)
     return rows

@@ -75,8 +75,13 @@ class TorchPredictor(Predictor):
             else:
                 logits = net(x)
                 ood = None
-            probs = torch.softmax(logits.float(), 1).cpu().numpy()
+            probs = self._probs(logits)
             return Outputs(probs, None if ood is None else ood.float().cpu().numpy())
+
+    def _probs(self, logits: torch.Tensor) -> np.ndarray:
+        """Per-label sigmoid (multi-label) or softmax of fp32 logits, as float32 numpy on the CPU."""
+        z = logits.float()
+        return (torch.sigmoid(z) if self.spec.multi_label else torch.softmax(z, 1)).cpu().numpy()
 
     # ------------------------------------------------------------------ files
     def predict_outputs(
@@ -110,7 +115,7 @@ class TorchPredictor(Predictor):
             f = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(dev)
             logits = net.head.eval()(f).float()
             ood = net.ood(f).float().cpu().numpy() if getattr(net, "ood", None) is not None else None
-        return self.checked(Outputs(torch.softmax(logits, 1).cpu().numpy(), ood))
+        return self.checked(Outputs(self._probs(logits), ood))
 
     def __repr__(self) -> str:
         return f"TorchPredictor({self.spec.architecture!r}, classes={len(self.spec.classes)}, device={self.device!r})"

@@ -219,14 +219,17 @@ class _Classifier:
         rows = await self.batcher.submit(list(arrays))
         names = [name for name, _ in uploads]
         threshold = self.model.ood_threshold if reject else None
-        preds = prediction_rows(names, Outputs.unpack(rows), self.model.classes, top_k, threshold=threshold)
+        out = Outputs.unpack(rows)
+        preds = prediction_rows(
+            names, out, self.model.classes, top_k, threshold=threshold, thresholds=self.model.spec.thresholds
+        )
         return [{"filename": r.pop("path"), **r} for r in preds]
 
 
 def _add_routes(app: FastAPI, model: Predictor, batcher: MicroBatcher, classify: _Classifier, lim: Limits) -> None:
     page = _page()
 
-    @app.post("/predict", summary="Top-k labels for one or more uploaded images")
+    @app.post("/predict", summary="Top-k labels (a multi-label model: the label set) for uploaded images")
     async def predict(
         file: List[UploadFile] = File(..., description="Image file(s); repeat the field for several images."),
         top_k: int = Query(lim.default_top_k, ge=1, le=1000, description="Labels per image."),
