@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from graft.config import graft_home
-from graft.fileio import atomic_write_bytes
 
-__all__ = ["KEEP", "cache_dir", "discard", "get_or_build", "load_or_build", "lookup", "store_bytes"]
+__all__ = ["KEEP", "cache_dir", "discard", "get_or_build", "load_or_build", "lookup"]
 
 log = logging.getLogger("graft")
 T = TypeVar("T")
@@ -53,19 +52,6 @@ def _trim() -> None:
     files = sorted(cache_dir().glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
     for p in files[KEEP:]:
         p.unlink(missing_ok=True)
-
-
-def store_bytes(key: str, data: bytes) -> Path | None:
-    """Keep ``data`` under ``key``; None where the cache cannot be written (it only costs a re-export)."""
-    path = _path(key)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, data)
-        _trim()
-    except OSError as e:
-        log.debug("could not cache the ONNX export at %s: %s", path, e)
-        return None
-    return path
 
 
 def get_or_build(key: str, build: Callable[[Path], None]) -> Path:
