@@ -247,6 +247,8 @@ class Classifier(Estimator):
         self.val_probs_ = stage.val_probs
         self.stage_metrics_["fine_tune"] = stage.summary
         self.ood_ = stage.ood if stage.ood is not None else self.ood_
+        if stage.thresholds:  # multi-label: refitted with the temperatures on the held-out slice
+            self.thresholds_ = tuple(stage.thresholds)
 
     def fine_tune(
         self,
