@@ -116,3 +116,102 @@ def test_thresholds_never_read_validation(manifest: Path, tiny_weights: Path, tm
     assert a.thresholds == b.thresholds and a.info["C"] == b.info["C"]
     torch.testing.assert_close(a.head[-1].weight, b.head[-1].weight)
     assert a.metrics["map_macro"] != b.metrics["map_macro"]
+
+
+def test_training_loss_is_bce_with_pos_weight_and_subset_accuracy() -> None:
+    from torch.nn import functional as F
+
+    from graft.training.loss import classification_loss, n_correct
+
+    logits = torch.tensor([[2.0, -1.0, 0.5], [-3.0, 1.0, -0.2]])
+    Y = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    pw = torch.tensor([1.0, 2.0, 3.0])
+    want = F.binary_cross_entropy_with_logits(logits, Y, pos_weight=pw, reduction="none").mean(1)
+    torch.testing.assert_close(classification_loss(logits, Y, pw), want.mean())
+    torch.testing.assert_close(
+        classification_loss(logits, Y, reduction="sum"),
+        F.binary_cross_entropy_with_logits(logits, Y, reduction="none").mean(1).sum(),
+    )
+    assert n_correct(logits, Y) == 1  # row 2 misses its third label (logit -0.2 < 0)
+
+
+def test_fine_tune_one_epoch_with_bce_keeps_or_rolls_back(fitted: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import copy
+
+    from graft.features.extract import FeatureRequest, model_features
+    from graft.features.options import EmbedOptions
+
+    clf = copy.deepcopy(fitted[0])
+    before = {k: v.clone() for k, v in clf.model_.state_dict().items()}
+    stage1_acc = clf.metrics_["accuracy"]
+
+    def sigmoid_scores(net: Any) -> np.ndarray:  # own sigmoid on the network's logits (not the predictors')
+        fs = model_features(
+            net.backbone,
+            clf.preprocessing_,
+            clf.val_paths_,
+            what=FeatureRequest(spatial=False, taps=net.taps),
+            options=EmbedOptions(device="cpu", precision="fp32", num_workers=0),
+        )
+        with torch.no_grad():
+            return torch.sigmoid(net.head(torch.from_numpy(fs.X))).numpy()
+
+    monkeypatch.setattr(clf, "_score_val", sigmoid_scores)
+    clf.fine_tune(epochs=1, lr=1e-3)
+    ft = clf.stage_metrics_["fine_tune"]
+    hist = clf.history_["fine_tune"]
+    assert len(hist) == 1 and np.isfinite(hist[0]["train_loss"]) and 0 <= hist[0]["val_acc"] <= 1
+    assert np.isfinite(hist[0]["val_loss"]) and hist[0]["val_loss"] > 0
+    assert clf.metrics_["multi_label"] and 0 <= ft["val_accuracy"] <= 1  # subset accuracy of the fine-tuned net
+    th = np.asarray(clf.thresholds_)
+    assert th.shape == (3,) and ((th > 0) & (th < 1)).all()
+    if ft["kept"]:
+        assert clf.metrics_["accuracy"] >= stage1_acc and np.isclose(ft["val_accuracy"], clf.metrics_["accuracy"])
+    else:
+        assert clf.metrics_["accuracy"] == stage1_acc
+        for k, v in clf.model_.state_dict().items():
+            torch.testing.assert_close(v, before[k])
+
+
+def test_cli_multilabel_run_killed_then_resumed(manifest: Path, tiny_weights: Path, tmp_path: Path) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    home, out = tmp_path / "home", tmp_path / "run"
+    env = {**os.environ, "GRAFT_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    args = ["train", manifest, "--out", out, "--backbone", TINY_BACKBONE, "--weights", tiny_weights]
+    args += ["--precision", "fp32", "--quiet", "--no-report", "--workers", "0", "--fine-tune", "--epochs", "5"]
+    args += ["--patience", "100", "--features", "final"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "graft.cli.main", *map(str, args)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    last = out / "checkpoints" / "last" / "state.json"
+    deadline = time.monotonic() + 240
+    while not (last.exists() and json.loads(last.read_text())["epoch"] >= 2):
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert time.monotonic() < deadline, "no fine-tuning checkpoint appeared"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    assert json.loads((out / "run.json").read_text())["status"] == "running"
+    r = subprocess.run(
+        [sys.executable, "-m", "graft.cli.main", "train", "--resume", str(out), "--quiet", "--no-report"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["multi_label"] is True and metrics["val_accuracy"] == metrics["val_subset_accuracy"]
+    assert {"val_map", "val_map_micro", "val_f1_micro", "val_f1_macro", "val_hamming_loss"} <= set(metrics)
+    epochs = [h["epoch"] for h in json.loads((out / "history.json").read_text())["fine_tune"]]
+    assert epochs == list(range(1, 6)), epochs
+    assert len(json.loads((out / "model" / "config.json").read_text())["thresholds"]) == 3
