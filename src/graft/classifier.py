@@ -49,7 +49,9 @@ class Classifier(Estimator):
 
     Attributes (after fit): ``classes_``, ``model_`` (:class:`~graft.network.GraftNet`),
     ``data_``, ``history_``, ``metrics_``, ``backbone_info_``, ``preprocessing_``, ``stage_metrics_``,
-    ``ladder_`` (the rungs of ``fit(..., budget=...)``, else None).
+    ``ladder_`` (the rungs of ``fit(..., budget=...)``, else None), ``thresholds_`` (a multi-label
+    model's per-label decision thresholds on sigmoid probabilities, chosen on out-of-fold training
+    probabilities; empty for a single-label model).
     """
 
     spec_: ArtifactSpec  # set by load()
@@ -200,6 +202,7 @@ class Classifier(Estimator):
         self.val_labels_ = emb.val.y
         self.val_paths_ = emb.val.paths
         self.metrics_ = head.metrics
+        self.thresholds_ = head.thresholds
         self.fine_tuned_ = False
         self.ood_ = st.ood
         self.split_ = st.data.split_record(self.seed, self.val_fraction, self.test_fraction)  # for evaluate
@@ -244,6 +247,8 @@ class Classifier(Estimator):
         self.val_probs_ = stage.val_probs
         self.stage_metrics_["fine_tune"] = stage.summary
         self.ood_ = stage.ood if stage.ood is not None else self.ood_
+        if stage.thresholds:  # multi-label: refitted with the temperatures on the held-out slice
+            self.thresholds_ = tuple(stage.thresholds)
 
     def fine_tune(
         self,

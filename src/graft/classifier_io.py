@@ -44,6 +44,7 @@ LEARNED_FROM_MODEL: dict[str, Callable[[Any], Any]] = {
     "spec_": lambda lm: lm.spec,
     "path_": lambda lm: lm.path,
     "split_": lambda lm: dict(lm.spec.split),
+    "thresholds_": lambda lm: tuple(lm.spec.thresholds),
 }
 
 
@@ -95,6 +96,7 @@ def spec_of(clf: Any) -> ArtifactSpec:
         metrics,
         ood=getattr(clf, "ood_", {}),
         split=getattr(clf, "split_", {}),
+        thresholds=tuple(float(t) for t in getattr(clf, "thresholds_", ())),
     )
 
 

@@ -259,16 +259,10 @@ def _write_outputs(run: RunFolder, clf: Classifier, stages: dict[str, Any]) -> d
             "probs": np.round(np.asarray(clf.val_probs_, dtype=np.float64), 6).tolist(),
         },
     )
+    stage = clf.stage_metrics_.get("fine_tune", {}) if clf.fine_tuned_ else clf.head_info_
     return {
-        "val_accuracy": float(m["accuracy"]),
-        "val_top_k_accuracy": m.get(f"top{m['top_k']}_accuracy"),
-        "val_macro_f1": m["macro_f1"],
-        "val_log_loss": m.get("log_loss"),
-        "val_ece": m.get("ece"),
-        "val_ece_uncalibrated": m.get("ece_uncalibrated"),
-        "temperature": (clf.stage_metrics_.get("fine_tune", {}) if clf.fine_tuned_ else clf.head_info_).get(
-            "temperature"
-        ),
+        **_val_metrics(m),
+        "temperature": stage.get("temperature", stage.get("temperatures")),
         "features": clf.head_info_.get("features"),
         "ladder": clf.ladder_,
         "budget_seconds": None,  # the user's, filled by _finish
@@ -284,6 +278,31 @@ def _write_outputs(run: RunFolder, clf: Classifier, stages: dict[str, Any]) -> d
     }
 
 
+def _val_metrics(m: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json's validation figures: a multi-label model's are mAP, F1, subset accuracy, Hamming loss."""
+    if m.get("multi_label"):
+        return {
+            "val_accuracy": float(m["accuracy"]),  # = subset accuracy: comparisons and prints keep working
+            "val_subset_accuracy": m["subset_accuracy"],
+            "val_hamming_loss": m["hamming_loss"],
+            "val_map": m["map_macro"],
+            "val_map_micro": m["map_micro"],
+            "val_f1_micro": m["f1_micro"],
+            "val_f1_macro": m["f1_macro"],
+            "val_log_loss": m.get("log_loss"),
+            "multi_label": True,
+            "thresholds": m.get("thresholds"),
+        }
+    return {
+        "val_accuracy": float(m["accuracy"]),
+        "val_top_k_accuracy": m.get(f"top{m['top_k']}_accuracy"),
+        "val_macro_f1": m["macro_f1"],
+        "val_log_loss": m.get("log_loss"),
+        "val_ece": m.get("ece"),
+        "val_ece_uncalibrated": m.get("ece_uncalibrated"),
+    }
+
+
 def _test_split(clf: Classifier, progress: Progress) -> dict[str, Any]:
     """The final model on the dataset's test split, reported beside val and never used to choose.
 
@@ -292,17 +311,18 @@ def _test_split(clf: Classifier, progress: Progress) -> dict[str, Any]:
     validation by more than sampling noise, the user is told, since the test figure is then
     the one that predicts deployment.
     """
-    from graft.metrics import compute_metrics
+    from graft.training.fit.targets import score, targets_of
 
     records = clf.data_.splits.get("test") or []
     if not records:
         return {}
     probs, ok, _failed = clf.predict_proba([r.path for r in records])
-    label_of = {str(r.path): r.label for r in records}
-    y = np.array([label_of[p] for p in ok], dtype=np.int64)
+    multi = bool(getattr(clf.data_, "multi_label", False))
+    rec_of = {str(r.path): r for r in records}
+    y = targets_of([rec_of[p] for p in ok], len(clf.classes_), multi)
     if not len(y):
         return {}
-    m = compute_metrics(y, probs, clf.classes_)
+    m = score(y, probs, clf.classes_, tuple(getattr(clf, "thresholds_", ())))
     val_acc, test_acc = float(clf.metrics_["accuracy"]), float(m["accuracy"])
     n_val = max(1, int(clf.metrics_.get("n", 1)))
     noise = 2 * math.sqrt(max(val_acc * (1 - val_acc), 1e-4) / n_val + max(test_acc * (1 - test_acc), 1e-4) / len(y))
@@ -312,6 +332,16 @@ def _test_split(clf: Classifier, progress: Progress) -> dict[str, Any]:
             f"validation accuracy {val_acc:.3f} but test accuracy {test_acc:.3f} ({len(y)} images): the test "
             "folder differs from the training folder more than chance explains; expect the test figure in use"
         )
+    if multi:
+        return {
+            "test_accuracy": test_acc,
+            "test_map": m["map_macro"],
+            "test_f1_micro": m["f1_micro"],
+            "test_f1_macro": m["f1_macro"],
+            "test_hamming_loss": m["hamming_loss"],
+            "test_n": int(len(y)),
+            "test_shift": shift,
+        }
     return {"test_accuracy": test_acc, "test_macro_f1": m["macro_f1"], "test_n": int(len(y)), "test_shift": shift}
 
 

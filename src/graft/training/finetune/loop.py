@@ -16,12 +16,12 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from graft.features.embedder import batches
 from graft.progress import Task
 from graft.training.finetune.speed import autocast
+from graft.training.loss import classification_loss, n_correct
 
 __all__ = ["Stepper", "evaluate", "train_one_epoch"]
 
@@ -113,13 +113,13 @@ def train_one_epoch(
         y = torch.from_numpy(labels[idx.numpy()]).to(device)
         with _autocast(device, stepper.precision):
             logits = (stepper.forward or net)(_to_device(x, device, stepper.channels_last)).float()
-        loss = F.cross_entropy(logits, y, weight=stepper.class_weight, label_smoothing=stepper.label_smoothing)
+        loss = classification_loss(logits, y, stepper.class_weight, stepper.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         step += 1
         tot_loss += loss.item() * len(y)
-        tot_ok += int((logits.argmax(1) == y).sum())
+        tot_ok += n_correct(logits, y)
         n += len(y)
         if task is not None:
             task.advance(len(idx) + len(bad))
@@ -135,7 +135,7 @@ def evaluate(
     precision: str = "fp32",
     channels_last: bool = False,
 ) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``net`` on ``loader``, unweighted and unsmoothed.
+    """(mean cross-entropy, accuracy) of ``net`` on ``loader``, unweighted and unsmoothed (multi-label: BCE, subset accuracy).
 
     Plain loss on purpose: early stopping compares epochs, and class weights or label
     smoothing would only shift that scale. Leaves ``net`` in eval mode.
@@ -151,7 +151,7 @@ def evaluate(
             y = torch.from_numpy(labels[idx.numpy()]).to(device)
             with _autocast(device, precision):
                 logits = net(_to_device(x, device, channels_last)).float()
-            tot_loss += float(F.cross_entropy(logits, y, reduction="sum"))
-            ok += int((logits.argmax(1) == y).sum())
+            tot_loss += float(classification_loss(logits, y, reduction="sum"))
+            ok += n_correct(logits, y)
             n += len(y)
     return tot_loss / max(n, 1), ok / max(n, 1)

@@ -134,8 +134,9 @@ def train_network(
 
 
 def _as_set(pair: tuple[Sequence[str], np.ndarray]) -> tuple[list[str], np.ndarray]:
-    """(paths, integer labels) as a list and an int64 array."""
-    return list(pair[0]), np.asarray(pair[1], dtype=np.int64)
+    """(paths, labels) as a list and an int64 array (multi-label: a float32 0/1 matrix, trained with BCE)."""
+    y = np.asarray(pair[1])
+    return list(pair[0]), y.astype(np.float32) if y.ndim == 2 else y.astype(np.int64)
 
 
 def _new_loop(

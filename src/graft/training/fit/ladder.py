@@ -15,6 +15,7 @@ measurement, not a selection.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,6 @@ from torch import nn
 
 from graft import distributed
 from graft.features.dataset import SplitFeatures
-from graft.metrics import log_loss
 from graft.network import GraftNet
 from graft.progress import NullProgress, Progress
 from graft.training.finetune.options import FineTuneConfig, TrainEnv
@@ -36,7 +36,7 @@ from graft.training.fit.budget_plan import RUNGS, Costs, Rung, epochs_now, obser
 from graft.training.fit.rungs import LADDER_CONFIG, RungContext, RungResult, probe, recalibrate, run_rung
 from graft.training.fit.stage_two import FineTuneStage, calibration_split
 from graft.training.fit.stages import HeadStage, fit_head_stage
-from graft.training.head.fit import class_weights_balanced
+from graft.training.fit.targets import loss_weights, mean_log_loss, targets_of
 from graft.transforms.eval import Preprocessing
 
 __all__ = ["LADDER_CONFIG", "RUNGS", "Rung", "RungResult", "LadderResult", "better", "climb"]
@@ -96,6 +96,7 @@ def climb(
     saved = _snapshot(net)  # stage 1, head on all of train
     _head_rung(net, table[0], head_st, feats, (paths, held, classes), env.balanced, env.seed)
     ctx = _context(env, preprocessing, (paths, y, held), val, classes, score, prog)
+    ctx = dataclasses.replace(ctx, thresholds=head_st.thresholds)
     estimate = _estimate(ctx, net, len(paths), end, table[0].seconds, budget_seconds)
     result.plan = estimate[-1]
     for line in result.plan:
@@ -132,7 +133,7 @@ def _context(
         precision="auto" if str(precision or "auto").lower() == "auto" else choose_precision(precision, env.device),
         num_workers=default_num_workers() if env.num_workers is None else env.num_workers,
         seed=env.seed,
-        class_weight=class_weights_balanced(y[~held], len(classes)) if env.balanced else None,
+        class_weight=loss_weights(y[~held], len(classes)) if env.balanced else None,
     )
     return RungContext(run, preprocessing, (train_set, held_set, val), classes, score, progress, env.checkpoint_dir)
 
@@ -239,7 +240,7 @@ def _held_out_slice(data: Any, seed: int) -> tuple[list[str], np.ndarray, np.nda
     """The usable training images, their labels, and the mask of the held-out slice (all False: too few)."""
     skipped = {Path(s.path) for s in data.skipped}
     records = [r for r in data.splits["train"] if r.path not in skipped]
-    y = np.array([r.label for r in records], dtype=np.int64)
+    y = targets_of(records, len(data.classes), bool(getattr(data, "multi_label", False)))
     return [str(r.path) for r in records], y, calibration_split(y, seed=seed)
 
 
@@ -282,6 +283,6 @@ def _refit_head_without(
 
     train = rows(~out)
     test = rows(out & first)
-    cw = class_weights_balanced(train.y, len(classes)) if balanced else None
+    cw = loss_weights(train.y, len(classes)) if balanced else None
     st = fit_head_stage(head_st.spec, train, test, classes, C=head_st.info.get("C"), class_weight=cw, seed=seed)
-    return st, log_loss(test.y, st.val_probs)
+    return st, mean_log_loss(test.y, st.val_probs)

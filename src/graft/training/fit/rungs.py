@@ -19,14 +19,14 @@ import torch
 from torch import nn
 
 from graft import distributed
-from graft.metrics import compute_metrics, expected_calibration_error
 from graft.network import GraftNet
 from graft.progress import Progress
 from graft.training.finetune.options import FineTuneConfig, TrainEnv
 from graft.training.finetune.policy import FineTunePolicy
 from graft.training.finetune.train import FitResult, train_network
 from graft.training.fit.budget_plan import Costs, Rung
-from graft.training.fit.stage_two import FineTuneStage, refit_after_fine_tune, rescale_probs
+from graft.training.fit.stage_two import FineTuneStage, recalibrated_metrics, refit_after_fine_tune
+from graft.training.fit.targets import score as score_metrics
 from graft.transforms.eval import Preprocessing
 
 __all__ = ["LADDER_CONFIG", "RungContext", "RungResult", "probe", "recalibrate", "run_rung"]
@@ -73,6 +73,7 @@ class RungContext:
             (scored for the table only).
         classes / score: the class names, and validation probabilities of a network.
         progress / checkpoint_dir: the climb's reporter, and where the rungs' checkpoints go (None: nowhere).
+        thresholds: a multi-label model's stage-1 thresholds (empty: single-label).
     """
 
     env: TrainEnv
@@ -82,6 +83,7 @@ class RungContext:
     score: Callable[[nn.Module], np.ndarray]
     progress: Progress
     checkpoint_dir: str | os.PathLike | None = None
+    thresholds: tuple[float, ...] = ()  # multi-label: the stage-1 thresholds the rungs are scored at
 
 
 def _train(
@@ -118,7 +120,7 @@ def run_rung(
     row.epochs_run = len(fit.history)
     row.held_out_accuracy = float(fit.best_val_acc)
     row.held_out_loss = float(fit.best_val_loss) if np.isfinite(fit.best_val_loss) else None
-    row.val_accuracy = float(compute_metrics(np.asarray(val[1]), probs, ctx.classes)["accuracy"])
+    row.val_accuracy = float(score_metrics(np.asarray(val[1]), probs, ctx.classes, ctx.thresholds)["accuracy"])
     # Early stopping names the real cause where it fired: a deadline may only have shortened the schedule.
     row.note = "stopped early" if fit.stopped_early else ("stopped by the budget" if fit.stopped_by_budget else "")
     return fit, probs, policy, cfg
@@ -178,15 +180,11 @@ def recalibrate(
     classes = ctx.classes
     labels = np.asarray(ctx.sets[2][1])
     embedding = {"device": env.device, "precision": env.precision, "num_workers": env.num_workers}
-    t, ood = refit_after_fine_tune(net, train, ctx.preprocessing, seed=env.seed, progress=ctx.progress, **embedding)
-    metrics = compute_metrics(labels, probs, classes)
-    if t is not None:
-        raw = probs
-        probs = rescale_probs(probs, t)
-        metrics = {
-            **compute_metrics(labels, probs, classes),
-            "ece_uncalibrated": expected_calibration_error(raw, labels)[0],
-        }
+    t, ood, thresholds = refit_after_fine_tune(
+        net, train, ctx.preprocessing, seed=env.seed, progress=ctx.progress, **embedding
+    )
+    before = score_metrics(labels, probs, classes, ctx.thresholds)
+    metrics, probs = recalibrated_metrics((before, probs), (t, thresholds), labels, classes)
     summary = {
         "val_accuracy": metrics["accuracy"],
         "seconds": row.seconds,
@@ -195,7 +193,7 @@ def recalibrate(
         "unfrozen_groups": policy.unfrozen_groups,
         "kept": True,
         "calibration_images": int(train[2].sum()),
-        "temperature": t,
+        "temperature": t.tolist() if isinstance(t, np.ndarray) else t,
         "rung": row.rung,
     }
-    return FineTuneStage(True, fit, metrics, probs, summary, ood, t)
+    return FineTuneStage(True, fit, metrics, probs, summary, ood, t, thresholds=thresholds)

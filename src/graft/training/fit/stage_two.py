@@ -27,8 +27,8 @@ from graft.training.finetune.options import FineTuneConfig, TrainEnv
 from graft.training.finetune.policy import FineTunePolicy
 from graft.training.finetune.train import FitResult, train_network
 from graft.training.fit.stages import fit_ood_stage, ood_info
-from graft.training.head.calibration import fit_temperature
-from graft.training.head.fit import class_weights_balanced
+from graft.training.fit.targets import fit_calibration, loss_weights, rescale_sigmoid, targets_of
+from graft.training.fit.targets import score as score_metrics
 from graft.training.head.ood import OODFit
 from graft.transforms.eval import Preprocessing
 
@@ -59,18 +59,22 @@ class FineTuneStage:
     val_probs: np.ndarray
     summary: dict[str, Any]
     ood: dict[str, Any] | None = None  # the refitted ``ood`` section, None when unchanged
-    temperature: float | None = None  # fitted on the held-out slice of train; None: not refitted
+    temperature: Any = None  # fitted on the held-out slice of train (multi-label: one per label); None: not refitted
     policy: FineTunePolicy | None = None  # what was unfrozen
+    thresholds: tuple[float, ...] = ()  # multi-label: refitted with the temperatures (empty: unchanged)
 
 
 def calibration_split(labels: np.ndarray, *, seed: int = 0) -> np.ndarray:
     """Boolean mask of the training images held out of fine-tuning for calibration (all False if too few).
 
     Stratified, seeded (a resumed run holds out the same images), at least 2 per class.
+    Multi-label (a 0/1 matrix): stratified by each image's rarest label.
     """
     from sklearn.model_selection import train_test_split
 
-    y = np.asarray(labels)
+    from graft.training.head.cross_validation import label_strata
+
+    y = label_strata(labels) if np.ndim(labels) == 2 else np.asarray(labels)
     mask = np.zeros(len(y), dtype=bool)
     _, counts = np.unique(y, return_counts=True)
     n_hold = max(int(round(CALIBRATION_FRACTION * len(y))), 2 * len(counts))
@@ -110,7 +114,7 @@ def fine_tune_stage(
     prog = env.progress or NullProgress()
     skipped = {Path(s.path) for s in data.skipped}
     train = [r for r in data.splits["train"] if r.path not in skipped]
-    y = np.array([r.label for r in train])
+    y = targets_of(train, len(data.classes), bool(getattr(data, "multi_label", False)))
     held = calibration_split(y, seed=env.seed)
     saved = {k: v.detach().clone() for k, v in net.state_dict().items()}
     policy = config.policy()
@@ -125,7 +129,7 @@ def fine_tune_stage(
         env=_run_env(env, y[~held], len(data.classes), prog),
     )
     probs = distributed.on_rank_zero(score, net)  # scored once; every rank then takes the same keep/rollback
-    metrics = compute_metrics(np.asarray(val[1]), probs, list(data.classes))
+    metrics = score_metrics(np.asarray(val[1]), probs, list(data.classes), before[0].get("thresholds", ()))
     outcome = _Outcome(res, (metrics, probs), before, policy, saved)
     return _keep_or_roll_back(
         net,
@@ -149,7 +153,7 @@ def _run_env(env: TrainEnv, train_labels: np.ndarray, num_classes: int, progress
         env,
         precision=train_precision,
         num_workers=default_num_workers() if env.num_workers is None else env.num_workers,
-        class_weight=class_weights_balanced(train_labels, num_classes) if env.balanced else None,
+        class_weight=loss_weights(train_labels, num_classes) if env.balanced else None,
         progress=progress,
     )
 
@@ -208,16 +212,31 @@ def _keep_or_roll_back(
         return FineTuneStage(kept, res, before[0], before[1], summary, policy=policy)
     seed = env.seed
     embedding = {"device": env.device, "precision": env.precision, "num_workers": env.num_workers}
-    t, ood = refit_after_fine_tune(net, train, preprocessing, seed=seed, progress=progress, **embedding)
-    if t is not None:
-        calibrated = rescale_probs(probs, t)
-        metrics = {
-            **compute_metrics(val_labels, calibrated, classes),
-            "ece_uncalibrated": expected_calibration_error(probs, val_labels)[0],
-        }
-        probs = calibrated
-    summary["temperature"] = t
-    return FineTuneStage(kept, res, metrics, probs, summary, ood, t, policy)
+    t, ood, thresholds = refit_after_fine_tune(net, train, preprocessing, seed=seed, progress=progress, **embedding)
+    metrics, probs = recalibrated_metrics((metrics, probs), (t, thresholds), val_labels, classes)
+    summary["temperature"] = t.tolist() if isinstance(t, np.ndarray) else t
+    return FineTuneStage(kept, res, metrics, probs, summary, ood, t, policy, thresholds)
+
+
+def recalibrated_metrics(
+    after: tuple[dict[str, Any], np.ndarray],
+    calibration: tuple[Any, tuple[float, ...]],
+    y: np.ndarray,
+    classes: list[str],
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Validation (metrics, probabilities) after the refitted temperature(s) and thresholds (unchanged without)."""
+    metrics, probs = after
+    t, thresholds = calibration
+    if t is None:
+        return metrics, probs
+    if np.ndim(y) == 2:
+        calibrated = rescale_sigmoid(probs, t)
+        return score_metrics(y, calibrated, classes, thresholds or metrics.get("thresholds", ())), calibrated
+    calibrated = rescale_probs(probs, t)
+    return {
+        **compute_metrics(y, calibrated, classes),
+        "ece_uncalibrated": expected_calibration_error(probs, y)[0],
+    }, calibrated
 
 
 def rescale_probs(probs: np.ndarray, t: float) -> np.ndarray:
@@ -236,8 +255,9 @@ def refit_after_fine_tune(
     seed: int,
     progress: Progress,
     **embedding: Any,
-) -> tuple[float | None, dict[str, Any] | None]:
-    """The temperature (fitted on the held-out slice, folded into the head) and the refitted ``ood`` section.
+) -> tuple[Any, dict[str, Any] | None, tuple[float, ...]]:
+    """The temperature (fitted on the held-out slice, folded into the head), the refitted ``ood`` section
+    and, multi-label, the per-label thresholds refitted on the same slice (one temperature per label).
 
     One pass of the fine-tuned backbone over the training images serves both: the stage-1
     temperature and statistics describe the frozen backbone, not the new one.
@@ -247,7 +267,7 @@ def refit_after_fine_tune(
 
     paths, y, held = train
     if net.ood is None and not held.any():
-        return None, None
+        return None, None, ()
     task = progress.task("calibration and OOD statistics (fine-tuned features)", total=len(paths))
     spatial = bool(getattr(net, "spatial", False))
     shard = distributed.is_distributed()  # each process embeds its share
@@ -269,22 +289,23 @@ def refit_after_fine_tune(
     feats = SplitFeatures(fs.X, y[fs.ok], fs.ok, [paths[i] for i in fs.ok])
     spec = HeadSpec("linear", fs.X.shape[1], int(head[-1].out_features))
     # Fitted once, on rank 0; every process then applies the same temperature and scorer.
-    t, fit = distributed.on_rank_zero(
+    t, fit, thresholds = distributed.on_rank_zero(
         _fit_temperature_and_ood, logits, y[fs.ok][rows], spec, feats if net.ood is not None else None, seed
     )
     if t is not None:
+        tt = torch.as_tensor(np.asarray(t, np.float32), device=dev)  # a scalar, or one per label (row)
         with torch.no_grad():  # logits / t, folded into the last linear layer as stage 1 does
-            head[-1].weight.div_(t)
-            head[-1].bias.div_(t)
+            head[-1].weight.div_(tt[:, None] if tt.dim() else tt)
+            head[-1].bias.div_(tt)
     if net.ood is None:
-        return t, None
+        return t, None, thresholds
     net.ood = fit.scorer.to(dev) if fit is not None else None  # fitted on the CPU, used beside the network
-    return t, ood_info(fit)
+    return t, ood_info(fit), thresholds
 
 
 def _fit_temperature_and_ood(
     logits: np.ndarray | None, labels: np.ndarray, spec: HeadSpec, feats: SplitFeatures | None, seed: int
-) -> tuple[float | None, OODFit | None]:
-    """The temperature on the held-out logits (None without any) and the OOD fit (None without features)."""
-    t = fit_temperature(logits, labels) if logits is not None else None
-    return t, (fit_ood_stage(spec, feats, seed=seed) if feats is not None else None)
+) -> tuple[Any, OODFit | None, tuple[float, ...]]:
+    """The temperature(s) and thresholds on the held-out logits (None, () without any) and the OOD fit (None without features)."""
+    t, thresholds = fit_calibration(logits, labels) if logits is not None else (None, ())
+    return t, (fit_ood_stage(spec, feats, seed=seed) if feats is not None else None), thresholds

@@ -21,12 +21,14 @@ from graft.features.dataset import EmbeddedData, SplitFeatures, embed_dataset, s
 from graft.features.options import EmbedOptions
 from graft.heap import large_blocks_returned
 from graft.metrics import compute_metrics, expected_calibration_error
+from graft.metrics_multilabel import compute_multilabel_metrics
 from graft.network import GraftNet, HeadSpec
 from graft.network.ood import K_NEIGHBOURS, OOD_METHOD, PASS_RATE
 from graft.progress import NullProgress, Progress
 from graft.training.fit.options import FitOptions
 from graft.training.head.feature_choice import choose_features_by_cv, select_columns
 from graft.training.head.fit import class_weights_balanced, train_head
+from graft.training.head.multilabel import pos_weights_balanced
 from graft.training.head.ood import OODFit, fit_ood
 from graft.training.head.options import HeadOptions
 
@@ -44,6 +46,7 @@ class HeadStage:
     val_probs: np.ndarray
     metrics: dict[str, Any]
     seconds: float
+    thresholds: tuple[float, ...] = ()  # multi-label: per-label decision thresholds (empty: single-label)
 
 
 def fit_head_stage(
@@ -64,6 +67,11 @@ def fit_head_stage(
     seconds = time.perf_counter() - t0 + (float(linear_fit.seconds) if linear_fit is not None else 0.0)
     with torch.no_grad():
         logits = head(torch.from_numpy(val.X)).float()
+    if spec.multi_label:
+        thresholds = tuple(float(t) for t in info["thresholds"])
+        probs = torch.sigmoid(logits).numpy()
+        metrics = compute_multilabel_metrics(val.y, probs, list(classes), thresholds)
+        return HeadStage(head, spec, info, history, probs, metrics, seconds, thresholds)
     probs = torch.softmax(logits, 1).numpy()
     metrics = compute_metrics(val.y, probs, list(classes))
     if len(val.y):  # the same head before temperature scaling, for the report's comparison
@@ -174,19 +182,25 @@ def _warn_imbalance(data: Any, class_weight: str | None, prog: Progress) -> None
         )
 
 
+def _loss_weights(y: np.ndarray, n: int) -> np.ndarray:
+    """``balanced`` weights: per class for class indices, per label's positives for a 0/1 matrix."""
+    return pos_weights_balanced(y) if np.ndim(y) == 2 else class_weights_balanced(y, n)
+
+
 def _choose_and_fit_head(
     emb: EmbeddedData, options: HeadOptions, classes: Sequence[str], seed: int
 ) -> tuple[Any, HeadStage]:
     """Choose the features (training data only), then fit the head on them and score it on validation."""
     n = len(classes)
-    class_weight = class_weights_balanced(emb.train.y, n) if options.class_weight == "balanced" else None
+    multi = np.ndim(emb.train.y) == 2
+    class_weight = _loss_weights(emb.train.y, n) if options.class_weight == "balanced" else None
     widths = emb.widths or [int(emb.train.X.shape[1])]
     choice, fits = choose_features_by_cv(
         emb.train, emb.taps, widths, options.features, options.head, n, class_weight=class_weight, seed=seed
     )
     train = select_columns(emb.train, choice.columns)
     val = select_columns(emb.val, choice.columns)
-    spec = HeadSpec(options.head, train.X.shape[1], n, options.dropout, options.hidden)
+    spec = HeadSpec(options.head, train.X.shape[1], n, options.dropout, options.hidden, multi_label=multi)
     reuse = fits.get(tuple(choice.columns)) if options.C is None else None
     st = fit_head_stage(spec, train, val, classes, C=options.C, class_weight=class_weight, seed=seed, linear_fit=reuse)
     st.info["features"] = choice.to_dict()

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-__all__ = ["fit_temperature", "nll"]
+__all__ = ["binary_nll", "fit_label_temperatures", "fit_temperature", "nll"]
 
 _LOG_T_RANGE = (math.log(0.05), math.log(20.0))
 
@@ -42,3 +42,35 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         options={"xatol": 1e-4},
     )
     return float(math.exp(res.x)) if res.success else 1.0
+
+
+def binary_nll(logits: np.ndarray, Y: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean binary cross-entropy of 0/1 ``Y`` under ``sigmoid(logits / temperature)`` (one label's column)."""
+    z = np.asarray(logits, np.float64) / float(temperature)
+    y = np.asarray(Y, np.float64)
+    return float((np.logaddexp(0.0, z) - y * z).mean())
+
+
+def fit_label_temperatures(logits: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """One temperature per label minimising its held-out binary cross-entropy (1.0 where it cannot be fitted).
+
+    A label needs 10 rows with both outcomes among them; the BCE is convex in 1/T, as the
+    softmax NLL is, so the same bounded search on log T finds each optimum.
+    """
+    from scipy.optimize import minimize_scalar
+
+    logits, Y = np.asarray(logits, np.float64), np.asarray(Y, np.float64)
+    out = np.ones(Y.shape[1] if Y.ndim == 2 else 0)
+    if len(Y) < 10:
+        return out
+    for j in range(len(out)):
+        if Y[:, j].min() == Y[:, j].max():
+            continue
+        res = minimize_scalar(
+            lambda log_t, j=j: binary_nll(logits[:, j], Y[:, j], math.exp(log_t)),
+            bounds=_LOG_T_RANGE,
+            method="bounded",
+            options={"xatol": 1e-4},
+        )
+        out[j] = float(math.exp(res.x)) if res.success else 1.0
+    return out

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from graft.training.head.logreg import Problem, _lbfgs_logreg
 
-__all__ = ["DEFAULT_C_GRID", "CVOptions"]
+__all__ = ["DEFAULT_C_GRID", "CVOptions", "label_strata"]
 
 #: Inverse L2 strengths tried by cross-validation (scikit-learn's C, for features
 #: centred and scaled to unit RMS).
@@ -53,17 +53,43 @@ class CVOptions:
 
 
 def _choose_C(
-    problem: Problem, y: np.ndarray, cv: CVOptions, seed: int, groups: np.ndarray | None
+    problem: Problem, strata: np.ndarray, cv: CVOptions, seed: int, groups: np.ndarray | None
 ) -> tuple[float, dict[float, float], dict[float, float], tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(chosen C, C -> mean CV accuracy, C -> mean CV log-loss, (held-out logits, labels, rows) at that C).
+    """(chosen C, C -> mean CV score, C -> mean CV log-loss, (held-out logits, labels, rows) at that C).
 
-    ``y``: ``problem``'s labels as a NumPy array.
+    ``strata``: one integer per row the folds are stratified by (the labels; multi-label: each
+    row's rarest label, :func:`label_strata`). The score is accuracy (multi-label: mean AP).
     """
-    folds = _cv_folds(y, problem.n_classes, cv.folds, cv.max_samples, seed, groups)
+    folds = _cv_folds(strata, int(strata.max()) + 1, cv.folds, cv.max_samples, seed, groups)
     scores, losses, per_sample, oof = _score_path(problem, cv.C_grid, folds)
     chosen = _one_standard_error(scores, losses, per_sample)
     rows = np.concatenate([te for _, te in folds])
-    return chosen, scores, losses, (oof[chosen], y[rows], rows)
+    return chosen, scores, losses, (oof[chosen], problem.y.numpy()[rows], rows)
+
+
+def label_strata(Y: np.ndarray) -> np.ndarray:
+    """One stratum per row of a 0/1 label matrix: its rarest label (rows without a label: one more stratum).
+
+    Dealing rows out by their rarest label spreads every rare label over the folds, the
+    point of iterative stratification, at the cost of a sort.
+    """
+    Y = np.asarray(Y) > 0.5
+    counts = Y.sum(0)
+    rarity = np.where(Y, counts[None, :], np.iinfo(np.int64).max)
+    return np.where(Y.any(1), rarity.argmin(1), Y.shape[1]).astype(np.int64)
+
+
+def _held_out(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """(score, every row's log-loss) of held-out logits: accuracy and cross-entropy, or, for a
+    0/1 matrix ``y``, mean AP over the labels with a positive and the mean BCE over labels."""
+    if y.dim() == 2:
+        from graft.metrics_multilabel import average_precision
+
+        Yn, Pn = y.numpy(), torch.sigmoid(logits).numpy()
+        ap = [average_precision(Yn[:, j], Pn[:, j]) for j in range(Yn.shape[1]) if Yn[:, j].any()]
+        per = F.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(1)
+        return float(np.mean(ap)) if ap else 0.0, per
+    return float((logits.argmax(1) == y).float().mean()), F.cross_entropy(logits, y, reduction="none")
 
 
 def _cv_folds(
@@ -99,12 +125,11 @@ def _cv_folds(
 def _score_path(
     problem: Problem, C_grid: Sequence[float], folds: list[tuple[np.ndarray, np.ndarray]]
 ) -> tuple[dict[float, float], dict[float, float], dict[float, torch.Tensor], dict[float, np.ndarray]]:
-    """CV accuracy, log-loss, every held-out row's log-loss and held-out logits along the C path.
+    """CV score (:func:`_held_out`), log-loss, every held-out row's log-loss and held-out logits along the C path.
 
     Warm-starts along the path from strong to weak regularisation and stops once the
     held-out loss has risen twice in a row (weak regularisation is the slow end).
     """
-    total = sum(len(te) for _, te in folds)
     scores: dict[float, float] = {}
     losses: dict[float, float] = {}
     inits: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(folds)
@@ -112,20 +137,16 @@ def _score_path(
     oof: dict[float, np.ndarray] = {}  # C -> held-out logits of every CV row (folds in order)
     worse = 0
     for c in sorted(float(c) for c in C_grid):
-        correct = 0.0
-        parts = []
         held = []
         for j, (tr, te) in enumerate(folds):
             inits[j] = _lbfgs_logreg(problem.rows(tr), c, init=inits[j], max_iter=100, gtol=1e-4)
             W, b = inits[j]  # type: ignore[misc]
-            logits = torch.addmm(b, problem.R[te], W.T)
-            correct += float((logits.argmax(1) == problem.y[te]).float().sum())
-            parts.append(F.cross_entropy(logits, problem.y[te], reduction="none"))
-            held.append(logits.numpy())
-        per_sample[c] = torch.cat(parts).double()
-        oof[c] = np.concatenate(held)
-        scores[c] = correct / max(total, 1)
-        losses[c] = float(per_sample[c].sum()) / max(total, 1)
+            held.append(torch.addmm(b, problem.R[te], W.T))
+        rows = np.concatenate([te for _, te in folds])
+        scores[c], per_row = _held_out(torch.cat(held), problem.y[rows])
+        per_sample[c] = per_row.double()
+        oof[c] = torch.cat(held).numpy()
+        losses[c] = float(per_sample[c].sum()) / max(len(rows), 1)
         worse = worse + 1 if losses[c] > min(losses.values()) else 0
         if worse >= 2:
             break

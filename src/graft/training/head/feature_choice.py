@@ -110,12 +110,20 @@ def choose_features_by_cv(
     """:func:`choose_features` with the linear head's CV on ``train`` (training features only); the fits made.
 
     The returned fits (keyed by column tuple) let the caller reuse the chosen set's fit as the head.
+    Multi-label ``train.y`` (a 0/1 matrix): the per-label head's CV mean average precision is
+    compared instead of accuracy (``class_weight``: per-label positive weights).
     """
     from graft.training.head.linear_probe import fit_linear_head, fits_on_one_thread, torch_threads
 
     fits: dict[tuple[int, ...], Any] = {}
 
     def fit(columns: list[int]) -> Any:
+        if np.ndim(train.y) == 2:  # multi-label: the score compared is the CV mean AP
+            from graft.training.head.multilabel import fit_multilabel_head
+
+            return fit_multilabel_head(
+                column_view(train.X, columns), train.y, pos_weight=class_weight, seed=seed, groups=train.groups
+            )
         return fit_linear_head(
             column_view(train.X, columns), train.y, n_classes, class_weight=class_weight, seed=seed, groups=train.groups
         )

@@ -47,6 +47,8 @@ def train_head(
     C comes from cross-validation on the training rows); the others by
     :func:`fit_sgd_head` with early stopping on the validation features. ``linear_fit``:
     a :class:`~graft.training.head.linear_probe.LinearFit` already made on (X, y), reused.
+    A multi-label spec (``spec.multi_label``, ``train.y`` a 0/1 matrix) trains per-label
+    logistic regressions; ``class_weight`` then is the per-label positive weight.
 
     Returns:
         (head in eval mode, summary for the run record, one history dict per C or epoch)
@@ -55,6 +57,10 @@ def train_head(
 
     head = build_head(spec)
     info: dict[str, Any] = {"type": spec.type}
+    if getattr(spec, "multi_label", False):
+        return _train_multilabel_head(
+            head, spec, (train, val), C=C, pos_weight=class_weight, seed=seed, linear_fit=linear_fit
+        )
     if spec.type == "linear":
         fit = linear_fit or fit_linear_head(
             train.X, train.y, spec.num_classes, C=C, class_weight=class_weight, seed=seed, groups=train.groups
@@ -75,4 +81,51 @@ def train_head(
         history = fit_sgd_head(head, (train.X, train.y), (val.X, val.y), class_weight=class_weight, seed=seed)
         for r in history:
             r["stage"] = "head"
+    return head.eval(), info, history
+
+
+def _train_multilabel_head(
+    head: Any,
+    spec: Any,
+    splits: tuple[SplitFeatures, SplitFeatures],
+    *,
+    C: float | None,
+    pos_weight: np.ndarray | None,
+    seed: int,
+    linear_fit: Any,
+) -> tuple[nn.Module, dict[str, Any], list[dict[str, Any]]]:
+    """:func:`train_head` for 0/1 label rows: per-label logistic regressions (linear), else SGD on BCE.
+
+    ``info["thresholds"]``: the per-label decision thresholds, chosen on out-of-fold
+    probabilities of the training rows (linear head); 0.5 for an SGD head, which has no
+    held-out training logits to choose them on (validation is never used for that).
+    """
+    from graft.training.head.multilabel import fit_multilabel_head
+
+    train, val = splits
+    info: dict[str, Any] = {"type": spec.type, "multi_label": True}
+    if spec.type != "linear":
+        history = fit_sgd_head(head, (train.X, train.y), (val.X, val.y), class_weight=pos_weight, seed=seed)
+        for r in history:
+            r["stage"] = "head"
+        info["thresholds"] = [0.5] * int(spec.num_classes)
+        return head.eval(), info, history
+    fit: Any = linear_fit or fit_multilabel_head(
+        train.X, train.y, C=C, pos_weight=pos_weight, seed=seed, groups=train.groups
+    )
+    weight, bias = fit.calibrated()
+    lin: Any = head[-1]
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(weight))
+        lin.bias.copy_(torch.from_numpy(bias))
+    info.update(
+        C=fit.C,
+        temperatures=[float(t) for t in fit.temperatures],
+        thresholds=[float(t) for t in fit.thresholds],
+        cv_map={str(k): v for k, v in fit.cv_scores.items()},
+    )
+    history = [
+        {"stage": "head", "C": float(c), "cv_map": float(s), "cv_loss": float(fit.cv_losses[c])}
+        for c, s in sorted(fit.cv_scores.items())
+    ]
     return head.eval(), info, history

@@ -25,7 +25,16 @@ import torch
 from graft.training.head.cross_validation import DEFAULT_C_GRID, CVOptions, _choose_C
 from graft.training.head.logreg import Problem, Rows, _Centred, _lbfgs_logreg, _principal_axes
 
-__all__ = ["DEFAULT_C_GRID", "CVOptions", "LinearFit", "fit_linear_head", "fits_on_one_thread", "torch_threads"]
+__all__ = [
+    "DEFAULT_C_GRID",
+    "CVOptions",
+    "LinearFit",
+    "Targets",
+    "fit_linear_head",
+    "solve_logistic",
+    "fits_on_one_thread",
+    "torch_threads",
+]
 
 
 #: Below this many feature values a fit runs on one thread: its matmuls are too small to
@@ -121,20 +130,47 @@ def fit_linear_head(
             one image) always fall in the same fold, so CV never scores a view of a
             training image.
     """
-    t0 = time.perf_counter()
     y = np.asarray(y, dtype=np.int64)
-    Xt = _as_float32(X)
-    Z, mu, g = _centre(Xt)
     yt = torch.from_numpy(y)
     cw = torch.ones(n_classes) if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32)
-    sw = cw[yt]
+    return solve_logistic(X, Targets(yt, cw[yt], n_classes, y), C=C, cv=cv, seed=seed, groups=groups)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What a logistic regression fits ``X`` to: labels, their loss weights, how many outputs, CV strata.
+
+    ``y``: (n,) class indices, or a (n, labels) 0/1 float matrix (one binary regression per
+    label); ``weight``: per row, or per (row, label); ``strata``: one integer per row the
+    cross-validation folds are stratified by.
+    """
+
+    y: torch.Tensor
+    weight: torch.Tensor
+    n_outputs: int
+    strata: np.ndarray
+
+
+def solve_logistic(
+    X: np.ndarray,
+    targets: Targets,
+    *,
+    C: float | None = None,
+    cv: CVOptions = CVOptions(),
+    seed: int = 0,
+    groups: np.ndarray | None = None,
+) -> LinearFit:
+    """:func:`fit_linear_head`'s solve for any :class:`Targets`: centre, rotate, choose C, solve, fold back."""
+    t0 = time.perf_counter()
+    Xt = _as_float32(X)
+    Z, mu, g = _centre(Xt)
     n, d = Z.shape
     threads = 1 if fits_on_one_thread(n, d) else torch.get_num_threads()
 
     with torch_threads(threads):
-        problem, axes = _in_principal_axes(Z, yt, sw, n_classes)
+        problem, axes = _in_principal_axes(Z, targets.y, targets.weight, targets.n_outputs)
         del Z  # the rotated copy replaces it
-        C, W, b, cv_result = _fit_at_C(problem, y, C, cv, (seed, groups))
+        C, W, b, cv_result = _fit_at_C(problem, targets.strata, C, cv, (seed, groups))
         if problem.axes is None:
             W = W @ axes
     W_raw = W * g  # the scaling folded back: a plain linear layer on raw features
@@ -160,9 +196,9 @@ def _in_principal_axes(Z: Rows, yt: torch.Tensor, sw: torch.Tensor, n_classes: i
 
 
 def _fit_at_C(
-    problem: Problem, y: np.ndarray, C: float | None, cv: CVOptions, split: tuple[int, np.ndarray | None]
+    problem: Problem, strata: np.ndarray, C: float | None, cv: CVOptions, split: tuple[int, np.ndarray | None]
 ) -> tuple[float, torch.Tensor, torch.Tensor, Any]:
-    """Choose C by cross-validation unless given (``split``: its seed and groups), then solve at it.
+    """Choose C by cross-validation (folds stratified by ``strata``) unless given (``split``: its seed and groups), then solve at it.
 
     Returns (C, W, b, (CV accuracies, CV losses, out-of-fold logits/labels/rows or None)).
     """
@@ -170,6 +206,6 @@ def _fit_at_C(
     losses: dict[float, float] = {}
     oof: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
     if C is None:
-        C, scores, losses, oof = _choose_C(problem, y, cv, *split)
+        C, scores, losses, oof = _choose_C(problem, strata, cv, *split)
     W, b = _lbfgs_logreg(problem, float(C))
     return float(C), W, b, (scores, losses, oof)

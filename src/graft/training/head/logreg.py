@@ -66,7 +66,8 @@ class Problem:
 
     Attributes:
         R: the centred, scaled feature rows; ``axes`` None: already in the principal axes.
-        y / sample_w: integer labels and per-row loss weights.
+        y / sample_w: integer labels and per-row loss weights; or, multi-label, a (n, labels) 0/1
+            float matrix and per-(row, label) weights (one binary logistic regression per label).
         var / axes: the features' variances along their principal axes, and those axes (r, d).
         n_classes: number of classes (some may be absent from ``y``).
     """
@@ -92,6 +93,10 @@ def _lbfgs_logreg(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Minimise (C * sum_i w_i CE_i + 0.5 ||W||^2) / n: scikit-learn's objective, scaled.
 
+    A 2-D ``problem.y`` (multi-label) replaces the softmax cross-entropy by the sum of the
+    labels' binary cross-entropies (weights per row and label): one L2-regularised logistic
+    regression per label, all solved together. Its Hessian's diagonal is also below var/4.
+
     The solver runs on ``U`` with ``W = (U * D) @ axes``: weights in the principal
     axes of the features (variances ``var``), diagonally preconditioned by
     ``D = (var/4 + reg)^-1/2``, an estimate of the Hessian's diagonal there. Same
@@ -106,7 +111,6 @@ def _lbfgs_logreg(
     n, _ = R.shape
     d = len(problem.var)
     k = problem.n_classes
-    rows = torch.arange(n)
     scale = 1.0 / n
     reg = 1.0 / (C * n)
     D = (0.25 * problem.var + reg).rsqrt()
@@ -120,11 +124,9 @@ def _lbfgs_logreg(
         # Analytic loss and gradient: no autograd graph, a few matmuls per call.
         Wr = theta[: k * d].view(k, d) * D
         b = theta[k * d :]
-        logp = torch.log_softmax(_addmm(b, R, (Wr if axes is None else Wr @ axes).T), 1)
-        loss = -(logp[rows, y] * sample_w).sum() * scale + 0.5 * reg * (Wr * Wr).sum()
-        P = logp.exp_()
-        P[rows, y] -= 1.0
-        P.mul_((sample_w * scale)[:, None])
+        loss, P = _loss_and_dlogits(_addmm(b, R, (Wr if axes is None else Wr @ axes).T), y, sample_w)
+        loss = loss * scale + 0.5 * reg * (Wr * Wr).sum()
+        P.mul_(scale)
         G = _t_matmul(P, R)
         theta.grad = torch.cat([(((G if axes is None else G @ axes.T) + reg * Wr) * D).reshape(-1), P.sum(0)])
         return loss
@@ -142,6 +144,19 @@ def _lbfgs_logreg(
     opt.step(closure)
     W = theta[: k * d].view(k, d) * D
     return (W if axes is None else W @ axes), theta[k * d :].clone()
+
+
+def _loss_and_dlogits(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weighted loss summed over rows, its gradient in the logits ``z``): softmax CE, or BCE for a 2-D ``y``."""
+    if y.dim() == 2:
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z, y, weight=w, reduction="sum")
+        return loss, torch.sigmoid(z).sub_(y).mul_(w)
+    rows = torch.arange(len(y))
+    logp = torch.log_softmax(z, 1)
+    loss = -(logp[rows, y] * w).sum()
+    P = logp.exp_()
+    P[rows, y] -= 1.0
+    return loss, P.mul_(w[:, None])
 
 
 def _principal_axes(Z: Rows, max_rows: int = 8000) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,9 +14,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from graft.training.early_stopping import EarlyStopping
+from graft.training.loss import classification_loss, n_correct
 
 __all__ = ["SGDHeadConfig", "fit_sgd_head"]
 
@@ -46,15 +46,17 @@ def fit_sgd_head(
 
     The best weights (lowest validation loss) are restored in place.
 
+    Multi-label targets (a 0/1 matrix) train with binary cross-entropy, ``class_weight`` then
+    being the per-label positive weight (:mod:`graft.training.loss`).
+
     Returns:
         One dict per epoch: epoch, train_loss, train_acc, val_loss, val_acc, best.
     """
     g = torch.Generator().manual_seed(seed)
     epochs, lr, batch_size = config.epochs, config.lr, config.batch_size
     Xt = torch.from_numpy(np.ascontiguousarray(train[0], dtype=np.float32))
-    yt = torch.from_numpy(np.asarray(train[1], dtype=np.int64))
+    yt, yv = _targets(train[1]), _targets(val[1])
     Xv = torch.from_numpy(np.ascontiguousarray(val[0], dtype=np.float32))
-    yv = torch.from_numpy(np.asarray(val[1], dtype=np.int64))
     cw = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=config.weight_decay)
     steps = max(1, math.ceil(len(yt) / batch_size)) * epochs
@@ -83,6 +85,12 @@ def fit_sgd_head(
     return history
 
 
+def _targets(y: np.ndarray) -> torch.Tensor:
+    """Class indices as int64; a multi-label 0/1 matrix as float32 (BCE)."""
+    y = np.asarray(y)
+    return torch.from_numpy(y.astype(np.float32) if y.ndim == 2 else y.astype(np.int64))
+
+
 def _train_epoch(
     head: nn.Module,
     X: torch.Tensor,
@@ -100,13 +108,13 @@ def _train_epoch(
     for i in range(0, len(y), batch_size):
         idx = perm[i : i + batch_size]
         logits = head(X[idx])
-        loss = F.cross_entropy(logits, y[idx], weight=class_weight)
+        loss = classification_loss(logits, y[idx], class_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         tot_loss += float(loss.detach()) * len(idx)
-        tot_ok += int((logits.argmax(1) == y[idx]).sum())
+        tot_ok += n_correct(logits, y[idx])
     return tot_loss / len(y), tot_ok / len(y)
 
 
@@ -117,6 +125,6 @@ def _validate(
     head.eval()
     with torch.no_grad():
         logits = head(X)
-        val_loss = float(F.cross_entropy(logits, y, weight=class_weight)) if len(y) else math.nan
-        val_acc = float((logits.argmax(1) == y).float().mean()) if len(y) else math.nan
+        val_loss = float(classification_loss(logits, y, class_weight)) if len(y) else math.nan
+        val_acc = n_correct(logits, y) / len(y) if len(y) else math.nan
     return val_loss, val_acc
