@@ -24,14 +24,14 @@ from graft import distributed
 from graft.artifact.run_folder import RunFolder
 from graft.artifact.spec import runtime_versions
 from graft.classifier import Classifier
-from graft.classifier_io import params_from_record, recorded_params
+from graft.classifier_io import recorded_params
 from graft.config import cpu_info
 from graft.exceptions import DataError, Interrupted
 from graft.progress import NullProgress, Progress
 from graft.training.finetune.options import BASELINES, FineTuneConfig
 from graft.validation import Options, check_duration, check_param, invalid_parameter
 
-__all__ = ["RunOptions", "check_run_dir", "train_run", "resume_run", "report_wanted", "run_demo", "hardware_info"]
+__all__ = ["RunOptions", "check_run_dir", "train_run", "run_demo", "hardware_info"]
 
 
 @dataclass
@@ -343,55 +343,6 @@ def _test_split(clf: Classifier, progress: Progress) -> dict[str, Any]:
             "test_shift": shift,
         }
     return {"test_accuracy": test_acc, "test_macro_f1": m["macro_f1"], "test_n": int(len(y)), "test_shift": shift}
-
-
-def resume_run(
-    run_dir: str | os.PathLike,
-    *,
-    data_dir: str | os.PathLike | None = None,
-    argv: list[str] | None = None,
-    progress: Progress | None = None,
-    started: float | None = None,
-) -> dict[str, Any]:
-    """Continue an interrupted run from its folder alone: the data, parameters and options in ``run.json``.
-
-    ``data_dir``: the dataset's new place, where it moved since the run started (None: where it was).
-
-    Raises:
-        DataError: ``run_dir`` has no ``run.json`` (not a graft run folder), or its dataset is gone
-            and no new place was given, or ``data_dir`` is another dataset than the run's.
-    """
-    run = RunFolder(run_dir)
-    saved = run.read(RunFolder.RUN)
-    if not saved.get("data_dir") or not isinstance(saved.get("params"), dict):
-        raise DataError(
-            f"{run_dir} is not a graft run directory (no usable run.json); pass the RUN_DIR of the interrupted run"
-        )
-    data = _resumed_data(run_dir, str(saved["data_dir"]), data_dir)
-    opts = dataclasses.replace(RunOptions.from_dict(dict(saved.get("options") or {})), resume=True)
-    params = params_from_record(Classifier, saved["params"])
-    return train_run(data, run.path, Classifier(**params), opts, argv=argv, progress=progress, started=started)
-
-
-def report_wanted(run_dir: str | os.PathLike) -> bool:
-    """Whether the run in ``run_dir`` was started to write its report (``--no-report`` is kept on ``--resume``)."""
-    return RunOptions.from_dict(dict(RunFolder(run_dir).read(RunFolder.RUN).get("options") or {})).report
-
-
-def _resumed_data(run_dir: str | os.PathLike, recorded: str, given: str | os.PathLike | None) -> str:
-    """Where the resumed run reads its data: the recorded place, or the one given where the data moved."""
-    if given is None:
-        if not Path(recorded).exists():
-            raise DataError(
-                f"the dataset of {run_dir} was at {recorded} and is gone; if it moved, pass its new place: "
-                f"graft train NEW_PLACE --resume {run_dir}"
-            )
-        return recorded
-    if Path(recorded).exists() and Path(recorded).resolve() != Path(given).resolve():
-        raise DataError(
-            f"{run_dir} was trained on {recorded}; --resume continues it there: drop {given} (or pass {recorded})"
-        )
-    return str(given)
 
 
 def run_demo(out: str | os.PathLike, *, progress: Progress | None = None) -> tuple[dict[str, Any], dict[str, Any]]:

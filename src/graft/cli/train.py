@@ -102,7 +102,8 @@ def train(
     from graft.artifact.run_folder import RunFolder
     from graft.classifier import Classifier
     from graft.exceptions import DataError
-    from graft.run import RunOptions, resume_run, train_run
+    from graft.resume import report_wanted, resume_run
+    from graft.run import RunOptions, train_run
 
     started = time.perf_counter() - process_seconds()
     if resume is None and data_dir is not None and out is None:
@@ -129,9 +130,7 @@ def train(
         with make_progress(quiet) as prog:
             metrics = resume_run(resume, data_dir=data_dir, argv=sys.argv, progress=prog, started=started)
         out = resume
-        no_report = (
-            no_report or not RunOptions.from_dict(RunFolder(resume).read(RunFolder.RUN).get("options") or {}).report
-        )
+        no_report = no_report or not report_wanted(resume)
     else:
         if data_dir is None:
             raise DataError("missing DATA_DIR: pass a dataset folder (or try `graft demo`)")

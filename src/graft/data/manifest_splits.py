@@ -18,7 +18,7 @@ from graft.data.decode import DEFAULT_MAX_PIXELS, probe_image
 from graft.data.manifest import Manifest, ManifestRow
 from graft.data.options import SplitOptions
 from graft.data.records import DatasetSplits, ImageRecord, SkippedFile
-from graft.data.scan import split_class
+from graft.data.splitting import split_class
 from graft.exceptions import DataError, ImageDecodeError
 
 __all__ = ["iterative_split", "manifest_splits"]
