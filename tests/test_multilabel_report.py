@@ -1,0 +1,116 @@
+"""Multi-label runs in the report, the run summary, the learning curve and the doctor."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from graft.metrics_multilabel import compute_multilabel_metrics
+
+CLASSES = ["cat", "dog", "$sofa$"]
+
+
+def _multilabel_run(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray, list[float]]:
+    """A run folder as a multi-label ``graft train`` writes it (no model: the report does not need one)."""
+    rng = np.random.default_rng(0)
+    Y = (rng.random((40, 3)) < [0.5, 0.3, 0.6]).astype(int)
+    Y[0] = [1, 1, 1]
+    P = np.clip(0.7 * Y + 0.3 * rng.random((40, 3)), 0, 1).round(6)
+    thresholds = [0.5, 0.6, 0.4]
+    m = compute_multilabel_metrics(Y, P, CLASSES, thresholds)
+    run = tmp_path / "run"
+    run.mkdir()
+    metrics = {
+        "multi_label": True,
+        "val_accuracy": m["accuracy"],
+        "val_subset_accuracy": m["subset_accuracy"],
+        "val_map": m["map_macro"],
+        "val_map_micro": m["map_micro"],
+        "val_f1_micro": m["f1_micro"],
+        "val_f1_macro": m["f1_macro"],
+        "val_hamming_loss": m["hamming_loss"],
+        "thresholds": thresholds,
+        "classes": CLASSES,
+        "kept_stage": "head",
+        "stages": {"head": {"val_accuracy": m["accuracy"], "seconds": 1.0}},
+    }
+    preds = {"classes": CLASSES, "paths": [f"/x/{i}.jpg" for i in range(40)], "labels": Y.tolist(), "probs": P.tolist()}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    (run / "val_predictions.json").write_text(json.dumps(preds))
+    (run / "run.json").write_text(json.dumps({"data_dir": str(tmp_path / "labels.csv")}))
+    return run, Y, P, thresholds
+
+
+def test_multilabel_report_shows_per_label_metrics_pr_curves_and_cooccurrence(tmp_path: Path) -> None:
+    from graft.report import write_report
+
+    run, Y, P, t = _multilabel_run(tmp_path)
+    html = write_report(run).read_text()
+    m = compute_multilabel_metrics(Y, P, CLASSES, t)
+    assert "could not be rendered" not in html
+    section = html.split('id="multi-label"')[1].split("</section>")[0]
+    for label in CLASSES:  # one row per label: threshold, precision, recall, F1, AP, support
+        pc = m["per_class"][label]
+        row = f"<td>{label}</td>" + "".join(
+            f'<td class="num">{v:.4f}</td>'
+            for v in (t[CLASSES.index(label)], pc["precision"], pc["recall"], pc["f1"], pc["ap"])
+        )
+        assert row + f'<td class="num">{int(pc["support"])}</td>' in section
+    assert f'<td class="num">{m["map_macro"]:.4f}</td>' in section
+    co = Y.T @ Y  # cat and dog together, from the validation truth
+    assert f'<td>cat</td><td class="num">{co[0, 0]}</td><td class="num">{co[0, 1]}</td>' in section
+    assert (run / "report" / "pr_curves.png").stat().st_size > 5_000
+    # single-label sections that mean nothing here are left out, not broken
+    assert "Confusion matrix" not in html and "top-" not in html and 'id="top-losses"' not in html
+    cards = re.findall(r"<b>([^<]*)</b><span>([^<]*)</span>", html)
+    assert (f"{m['map_macro']:.4f}", "val mAP") in cards and (f"{m['f1_micro']:.4f}", "F1 micro") in cards
+
+
+def test_multilabel_report_with_mismatched_predictions_is_one_note(tmp_path: Path) -> None:
+    from graft.report import write_report
+
+    run, Y, P, _ = _multilabel_run(tmp_path)
+    preds = json.loads((run / "val_predictions.json").read_text())
+    preds["probs"] = [row[:2] for row in preds["probs"]]
+    (run / "val_predictions.json").write_text(json.dumps(preds))
+    html = write_report(run).read_text()
+    assert "This section could not be rendered: ValueError: val_predictions.json" in html
+
+
+def test_run_summary_of_a_multilabel_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from graft.cli.train import render_summary
+
+    m = {
+        "counts": {"train": {"a": 3}},
+        "classes": ["a", "b", "c"],
+        "skipped": [],
+        "kept_stage": "head",
+        "stages": {"head": {"val_accuracy": 0.41, "val_map": 0.8765, "seconds": 2.0}},
+        "multi_label": True,
+        "val_accuracy": 0.41,
+        "val_subset_accuracy": 0.41,
+        "val_map": 0.8765,
+        "val_map_micro": 0.8801,
+        "val_f1_micro": 0.7712,
+        "val_f1_macro": 0.7523,
+        "val_hamming_loss": 0.0912,
+        "timings": {},
+        "train_seconds": 1.0,
+    }
+    render_summary(tmp_path, m)
+    out = capsys.readouterr().out
+    for name, value in [
+        ("head val mAP", "0.8765"),
+        ("val mAP (macro)", "0.8765"),
+        ("val mAP (micro)", "0.8801"),
+        ("val F1 micro", "0.7712"),
+        ("val F1 macro", "0.7523"),
+        ("val subset accuracy", "0.4100"),
+        ("val Hamming loss", "0.0912"),
+    ]:
+        assert re.search(rf"{re.escape(name)}\s+│\s+{value}", out), name
+    assert not re.search(r"^│ val accuracy ", out, re.M)
