@@ -59,7 +59,7 @@ def _metrics(rf: RunFiles) -> dict[str, Any] | None:
         from graft.metrics_multilabel import compute_multilabel_metrics
 
         a = multilabel_arrays(rf)
-        rf._ml_metrics = compute_multilabel_metrics(a.Y, a.P, a.classes, a.thresholds) if a else None  # type: ignore[attr-defined]
+        rf._ml_metrics = compute_multilabel_metrics(a.Y, a.P, a.classes, a.thresholds.tolist()) if a else None  # type: ignore[attr-defined]
     return rf._ml_metrics  # type: ignore[attr-defined]
 
 
