@@ -114,3 +114,88 @@ def test_run_summary_of_a_multilabel_run(tmp_path: Path, capsys: pytest.CaptureF
     ]:
         assert re.search(rf"{re.escape(name)}\s+│\s+{value}", out), name
     assert not re.search(r"^│ val accuracy ", out, re.M)
+
+
+# --------------------------------------------------------------------------- learning curve
+class _StandInFit:
+    """What ``fit_multilabel_head`` returns as far as the curve reads it: weight (labels, d), bias, C."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, C: float) -> None:
+        self.weight, self.bias, self.C = weight, bias, C
+
+
+@pytest.fixture
+def stand_in_head(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """``graft.training.head.multilabel.fit_multilabel_head`` replaced by per-label scikit-learn logistic
+    regressions (the training engineer's head is not on this branch); records every call."""
+    import sys
+    import types
+
+    from sklearn.linear_model import LogisticRegression
+
+    calls: list[dict] = []
+
+    def fit_multilabel_head(X: np.ndarray, Y: np.ndarray, *, C: float | None = None, seed: int = 0) -> _StandInFit:
+        calls.append({"n": len(X), "C": C, "seed": seed})
+        c = 0.5 if C is None else C  # "chosen by CV"
+        fits = [LogisticRegression(C=c, max_iter=500).fit(X, Y[:, j]) for j in range(Y.shape[1])]
+        return _StandInFit(np.stack([f.coef_[0] for f in fits]), np.array([f.intercept_[0] for f in fits]), c)
+
+    module = types.ModuleType("graft.training.head.multilabel")
+    module.fit_multilabel_head = fit_multilabel_head  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "graft.training.head.multilabel", module)
+    return calls
+
+
+def _features(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    Y = (rng.random((n, 3)) < 0.4).astype(np.float32)
+    Y[Y.sum(1) == 0, 0] = 1
+    X = (Y @ np.eye(3, 8) * 1.5 + rng.normal(size=(n, 8))).astype(np.float32)
+    return X, Y
+
+
+def test_multilabel_curve_is_map_on_nested_per_label_subsamples(stand_in_head: list[dict]) -> None:
+    from graft.curve import curve_from_features
+    from graft.curve.multilabel import multilabel_map, subsample_per_label
+
+    train, val = _features(160, 0), _features(60, 1)
+    c = curve_from_features(train, val, 3, sizes=[2, 8], seeds=3)
+    assert c.metric == "map" and c.n_classes == 3 and c.n_val == 60
+    assert [len(s) for s in c.per_seed] == [3, 3, 1] and c.sizes[-1] == int(train[1].sum(0).max())
+    assert c.n_images[-1] == 160 and c.mean[-1] > c.mean[0] > 0.3
+    # the full point is a plain fit on every row, scored by the macro mAP of its validation probabilities
+    from sklearn.linear_model import LogisticRegression
+
+    assert stand_in_head[-1]["n"] == 160
+    Yv = val[1]
+    P = np.stack(
+        [
+            LogisticRegression(C=0.5, max_iter=500).fit(*train[:1], train[1][:, j]).predict_proba(val[0])[:, 1]
+            for j in range(3)
+        ],
+        1,
+    )
+    assert c.per_seed[-1][0] == pytest.approx(
+        compute_multilabel_metrics(Yv, P, list("abc"), [0.5] * 3)["map_macro"], abs=1e-6
+    )
+    # C: chosen by CV on each size's first subsample, then reused by its other seeds
+    assert [call["C"] for call in stand_in_head] == [None, 0.5, 0.5, None, 0.5, 0.5, None]
+    # nested: a seed's rows at 2 per label are among its rows at 8, and every label has its k positives
+    small, big = subsample_per_label(train[1], 2, 7), subsample_per_label(train[1], 8, 7)
+    assert set(small) <= set(big) and (train[1][small].sum(0) >= 2).all() and (train[1][big].sum(0) >= 8).all()
+    assert multilabel_map(Yv, Yv * 0.9 + 0.05) == 1.0
+
+
+def test_multilabel_curve_figure_and_table_say_map(
+    stand_in_head: list[dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from graft.cli.curve import render
+    from graft.curve import curve_figure, curve_from_features
+
+    c = curve_from_features(_features(80, 0), _features(30, 1), 3, sizes=[2], seeds=2)
+    ax = curve_figure(c).axes[0]
+    assert ax.get_ylabel() == "validation mAP" and "per label" in ax.get_xlabel()
+    render(c, [], None)
+    out = capsys.readouterr().out
+    assert "images per label" in out and "val mAP" in out and "val accuracy" not in out
