@@ -199,3 +199,74 @@ def test_multilabel_curve_figure_and_table_say_map(
     render(c, [], None)
     out = capsys.readouterr().out
     assert "images per label" in out and "val mAP" in out and "val accuracy" not in out
+
+
+# --------------------------------------------------------------------------- doctor
+def _corpus(label_sets: list[tuple[int, ...]], classes: list[str]):
+    from graft.data.records import ImageRecord
+    from graft.doctor.checks import Corpus
+
+    records = [ImageRecord(Path(f"/d/{i}.png"), -1, labels=s) for i, s in enumerate(label_sets)]
+    return Corpus(records, ["train"] * len(records), classes, {"train": "train"}, False)
+
+
+def test_missing_and_wrong_labels_from_out_of_fold_probabilities() -> None:
+    from graft.doctor.multilabel import missing_wrong_label_issues
+
+    rng = np.random.default_rng(0)
+    sets = [tuple(j for j in range(2) if rng.random() < 0.5) or (0,) for _ in range(40)]
+    corpus = _corpus(sets, ["cat", "dog"])
+    Y = np.array([[j in s for j in range(2)] for s in sets], float)
+    P = np.clip(0.15 + 0.7 * Y + rng.normal(0, 0.03, Y.shape), 0.01, 0.99)
+    no_dog = next(i for i, s in enumerate(sets) if 1 not in s)
+    P[no_dog, 1] = 0.99  # the model is surer it shows a dog than about typical dogs: a dog label is missing
+    has_cat = next(i for i, s in enumerate(sets) if 0 in s and i != no_dog)
+    P[has_cat, 0] = 0.01  # labelled cat, looks less like one than typical non-cats
+    issues = missing_wrong_label_issues(corpus, P, np.arange(40))
+    found = {i.paths[0]: i.detail for i in issues}
+    assert set(found) == {f"/d/{no_dog}.png", f"/d/{has_cat}.png"}
+    assert "missing label 'dog'? held-out p=0.99" in found[f"/d/{no_dog}.png"]
+    assert "wrong label 'cat'? held-out p=0.01" in found[f"/d/{has_cat}.png"]
+    assert all(i.kind == "label" for i in issues)
+
+
+def test_rare_and_near_universal_labels_are_imbalance_issues() -> None:
+    from graft.doctor.multilabel import label_share_issues
+
+    issues = label_share_issues("/d", {"common": 40, "rare": 1, "everywhere": 99}, 100)
+    details = sorted(i.detail for i in issues)
+    assert len(issues) == 2 and all(i.kind == "imbalance" for i in issues)
+    assert details[0].startswith("label 'everywhere' is on 99 of 100") and details[1].startswith("label 'rare' is on 1")
+
+
+def test_doctor_on_a_multilabel_manifest(tmp_path_factory: pytest.TempPathFactory, tiny_weights: Path) -> None:
+    """Copies, corrupt files and outliers work as on folders; a label on every image is an imbalance issue."""
+    import shutil
+
+    from conftest import TINY_BACKBONE, isolated_graft_home, make_synthetic_dataset
+    from graft.backbones.options import BackboneOptions
+    from graft.doctor import doctor
+    from graft.features.options import EmbedOptions
+
+    root = make_synthetic_dataset(tmp_path_factory.mktemp("ml_doctor") / "data" / "images")
+    shutil.copy(root / "train" / "red" / "red_00.png", root / "copy.png")
+    (root / "broken.png").write_bytes((root / "train" / "red" / "red_01.png").read_bytes()[:60])
+    rows = ["path,labels,split"]
+    for p in sorted(root.rglob("*.png")):
+        split = "val" if "/val/" in str(p) else "train"
+        colour = next((c for c in ("red", "green", "blue") if c in p.parts), "red")
+        rows.append(f"{p.relative_to(root.parent)},{colour}|photo,{split}")
+    (root.parent / "labels.csv").write_text("\n".join(rows) + "\n")
+    with isolated_graft_home(tmp_path_factory, "ml_doctor_home"):
+        report = doctor(
+            root.parent / "labels.csv",
+            backbone=BackboneOptions(TINY_BACKBONE, weights=tiny_weights),
+            embed=EmbedOptions(num_workers=0, precision="fp32"),
+        )
+    assert {str(root / "train/red/red_00.png"), str(root / "copy.png")} in [
+        set(i.paths) for i in report.by_kind("duplicate")
+    ]
+    assert [i.paths for i in report.by_kind("corrupt")] == [(str(root / "broken.png"),)]
+    imbalance = [i.detail for i in report.by_kind("imbalance")]
+    assert len(imbalance) == 1 and imbalance[0].startswith("label 'photo' is on 26 of 26 training images")
+    assert report.settings["label_rows_checked"] == 37  # every image that decoded (36 + the copy) was held out once
