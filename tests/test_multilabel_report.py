@@ -270,3 +270,15 @@ def test_doctor_on_a_multilabel_manifest(tmp_path_factory: pytest.TempPathFactor
     imbalance = [i.detail for i in report.by_kind("imbalance")]
     assert len(imbalance) == 1 and imbalance[0].startswith("label 'photo' is on 26 of 26 training images")
     assert report.settings["label_rows_checked"] == 37  # every image that decoded (36 + the copy) was held out once
+
+
+def test_report_curve_section_of_a_multilabel_curve_says_map(tmp_path: Path) -> None:
+    from graft.report import write_report
+
+    run, *_ = _multilabel_run(tmp_path)
+    curve = {"sizes": [2, 8], "n_images": [5, 40], "per_seed": [[0.61, 0.65], [0.83]], "mean": [0.63, 0.83]}
+    curve.update(std=[0.028, 0.0], n_val=40, metric="map", verdict="+10.0 points per doubling")
+    (run / "curve.json").write_text(json.dumps(curve))
+    section = write_report(run).read_text().split('id="curve"')[1].split("</section>")[0]
+    assert "Validation mAP of graft&#x27;s multi-label head" in section and "<th>val mAP</th>" in section
+    assert "<th>images per label</th>" in section and "val accuracy" not in section
