@@ -76,8 +76,10 @@ def curve(
 
 def render(result: Any, written: list[Path], out: Path | None) -> None:
     """The table of points, the verdict, and where the files went."""
-    t = Table(title=f"learning curve: {len(result.classes)} classes, {result.n_val} validation images")
-    for name in ("images per class", "training images", "seeds", "val accuracy", "sd"):
+    multi = getattr(result, "metric", "accuracy") == "map"
+    kind, score = ("labels", "val mAP") if multi else ("classes", "val accuracy")
+    t = Table(title=f"learning curve: {len(result.classes)} {kind}, {result.n_val} validation images")
+    for name in (f"images per {kind[:-1]}", "training images", "seeds", score, "sd"):
         t.add_column(name, justify="right")
     last = len(result.sizes) - 1
     for i, (k, n, accs, m, s) in enumerate(

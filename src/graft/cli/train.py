@@ -222,7 +222,11 @@ def render_summary(out: Path, m: dict) -> None:
     t.add_row("classes", str(len(m["classes"])))
     t.add_row("skipped files", str(len(m["skipped"])))
     for name, st in m["stages"].items():
-        t.add_row(f"{name} val accuracy", f"{st['val_accuracy']:.4f}")
+        if m.get("multi_label") and st.get("val_map") is not None:
+            t.add_row(f"{name} val mAP", f"{st['val_map']:.4f}")
+        else:
+            what = "val subset accuracy" if m.get("multi_label") else "val accuracy"
+            t.add_row(f"{name} {what}", f"{st['val_accuracy']:.4f}")
         if "seconds" in st:
             t.add_row(f"{name} seconds", f"{st['seconds']:.1f}")
     t.add_row("kept", m["kept_stage"])
@@ -232,7 +236,10 @@ def render_summary(out: Path, m: dict) -> None:
         kind, other = ("multi-depth", "final") if feats.get("taps") else ("final", "multi")
         vs = f" (train CV {cv[kind.split('-')[0]]:.4f} vs {cv[other]:.4f})" if len(cv) == 2 else ""
         t.add_row("features", kind + vs)
-    t.add_row(Text("val accuracy", style="bold"), Text(f"{m['val_accuracy']:.4f}", style="bold"))
+    if m.get("multi_label"):
+        _multilabel_rows(t, m)
+    else:
+        t.add_row(Text("val accuracy", style="bold"), Text(f"{m['val_accuracy']:.4f}", style="bold"))
     if m.get("test_accuracy") is not None:
         shift = "  (differs from val: see the warning)" if m.get("test_shift") else ""
         t.add_row(Text("test accuracy", style="bold"), Text(f"{m['test_accuracy']:.4f}{shift}", style="bold"))
@@ -251,6 +258,28 @@ def render_summary(out: Path, m: dict) -> None:
     if len(m["skipped"]) > 20:
         console.print(f"  ... and {len(m['skipped']) - 20} more (see {out / 'metrics.json'})")
     console.print(f"model: {out / 'model'}")
+
+
+#: The multi-label run's validation figures, in the order shown; mAP (threshold-free) is the headline.
+_MULTILABEL_ROWS = (
+    ("val_map", "val mAP (macro)"),
+    ("val_map_micro", "val mAP (micro)"),
+    ("val_f1_micro", "val F1 micro"),
+    ("val_f1_macro", "val F1 macro"),
+    ("val_subset_accuracy", "val subset accuracy"),
+    ("val_hamming_loss", "val Hamming loss"),
+)
+
+
+def _multilabel_rows(t: Any, m: dict) -> None:
+    """A multi-label run's rows: mAP, F1 at the per-label thresholds, subset accuracy (= val_accuracy)."""
+    m = {**m, "val_subset_accuracy": m.get("val_subset_accuracy", m.get("val_accuracy"))}
+    for key, name in _MULTILABEL_ROWS:
+        if m.get(key) is None:
+            continue
+        value = f"{m[key]:.4f}"
+        bold = key in ("val_map", "val_subset_accuracy")
+        t.add_row(Text(name, style="bold") if bold else name, Text(value, style="bold") if bold else value)
 
 
 def ladder_table(rungs: list[dict]) -> Any:

@@ -94,6 +94,7 @@ class LearningCurve:
     data_dir: str = ""
     split: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    metric: str = "accuracy"  # "map": a multi-label dataset's validation mean average precision
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (what ``curve.json`` and ``graft curve --json`` hold)."""
@@ -233,7 +234,12 @@ def curve_from_features(
     images at every smaller size) and the head's CV folds. At the full size all seeds
     draw the same rows, in order, so that point is exactly a plain fit on all of them.
     ``jobs``: fits run at once (default: the CPU count); the numbers do not depend on it.
+    Multi-label labels (a 0/1 matrix) give a curve of validation mAP (:mod:`graft.curve.multilabel`).
     """
+    if np.ndim(train[1]) == 2:
+        from graft.curve.multilabel import multilabel_curve
+
+        return multilabel_curve(train, val, sizes=sizes, seeds=seeds, seed=seed, progress=progress)
     X, y = train[0], np.asarray(train[1], np.int64)
     X_val, y_val = val[0], np.asarray(val[1], np.int64)
     largest = int(np.bincount(y).max()) if len(y) else 0

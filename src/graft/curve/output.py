@@ -35,7 +35,8 @@ def curve_figure(curve: LearningCurve, scratch: float | None = None) -> Any:
     """
     from matplotlib.figure import Figure
 
-    x = np.asarray(curve.n_images, dtype=float) / max(curve.n_classes, 1)
+    multi = curve.metric == "map"  # multi-label: mAP against images per label (the size asked for)
+    x = np.asarray(curve.sizes if multi else curve.n_images, dtype=float) / (1 if multi else max(curve.n_classes, 1))
     fig = Figure(figsize=(6.4, 4.0))
     ax = fig.add_subplot()
     seeds = max(len(s) for s in curve.per_seed)
@@ -54,8 +55,8 @@ def curve_figure(curve: LearningCurve, scratch: float | None = None) -> Any:
     ax.set_xticks(x)
     ax.set_xticklabels(_tick_labels(x), fontsize=8)
     ax.minorticks_off()
-    ax.set_xlabel("training images per class (log2 scale)")
-    ax.set_ylabel("validation accuracy")
+    ax.set_xlabel(f"training images per {'label' if multi else 'class'} (log2 scale)")
+    ax.set_ylabel("validation mAP" if multi else "validation accuracy")
     ax.set_title("\n".join(textwrap.wrap(curve.verdict, 70)), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
@@ -88,7 +89,8 @@ def save_curve(curve: LearningCurve, run_dir: str | os.PathLike) -> tuple[Path, 
     """
     run = RunFolder(run_dir)
     json_path = run.write(CURVE_JSON, curve.to_dict())
-    return json_path, write_curve_png(curve, run.path / CURVE_PNG, scratch_accuracy(run.path))
+    scratch = scratch_accuracy(run.path) if curve.metric != "map" else None  # a subset accuracy is no mAP
+    return json_path, write_curve_png(curve, run.path / CURVE_PNG, scratch)
 
 
 def check_outputs(

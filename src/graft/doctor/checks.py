@@ -49,6 +49,10 @@ class Corpus:
     def path(self, i: int) -> str:
         return str(self.records[i].path)
 
+    def label_name(self, i: int) -> str:
+        """The label of record ``i`` as shown: its class, or its labels joined by ``|`` (multi-label)."""
+        return "|".join(self.classes[j] for j in self.records[i].label_set)
+
     def where(self, indices: Sequence[int]) -> str:
         """'train and val' for the splits of ``indices``, in train/val/test order."""
         order = ["train", "val", "test"]
@@ -80,7 +84,7 @@ def exact_groups(digests: Sequence[str | None]) -> list[list[int]]:
 
 
 def _labels_note(corpus: Corpus, members: Sequence[int]) -> str:
-    names = sorted({corpus.classes[corpus.records[i].label] for i in members})
+    names = sorted({corpus.label_name(i) for i in members})
     return f"; labelled {' and '.join(names)}: at most one label is right" if len(names) > 1 else ""
 
 
@@ -191,7 +195,7 @@ def outlier_issues(corpus: Corpus, scores: np.ndarray, rows: np.ndarray) -> list
         rec = corpus.records[int(rows[k])]
         detail = (
             f"unlike the rest of the dataset (held-out OOD score {scores[k]:.3f}; 99th percentile {cut:.3f}): "
-            f"check that it belongs in {corpus.classes[rec.label]!r} at all"
+            f"check that it belongs in {corpus.label_name(int(rows[k]))!r} at all"
         )
         out.append(Issue("outlier", (str(rec.path),), float(scores[k]), detail, ("review",)))
     return out

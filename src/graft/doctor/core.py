@@ -18,7 +18,7 @@ import numpy as np
 from graft.backbones.options import BackboneOptions
 from graft.data.options import ManifestOptions, SplitOptions
 from graft.data.records import DatasetSplits, SkippedFile
-from graft.doctor import checks, duplicates
+from graft.doctor import checks, duplicates, multilabel
 from graft.doctor.issues import KINDS, DoctorReport, Issue
 from graft.features.options import EmbedOptions
 from graft.progress import NullProgress, Progress
@@ -181,25 +181,48 @@ def _run_checks(
     prog: Progress,
 ) -> tuple[list[Issue], dict[str, Any]]:
     """The checks of ``kinds``; also what the model-based ones measured."""
-    from graft.doctor.labels import out_of_fold_probs
     from graft.training.head.ood import fit_ood
 
     issues = checks.corrupt_issues(list(splits.skipped) + emb.failed)
     if kinds & _COPY_KINDS:
         issues += _copies(corpus, emb, *hashes)
-    y = np.array([corpus.records[i].label for i in emb.rows], np.int64)
     measured: dict[str, Any] = {}
-    enough = len(y) >= 10 and len(np.unique(y)) >= 2
-    if "label" in kinds and enough:
-        prog.message("checking labels (out-of-fold probabilities of the linear head)")
-        oof_rows, probs = out_of_fold_probs(emb.X, y, len(corpus.classes), seed=seed)
-        issues += checks.label_issues(corpus, probs, emb.rows[oof_rows])
-        measured["label_rows_checked"] = int(len(oof_rows))
-    if "outlier" in kinds and enough:
+    if "label" in kinds:
+        issues += _label_checks(splits.multi_label, corpus, emb, seed, prog, measured)
+    if "outlier" in kinds and len(emb.rows) >= 10:  # the OOD score reads features only, never labels
         issues += checks.outlier_issues(corpus, fit_ood(emb.X, seed=seed).heldout_scores, emb.rows)
-    issues += checks.imbalance_issue(str(splits.root), splits.class_counts("train"))
+    if splits.multi_label:
+        counts, n_train = splits.class_counts("train"), len(splits.splits.get("train", []))
+        issues += multilabel.label_share_issues(str(splits.root), counts, n_train)
+    else:
+        issues += checks.imbalance_issue(str(splits.root), splits.class_counts("train"))
     issues += checks.small_issues(corpus, emb.input_side, str(splits.root))
     return [i for i in issues if i.kind in kinds], measured
+
+
+def _label_checks(
+    multi_label: bool, corpus: checks.Corpus, emb: _Embedded, seed: int, prog: Progress, measured: dict[str, Any]
+) -> list[Issue]:
+    """Likely label errors from out-of-fold probabilities: confident learning, per label for multi-label data."""
+    from graft.doctor.labels import out_of_fold_probs
+
+    if multi_label:
+        if len(emb.rows) < 10:
+            return []
+        prog.message("checking labels (out-of-fold probabilities of a linear head per label)")
+        Y = np.zeros((len(emb.rows), len(corpus.classes)), np.int64)
+        for r, i in enumerate(emb.rows):
+            Y[r, list(corpus.records[int(i)].label_set)] = 1
+        oof_rows, probs = multilabel.out_of_fold_label_probs(emb.X, Y, seed=seed)
+        measured["label_rows_checked"] = int(len(oof_rows))
+        return multilabel.missing_wrong_label_issues(corpus, probs, emb.rows[oof_rows])
+    y = np.array([corpus.records[i].label for i in emb.rows], np.int64)
+    if len(y) < 10 or len(np.unique(y)) < 2:
+        return []
+    prog.message("checking labels (out-of-fold probabilities of the linear head)")
+    oof_rows, probs = out_of_fold_probs(emb.X, y, len(corpus.classes), seed=seed)
+    measured["label_rows_checked"] = int(len(oof_rows))
+    return checks.label_issues(corpus, probs, emb.rows[oof_rows])
 
 
 def _copies(corpus: checks.Corpus, emb: _Embedded, digests: list[str | None], thumbs: np.ndarray) -> list[Issue]:

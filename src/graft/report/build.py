@@ -13,6 +13,7 @@ from graft.exceptions import DataError
 from graft.fileio import atomic_write_text
 from graft.report import html as H
 from graft.report import image_sections as I
+from graft.report import multilabel as ML
 from graft.report import sections as S
 from graft.report.inputs import Figures, RunFiles
 
@@ -48,6 +49,7 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
         ("baseline", "Transfer learning vs from scratch", S.baseline_section),
         ("curve", "Learning curve", S.learning_curve_section),
         ("evaluation", "Validation metrics", S.evaluation_section),
+        ("multi-label", "Validation metrics (multi-label)", ML.multilabel_section),
         ("calibration", "Calibration", S.calibration_section),
         ("top-losses", "Top losses", I.top_losses_section),
         ("gradcam", "Grad-CAM", I.gradcam_section),
@@ -66,11 +68,13 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
             sections.append((anchor, title, body))
     m = rf.metrics
     cards = [("val accuracy", f"{m.get('val_accuracy', float('nan')):.4f}")]  # numbers: checked by RunFiles
+    if rf.is_multi_label():
+        cards = _multilabel_cards(rf)
     if m.get("test_accuracy") is not None:
         cards.append(
             ("test accuracy" + (" (shift!)" if m.get("test_shift") is True else ""), f"{m['test_accuracy']:.4f}")
         )
-    if m.get("val_macro_f1") is not None:
+    if m.get("val_macro_f1") is not None and not rf.is_multi_label():
         cards.append(("macro F1", f"{m['val_macro_f1']:.4f}"))
     cards += [
         ("classes", str(len(m.get("classes") or []))),
@@ -84,3 +88,12 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
     out = run_dir / "report.html"
     atomic_write_text(out, doc)  # UTF-8 always: class names need not be ASCII, the locale may be C
     return out
+
+
+def _multilabel_cards(rf: RunFiles) -> list[tuple[str, str]]:
+    """mAP, F1 micro and subset accuracy; a damaged val_predictions.json costs the cards nothing."""
+    try:
+        return ML.multilabel_cards(rf)
+    except Exception as e:  # noqa: BLE001 - the section reports the damage; the header keeps what metrics.json says
+        log.debug("multi-label cards: %s", e)
+        return [("subset accuracy", f"{rf.metrics.get('val_accuracy', float('nan')):.4f}")]

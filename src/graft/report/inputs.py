@@ -19,13 +19,15 @@ log = logging.getLogger("graft")
 _SPLIT_NAMES = {a for aliases in SPLIT_ALIASES.values() for a in aliases}
 #: metrics.json fields the report reads, and the type each must have (a wrong one is dropped, with a warning).
 _NUMBERS = ("val_accuracy", "test_accuracy", "val_macro_f1", "train_seconds", "budget_seconds", "temperature")
+_MULTILABEL_NUMBERS = ("val_map", "val_map_micro", "val_f1_micro", "val_f1_macro", "val_subset_accuracy")
 _METRIC_TYPES: dict[str, type] = {
-    **{k: numbers.Real for k in _NUMBERS},
-    **{k: list for k in ("classes", "skipped", "ladder")},
+    **{k: numbers.Real for k in _NUMBERS + _MULTILABEL_NUMBERS},
+    **{k: list for k in ("classes", "skipped", "ladder", "thresholds")},
+    "multi_label": bool,
     **{k: dict for k in ("counts", "stages", "backbone", "features", "timings")},
     "kept_stage": str,
 }
-_KIND: dict[type, str] = {numbers.Real: "number", str: "text", list: "list", dict: "JSON object"}
+_KIND: dict[type, str] = {numbers.Real: "number", str: "text", list: "list", dict: "JSON object", bool: "true/false"}
 
 
 class RunFiles:
@@ -40,6 +42,11 @@ class RunFiles:
         self.run = run.read(RunFolder.RUN)
         self.preds = run.read(RunFolder.VAL_PREDICTIONS)
         self.model_config: dict[str, Any] = RunFolder(run.model_dir).read("config.json")
+
+    def is_multi_label(self) -> bool:
+        """A multi-label run: ``"multi_label": true`` in metrics.json, or a 0/1 label matrix in val_predictions.json."""
+        labels = self.preds.get("labels")
+        return self.metrics.get("multi_label") is True or bool(labels and isinstance(labels[0], list))
 
     def dataset_image(self, path: str) -> Path | None:
         """``path`` if it is an image of the dataset the run recorded (``DATA/[split/]class/...``), else None.
@@ -110,9 +117,14 @@ def chosen_c(rf: RunFiles) -> float | None:
 
 
 def val_arrays(rf: RunFiles) -> tuple[list[str], np.ndarray, np.ndarray, list[str]] | None:
-    """(paths, labels, probs, classes) of the validation predictions, or None if absent/empty."""
+    """(paths, labels, probs, classes) of single-label validation predictions, or None if absent/empty.
+
+    None for a multi-label run too: the sections built on one true class per image (confusion
+    matrix, top-k accuracy, top-1 reliability, top losses, Grad-CAM) are left out, and
+    :mod:`graft.report.multilabel` shows its own.
+    """
     p = rf.preds
-    if not p or not p.get("paths"):
+    if not p or not p.get("paths") or rf.is_multi_label():
         return None
     return list(p["paths"]), np.asarray(p["labels"], np.int64), np.asarray(p["probs"], np.float64), list(p["classes"])
 

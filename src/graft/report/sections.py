@@ -313,7 +313,7 @@ def learning_curve_section(rf: RunFiles, figs: Figures) -> str | None:
     if not c.get("mean") or not c.get("sizes"):
         return None
     base = (rf.metrics.get("stages") or {}).get("baseline_scratch") or {}
-    scratch = base.get("val_accuracy")
+    scratch = base.get("val_accuracy") if c.get("metric") != "map" else None  # subset accuracy is not mAP
     last = len(c["sizes"]) - 1
     rows: list[list[Any]] = [
         [f"all ({k} max)" if i == last else str(k), int(n), len(accs), float(m), float(s)]
@@ -322,10 +322,15 @@ def learning_curve_section(rf: RunFiles, figs: Figures) -> str | None:
     if scratch is not None:
         rows.append(["from scratch, all", int(c["n_images"][-1]), 1, float(scratch), "-"])
     seeds = max(len(a) for a in c["per_seed"])
+    multi = c.get("metric") == "map"
+    what = (
+        "Validation mAP of graft's multi-label head" if multi else "Validation accuracy of graft's default linear head"
+    )
     out = [
         H.note(
-            f"Validation accuracy of graft's default linear head on frozen {c.get('backbone') or '?'} features "
-            f"({c.get('n_val', '?')} validation images), refitted on k training images per class: the mean and "
+            f"{what} on frozen {c.get('backbone') or '?'} features "
+            f"({c.get('n_val', '?')} validation images), refitted on k training images per "
+            f"{'label' if multi else 'class'}: the mean and "
             f"standard deviation over {seeds} random subsets per size (one at the full size, where every subset is "
             "the same). Written by graft curve from cached features, without augmented views, so its last point can "
             "differ slightly from the trained model's accuracy."
@@ -335,7 +340,8 @@ def learning_curve_section(rf: RunFiles, figs: Figures) -> str | None:
     png = figs.out / "curve.png"
     if png.is_file():
         out.append(H.img_tag(png, "validation accuracy against training images per class"))
-    out.append(H.table(["images per class", "training images", "seeds", "val accuracy", "sd"], rows))
+    header = ["images per label" if multi else "images per class", "training images", "seeds"]
+    out.append(H.table(header + ["val mAP" if multi else "val accuracy", "sd"], rows))
     if scratch is not None:
         match = next((k for k, m in zip(c["sizes"], c["mean"]) if m >= float(scratch)), None)
         out.append(
