@@ -177,9 +177,8 @@ def export_onnx(
     with tempfile.TemporaryDirectory(prefix=".graft-export-", dir=out.parent) as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         meta = _write_fp32(lm, fp32, opset, say)
-        say("checking ONNX Runtime against PyTorch")
         imgs = checks.choose_check_images(lm.preprocessing, check_images, data_dir)
-        onnx32, diff, agree, sets = _parity(lm, fp32, imgs, tolerance, out)
+        onnx32, diff, agree, sets = _parity(lm, fp32, imgs, tolerance, out, say)
         final = fp32
         qinfo = None
         if quantize == "int8":
@@ -206,7 +205,7 @@ def export_onnx(
 
 
 def _parity(
-    lm: Any, path: Path, imgs: checks.CheckImages, tolerance: float, out: Path
+    lm: Any, path: Path, imgs: checks.CheckImages, tolerance: float, out: Path, say: Callable[[str], None]
 ) -> tuple[Any, float, float, float | None]:
     """(the ONNX predictor, max |logit diff|, top-1 agreement, label-set agreement or None) against PyTorch,
     batch 1 and N.
@@ -215,6 +214,7 @@ def _parity(
         ExportError: beyond ``tolerance``, any top-1 disagreement, or (multi-label) any label set that differs
             where the probability is not on its threshold.
     """
+    say("checking ONNX Runtime against PyTorch")
     from graft.predict.onnx import OnnxPredictor
     from graft.predict.torch import TorchPredictor
 

@@ -310,6 +310,12 @@ class Embedder:
             f"are damaged (a model folder or --weights file holding NaN values); use intact weights{hint}"
         )
 
+    def _features(
+        self, batch: torch.Tensor, ids: np.ndarray, paths: Sequence[os.PathLike | str], shape: tuple[int, int]
+    ) -> np.ndarray:
+        """One batch's features, checked finite (``shape``: the job's image count and the padded batch size)."""
+        return self._finite(self._forward_padded(batch, *shape).numpy(), ids, paths)
+
     def embed_paths(
         self,
         paths: Sequence[os.PathLike | str],
@@ -351,11 +357,9 @@ class Embedder:
             failed.extend(SkippedFile(str(paths[i]), reason) for i, reason in bad)
             if batch is not None:
                 ids = idx.numpy()
-                out = self._finite(self._forward_padded(batch, engine_n, pad_to).numpy(), ids, paths)
+                out = self._features(batch, ids, paths, (engine_n, pad_to))
                 if on_mirror is not None:  # uint8 (B, H, W, 3): flip the width axis
-                    on_mirror(
-                        ids, self._finite(self._forward_padded(batch.flip(2), engine_n, pad_to).numpy(), ids, paths)
-                    )
+                    on_mirror(ids, self._features(batch.flip(2), ids, paths, (engine_n, pad_to)))
                 if on_batch is not None:
                     on_batch(ids, out)
                 else:

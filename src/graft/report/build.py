@@ -55,17 +55,39 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
         ("gradcam", "Grad-CAM", I.gradcam_section),
         ("facts", "Run facts", S.facts_section),
     ]
-    sections: list[tuple[str, str, str]] = []
-    for anchor, title, build in builders:
-        try:
-            body = build(rf, figs)
-        except Exception as e:  # noqa: BLE001 - one broken section must not lose the report
-            # One line (the run's files are damaged or unusual); the traceback only at debug level.
-            log.warning("report section %s could not be rendered: %s: %s", anchor, type(e).__name__, e)
-            log.debug("report section %s failed", anchor, exc_info=True)
-            body = H.note(f"This section could not be rendered: {type(e).__name__}: {e}", warn=True)
-        if body:
-            sections.append((anchor, title, body))
+    sections = [
+        (anchor, title, body) for anchor, title, build in builders if (body := _render(anchor, build, rf, figs))
+    ]
+    cards = _cards(rf)
+    subtitle = f"{rf.run.get('data_dir', '')}  ·  {rf.run.get('started', '')}  ·  report built in {time.perf_counter() - t0:.1f} s"
+    doc = H.page(f"graft report: {run_dir.resolve().name}", subtitle, cards, sections)
+    out = run_dir / "report.html"
+    atomic_write_text(out, doc)  # UTF-8 always: class names need not be ASCII, the locale may be C
+    return out
+
+
+def _multilabel_cards(rf: RunFiles) -> list[tuple[str, str]]:
+    """mAP, F1 micro and subset accuracy; a damaged val_predictions.json costs the cards nothing."""
+    try:
+        return ML.multilabel_cards(rf)
+    except Exception as e:  # noqa: BLE001 - the section reports the damage; the header keeps what metrics.json says
+        log.debug("multi-label cards: %s", e)
+        return [("subset accuracy", f"{rf.metrics.get('val_accuracy', float('nan')):.4f}")]
+
+
+def _render(anchor: str, build: Callable[[RunFiles, Figures], str | None], rf: RunFiles, figs: Figures) -> str | None:
+    """One section's HTML; a section that fails shows a one-line note instead of losing the report."""
+    try:
+        return build(rf, figs)
+    except Exception as e:  # noqa: BLE001 - one broken section must not lose the report
+        # One line (the run's files are damaged or unusual); the traceback only at debug level.
+        log.warning("report section %s could not be rendered: %s: %s", anchor, type(e).__name__, e)
+        log.debug("report section %s failed", anchor, exc_info=True)
+        return H.note(f"This section could not be rendered: {type(e).__name__}: {e}", warn=True)
+
+
+def _cards(rf: RunFiles) -> list[tuple[str, str]]:
+    """The headline figures at the top of the report."""
     m = rf.metrics
     cards = [("val accuracy", f"{m.get('val_accuracy', float('nan')):.4f}")]  # numbers: checked by RunFiles
     if rf.is_multi_label():
@@ -83,17 +105,4 @@ def write_report(run_dir: str | os.PathLike[str]) -> Path:
     ]
     if m.get("train_seconds") is not None:
         cards.append(("train time", f"{m['train_seconds']:.1f} s"))
-    subtitle = f"{rf.run.get('data_dir', '')}  ·  {rf.run.get('started', '')}  ·  report built in {time.perf_counter() - t0:.1f} s"
-    doc = H.page(f"graft report: {run_dir.resolve().name}", subtitle, cards, sections)
-    out = run_dir / "report.html"
-    atomic_write_text(out, doc)  # UTF-8 always: class names need not be ASCII, the locale may be C
-    return out
-
-
-def _multilabel_cards(rf: RunFiles) -> list[tuple[str, str]]:
-    """mAP, F1 micro and subset accuracy; a damaged val_predictions.json costs the cards nothing."""
-    try:
-        return ML.multilabel_cards(rf)
-    except Exception as e:  # noqa: BLE001 - the section reports the damage; the header keeps what metrics.json says
-        log.debug("multi-label cards: %s", e)
-        return [("subset accuracy", f"{rf.metrics.get('val_accuracy', float('nan')):.4f}")]
+    return cards

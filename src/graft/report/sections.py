@@ -352,6 +352,13 @@ def learning_curve_section(rf: RunFiles, figs: Figures) -> str | None:
                 + f" and reaches {c['mean'][-1]:.3f} with all of them."
             )
         )
+    out += _curve_mismatches(c, rf)
+    return "".join(out)
+
+
+def _curve_mismatches(c: dict[str, Any], rf: RunFiles) -> list[str]:
+    """Warnings where the curve and the run did not see the same data or the same validation split."""
+    out = []
     curve_data = c.get("data_dir")
     run_data = rf.run.get("data_dir")
     if curve_data and run_data and curve_data != run_data:
@@ -367,4 +374,4 @@ def learning_curve_section(rf: RunFiles, figs: Figures) -> str | None:
                 warn=True,
             )
         )
-    return "".join(out)
+    return out
