@@ -57,11 +57,11 @@ def graft_head(train: tuple[np.ndarray, np.ndarray], X_val: np.ndarray) -> tuple
     t0 = time.perf_counter()
     fit = fit_multilabel_head(train[0], train[1], seed=0)
     seconds = time.perf_counter() - t0
-    W = torch.as_tensor(fit.weight).detach().cpu().double().numpy()
-    b = torch.as_tensor(fit.bias).detach().cpu().double().numpy()
+    weight, bias = fit.calibrated()  # the per-label temperatures folded in: what a saved model computes
+    W = torch.as_tensor(weight).detach().cpu().double().numpy()
+    b = torch.as_tensor(bias).detach().cpu().double().numpy()
     P = 1.0 / (1.0 + np.exp(-(X_val.astype(np.float64) @ W.T + b)))
-    t = getattr(fit, "thresholds", None)
-    return P, np.full(W.shape[0], 0.5) if t is None else np.asarray(t, np.float64), seconds
+    return P, np.asarray(fit.thresholds, np.float64), seconds
 
 
 def sklearn_head(train: tuple[np.ndarray, np.ndarray], X_val: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:

@@ -269,6 +269,7 @@ def _write_outputs(run: RunFolder, clf: Classifier, stages: dict[str, Any]) -> d
         "train_seconds": None,  # filled last, so it covers everything
         "classes": clf.classes_,
         "counts": data.summary().get("counts"),
+        "totals": data.summary().get("totals"),  # images per split (a multi-label image counts once per label above)
         "skipped": [s.to_dict() for s in data.skipped],
         "n_ignored": len(data.ignored),
         "stages": stages,

@@ -215,9 +215,8 @@ def render_summary(out: Path, m: dict) -> None:
     t = Table(title=f"graft train -> {out}", show_header=True)
     t.add_column("")
     t.add_column("value", justify="right")
-    counts = m.get("counts") or {}
-    for split, per in counts.items():
-        total = sum(per.values()) if isinstance(per, dict) else per
+    totals = m.get("totals") or {k: sum(v.values()) for k, v in (m.get("counts") or {}).items() if isinstance(v, dict)}
+    for split, total in totals.items():
         t.add_row(f"{split} images", str(total))
     t.add_row("classes", str(len(m["classes"])))
     t.add_row("skipped files", str(len(m["skipped"])))
