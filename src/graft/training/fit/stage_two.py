@@ -74,7 +74,7 @@ def calibration_split(labels: np.ndarray, *, seed: int = 0) -> np.ndarray:
 
     from graft.training.head.cross_validation import label_strata
 
-    y = label_strata(labels) if np.ndim(labels) == 2 else np.asarray(labels)
+    y = _merged_small(label_strata(labels)) if np.ndim(labels) == 2 else np.asarray(labels)
     mask = np.zeros(len(y), dtype=bool)
     _, counts = np.unique(y, return_counts=True)
     n_hold = max(int(round(CALIBRATION_FRACTION * len(y))), 2 * len(counts))
@@ -83,6 +83,19 @@ def calibration_split(labels: np.ndarray, *, seed: int = 0) -> np.ndarray:
     _, held = train_test_split(np.arange(len(y)), test_size=n_hold, stratify=y, random_state=seed)
     mask[held] = True
     return mask
+
+
+def _merged_small(strata: np.ndarray, least: int = 5) -> np.ndarray:
+    """Multi-label strata with fewer than ``least`` images merged into one (or into the largest): a
+    stratum is a rarest label, not a class, so a few tiny ones must not cancel the held-out slice."""
+    values, counts = np.unique(strata, return_counts=True)
+    small = values[counts < least]
+    if not len(small):
+        return strata
+    out = strata.copy()
+    merged = int(values.max()) + 1 if counts[counts < least].sum() >= least else int(values[counts.argmax()])
+    out[np.isin(strata, small)] = merged
+    return out
 
 
 def fine_tune_stage(
