@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from graft.curve.points import FEW_SHOT_C, LearningCurve, default_sizes, slope_per_doubling, verdict
 from graft.exceptions import DataError
 from graft.metrics_multilabel import average_precision
 from graft.progress import NullProgress, Progress
@@ -43,7 +44,6 @@ def _fit_map(
     train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], seed: int, C: float | None
 ) -> tuple[float, float | None]:
     """(validation mAP, C used) of the multi-label head fitted on ``train``."""
-    from graft.curve.compute import FEW_SHOT_C
     from graft.training.head.multilabel import fit_multilabel_head
 
     X, Y = train
@@ -73,7 +73,6 @@ def multilabel_curve(
     progress: Progress | None = None,
 ) -> Any:
     """A :class:`~graft.curve.compute.LearningCurve` of validation mAP (``metric="map"``) on (X, Y) features."""
-    from graft.curve.compute import LearningCurve, default_sizes, slope_per_doubling, verdict
 
     X, Y = train[0], np.asarray(train[1], np.float32)
     Y_val = np.asarray(val[1], np.float32)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from graft.artifact.run_folder import RunFolder
-from graft.curve.compute import CURVE_JSON, CURVE_PNG, LearningCurve
+from graft.curve.points import CURVE_JSON, CURVE_PNG, LearningCurve
 from graft.exceptions import DataError
 from graft.fileio import atomic_write_bytes
 

@@ -120,12 +120,14 @@ def _checked_out(out: str | os.PathLike, quantize: str | None) -> Path:
     return out
 
 
-def _load(model_dir: str | os.PathLike, say: Callable[[str], None]) -> tuple[Any, Path | None]:
-    """(the model, on the CPU; its recorded training data folder, where it still exists)."""
+def _load(model_dir: str | os.PathLike, out: Path, say: Callable[[str], None]) -> tuple[Any, Path | None]:
+    """(the model, on the CPU; its recorded training data folder, where it still exists); then ``out``'s
+    folder is made (only once the model has loaded: a bad model leaves no empty folder behind)."""
     from graft.artifact.model_dir import load_model
 
     say(f"loading {model_dir}")
     lm = load_model(model_dir, device="cpu")
+    out.parent.mkdir(parents=True, exist_ok=True)
     return lm, checks.training_data_dir(lm.path, lm.config)
 
 
@@ -172,8 +174,7 @@ def export_onnx(
     say = progress or (lambda _m: None)
     t0 = time.perf_counter()
     out = _checked_out(out, quantize)
-    lm, data_dir = _load(model_dir, say)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    lm, data_dir = _load(model_dir, out, say)
     with tempfile.TemporaryDirectory(prefix=".graft-export-", dir=out.parent) as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         meta = _write_fp32(lm, fp32, opset, say)

@@ -195,9 +195,11 @@ def _fit_deadline(loop: _Loop, epoch: int, epoch_s: float) -> bool:
     Epochs are assumed as long as the last one. Shortening the schedule (rather than
     cutting it) lets the learning rate still anneal to zero by the last epoch that fits.
     """
-    assert loop.env.deadline is not None
+    deadline = loop.env.deadline
+    if deadline is None:  # no budget: the schedule runs as planned
+        return False
     stage = loop.env.stage
-    fits = int(max(loop.env.deadline - time.perf_counter(), 0.0) // max(epoch_s, 1e-6))
+    fits = int(max(deadline - time.perf_counter(), 0.0) // max(epoch_s, 1e-6))
     end = min(loop.epochs, epoch + fits)
     end = end if loop.ddp is None else int(distributed.broadcast_object(end))  # rank 0's clock decides
     if end >= loop.epochs:
