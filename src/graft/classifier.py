@@ -330,17 +330,8 @@ class Classifier(Estimator):
         from graft.predict.torch import TorchPredictor
 
         self._check_fitted()
-        options = EmbedOptions(
-            device=getattr(self, "device_", "cpu"),
-            precision=self.precision,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            cache_dir=self.cache_dir,
-            use_cache=self.use_cache,
-        )
-        return TorchPredictor(
-            self.model_, self._spec(), options, frozen=(not self.fine_tuned_) if frozen is None else frozen
-        )
+        frozen = (not self.fine_tuned_) if frozen is None else frozen
+        return TorchPredictor(self.model_, self._spec(), self._embed_options(), frozen=frozen)
 
     def predict_proba(self, paths: Sequence[str | os.PathLike]) -> tuple[np.ndarray, list[str], list[SkippedFile]]:
         """Class probabilities for image files: (probs of the readable files, their paths, the unreadable ones)."""

@@ -36,7 +36,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from graft.fileio import storage_errors
+from graft.fileio import atomic_write_text, storage_errors
 
 __all__ = ["FeatureCache", "file_key", "embedder_key"]
 
@@ -103,7 +103,7 @@ class FeatureCache:
         with storage_errors(self.root, "GRAFT_HOME"):
             self.root.mkdir(parents=True, exist_ok=True)
             if meta is not None and not meta_path.exists():
-                meta_path.write_text(json.dumps({"dim": self.dim, **meta}, indent=2, default=str))
+                atomic_write_text(meta_path, json.dumps({"dim": self.dim, **meta}, indent=2, default=str))
         self._index: dict[str, tuple[int, int]] = {}  # key -> (row, checksum)
         self._verified: set[str] = set()
         self._index_size = 0

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from graft.config import graft_home
+from graft.fileio import atomic_write
 
 __all__ = ["KEEP", "cache_dir", "discard", "get_or_build", "load_or_build", "lookup"]
 
@@ -61,12 +62,7 @@ def get_or_build(key: str, build: Callable[[Path], None]) -> Path:
         return hit
     path = _path(key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.onnx")
-    try:
-        build(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, build)
     _trim()
     return path
 
