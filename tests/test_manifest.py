@@ -194,3 +194,11 @@ def test_train_doctor_and_embed_read_a_manifest_from_the_command_line(
     code, out, err = run_cli(["train", manifest, "--out", tmp_path / "bad", "--quiet", *tiny], capsys)  # no --images
     assert code == 2 and "labels.csv has no usable images" in err and "Traceback" not in err
     assert "listed in labels.csv row 2 but not found" in err
+
+
+def test_a_multi_label_split_fingerprint_reads_the_labels(flat: Path) -> None:
+    """evaluate trusts a re-made split only when the fingerprint matches: a changed label set must change it."""
+    rows = "".join(f"im{i:02d}.jpg,{'a|b' if i % 2 else 'c'}\n" for i in range(12))
+    before = scan_labelled(_csv(flat / "m.csv", "path,labels\n" + rows)).fingerprint()
+    after = scan_labelled(_csv(flat / "m.csv", "path,labels\n" + rows.replace("a|b", "a", 1))).fingerprint()
+    assert before != after

@@ -102,15 +102,18 @@ class DatasetSplits:
         }
 
     def fingerprint(self) -> str:
-        """A hash of every image's split, class and path inside :attr:`root`.
+        """A hash of every image's split, class (a multi-label image: its labels) and path inside :attr:`root`.
 
         Equal for the same folder split the same way, and for nothing else: ``evaluate``
         compares it with the one a model recorded before it trusts a re-made split.
         """
         h = hashlib.sha256()
         for split in sorted(self.splits):
-            for rel, label in sorted((_inside(r.path, self.root), r.label) for r in self.splits[split]):
-                h.update(f"{split}\0{self.classes[label]}\0{rel}\n".encode("utf-8", "surrogateescape"))
+            rows = sorted(
+                (_inside(r.path, self.root), "|".join(self.classes[i] for i in r.label_set)) for r in self.splits[split]
+            )
+            for rel, names in rows:
+                h.update(f"{split}\0{names}\0{rel}\n".encode("utf-8", "surrogateescape"))
         return h.hexdigest()[:32]
 
     def split_record(self, seed: int, val_fraction: float, test_fraction: float) -> dict[str, Any]:
