@@ -198,7 +198,7 @@ def test_train_doctor_and_embed_read_a_manifest_from_the_command_line(
 
 def test_a_multi_label_split_fingerprint_reads_the_labels(flat: Path) -> None:
     """evaluate trusts a re-made split only when the fingerprint matches: a changed label set must change it."""
-    rows = "".join(f"im{i:02d}.jpg,{'a|b' if i % 2 else 'c'}\n" for i in range(12))
-    before = scan_labelled(_csv(flat / "m.csv", "path,labels\n" + rows)).fingerprint()
-    after = scan_labelled(_csv(flat / "m.csv", "path,labels\n" + rows.replace("a|b", "a", 1))).fingerprint()
+    rows = "".join(f"im{i:02d}.jpg,{'a|b' if i % 2 else 'c'},{'val' if i < 4 else 'train'}\n" for i in range(12))
+    before = scan_labelled(_csv(flat / "m.csv", "path,labels,split\n" + rows)).fingerprint()
+    after = scan_labelled(_csv(flat / "m.csv", "path,labels,split\n" + rows.replace("a|b", "a", 1))).fingerprint()
     assert before != after
