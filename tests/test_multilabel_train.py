@@ -230,3 +230,10 @@ def test_the_ladders_held_out_slice_survives_rare_label_strata() -> None:
     held = calibration_split(Y, seed=0)
     assert held.sum() == 40 and (calibration_split(Y, seed=0) == held).all()
     assert all(Y[held, j].any() for j in range(5))  # every common label in the slice
+
+
+def test_the_scratch_baseline_says_it_is_single_label_only(fitted: Any) -> None:
+    from graft.exceptions import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match="single-label only; leave out --baseline"):
+        fitted.baseline()

@@ -20,7 +20,7 @@ from graft.classifier_io import restore, spec_of
 from graft.data.options import ManifestOptions, SplitOptions
 from graft.data.records import DatasetSplits, SkippedFile
 from graft.estimator import Estimator
-from graft.exceptions import NotFittedError
+from graft.exceptions import InvalidParameterError, NotFittedError
 from graft.features.options import EmbedOptions
 from graft.progress import NullProgress, Progress
 from graft.training.head.options import HeadOptions
@@ -302,6 +302,10 @@ class Classifier(Estimator):
         from graft.training.fit.baseline import train_from_scratch
 
         self._check_fitted()
+        if getattr(self.data_, "multi_label", False):
+            raise InvalidParameterError(
+                "the from-scratch baseline is single-label only; leave out --baseline for multi-label data"
+            )
         cfg = config or FineTuneConfig()
         skipped = {s.path for s in self.data_.skipped}
         tr = [r for r in self.data_.splits["train"] if str(r.path) not in skipped]
