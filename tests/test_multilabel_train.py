@@ -236,4 +236,4 @@ def test_the_scratch_baseline_says_it_is_single_label_only(fitted: Any) -> None:
     from graft.exceptions import InvalidParameterError
 
     with pytest.raises(InvalidParameterError, match="single-label only; leave out --baseline"):
-        fitted.baseline()
+        fitted[0].baseline()
