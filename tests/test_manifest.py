@@ -202,3 +202,21 @@ def test_a_multi_label_split_fingerprint_reads_the_labels(flat: Path) -> None:
     before = scan_labelled(_csv(flat / "m.csv", "path,labels,split\n" + rows)).fingerprint()
     after = scan_labelled(_csv(flat / "m.csv", "path,labels,split\n" + rows.replace("a|b", "a", 1))).fingerprint()
     assert before != after
+
+
+def test_embed_writes_a_label_matrix_for_a_multi_label_manifest(flat: Path, tiny_weights: Path) -> None:
+    from conftest import TINY_BACKBONE
+    from graft.backbones.options import BackboneOptions
+    from graft.embed import embed_folder
+    from graft.features.options import EmbedOptions
+
+    rows = "".join(f"im{i:02d}.jpg,{'a|b' if i % 2 else 'c'}\n" for i in range(12))
+    m = _csv(flat / "m.csv", "path,labels\n" + rows)
+    out = flat / "f.npz"
+    embed_folder(
+        m, out, backbone=BackboneOptions(TINY_BACKBONE, weights=tiny_weights), embed=EmbedOptions(num_workers=0)
+    )
+    z = np.load(out)
+    assert z["labels"].shape == (12, 3) and list(z["classes"]) == ["a", "b", "c"]
+    by_path = dict(zip([Path(p).name for p in z["paths"]], z["labels"].tolist()))
+    assert by_path["im01.jpg"] == [1, 1, 0] and by_path["im00.jpg"] == [0, 0, 1]

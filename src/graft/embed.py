@@ -62,8 +62,9 @@ def embed_folder(
     splits = scan_splits(data_dir, split, manifest, strict=opts.strict, max_pixels=opts.max_pixels, progress=prog)
     bb, pre, info = load_backbone(splits, backbone or BackboneOptions())
     features = bind_model_features(bb.model, pre, options=opts, job=EmbedJob(shard=distributed.is_distributed()))
+    n_labels = len(splits.classes) if splits.multi_label else 0  # multi-label: a 0/1 label matrix
     parts = {
-        name: embed_split(recs, features, name=name, strict=opts.strict, progress=prog)
+        name: embed_split(recs, features, name=name, strict=opts.strict, progress=prog, n_labels=n_labels)
         for name, recs in splits.splits.items()
     }
     meta = {"backbone": info, "classes": list(splits.classes)}
@@ -71,7 +72,10 @@ def embed_folder(
 
 
 def write_features(out: str | os.PathLike, parts: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-    """Write ``{split: SplitFeatures}`` to ``out`` (.npz or .parquet): one row per image, in split order."""
+    """Write ``{split: SplitFeatures}`` to ``out`` (.npz or .parquet): one row per image, in split order.
+
+    ``labels`` are class indices, or for multi-label data a 0/1 matrix (images, labels).
+    """
     X = np.concatenate([p.X for p in parts.values()]) if parts else np.zeros((0, 0), np.float32)
     paths = [path for p in parts.values() for path in p.paths]
     labels = np.concatenate([p.y for p in parts.values()]).astype(np.int64) if parts else np.zeros(0, np.int64)
@@ -110,11 +114,15 @@ def _write_parquet(
     except ImportError:
         raise DataError(f"--out {out}: writing parquet needs pyarrow (pip install pyarrow); or write .npz") from None
     flat = pa.array(np.ascontiguousarray(X, dtype=np.float32).reshape(-1))
+    if labels.ndim == 2:  # multi-label: the names of each image's labels, joined as in a manifest
+        names = ["|".join(classes[j] for j in np.flatnonzero(row)) for row in labels]
+    else:
+        names = [classes[i] for i in labels]
     table = pa.table(
         {
             "path": paths,
-            "label": labels,
-            "class": [classes[i] for i in labels],
+            "label": labels.tolist(),  # an index, or a multi-label image's 0/1 list
+            "class": names,
             "split": split,
             "features": pa.FixedSizeListArray.from_arrays(flat, int(X.shape[1])),
         }
