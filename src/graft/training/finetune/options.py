@@ -86,7 +86,8 @@ class TrainEnv:
 
     Attributes:
         device / precision / num_workers / seed: ``precision`` ``auto`` measures the fastest
-            accurate one (:mod:`.speed`); ``num_workers`` None picks it for this machine.
+            accurate one (:mod:`.speed`), so two runs on one machine may differ; the default is
+            fp32. ``num_workers`` None picks it for this machine.
         balanced: the fit weights the loss by inverse class frequency (it sets ``class_weight``).
         class_weight: the per-class loss weights the loop uses (None: equal).
         checkpoint_dir / resume: where ``best/`` and ``last/`` go (None: nowhere); continue from ``last/``.
@@ -97,7 +98,7 @@ class TrainEnv:
     """
 
     device: str = "cpu"
-    precision: str = "auto"
+    precision: str = "fp32"  # as train_network's default always was; the fit passes the user's choice
     num_workers: int | None = None
     seed: int = 0
     balanced: bool = False
