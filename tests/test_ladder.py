@@ -176,3 +176,64 @@ def test_cli_budget_writes_the_ladder_and_rejects_bad_durations(
     code, _out, err = run_cli([*base, "--out", tmp_path / "r3", "--budget", "1m", "--fine-tune"], capsys)
     assert code == 2 and "--fine-tune" in err
     assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()
+
+
+def test_a_killed_budget_run_continues_the_rung_in_progress_with_the_budget_left(
+    ladder_data: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from graft.progress import NullProgress
+    from graft.training.finetune import callbacks, train
+    from graft.training.fit import ladder
+
+    class Lines(NullProgress):
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        def message(self, text: str) -> None:
+            self.lines.append(text)
+
+    from graft.training.fit.budget_plan import Costs
+
+    monkeypatch.setattr(ladder, "epochs_now", lambda i, *_a: i)  # 1 epoch of "top", 2 of "all", whatever the load
+    monkeypatch.setattr(ladder, "probe", lambda *_a: Costs(1.0, 1.0, 1))  # no timing probe: not the point here
+    ckpt = tmp_path / "checkpoints"
+    real_save = callbacks.Checkpointer.save
+
+    def killed_after_first_epoch_of_all(self, net, meta, optimizer, *, improved):  # type: ignore[no-untyped-def]
+        real_save(self, net, meta, optimizer, improved=improved)
+        if self.folder.name == "ladder-all" and meta["epoch"] == 1:
+            raise KeyboardInterrupt  # kill -9 after the checkpoint: the run dies mid-rung
+
+    monkeypatch.setattr(callbacks.Checkpointer, "save", killed_after_first_epoch_of_all)
+    with pytest.raises(KeyboardInterrupt):
+        _clf(tiny_weights).fit(ladder_data, budget="10m", checkpoint_dir=ckpt)
+    recorded = json.loads((ckpt / "ladder.json").read_text())
+    assert recorded["rungs"] == {"top": {"planned": 1, "run": 1}, "all": {"planned": 2}}
+    monkeypatch.setattr(callbacks.Checkpointer, "save", real_save)
+
+    trained: list[str] = []
+    real_epoch = train._run_epoch
+    monkeypatch.setattr(
+        train, "_run_epoch", lambda loop, *a: trained.append(f"{loop.env.stage} {a[0]}") or real_epoch(loop, *a)
+    )
+    monkeypatch.setattr(ladder, "probe", lambda *_a: pytest.fail("a resumed climb must not probe again"))
+    progress = Lines()
+    clf = _clf(tiny_weights)
+    clf.progress = progress
+    clf.fit(ladder_data, budget="10m", checkpoint_dir=ckpt, resume=True)
+    assert trained == ["ladder all 2"], "only the rung in progress trains, from its next epoch"
+    assert any(s.startswith("budget ladder: continuing the climb;") for s in progress.lines)
+    epochs = [(r["stage"], r["epoch"]) for r in clf.history_["ladder"]]
+    assert epochs == [("ladder top", 1), ("ladder all", 1), ("ladder all", 2)]
+    assert [r["epochs_run"] for r in clf.ladder_] == [0, 1, 2]
+    assert json.loads((ckpt / "ladder.json").read_text())["spent_seconds"] > recorded["spent_seconds"]
+
+
+def test_a_damaged_ladder_record_starts_the_climb_again(tmp_path: Path) -> None:
+    from graft.training.fit.ladder_state import STATE_FILE, read_state
+
+    (tmp_path / STATE_FILE).write_text('{"spent_seconds": "NaN", "costs": {}}')
+    state, note = read_state(tmp_path, 0.0, resume=True)
+    assert not state.resumed and state.estimate is None and note is not None and "starts again" in note
+    fresh, none = read_state(tmp_path, 0.0, resume=False)
+    assert not fresh.resumed and none is None

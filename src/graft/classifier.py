@@ -167,6 +167,7 @@ class Classifier(Estimator):
         budget: float | str | None = None,
         *,
         checkpoint_dir: str | os.PathLike | None = None,
+        resume: bool = False,
     ) -> Classifier:
         """Scan ``data`` (a dataset folder, or splits already scanned), embed it with the frozen backbone, train the head.
 
@@ -176,6 +177,9 @@ class Classifier(Estimator):
                 from the start of ``fit``, and keep the rung that is best on held-out training
                 images (:mod:`graft.training.fit.ladder`; the table is ``ladder_``). None: the head only.
             checkpoint_dir: where the ladder's fine-tuning checkpoints go (None: nowhere).
+            resume: continue the ladder recorded in ``checkpoint_dir`` (an interrupted ``--budget``
+                run): finished rungs are read back, the rung in progress goes on from its last
+                checkpoint, and the seconds already spent count against ``budget``.
         """
         import time
 
@@ -209,14 +213,16 @@ class Classifier(Estimator):
         self.stage_metrics_ = {"head": {"val_accuracy": head.metrics["accuracy"], "seconds": head.seconds}}
         self.ladder_: list[dict[str, Any]] | None = None
         if budget_s is not None:
-            self._climb(st, (budget_s, started), checkpoint_dir)
+            self._climb(st, (budget_s, started), checkpoint_dir, resume)
         return self
 
     def _score_val(self, _net: Any) -> np.ndarray:
         """Validation probabilities of the network being fine-tuned, through the prediction path."""
         return self._predictor(frozen=False).predict_proba(self.val_paths_)[0]
 
-    def _climb(self, st: Any, budget: tuple[float, float], checkpoint_dir: str | os.PathLike | None) -> None:
+    def _climb(
+        self, st: Any, budget: tuple[float, float], checkpoint_dir: str | os.PathLike | None, resume: bool
+    ) -> None:
         """The transfer ladder after stage 1 (see :meth:`fit`); stores the kept rung like :meth:`fine_tune` does."""
         from graft.training.fit.ladder import climb
 
@@ -228,7 +234,7 @@ class Classifier(Estimator):
             score=self._score_val,
             preprocessing=self.preprocessing_,
             budget=budget,
-            env=self._train_env(checkpoint_dir=checkpoint_dir),
+            env=self._train_env(checkpoint_dir=checkpoint_dir, resume=resume),
         )
         self.ladder_ = res.table()
         self.stage_metrics_["ladder"] = {"budget_seconds": budget[0], "kept": res.kept, "plan": res.plan}

@@ -220,7 +220,8 @@ def _train_stages(
     budget = None
     if opts.budget is not None:  # counted from the command's start: start-up and imports are the user's time too
         budget = max(opts.budget - (time.perf_counter() - t_start), 1.0)
-    clf.fit(data_dir, budget=budget, checkpoint_dir=run.checkpoints if budget is not None else None)
+    checkpoints = run.checkpoints if budget is not None else None
+    clf.fit(data_dir, budget=budget, checkpoint_dir=checkpoints, resume=opts.resume)
     if opts.baseline == "scratch" and getattr(clf.data_, "multi_label", False):  # say so before fine-tuning
         raise invalid_parameter(
             "baseline", "graft train", "left out for multi-label data (single-label only)", "scratch"

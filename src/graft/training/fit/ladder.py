@@ -33,6 +33,7 @@ from graft.training.finetune.options import FineTuneConfig, TrainEnv
 from graft.training.finetune.policy import FineTunePolicy
 from graft.training.finetune.train import FitResult
 from graft.training.fit.budget_plan import RUNGS, Costs, Rung, epochs_now, observed_ratio, plan, plan_lines
+from graft.training.fit.ladder_state import Estimate, LadderState, read_state
 from graft.training.fit.rungs import LADDER_CONFIG, RungContext, RungResult, probe, recalibrate, run_rung
 from graft.training.fit.stage_two import FineTuneStage, calibration_split
 from graft.training.fit.stages import HeadStage, fit_head_stage
@@ -97,11 +98,19 @@ def climb(
     _head_rung(net, table[0], head_st, feats, (paths, held, classes), env.balanced, env.seed)
     ctx = _context(env, preprocessing, (paths, y, held), val, classes, score, prog)
     ctx = dataclasses.replace(ctx, thresholds=head_st.thresholds)
-    estimate = _estimate(ctx, net, len(paths), end, table[0].seconds, budget_seconds)
-    result.plan = estimate[-1]
+    state, note = read_state(env.checkpoint_dir, started, env.resume)
+    if note:
+        prog.warn(note)
+    end -= state.spent_before  # a resumed climb: the seconds its earlier processes spent
+    if state.estimate is None:
+        state.estimate = _estimate(ctx, net, len(paths), end, table[0].seconds, budget_seconds)
+        state.write()
+    else:
+        prog.message(f"budget ladder: continuing the climb; {state.spent_before:.0f} s of the budget were spent")
+    result.plan = state.estimate[-1]
     for line in result.plan:
         prog.message(line)
-    kept, best_fit = _climb_rungs(ctx, net, table, estimate[:-1], end, result.history)
+    kept, best_fit = _climb_rungs(ctx, net, table, end, result.history, state)
     table[kept].kept = True
     result.kept = RUNGS[kept].name
     if best_fit is None:
@@ -165,16 +174,18 @@ def _climb_rungs(
     ctx: RungContext,
     net: GraftNet,
     table: list[RungResult],
-    estimate: tuple[dict[str, Costs], dict[str, int], float, float],
     end: float,
     history: list[dict[str, Any]],
+    state: LadderState,
 ) -> tuple[int, _Fit | None]:
     """Fine-tune each rung that fits, from the best network so far; (index of the best rung, its fit or None).
 
     ``net`` ends with the best fine-tuned rung's weights where one beat the head; each
-    rung's epochs are appended to ``history``.
+    rung's epochs are appended to ``history``. ``state`` (with its estimate) records each
+    rung's start and end; in a resumed climb it says which rungs its checkpoints carry on.
     """
-    costs, epochs, val_cost, finish = estimate
+    assert state.estimate is not None
+    costs, epochs, val_cost, finish, _lines = state.estimate
     best: tuple[int, _Score, dict[str, torch.Tensor]] = (
         0,
         (table[0].held_out_accuracy, table[0].held_out_loss),
@@ -186,15 +197,22 @@ def _climb_rungs(
         table.append(row)
         later = sum(costs[r.name].epochs(epochs[r.name]) + val_cost for r in RUNGS[i + 1 :] if epochs[r.name])
         deadline = end - finish - val_cost - later
+        left = deadline - time.perf_counter()
         n = distributed.broadcast_object(  # rank 0's clock decides for every process
-            epochs_now(i, epochs[rung.name], costs[rung.name], deadline - time.perf_counter())
+            state.epochs(
+                rung.name, epochs_now(i, epochs[rung.name], costs[rung.name], left), costs[rung.name].later, left
+            )
         )
         row.epochs_planned = n
         if n < 1:
             row.note = "does not fit in the budget"
+            state.skip(rung.name)
             continue
         t0 = time.perf_counter()
-        fit = run_rung(ctx, net, rung, n, deadline, row)
+        resumed = state.continues(rung.name)
+        state.start(rung.name, n)
+        fit = run_rung(ctx, net, rung, n, deadline, row, resume=resumed)
+        state.finish(rung.name, len(fit[0].history))
         history += fit[0].history
         ratio = observed_ratio(fit[0].history, costs[rung.name])
         for r in RUNGS[i + 1 :]:
@@ -244,9 +262,7 @@ def _held_out_slice(data: Any, seed: int) -> tuple[list[str], np.ndarray, np.nda
     return [str(r.path) for r in records], y, calibration_split(y, seed=seed)
 
 
-def _estimate(
-    ctx: RungContext, net: GraftNet, n_train: int, end: float, stage1_s: float, budget_s: float
-) -> tuple[dict[str, Costs], dict[str, int], float, float, list[str]]:
+def _estimate(ctx: RungContext, net: GraftNet, n_train: int, end: float, stage1_s: float, budget_s: float) -> Estimate:
     """Probe each rung (rank 0's figures), then plan: (costs, epochs per rung, val scoring s, finish s, plan lines)."""
     train_set, held_set, val = ctx.sets
     costs = {r.name: distributed.broadcast_object(probe(ctx, net, r)) for r in RUNGS[1:]}

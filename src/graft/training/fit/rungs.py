@@ -104,15 +104,24 @@ def _train(
 
 
 def run_rung(
-    ctx: RungContext, net: GraftNet, rung: Rung, epochs: int, deadline: float, row: RungResult
+    ctx: RungContext, net: GraftNet, rung: Rung, epochs: int, deadline: float, row: RungResult, *, resume: bool = False
 ) -> tuple[FitResult, np.ndarray, FineTunePolicy, FineTuneConfig]:
-    """Fine-tune one rung (train set, held-out stop set), score validation for the table, fill ``row``."""
+    """Fine-tune one rung (train set, held-out stop set), score validation for the table, fill ``row``.
+
+    ``resume``: continue from the rung's last checkpoint (a resumed ``--budget`` run); a rung whose
+    checkpoint already holds ``epochs`` epochs trains no further and comes back with its best weights.
+    """
     train_set, held_set, val = ctx.sets
     cfg = dataclasses.replace(LADDER_CONFIG, epochs=epochs, unfreeze=rung.unfreeze)
     policy = cfg.policy()
     ckpt = Path(ctx.checkpoint_dir) / f"ladder-{rung.name}" if ctx.checkpoint_dir else None
     env = dataclasses.replace(
-        ctx.env, checkpoint_dir=ckpt, stage=f"ladder {rung.name}", deadline=deadline, progress=ctx.progress
+        ctx.env,
+        checkpoint_dir=ckpt,
+        stage=f"ladder {rung.name}",
+        deadline=deadline,
+        progress=ctx.progress,
+        resume=resume and ckpt is not None,
     )
     fit = _train(net, train_set, held_set, cfg, policy, env, ctx.preprocessing)
     probs = distributed.on_rank_zero(ctx.score, net)
