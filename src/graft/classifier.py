@@ -167,6 +167,7 @@ class Classifier(Estimator):
         budget: float | str | None = None,
         *,
         checkpoint_dir: str | os.PathLike | None = None,
+        unlabeled: str | os.PathLike | None = None,
     ) -> Classifier:
         """Scan ``data`` (a dataset folder, or splits already scanned), embed it with the frozen backbone, train the head.
 
@@ -176,6 +177,8 @@ class Classifier(Estimator):
                 from the start of ``fit``, and keep the rung that is best on held-out training
                 images (:mod:`graft.training.fit.ladder`; the table is ``ladder_``). None: the head only.
             checkpoint_dir: where the ladder's fine-tuning checkpoints go (None: nowhere).
+            unlabeled: a folder of unlabelled images the linear head may learn from, kept only where
+                cross-validation on the training images says they help (``head_info_["unlabeled"]``).
         """
         import time
 
@@ -186,7 +189,7 @@ class Classifier(Estimator):
         budget_s = None if budget is None else check_duration("budget", budget, f"{type(self).__name__}.fit")
         self._validate_params()
         self.device_ = resolve_device(self.device)
-        st = stage_one(data, self._fit_options(), self._embed_options(), progress=self._progress())
+        st = stage_one(data, self._fit_options(), self._embed_options(), progress=self._progress(), unlabeled=unlabeled)
         emb, head = st.embedded, st.head
         self.data_ = st.data
         self.classes_ = list(st.data.classes)

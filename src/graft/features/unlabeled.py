@@ -16,6 +16,7 @@ redundant image), a distinct image dropped as a "copy" costs a label that matter
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -33,7 +34,7 @@ NEAR_COPY_COS = 0.95  # centred cosine at or above which two images count as the
 _BLOCK = 2048  # rows per similarity block: memory stays ~ _BLOCK x n floats
 
 
-def unlabeled_images(folder: str | Path) -> list[str]:
+def unlabeled_images(folder: str | os.PathLike) -> list[str]:
     """Every image under ``folder`` (recursively, links kept inside it), sorted; one-line errors for nothing there."""
     from graft.data.files import walk_image_files
 
