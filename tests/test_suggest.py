@@ -123,6 +123,16 @@ def test_suggest_with_model_is_deterministic_and_leaves_out_labelled_and_copies(
     assert "u00.png" in left and not left & {"u00_copy.png", "was_labelled_a.png", "was_labelled_b.png"}
 
 
+def test_suggest_leaves_out_the_answers_of_graft_label(tiny_model_dir: Path, pool: Path, tmp_path: Path) -> None:
+    from graft.suggest import SuggestOptions, suggest
+
+    answers = tmp_path / "labels.csv"  # what graft label writes: paths relative to the folder it labelled
+    answers.write_text("path,label\nu03.png,red\nu04.png,green\n")
+    got = suggest(tiny_model_dir, pool, SuggestOptions(n=100, labeled=(answers,), near_copy_cos=0.9999))
+    names = {Path(r["path"]).name for r in got.rows}
+    assert got.counts["already_labeled"] == 2 and not names & {"u03.png", "u04.png"} and "u05.png" in names
+
+
 def test_cli_cold_start_writes_a_manifest_graft_can_read_once_labelled(
     pool: Path, tiny_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -48,17 +48,22 @@ class Suggestions:
         }
 
 
-def _labeled_paths(sources: Any) -> list[str]:
-    """Images of labelled folders (recursively) or manifests."""
+def _labeled_paths(sources: Any, root: Path) -> list[str]:
+    """Images of labelled folders (recursively) or manifests (paths beside the manifest, else under ``root``:
+    the file ``graft label`` writes lists paths relative to the folder it labelled)."""
     from graft.data.files import walk_image_files
     from graft.data.manifest import find_manifest, read_manifest
+    from graft.data.options import ManifestOptions
 
     out: list[str] = []
     for src in sources:
         p = Path(src)
         manifest = find_manifest(p) if p.exists() else None
         if manifest is not None:
-            out += [str(r.path) for r in read_manifest(manifest).rows]
+            table = read_manifest(manifest)
+            if not table.rows and table.missing:
+                table = read_manifest(manifest, ManifestOptions(images=str(root)))
+            out += [str(r.path) for r in table.rows]
         elif p.is_dir():
             out += [str(i) for i in walk_image_files(p)[0]]
         else:
@@ -93,9 +98,11 @@ def _model_embedder(model: str | os.PathLike, opts: SuggestOptions) -> tuple[Any
     return pred, embed
 
 
-def _exclude(X: np.ndarray, paths: list[str], embed: _Embed, opts: SuggestOptions) -> tuple[np.ndarray, dict[str, int]]:
+def _exclude(
+    X: np.ndarray, paths: list[str], embed: _Embed, opts: SuggestOptions, root: Path
+) -> tuple[np.ndarray, dict[str, int]]:
     """Mask of pool rows to keep: not labelled already, not a copy of a labelled image or of an earlier pool image."""
-    ref = _labeled_paths(opts.labeled)
+    ref = _labeled_paths(opts.labeled, root)
     real = {os.path.realpath(p) for p in ref}
     same_path = np.array([os.path.realpath(p) in real for p in paths], bool)
     X_ref = embed(ref)[0] if ref else np.zeros((0, X.shape[1]), np.float32)
@@ -135,7 +142,7 @@ def suggest(
             return embed_paths(p, bb, opts.embed)
 
     X, ok, failed = embed(paths)
-    keep, counts = _exclude(X, ok, embed, opts)
+    keep, counts = _exclude(X, ok, embed, opts, root)
     X, ok = X[keep], [p for p, k in zip(ok, keep) if k]
     counts = {"images": len(paths), "unreadable": len(failed), **counts, "candidates": len(ok)}
     if not ok:
