@@ -150,3 +150,34 @@ def test_label_five_images_with_the_keyboard_then_kill_the_server(images: Path, 
     from graft.label import open_session
 
     assert open_session(str(images), names, str(out)).state()["done"] == 5  # a restart resumes
+
+
+def test_label_with_a_model_orders_by_uncertainty_and_shows_its_guesses(
+    tiny_model_dir: Path,
+    images: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from fastapi.testclient import TestClient
+
+    import graft.serve
+
+    served = []
+    monkeypatch.setattr(graft.serve, "run_server", lambda app, **kw: served.append((app, kw)))
+    code, _, err = run_cli(["label", images, "--model", tiny_model_dir, "--out", tmp_path / "l.csv"], capsys)
+    assert code == 0, err
+    app, kw = served[0]
+    assert kw["host"] == "127.0.0.1"
+    client = TestClient(app)
+    st = client.get("/api/state").json()
+    assert st["classes"] == ["blue", "green", "red"] and st["item"]["guess"] in st["classes"]
+    assert st["item"]["reason"].startswith("uncertain")
+    assert client.get("/api/image/999").status_code == 404
+    assert client.get(f"/api/image/{st['item']['id']}").content == (images / st["item"]["name"]).read_bytes()
+    r = client.post("/api/answer", json={"id": st["item"]["id"], "label": "blue"})
+    assert r.status_code == 200 and r.json()["done"] == 1
+    assert (
+        client.post("/api/answer", content=b"x" * 20000, headers={"content-type": "application/json"}).status_code
+        == 413
+    )
