@@ -61,13 +61,15 @@ def pseudo_labels(
         p /= p.sum(1, keepdims=True)
     else:
         from sklearn.semi_supervised import LabelSpreading
+        from threadpoolctl import threadpool_limits
 
         X_l, y_l = lab
         mean = np.concatenate([X_l, X_u]).mean(0).astype(np.float32)
         Z = np.concatenate([_unit(X_l, mean), _unit(X_u, mean)])
         y = np.concatenate([y_l, np.full(len(X_u), -1)])
         k = min(_NEIGHBOURS, len(Z) - 1)
-        ls = LabelSpreading(kernel="knn", n_neighbors=k, alpha=0.2, max_iter=50).fit(Z, y)
+        with threadpool_limits(1):  # OpenMP/BLAS threads spinning on a busy machine: 6.7 s -> 0.7 s (1,600 rows)
+            ls = LabelSpreading(kernel="knn", n_neighbors=k, alpha=0.2, max_iter=50).fit(Z, y)
         dist = np.zeros((len(Z), n_classes))
         dist[:, ls.classes_[ls.classes_ >= 0]] = ls.label_distributions_
         p = dist[len(X_l) :]
