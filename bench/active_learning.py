@@ -15,7 +15,8 @@ each needs to come within one point of the accuracy with every training label (m
 Then ``--unlabeled`` at 5%, 10% and 25% labels (stratified, per seed) against labelled-only,
 the rest of the training images being the unlabelled pool.
 
-    python bench/active_learning.py [--datasets a,b] [--seeds 3] [--png docs/images/active_learning.png]
+    python bench/active_learning.py [--datasets a,b] [--seeds 3] [--json out.json] [--png docs/images/active_learning.png]
+    python bench/active_learning.py --from-json a.json,b.json --png ...   # several runs' results, one table and figure
 """
 
 from __future__ import annotations
@@ -226,9 +227,13 @@ def main() -> None:
     p.add_argument("--cache", default="/tmp/al_feats")
     p.add_argument("--png", default=None)
     p.add_argument("--json", default=None)
+    p.add_argument("--from-json", default=None, help="comma-separated --json files: print and plot them, run nothing")
     args = p.parse_args()
-    print(machine_line(), flush=True)
-    results = [run(n, args) for n in args.datasets.split(",")]
+    if args.from_json:
+        results = [r for f in args.from_json.split(",") for r in json.loads(Path(f).read_text())]
+    else:
+        print(machine_line(), flush=True)
+        results = [run(n, args) for n in args.datasets.split(",")]
     report(results)
     if args.png:
         plot(results, Path(args.png))
