@@ -168,6 +168,7 @@ class Classifier(Estimator):
         *,
         checkpoint_dir: str | os.PathLike | None = None,
         resume: bool = False,
+        unlabeled: str | os.PathLike | None = None,
     ) -> Classifier:
         """Scan ``data`` (a dataset folder, or splits already scanned), embed it with the frozen backbone, train the head.
 
@@ -180,6 +181,8 @@ class Classifier(Estimator):
             resume: continue the ladder recorded in ``checkpoint_dir`` (an interrupted ``--budget``
                 run): finished rungs are read back, the rung in progress goes on from its last
                 checkpoint, and the seconds already spent count against ``budget``.
+            unlabeled: a folder of unlabelled images the linear head may learn from, kept only where
+                cross-validation on the training images says they help (``head_info_["unlabeled"]``).
         """
         import time
 
@@ -190,7 +193,7 @@ class Classifier(Estimator):
         budget_s = None if budget is None else check_duration("budget", budget, f"{type(self).__name__}.fit")
         self._validate_params()
         self.device_ = resolve_device(self.device)
-        st = stage_one(data, self._fit_options(), self._embed_options(), progress=self._progress())
+        st = stage_one(data, self._fit_options(), self._embed_options(), progress=self._progress(), unlabeled=unlabeled)
         emb, head = st.embedded, st.head
         self.data_ = st.data
         self.classes_ = list(st.data.classes)

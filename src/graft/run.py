@@ -54,6 +54,7 @@ class RunOptions:
     resume: bool = False
     budget: float | None = None
     report: bool = True  # graft train writes report.html at the end (--no-report: False; kept on --resume)
+    unlabeled: str | None = None  # a folder of unlabelled images for the head fit (--unlabeled)
 
     def __post_init__(self) -> None:
         if self.budget is not None:
@@ -221,7 +222,7 @@ def _train_stages(
     if opts.budget is not None:  # counted from the command's start: start-up and imports are the user's time too
         budget = max(opts.budget - (time.perf_counter() - t_start), 1.0)
     checkpoints = run.checkpoints if budget is not None else None
-    clf.fit(data_dir, budget=budget, checkpoint_dir=checkpoints, resume=opts.resume)
+    clf.fit(data_dir, budget=budget, checkpoint_dir=checkpoints, resume=opts.resume, unlabeled=opts.unlabeled)
     if opts.baseline == "scratch" and getattr(clf.data_, "multi_label", False):  # say so before fine-tuning
         raise invalid_parameter(
             "baseline", "graft train", "left out for multi-label data (single-label only)", "scratch"
@@ -269,6 +270,7 @@ def _write_outputs(run: RunFolder, clf: Classifier, stages: dict[str, Any]) -> d
         **_val_metrics(m),
         "temperature": stage.get("temperature", stage.get("temperatures")),
         "features": clf.head_info_.get("features"),
+        "unlabeled": clf.head_info_.get("unlabeled"),
         "ladder": clf.ladder_,
         "budget_seconds": None,  # the user's, filled by _finish
         "train_seconds": None,  # filled last, so it covers everything

@@ -24,9 +24,11 @@ from graft.cli import embed as _embed
 from graft.cli import evaluate as _evaluate
 from graft.cli import explain as _explain
 from graft.cli import export as _export
+from graft.cli import label as _label
 from graft.cli import predict as _predict
 from graft.cli import report as _report
 from graft.cli import serve as _serve
+from graft.cli import suggest as _suggest
 from graft.cli import train as _train
 from graft.exceptions import Interrupted
 
@@ -53,6 +55,8 @@ app.command("export")(_export.export)
 app.command("serve")(_serve.serve)
 app.command("doctor")(_doctor.doctor)
 app.command("curve")(_curve.curve)
+app.command("suggest")(_suggest.suggest)
+app.command("label")(_label.label)
 
 
 def _click_errors() -> tuple[tuple[type[Exception], ...], tuple[type[BaseException], ...]]:

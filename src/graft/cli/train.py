@@ -61,6 +61,11 @@ def train(
     fine_tune: bool = typer.Option(
         False, "--fine-tune", help="Stage 2: fine-tune the backbone (all of it by default; see --unfreeze)."
     ),
+    unlabeled: Path | None = typer.Option(
+        None,
+        help="Folder of unlabelled images the head may learn from (kept only where cross-validation on the "
+        "training images says they help; copies of validation/test images are left out).",
+    ),
     budget: str | None = typer.Option(
         None,
         help="Time for the whole fit, e.g. 10m or 1h30m: after the head, fine-tune the last block groups, then "
@@ -166,6 +171,7 @@ def train(
             baseline_epochs=baseline_epochs,
             budget=budget,  # type: ignore[arg-type]  # parsed to seconds by RunOptions
             report=not no_report,
+            unlabeled=str(unlabeled) if unlabeled else None,
         )
         with make_progress(quiet) as prog:
             metrics = train_run(

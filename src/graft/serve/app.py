@@ -36,7 +36,7 @@ from graft.predict.results import Outputs, prediction_rows
 from graft.serve.batcher import MicroBatcher, QueueFullError
 from graft.validation import check_choice
 
-__all__ = ["Limits", "create_app", "open_for_serving"]
+__all__ = ["Limits", "UploadLimit", "create_app", "open_for_serving"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,10 @@ class _UploadLimit:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+#: The body cap, for the other apps served the same way (``graft label``).
+UploadLimit = _UploadLimit
 
 
 def _page() -> str:

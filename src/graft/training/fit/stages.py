@@ -27,7 +27,7 @@ from graft.network.ood import K_NEIGHBOURS, OOD_METHOD, PASS_RATE
 from graft.progress import NullProgress, Progress
 from graft.training.fit.options import FitOptions
 from graft.training.head.feature_choice import choose_features_by_cv, select_columns
-from graft.training.head.fit import class_weights_balanced, train_head
+from graft.training.head.fit import class_weights_balanced, fit_linear_head, train_head
 from graft.training.head.multilabel import pos_weights_balanced
 from graft.training.head.ood import OODFit, fit_ood
 from graft.training.head.options import HeadOptions
@@ -121,13 +121,21 @@ class StageOne:
 # Embedding and the head fit allocate and free many arrays of 1-60 MB (ONNX Runtime's arena,
 # batches, the fit's chunks and CV subsets); see graft.heap for why they are mmapped here.
 @large_blocks_returned()
-def stage_one(data: Any, options: FitOptions, embed: EmbedOptions, *, progress: Progress | None = None) -> StageOne:
+def stage_one(
+    data: Any,
+    options: FitOptions,
+    embed: EmbedOptions,
+    *,
+    progress: Progress | None = None,
+    unlabeled: str | os.PathLike | None = None,
+) -> StageOne:
     """Scan (unless ``data`` is already scanned splits), embed with the frozen backbone, fit the head.
 
     Args:
         data: a dataset folder, or :class:`~graft.data.records.DatasetSplits` already scanned.
         options: the backbone, the head and the split (:class:`graft.Classifier`'s parameters).
         embed: how images are embedded (``device`` already resolved).
+        unlabeled: a folder of unlabelled images the linear head may learn from (:mod:`graft.training.head.semi`).
     """
     t_start = time.perf_counter()
     prog = progress or NullProgress()
@@ -139,6 +147,10 @@ def stage_one(data: Any, options: FitOptions, embed: EmbedOptions, *, progress: 
             data, options.split, options.manifest, strict=embed.strict, max_pixels=embed.max_pixels, progress=prog
         )
     _warn_imbalance(data, head.class_weight, prog)
+    if unlabeled is not None:  # an empty or missing folder is said now, not after embedding
+        from graft.features.unlabeled import unlabeled_images
+
+        unlabeled_images(unlabeled)
     t0 = time.perf_counter()
     emb = embed_dataset(
         data,
@@ -154,8 +166,9 @@ def stage_one(data: Any, options: FitOptions, embed: EmbedOptions, *, progress: 
         prog.warn(f"{len(emb.data.skipped)} file(s) skipped; see the run summary")
     if len(emb.train.X) == 0 or len(emb.val.X) == 0:
         raise DataError(f"{data.root}: no usable training or validation images after skipping unreadable files")
+    pool = _unlabeled_pool(unlabeled, emb, embed, head, prog)
     # Chosen and fitted once, on rank 0, and handed to the other processes of a job (a no-op alone).
-    choice, st = distributed.on_rank_zero(_choose_and_fit_head, emb, head, data.classes, seed)
+    choice, st = distributed.on_rank_zero(_choose_and_fit_head, emb, head, data.classes, seed, pool)
     train = select_columns(emb.train, choice.columns)
     spec = st.spec
     c_text = f", C={st.info['C']:g}" if "C" in st.info else ""
@@ -187,8 +200,20 @@ def _loss_weights(y: np.ndarray, n: int) -> np.ndarray:
     return pos_weights_balanced(y) if np.ndim(y) == 2 else class_weights_balanced(y, n)
 
 
+def _unlabeled_pool(folder: Any, emb: EmbeddedData, embed: EmbedOptions, head: HeadOptions, prog: Progress) -> Any:
+    """The unlabelled features for the head fit (None without ``--unlabeled``, or for a head that cannot use them)."""
+    if folder is None:
+        return None
+    if head.head != "linear" or np.ndim(emb.train.y) == 2:
+        prog.warn("--unlabeled is used by the single-label linear head only; ignored")
+        return None
+    from graft.training.fit.unlabeled import embed_unlabeled
+
+    return embed_unlabeled(folder, emb, embed)
+
+
 def _choose_and_fit_head(
-    emb: EmbeddedData, options: HeadOptions, classes: Sequence[str], seed: int
+    emb: EmbeddedData, options: HeadOptions, classes: Sequence[str], seed: int, pool: Any = None
 ) -> tuple[Any, HeadStage]:
     """Choose the features (training data only), then fit the head on them and score it on validation."""
     n = len(classes)
@@ -202,6 +227,17 @@ def _choose_and_fit_head(
     val = select_columns(emb.val, choice.columns)
     spec = HeadSpec(options.head, train.X.shape[1], n, options.dropout, options.hidden, multi_label=multi)
     reuse = fits.get(tuple(choice.columns)) if options.C is None else None
+    semi = None
+    if pool is not None and spec.type == "linear":  # unlabelled images, kept only where CV says they help
+        from graft.training.head.semi import fit_with_unlabeled
+
+        base = reuse or fit_linear_head(train.X, train.y, n, C=options.C, class_weight=class_weight, seed=seed)
+        semi = fit_with_unlabeled(
+            (train.X, train.y, train.groups), pool.X[:, choice.columns], base, n, class_weight, seed
+        )
+        reuse = semi.fit
     st = fit_head_stage(spec, train, val, classes, C=options.C, class_weight=class_weight, seed=seed, linear_fit=reuse)
     st.info["features"] = choice.to_dict()
+    if semi is not None:
+        st.info["unlabeled"] = {**pool.info, **semi.info}
     return choice, st

@@ -1,0 +1,245 @@
+"""The labelling loop, simulated: graft suggest vs random vs plain uncertainty, and --unlabeled vs labelled-only.
+
+For each shared dataset (graft's own Lite0 features, embedded once through the feature cache;
+flowers and sign_digits get graft's seeded 80/20 split), a simulated user starts from
+``--start`` labels per class, then labels ``--batch`` more images per round, chosen by
+
+* ``suggest``: ``graft suggest``'s ranking (:func:`graft.suggest.rank.rank_with_model`, weighted
+  k-means over the most uncertain images) on the temperature-calibrated head of the round,
+* ``margin``: the smallest margins (plain uncertainty),
+* ``random``: a seeded random draw,
+
+refitting graft's linear head (C by cross-validation, as ``graft train``) after each round, over
+``--seeds`` seeds. It prints validation accuracy against labels for each strategy and the labels
+each needs to come within one point of the accuracy with every training label (mean over seeds).
+Then ``--unlabeled`` at 5%, 10% and 25% labels (stratified, per seed) against labelled-only,
+the rest of the training images being the unlabelled pool.
+
+    python bench/active_learning.py [--datasets a,b] [--seeds 3] [--json out.json] [--png docs/images/active_learning.png]
+    python bench/active_learning.py --from-json a.json,b.json --png ...   # several runs' results, one table and figure
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import DATASETS, machine_line, table  # noqa: E402
+
+NAMES = ("hymenoptera", "cats_dogs_filtered", "flowers_kaggle_128", "sign_digits")
+STRATEGIES = ("suggest", "margin", "random")
+
+
+def features(name: str, cache: Path) -> dict[str, np.ndarray]:
+    """Train and validation features of ``name`` (graft's embedding, no augmented views), kept in ``cache``."""
+    path = cache / f"{name}.npz"
+    if not path.exists():
+        from graft.backbones.options import BackboneOptions
+        from graft.features.dataset import embed_dataset, scan_splits
+
+        emb = embed_dataset(scan_splits(DATASETS / name), BackboneOptions(), augment_views=0)
+        cache.mkdir(parents=True, exist_ok=True)
+        np.savez(path, X=emb.train.X, y=emb.train.y, Xv=emb.val.X, yv=emb.val.y)
+    return dict(np.load(path))
+
+
+def head(X: np.ndarray, y: np.ndarray, n_classes: int, seed: int):
+    """graft's linear head (C by CV where every class has two images), and its temperature."""
+    from graft.curve.points import FEW_SHOT_C
+    from graft.training.head.calibration import fit_temperature
+    from graft.training.head.linear_probe import fit_linear_head
+
+    counts = np.bincount(y, minlength=n_classes)
+    C = FEW_SHOT_C if counts.min() < 2 else None
+    fit = fit_linear_head(X, y, n_classes, C=C, seed=seed)
+    T = 1.0 if fit.oof_logits is None else fit_temperature(fit.oof_logits, fit.oof_labels)
+    return fit, T
+
+
+def _probs(fit, T: float, X: np.ndarray) -> np.ndarray:
+    z = fit.logits(X) / T
+    z -= z.max(1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(1, keepdims=True)
+
+
+def _start(y: np.ndarray, per_class: int, rng: np.random.Generator) -> list[int]:
+    return [int(i) for c in np.unique(y) for i in rng.permutation(np.flatnonzero(y == c))[:per_class]]
+
+
+def simulate(
+    d: dict[str, np.ndarray], strategy: str, seed: int, start: int, batch: int, rounds: int
+) -> list[tuple[int, float]]:
+    """(labels, val accuracy) after the start and after each round."""
+    from graft.suggest.rank import rank_with_model
+
+    X, y, Xv, yv = d["X"], d["y"], d["Xv"], d["yv"]
+    k = int(max(y.max(), yv.max()) + 1)
+    labelled = _start(y, start, np.random.default_rng(seed))
+    curve = []
+    for r in range(rounds + 1):
+        fit, T = head(X[labelled], y[labelled], k, seed)
+        curve.append((len(labelled), float((fit.logits(Xv).argmax(1) == yv).mean())))
+        rest = np.setdiff1d(np.arange(len(y)), labelled)
+        if r == rounds or len(rest) == 0:
+            break
+        name = {"suggest": "diverse", "margin": "margin", "random": "random"}[strategy]
+        picks = rank_with_model(X[rest], _probs(fit, T, X[rest]), None, min(batch, len(rest)), name, seed + r)
+        labelled += [int(rest[p.row]) for p in picks]
+    return curve
+
+
+def semi(d: dict[str, np.ndarray], fraction: float, seed: int) -> tuple[float, float, str]:
+    """(labelled-only val accuracy, with --unlabeled, the method kept) at ``fraction`` of the training labels."""
+    from graft.training.head.semi import fit_with_unlabeled
+
+    X, y, Xv, yv = d["X"], d["y"], d["Xv"], d["yv"]
+    k = int(max(y.max(), yv.max()) + 1)
+    rng = np.random.default_rng(seed)
+    lab = np.sort(
+        np.concatenate(
+            [rng.permutation(np.flatnonzero(y == c))[: max(2, round(fraction * (y == c).sum()))] for c in range(k)]
+        )
+    )
+    rest = np.setdiff1d(np.arange(len(y)), lab)
+    base, _ = head(X[lab], y[lab], k, seed)
+    res = fit_with_unlabeled((X[lab], y[lab], np.arange(len(lab))), X[rest], base, k, seed=seed)
+    acc = lambda f: float((f.logits(Xv).argmax(1) == yv).mean())  # noqa: E731
+    return acc(base), acc(res.fit), str(res.info["method"])
+
+
+def labels_needed(curves: list[list[tuple[int, float]]], target: float) -> int | None:
+    """Labels at the first round whose mean accuracy over seeds is within one point of ``target``."""
+    n = min(len(c) for c in curves)
+    for i in range(n):
+        if np.mean([c[i][1] for c in curves]) >= target - 0.01:
+            return curves[0][i][0]
+    return None
+
+
+def run(name: str, args: argparse.Namespace) -> dict:
+    d = features(name, Path(args.cache))
+    k = int(d["y"].max() + 1)
+    full, _ = head(d["X"], d["y"], k, 0)
+    full_acc = float((full.logits(d["Xv"]).argmax(1) == d["yv"]).mean())
+    batch = args.batch or max(k, round(0.03 * len(d["y"])))
+    rounds = args.rounds or int(np.ceil(0.3 * len(d["y"]) / batch))
+    out: dict = {"dataset": name, "train": len(d["y"]), "val": len(d["yv"]), "classes": k, "all_labels_acc": full_acc}
+    out.update(batch=batch, rounds=rounds, curves={})
+    for s in STRATEGIES:
+        t = time.perf_counter()
+        curves = [simulate(d, s, seed, args.start, batch, rounds) for seed in range(args.seeds)]
+        out["curves"][s] = {
+            "labels": [n for n, _ in curves[0]],
+            "mean": [float(np.mean([c[i][1] for c in curves])) for i in range(len(curves[0]))],
+            "per_seed": [[a for _, a in c] for c in curves],
+            "labels_needed": labels_needed(curves, full_acc),
+            "seconds": time.perf_counter() - t,
+        }
+        print(
+            f"  {name} {s}: needs {out['curves'][s]['labels_needed']} labels ({time.perf_counter() - t:.0f} s)",
+            flush=True,
+        )
+    out["unlabeled"] = {}
+    for f in (0.05, 0.10, 0.25):
+        rows = [semi(d, f, seed) for seed in range(args.seeds)]
+        out["unlabeled"][str(f)] = {
+            "labelled_only": float(np.mean([r[0] for r in rows])),
+            "with_unlabeled": float(np.mean([r[1] for r in rows])),
+            "methods": [r[2] for r in rows],
+        }
+    return out
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.4))
+    for ax, r in zip(np.atleast_1d(axes), results):
+        for s, style in zip(STRATEGIES, ("-o", "--s", ":^")):
+            c = r["curves"][s]
+            ax.plot(c["labels"], c["mean"], style, ms=3, label=s)
+        ax.axhline(r["all_labels_acc"] - 0.01, color="grey", lw=0.8, ls="--", label="all labels - 1 pt")
+        ax.set_title(r["dataset"], fontsize=10)
+        ax.set_xlabel("labels")
+        ax.set_ylabel("val accuracy")
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def report(results: list[dict]) -> None:
+    rows = []
+    for r in results:
+        c = r["curves"]
+        worst = min(a - b for a, b in zip(c["suggest"]["mean"], c["random"]["mean"]))
+        rows.append(
+            [
+                r["dataset"],
+                r["train"],
+                f"{r['all_labels_acc']:.4f}",
+                r["batch"],
+                *(c[s]["labels_needed"] or f">{c[s]['labels'][-1]}" for s in STRATEGIES),
+                f"{100 * worst:+.1f}",
+            ]
+        )
+    print(
+        table(
+            ["dataset", "train", "all labels", "batch", "suggest", "margin", "random", "worst suggest-random (pts)"],
+            rows,
+        )
+    )
+    rows = []
+    for r in results:
+        for f, u in r["unlabeled"].items():
+            gain = 100 * (u["with_unlabeled"] - u["labelled_only"])
+            rows.append(
+                [
+                    r["dataset"],
+                    f"{100 * float(f):g}%",
+                    f"{u['labelled_only']:.4f}",
+                    f"{u['with_unlabeled']:.4f}",
+                    f"{gain:+.1f}",
+                    ", ".join(u["methods"]),
+                ]
+            )
+    print(table(["dataset", "labels", "labelled only", "--unlabeled", "gain (pts)", "method kept per seed"], rows))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datasets", default=",".join(NAMES))
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--start", type=int, default=2, help="labels per class to start from")
+    p.add_argument("--batch", type=int, default=0, help="labels per round (0: 3%% of the training images)")
+    p.add_argument("--rounds", type=int, default=0, help="rounds (0: until 30%% of the training images)")
+    p.add_argument("--cache", default="/tmp/al_feats")
+    p.add_argument("--png", default=None)
+    p.add_argument("--json", default=None)
+    p.add_argument("--from-json", default=None, help="comma-separated --json files: print and plot them, run nothing")
+    args = p.parse_args()
+    if args.from_json:
+        results = [r for f in args.from_json.split(",") for r in json.loads(Path(f).read_text())]
+    else:
+        print(machine_line(), flush=True)
+        results = [run(n, args) for n in args.datasets.split(",")]
+    report(results)
+    if args.png:
+        plot(results, Path(args.png))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""``suggest``: which unlabelled images to label next, with a model or from scratch (cold start).
+
+Every image is embedded once per backbone through the feature cache (a model's own frozen
+backbone and preprocessing, so the features are the ones its head was trained on), then ranked
+on features alone (:mod:`graft.suggest.rank`): seconds for thousands of images once cached.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from graft.data.records import SkippedFile
+from graft.exceptions import DataError, ModelFileError
+from graft.features.unlabeled import embed_paths, file_sha256, find_copies, unlabeled_images
+from graft.suggest.options import SuggestOptions
+from graft.suggest.rank import Pick, cold_start, rank_with_model
+
+__all__ = ["Suggestions", "suggest"]
+
+#: paths -> (features, paths that decoded, unreadable files)
+_Embed = Callable[[list[str]], tuple[np.ndarray, list[str], list[SkippedFile]]]
+
+
+@dataclass
+class Suggestions:
+    """Ranked suggestions: ``rows`` (rank, path, relative path, score, reason, guess...) and what was left out."""
+
+    folder: Path
+    rows: list[dict[str, Any]]
+    method: str
+    classes: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    skipped: list[SkippedFile] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "folder": str(self.folder),
+            "method": self.method,
+            "classes": self.classes,
+            "counts": self.counts,
+            "suggestions": self.rows,
+            "unreadable": [{"path": s.path, "reason": s.reason} for s in self.skipped],
+        }
+
+
+def _labeled_paths(sources: Any, root: Path) -> list[str]:
+    """Images of labelled folders (recursively) or manifests (paths beside the manifest, else under ``root``:
+    the file ``graft label`` writes lists paths relative to the folder it labelled)."""
+    from graft.data.files import walk_image_files
+    from graft.data.manifest import find_manifest, read_manifest
+    from graft.data.options import ManifestOptions
+
+    out: list[str] = []
+    for src in sources:
+        p = Path(src)
+        manifest = find_manifest(p) if p.exists() else None
+        if manifest is not None:
+            table = read_manifest(manifest)
+            if not table.rows and table.missing:
+                table = read_manifest(manifest, ManifestOptions(images=str(root)))
+            out += [str(r.path) for r in table.rows]
+        elif p.is_dir():
+            out += [str(i) for i in walk_image_files(p)[0]]
+        else:
+            raise DataError(f"{p}: not a folder or manifest of labelled images; check the --labeled path")
+    return out
+
+
+def _model_embedder(model: str | os.PathLike, opts: SuggestOptions) -> tuple[Any, _Embed]:
+    """(the model's predictor, an embed function on its own backbone and preprocessing)."""
+    from graft.features.extract import FeatureRequest, model_features
+    from graft.predict.open import is_onnx_file, open_predictor
+
+    if is_onnx_file(model):
+        raise ModelFileError(f"{model}: suggest needs a model folder (RUN_DIR/model), not an exported .onnx file")
+    pred: Any = open_predictor(model, "torch", device=opts.embed.device, precision=None)
+    if pred.spec.multi_label:
+        raise ModelFileError(f"{model} is a multi-label model; suggest ranks single-label models only")
+    wanted = opts.backbone.backbone if opts.backbone is not None else None
+    if wanted and wanted != pred.spec.architecture and wanted != pred.spec.backbone.get("name"):
+        raise ModelFileError(
+            f"{model} was trained on backbone {pred.spec.architecture}, not {wanted}; drop --backbone "
+            "(suggestions use the model's own backbone) or pass a model trained on it"
+        )
+    net = pred.net
+    what = FeatureRequest(spatial=bool(getattr(net, "spatial", False)), taps=tuple(getattr(net, "taps", ())))
+    emb = replace(pred.options, use_cache=pred.options.use_cache and pred.frozen)
+
+    def embed(paths: list[str]) -> tuple[np.ndarray, list[str], list[SkippedFile]]:
+        fs = model_features(net.backbone, pred.preprocessing, paths, what=what, options=emb)
+        return fs.X, [paths[i] for i in fs.ok], list(fs.failed)
+
+    return pred, embed
+
+
+def _exclude(
+    X: np.ndarray, paths: list[str], embed: _Embed, opts: SuggestOptions, root: Path
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Mask of pool rows to keep: not labelled already, not a copy of a labelled image or of an earlier pool image."""
+    ref = _labeled_paths(opts.labeled, root)
+    real = {os.path.realpath(p) for p in ref}
+    same_path = np.array([os.path.realpath(p) in real for p in paths], bool)
+    X_ref = embed(ref)[0] if ref else np.zeros((0, X.shape[1]), np.float32)
+    copies = find_copies(X, file_sha256(paths), X_ref, file_sha256(ref), opts.near_copy_cos)
+    drop = same_path | copies.any
+    counts = {"already_labeled": int(same_path.sum())}
+    counts.update(copies.counts())
+    return ~drop, counts
+
+
+def suggest(
+    model: str | os.PathLike | None, folder: str | os.PathLike, options: SuggestOptions | None = None
+) -> Suggestions:
+    """Rank the images under ``folder`` for labelling.
+
+    Args:
+        model: a model folder (uncertainty, diversity, unknown groups) or None (cold start).
+        folder: the unlabelled images (read only; nothing in it is changed).
+        options: see :class:`SuggestOptions`.
+
+    Raises:
+        DataError: no images under ``folder``, or a ``labeled`` source that is neither folder nor manifest.
+        ModelFileError: an unreadable model, a multi-label one, or one trained on another backbone.
+    """
+    from graft.backbones.options import BackboneOptions
+
+    opts = (options or SuggestOptions()).validate()
+    root = Path(folder)
+    paths = unlabeled_images(root)
+    pred = None
+    if model is not None:
+        pred, embed = _model_embedder(model, opts)
+    else:
+        bb = opts.backbone or BackboneOptions()
+
+        def embed(p: list[str]) -> tuple[np.ndarray, list[str], list[SkippedFile]]:
+            return embed_paths(p, bb, opts.embed)
+
+    X, ok, failed = embed(paths)
+    keep, counts = _exclude(X, ok, embed, opts, root)
+    X, ok = X[keep], [p for p, k in zip(ok, keep) if k]
+    counts = {"images": len(paths), "unreadable": len(failed), **counts, "candidates": len(ok)}
+    if not ok:
+        return Suggestions(root, [], "none", counts=counts, skipped=failed)
+    if pred is None:
+        return Suggestions(root, _rows(root, ok, cold_start(X, opts.n, opts.seed)), "cold start", [], counts, failed)
+    out = pred.outputs_of_features(X)
+    t = pred.ood_threshold
+    unknown = None if out.ood is None or t is None else out.ood > t
+    picks = rank_with_model(X, out.probs, unknown, opts.n, opts.strategy, opts.seed)
+    rows = _rows(root, ok, picks, out.probs, pred.classes)
+    return Suggestions(root, rows, opts.strategy, list(pred.classes), counts, failed)
+
+
+def _rows(
+    root: Path, paths: list[str], picks: list[Pick], probs: np.ndarray | None = None, classes: list[str] | None = None
+) -> list[dict[str, Any]]:
+    rows = []
+    for rank, p in enumerate(picks, 1):
+        row: dict[str, Any] = {
+            "rank": rank,
+            "path": paths[p.row],
+            "relpath": os.path.relpath(paths[p.row], root),
+            "score": round(p.score, 4),
+            "reason": p.reason,
+        }
+        if probs is not None and classes:
+            best = int(np.argmax(probs[p.row]))
+            row.update(guess=classes[best], probability=round(float(probs[p.row, best]), 4))
+            if p.cluster <= -2:
+                row["guess"] = "unknown"
+            else:
+                a, b = np.argsort(-probs[p.row], kind="stable")[:2]
+                row["reason"] += f" ({classes[a]} {probs[p.row, a]:.2f} vs {classes[b]} {probs[p.row, b]:.2f})"
+        rows.append(row)
+    return rows

@@ -1,0 +1,172 @@
+"""graft suggest: deterministic, leaves out labelled images and copies, cold start covers every cluster first."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TINY_BACKBONE, _colour_image, run_cli
+
+
+def _blobs(sizes: list[int], seed: int = 0, dim: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(len(sizes), dim)) * 6
+    X = np.concatenate([centres[i] + rng.normal(size=(s, dim)) for i, s in enumerate(sizes)])
+    return X.astype(np.float32), np.repeat(np.arange(len(sizes)), sizes)
+
+
+def test_cold_start_covers_every_cluster_before_a_second_pick() -> None:
+    from graft.suggest.rank import cold_start
+
+    X, blob = _blobs([40, 20, 10, 6])
+    picks = cold_start(X, 8, seed=0)
+    assert len(picks) == 8 and len({p.row for p in picks}) == 8
+    firsts = [p.cluster for p in picks[:8]]
+    assert sorted(firsts) == list(range(8))  # k-means with k=8: each cluster once before any second pick
+    assert set(blob[[p.row for p in picks]]) == {0, 1, 2, 3}  # every real group is represented
+    picks = cold_start(X, 12, seed=0)
+    clusters = [p.cluster for p in picks]
+    assert sorted(clusters[:12]) == list(range(12))
+    # with more picks than clusters' first rounds: no cluster repeats until all have one
+    X2, _ = _blobs([5, 5, 5])
+    rows = cold_start(X2, 3, seed=1)
+    assert {p.cluster for p in rows} == {0, 1, 2}
+    first = rows[0]
+    members = [i for i in range(len(X2)) if True]
+    assert first.row in members and "most typical" in first.reason
+    assert cold_start(X, 8, seed=0) == cold_start(X, 8, seed=0)
+
+
+def test_find_copies_by_hash_features_and_within_the_pool() -> None:
+    from graft.features.unlabeled import find_copies
+
+    X, _ = _blobs([6, 6], dim=32)
+    ref = X[:2] + 0.001  # near copies of rows 0 and 1
+    pool = np.concatenate([X, X[7:8]])  # the last row repeats row 7
+    digests = [f"h{i}" for i in range(12)] + ["h7"]
+    c = find_copies(pool, digests, ref, ["zz", "h5"], min_cos=0.99)
+    assert np.flatnonzero(c.by_hash).tolist() == [5]
+    assert np.flatnonzero(c.by_features).tolist() == [0, 1]
+    assert np.flatnonzero(c.within).tolist() == [12]
+    assert c.counts() == {"same_file": 1, "near_copy": 2, "repeat_in_pool": 1}
+
+
+def test_typical_image_is_nearest_its_centre() -> None:
+    from graft.features.unlabeled import unit_centred
+    from graft.suggest.rank import cold_start
+
+    X, _ = _blobs([30, 30])
+    picks = cold_start(X, 2, seed=0)
+    Z = unit_centred(X)
+    for p in picks:
+        same = [
+            q for q in range(len(X)) if np.argmin([np.linalg.norm(Z[q] - Z[r.row]) for r in picks]) == picks.index(p)
+        ]
+        centre = Z[same].mean(0)
+        d = np.linalg.norm(Z[same] - centre, axis=1)
+        assert p.row == same[int(np.argmin(d))]
+
+
+def test_diverse_picks_spread_over_confusing_groups_and_unknowns_form_a_group() -> None:
+    from graft.suggest.rank import rank_with_model
+
+    X, blob = _blobs([50, 50, 8])
+    probs = np.full((len(X), 2), 0.5, np.float32)
+    probs[blob == 0] = [0.55, 0.45]  # blob 0: all near the boundary (most uncertain)
+    probs[blob == 1] = [0.6, 0.4]
+    probs[blob == 2] = [0.95, 0.05]
+    unknown = blob == 2
+    margin = rank_with_model(X, probs, None, 10, "margin")
+    assert set(blob[[p.row for p in margin]]) == {0}  # plain uncertainty: ten near-copies of one confusion
+    diverse = rank_with_model(X, probs, unknown, 10, "diverse")
+    assert diverse[0].cluster <= -2 and blob[diverse[0].row] == 2 and "new class" in diverse[0].reason
+    assert {0, 1} <= set(blob[[p.row for p in diverse]])
+    assert len({p.row for p in diverse}) == 10
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory, synthetic_dataset: Path) -> Path:
+    """Unlabelled images: fresh synthetic images, one byte copy, and two copies of labelled training images."""
+    pool = tmp_path_factory.mktemp("pool") / "unlabeled"
+    for i in range(18):  # seeds the labelled synthetic set does not use
+        _colour_image(pool / f"u{i:02d}.png", i % 3, seed=5000 + i)
+    shutil.copy(pool / "u00.png", pool / "u00_copy.png")
+    train = sorted((synthetic_dataset / "train").rglob("*.png"))
+    shutil.copy(train[0], pool / "was_labelled_a.png")
+    shutil.copy(train[5], pool / "was_labelled_b.png")
+    return pool
+
+
+def test_suggest_with_model_is_deterministic_and_leaves_out_labelled_and_copies(
+    tiny_model_dir: Path, synthetic_dataset: Path, pool: Path
+) -> None:
+    from graft.suggest import SuggestOptions, suggest
+
+    # The tiny random-weight backbone maps every same-colour image close together: only exact feature copies count.
+    opts = SuggestOptions(n=6, seed=3, labeled=(synthetic_dataset / "train",), near_copy_cos=0.9999)
+    a = suggest(tiny_model_dir, pool, opts)
+    b = suggest(tiny_model_dir, pool, opts)
+    assert [r["path"] for r in a.rows] == [r["path"] for r in b.rows] and len(a.rows) == 6
+    names = {Path(r["path"]).name for r in a.rows}
+    assert not names & {"u00_copy.png", "was_labelled_a.png", "was_labelled_b.png"}
+    assert a.counts["images"] == 21 and a.counts["same_file"] == 2 and a.counts["repeat_in_pool"] >= 1
+    assert a.counts["candidates"] <= 18
+    assert all(r["guess"] in ("red", "green", "blue", "unknown") for r in a.rows)
+    everything = suggest(
+        tiny_model_dir, pool, SuggestOptions(n=100, seed=3, labeled=opts.labeled, near_copy_cos=0.9999)
+    )
+    left = {Path(r["path"]).name for r in everything.rows}
+    assert "u00.png" in left and not left & {"u00_copy.png", "was_labelled_a.png", "was_labelled_b.png"}
+
+
+def test_suggest_leaves_out_the_answers_of_graft_label(tiny_model_dir: Path, pool: Path, tmp_path: Path) -> None:
+    from graft.suggest import SuggestOptions, suggest
+
+    answers = tmp_path / "labels.csv"  # what graft label writes: paths relative to the folder it labelled
+    answers.write_text("path,label\nu03.png,red\nu04.png,green\n")
+    got = suggest(tiny_model_dir, pool, SuggestOptions(n=100, labeled=(answers,), near_copy_cos=0.9999))
+    names = {Path(r["path"]).name for r in got.rows}
+    assert got.counts["already_labeled"] == 2 and not names & {"u03.png", "u04.png"} and "u05.png" in names
+
+
+def test_cli_cold_start_writes_a_manifest_graft_can_read_once_labelled(
+    pool: Path, tiny_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from graft.data.manifest import read_manifest
+    from graft.data.options import ManifestOptions
+
+    out_csv, out_html = tmp_path / "next.csv", tmp_path / "next.html"
+    args = ["suggest", pool, "--n", 4, "--backbone", TINY_BACKBONE, "--weights", tiny_weights, "--workers", 0]
+    args += ["--near-copy-cos", 0.9999]  # the tiny random backbone: see above
+    code, out, err = run_cli(args + ["--csv", out_csv, "--html", out_html], capsys)
+    assert code == 0, err
+    assert "most typical of cluster 1" in out
+    rows = list(csv.DictReader(out_csv.open()))
+    assert len(rows) == 4 and all(r["label"] == "" for r in rows)
+    page = out_html.read_text()
+    assert page.count("data:image/png;base64,") == 4 and "<script" not in page
+    for i, r in enumerate(rows):
+        r["label"] = "a" if i % 2 else "b"
+    with out_csv.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    m = read_manifest(out_csv, ManifestOptions(images=str(pool)))
+    assert m.classes == ["a", "b"] and len(m.rows) == 4
+
+
+def test_bad_inputs_are_one_line(
+    tiny_model_dir: Path, tmp_path: Path, pool: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = run_cli(["suggest", tiny_model_dir, empty], capsys)
+    assert code == 2 and "no images found" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(["suggest", tiny_model_dir, pool, "--backbone", "efficientnet_lite0"], capsys)
+    assert code == 2 and "trained on backbone" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(["suggest", tiny_model_dir, pool, "--strategy", "best"], capsys)
+    assert code == 2 and "strategy" in err

@@ -1,0 +1,107 @@
+"""--unlabeled: CV on labelled training images decides, validation is never read, leaks are left out."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TINY_BACKBONE, _colour_image, make_synthetic_dataset, run_cli
+
+
+def _blobs(per_class_labelled: int, unlabelled: int, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """Two interleaved half-moons-like clusters per class: few labels, many unlabelled points on the same manifold."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(6, 20)) * 3  # 3 classes x 2 sub-clusters
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        sub = rng.integers(0, 6, n)
+        return (centres[sub] + rng.normal(size=(n, 20))).astype(np.float32), sub // 2
+
+    X_u, _ = draw(unlabelled)
+    X, y = draw(per_class_labelled * 3)
+    return X, y, np.arange(len(y)), X_u
+
+
+def test_semi_keeps_a_method_only_where_cv_says_it_helps() -> None:
+    from graft.training.head.linear_probe import fit_linear_head
+    from graft.training.head.semi import fit_with_unlabeled
+
+    X, y, g, X_u = _blobs(6, 200)
+    base = fit_linear_head(X, y, 3, groups=g)
+    semi = fit_with_unlabeled((X, y, g), X_u, base, 3)
+    assert set(semi.info["cv_accuracy"]) == {"none", "self_training", "label_spreading"}
+    if semi.info["method"] == "none":
+        assert semi.fit is base
+    else:
+        assert semi.info["pseudo_labelled"] > 0
+        gain = semi.info["cv_accuracy"][semi.info["method"]] - semi.info["cv_accuracy"]["none"]
+        assert gain > semi.info["kept_if_gain_over"] >= 0
+    # pure noise as "unlabelled images": never clearly helps, the labelled-only head stays
+    noise = np.random.default_rng(1).normal(size=(200, 20)).astype(np.float32) * 50
+    kept = fit_with_unlabeled((X, y, g), noise, base, 3)
+    assert kept.info["method"] == "none" and kept.fit is base
+
+
+@pytest.fixture(autouse=True)
+def _exact_copies_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tiny random-weight backbone maps every same-colour image close together: only exact feature copies count."""
+    monkeypatch.setattr("graft.training.fit.unlabeled.NEAR_COPY_COS", 0.9999)
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(dataset, the same with validation labels shuffled, an unlabelled folder holding two validation copies)."""
+    root = tmp_path_factory.mktemp("semi")
+    a = make_synthetic_dataset(root / "a", per_class=9)
+    b = root / "b"
+    shutil.copytree(a / "train", b / "train")
+    vals = sorted((a / "val").rglob("*.png"))
+    classes = sorted(p.name for p in (a / "val").iterdir())
+    for f in vals:  # every validation image under another class
+        dst = b / "val" / classes[(classes.index(f.parent.name) + 1) % 3] / f.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, dst)
+    u = root / "unlabeled"
+    for i in range(15):
+        _colour_image(u / f"u{i:02d}.png", i % 3, seed=7000 + i)
+    shutil.copy(vals[0], u / "leak0.png")
+    shutil.copy(vals[4], u / "leak1.png")
+    return a, b, u
+
+
+def test_unlabeled_never_reads_validation_and_leaves_out_leaks(
+    datasets: tuple[Path, Path, Path], tiny_weights: Path
+) -> None:
+    import graft
+
+    a, b, u = datasets
+    heads = []
+    for data in (a, b):
+        clf = graft.Classifier(TINY_BACKBONE, weights=tiny_weights, num_workers=0, precision="fp32")
+        clf.fit(data, unlabeled=u)
+        heads.append([p.detach().numpy().copy() for p in clf.model_.head.parameters()])
+        info = clf.head_info_["unlabeled"]
+        assert info["found"] == 17 and info["leaks_of_val_or_test"] == 2
+        assert info["method"] in ("none", "self_training", "label_spreading")
+    for pa, pb in zip(*heads):
+        np.testing.assert_array_equal(pa, pb)  # shuffled validation labels: the very same head
+
+
+def test_train_cli_records_unlabeled_in_metrics(
+    datasets: tuple[Path, Path, Path], tiny_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, _, u = datasets
+    out = tmp_path / "run"
+    args = ["train", a, "--out", out, "--backbone", TINY_BACKBONE, "--weights", tiny_weights, "--workers", 0]
+    code, _, err = run_cli(args + ["--precision", "fp32", "--no-report", "--quiet", "--unlabeled", u], capsys)
+    assert code == 0, err
+    m = json.loads((out / "metrics.json").read_text())["unlabeled"]
+    assert m["leaks_of_val_or_test"] == 2 and "cv_accuracy" in m and m["images"] == 15
+    empty = tmp_path / "none"
+    empty.mkdir()
+    code, _, err = run_cli(["train", a, "--out", tmp_path / "r2", "--unlabeled", empty], capsys)
+    assert code == 2 and "no images found" in err
