@@ -65,7 +65,7 @@ class ExportFormat:
     read_metadata: Reader
 
     def install_hint(self) -> str:
-        return f'pip install "graft[{self.extra}]"'
+        return f'pip install "graft[{self.extra}]"' if self.extra else "pip install graft"
 
 
 FORMATS: dict[str, ExportFormat] = {}

@@ -105,13 +105,14 @@ def _export_one(job: ExportJob, fmt: ExportFormat, dst: Path, int8: bool) -> For
     agree = diff = None
     if b32.predict is not None:
         agree, diff, p32 = parity(job, b32, strict=True)
+        a32, d32 = agree, diff
     final, info = b32, None
     if int8:
         job.say(f"writing {fmt.name} int8")
         final = fmt.write(job, stage / f"int8{fmt.suffix}", True)
         if final.predict is not None and b32.predict is not None:
             agree, diff, p8 = parity(job, final, strict=False)
-            info = int8_comparison(job, p32, p8)
+            info = {**int8_comparison(job, p32, p8), "fp32_top1_agreement": a32, "fp32_max_prob_diff": d32}
     _place(final.path, dst)
     return FormatReport(
         format=fmt.name,

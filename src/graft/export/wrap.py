@@ -28,6 +28,8 @@ class PixelInput(nn.Module):
         super().__init__()
         self.net: Any = net
         self.ood = getattr(net, "ood", None)  # _WithProbs adds the OOD output where the model has one
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("mean", torch.tensor(pre.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(pre.std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
 

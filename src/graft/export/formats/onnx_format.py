@@ -21,7 +21,7 @@ def read_onnx_format(path: Path) -> dict[str, Any]:
 @register_format(
     "onnx",
     suffix=".onnx",
-    extra="onnx",
+    extra="",
     requires=("onnx", "onnxruntime"),
     verified_by="running",
     int8="static QDQ, per-channel int8 weights (ONNX Runtime's quantiser, calibrated on training images)",

@@ -108,7 +108,7 @@ def _page_config(job: ExportJob, doc: dict[str, Any]) -> dict[str, Any]:
 @register_format(
     "web",
     suffix="",
-    extra="web",
+    extra="",
     requires=("onnxruntime",),
     verified_by="running",
     int8="the ONNX export's calibrated QDQ int8 graph (onnxruntime-web runs it)",
