@@ -102,10 +102,11 @@ def _export_one(job: ExportJob, fmt: ExportFormat, dst: Path, int8: bool) -> For
     stage = Path(tempfile.mkdtemp(prefix=f"{fmt.name}-", dir=job.tmp))
     job.say(f"writing {fmt.name}")
     b32 = fmt.write(job, stage / f"fp32{fmt.suffix}", False)
-    agree = diff = None
+    agree = diff = acc = None
     if b32.predict is not None:
         agree, diff, p32 = parity(job, b32, strict=True)
         a32, d32 = agree, diff
+        acc = _accuracy(job, p32)
     final, info = b32, None
     if int8:
         job.say(f"writing {fmt.name} int8")
@@ -113,6 +114,7 @@ def _export_one(job: ExportJob, fmt: ExportFormat, dst: Path, int8: bool) -> For
         if final.predict is not None and b32.predict is not None:
             agree, diff, p8 = parity(job, final, strict=False)
             info = {**int8_comparison(job, p32, p8), "fp32_top1_agreement": a32, "fp32_max_prob_diff": d32}
+            acc = _accuracy(job, p8)
     _place(final.path, dst)
     return FormatReport(
         format=fmt.name,
@@ -126,11 +128,18 @@ def _export_one(job: ExportJob, fmt: ExportFormat, dst: Path, int8: bool) -> For
         max_prob_diff=diff,
         tolerance=job.tolerance,
         quantization=final.quantization,
+        accuracy=acc,
         int8=info,
         inspected=final.inspected,
         notes=final.notes,
         metadata=final.metadata,
     )
+
+
+def _accuracy(job: ExportJob, probs: object) -> float | None:
+    """Top-1 accuracy on the parity images where they are labelled validation images."""
+    labels = job.parity.labels
+    return checks.accuracy(probs, labels) if labels is not None and len(labels) else None  # type: ignore[arg-type]
 
 
 def _chosen(names: Sequence[str], int8: bool) -> tuple[list[ExportFormat], dict[str, str]]:

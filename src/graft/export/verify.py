@@ -38,6 +38,7 @@ class FormatReport:
     max_prob_diff: float | None
     tolerance: float
     quantization: str | None = None
+    accuracy: float | None = None
     int8: dict[str, Any] | None = None
     inspected: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -57,6 +58,7 @@ class FormatReport:
                 f"  verified by running it: {self.n_parity} {self.parity_source} images, top-1 agreement with "
                 f"PyTorch {self.top1_agreement:.1%}, max |probability diff| {self.max_prob_diff:.2e}"
                 + ("" if self.int8 else f" (tolerance {self.tolerance:g})")
+                + (f"; accuracy {self.accuracy:.4f}" if self.accuracy is not None else "")
             )
         else:
             out.append(f"  verified by inspection ({'; '.join(self.inspected)}); prediction NOT verified here")
