@@ -223,3 +223,17 @@ def test_web_page_in_chromium_matches_graft_predict(hym: tuple[Path, Path]) -> N
             browser.close()
     assert got == expected and len(got) >= 5
     assert not outside
+
+
+def test_onnxruntime_web_cache_missing_or_tampered(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from graft.export.formats import web
+    from graft.export.registry import MissingExtraError
+
+    monkeypatch.setenv("GRAFT_HOME", str(tmp_path))
+    monkeypatch.setattr(web.shutil, "which", lambda _name: None)  # no npm: nothing is fetched
+    with pytest.raises(MissingExtraError, match=r"npm pack onnxruntime-web@1\.31\.1"):
+        web.ort_web_package()
+    (tmp_path / "npm").mkdir()
+    (tmp_path / "npm" / "onnxruntime-web-1.31.1.tgz").write_bytes(b"not the package")
+    with pytest.raises(MissingExtraError, match="does not match npm's integrity"):
+        web.ort_web_package()

@@ -23,11 +23,12 @@ def convert(model_dir: str, out: str) -> None:
     from graft.export.wrap import pixel_model
 
     lm = load_model(model_dir, device="cpu")
-    lm.net.ood = None  # the OOD score's top-k lowers to STABLEHLO_SORT, which the LiteRT runtime cannot run
     h, w = lm.preprocessing.input_size
+    # no OOD output: its top-k lowers to STABLEHLO_SORT, which the LiteRT runtime cannot run
+    net = pixel_model(lm, ood=False)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        litert_torch.convert(pixel_model(lm), (torch.zeros(1, 3, h, w),)).export(str(Path(out)))
+        litert_torch.convert(net, (torch.zeros(1, 3, h, w),)).export(str(Path(out)))
 
 
 if __name__ == "__main__":  # pragma: no cover - run in a subprocess

@@ -16,8 +16,15 @@ from typing import Callable, Sequence
 
 from graft.exceptions import ExportError, GraftError, InvalidParameterError
 from graft.export import checks
-from graft.export.job import DEFAULT_PROB_TOLERANCE, ExportJob
-from graft.export.registry import ExportFormat, format_names, get_format, missing_requirement, require
+from graft.export.job import DEFAULT_PROB_TOLERANCE, Built, ExportJob
+from graft.export.registry import (
+    ExportFormat,
+    MissingExtraError,
+    format_names,
+    get_format,
+    missing_requirement,
+    require,
+)
 from graft.export.verify import FormatReport, int8_comparison, parity, size_of
 
 __all__ = ["ExportOptions", "ExportResult", "export_formats", "default_out", "onnx_destination"]
@@ -97,11 +104,24 @@ def _place(src: Path, dst: Path) -> None:
         os.replace(src.with_suffix(".bin"), dst.with_suffix(".bin"))
 
 
+def _write(job: ExportJob, fmt: ExportFormat, path: Path, int8: bool) -> Built:
+    """``fmt``'s writer; a converter's own exception becomes one line naming the format."""
+    try:
+        return fmt.write(job, path, int8)
+    except GraftError:
+        raise
+    except Exception as e:  # noqa: BLE001 - converters raise many types
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise ExportError(
+            f"{fmt.name}{' int8' if int8 else ''} conversion of {job.lm.path} failed: {type(e).__name__}: {first}"
+        ) from None
+
+
 def _export_one(job: ExportJob, fmt: ExportFormat, dst: Path, int8: bool) -> FormatReport:
     t0 = time.perf_counter()
     stage = Path(tempfile.mkdtemp(prefix=f"{fmt.name}-", dir=job.tmp))
     job.say(f"writing {fmt.name}")
-    b32 = fmt.write(job, stage / f"fp32{fmt.suffix}", False)
+    b32 = _write(job, fmt, stage / f"fp32{fmt.suffix}", False)
     agree = diff = acc = None
     if b32.predict is not None:
         agree, diff, p32 = parity(job, b32, strict=True)
@@ -110,7 +130,7 @@ def _export_one(job: ExportJob, fmt: ExportFormat, dst: Path, int8: bool) -> For
     final, info = b32, None
     if int8:
         job.say(f"writing {fmt.name} int8")
-        final = fmt.write(job, stage / f"int8{fmt.suffix}", True)
+        final = _write(job, fmt, stage / f"int8{fmt.suffix}", True)
         if final.predict is not None and b32.predict is not None:
             agree, diff, p8 = parity(job, final, strict=False)
             info = {**int8_comparison(job, p32, p8), "fp32_top1_agreement": a32, "fp32_max_prob_diff": d32}
@@ -193,7 +213,7 @@ def export_formats(
             if len(fmts) > 1:
                 try:
                     reports.append(_export_one(job, f, dests[f.name], options.int8))
-                except ExportError as e:
+                except (ExportError, MissingExtraError) as e:  # the others still get written
                     skipped[f.name] = str(e)
             else:
                 reports.append(_export_one(job, f, dests[f.name], options.int8))

@@ -24,10 +24,11 @@ __all__ = ["PixelInput", "pixel_model", "write_model_onnx", "restamp_onnx"]
 class PixelInput(nn.Module):
     """``net`` behind the normalisation: takes float RGB pixels 0..255 (NCHW)."""
 
-    def __init__(self, net: nn.Module, pre: Any) -> None:
+    def __init__(self, net: nn.Module, pre: Any, *, ood: bool = True) -> None:
         super().__init__()
         self.net: Any = net
-        self.ood = getattr(net, "ood", None)  # _WithProbs adds the OOD output where the model has one
+        # _WithProbs adds the OOD output where this is set (None: logits and probabilities only)
+        self.ood = getattr(net, "ood", None) if ood else None
         self.mean: torch.Tensor
         self.std: torch.Tensor
         self.register_buffer("mean", torch.tensor(pre.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
@@ -54,9 +55,10 @@ class _ProbsOnly(nn.Module):
         return self.inner(x)[1]
 
 
-def pixel_model(lm: Any, *, probs_only: bool = False) -> nn.Module:
+def pixel_model(lm: Any, *, probs_only: bool = False, ood: bool = True) -> nn.Module:
     """The loaded model as pixels -> (logits, probabilities[, OOD]) (or probabilities only), in eval mode."""
-    m: nn.Module = _WithProbs(PixelInput(lm.net.eval(), lm.preprocessing), lm.spec.multi_label)
+    inner = PixelInput(lm.net.eval(), lm.preprocessing, ood=ood and not probs_only)
+    m: nn.Module = _WithProbs(inner, lm.spec.multi_label)
     return (_ProbsOnly(m) if probs_only else m).eval()
 
 

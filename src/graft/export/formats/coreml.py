@@ -65,7 +65,9 @@ def _convert(job: ExportJob, int8: bool) -> Any:
     net = pixel_model(job.lm, probs_only=True)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(net, torch.zeros(1, 3, h, w))
+        # torch.export, not TorchScript: coremltools' TorchScript frontend fails on timm's dynamic 'same'
+        # padding with numpy 2 ("only 0-dimensional arrays can be converted to Python scalars")
+        traced = torch.export.export(net, (torch.zeros(1, 3, h, w),)).run_decompositions({})
         ml = ct.convert(
             traced,
             inputs=[ct.ImageType(name="image", shape=(1, 3, h, w), color_layout=ct.colorlayout.RGB)],
