@@ -195,6 +195,8 @@ def test_web_page_in_chromium_matches_graft_predict(hym: tuple[Path, Path]) -> N
     os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
     from playwright.sync_api import sync_playwright
 
+    from graft.artifact.model_dir import read_spec
+    from graft.data.decode import load_image
     from graft.predict import open_predictor
 
     model_dir, data = hym
@@ -219,10 +221,20 @@ def test_web_page_in_chromium_matches_graft_predict(hym: tuple[Path, Path]) -> N
                     "[...document.querySelectorAll('.card')].map(c => [c.dataset.name, c.querySelector('.top-label').dataset.label])"
                 )
             )
+            # the page's decode + resize + crop against graft's, image by image (pixel levels 0..255)
+            pixels = page.evaluate(
+                "async () => { const out = []; for (const f of document.getElementById('files').files) "
+                "out.push(Array.from(pixels(await createImageBitmap(f, BITMAP_OPTIONS)).data)); return out; }"
+            )
         finally:
             browser.close()
     assert got == expected and len(got) >= 5
     assert not outside
+    pre = read_spec(model_dir)[0].preprocessing
+    for path, page_px in zip(images, pixels):
+        ref = pre.crop(load_image(str(path), draft_size=pre.decode_size)).transpose(2, 0, 1)
+        diff = np.abs(np.asarray(page_px, np.float32).reshape(ref.shape) - ref)
+        assert diff.mean() < 3.0, (path.name, diff.mean())  # measured 0.4-2.1: Chromium's resampler, not PIL's
 
 
 def test_onnxruntime_web_cache_missing_or_tampered(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ const CFG = window.GRAFT_CONFIG;
 const $ = (id) => document.getElementById(id);
 const el = (tag, cls, text) => { const e = document.createElement(tag); if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e; };
 const b64bytes = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+const BITMAP_OPTIONS = { colorSpaceConversion: "none", premultiplyAlpha: "none", imageOrientation: "from-image" };
 let session = null;
 
 async function load() {
@@ -21,6 +22,9 @@ async function load() {
   document.body.dataset.ready = "1";
 }
 
+// Python's round(): halves go to the even neighbour (Math.round would move the crop one pixel).
+const roundHalfEven = (x) => (Math.abs(x % 1) === 0.5 ? 2 * Math.round(x / 2) : Math.round(x));
+
 // graft's crop geometry (Preprocessing.crop): shorter side to resize_size, centre crop, one resample of the crop box.
 function pixels(bitmap) {
   const [h, w] = CFG.input_size;
@@ -29,7 +33,7 @@ function pixels(bitmap) {
   if (CFG.crop_mode === "center") {
     const s = CFG.resize_size;
     const [nw, nh] = W <= H ? [s, Math.floor((s * H) / W)] : [Math.floor((s * W) / H), s];
-    const top = Math.round((nh - h) / 2), left = Math.round((nw - w) / 2);
+    const top = roundHalfEven((nh - h) / 2), left = roundHalfEven((nw - w) / 2);
     if (top >= 0 && left >= 0) box = [left * (W / nw), top * (H / nh), w * (W / nw), h * (H / nh)];
   }
   const c = document.createElement("canvas");
@@ -87,7 +91,8 @@ async function classify(source, name) {
   card.append(img, body);
   $("results").prepend(card);
   try {
-    const bitmap = source instanceof Blob ? await createImageBitmap(source) : source;
+    // colorSpaceConversion "none": the raw decoded values, as Pillow reads them (it ignores ICC profiles)
+    const bitmap = source instanceof Blob ? await createImageBitmap(source, BITMAP_OPTIONS) : source;
     if (source instanceof Blob) img.src = URL.createObjectURL(source);
     const out = await session.run({ input: pixels(bitmap) });
     const ood = out.ood_score ? out.ood_score.data[0] : null;
