@@ -9,6 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from _datasets import CHROMIUM, CHROMIUM_ARGS, shared_dataset
