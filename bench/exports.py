@@ -47,7 +47,7 @@ def _loader(fmt: str, path: Path, pre: Any) -> Callable[[], tuple[Run, bool]]:
     def openvino() -> tuple[Run, bool]:
         import openvino as ov
 
-        c = ov.Core().compile_model(str(path), "CPU")
+        c = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         return (lambda b: c(to_pixels(b, pre))), True
 
     def executorch() -> tuple[Run, bool]:
