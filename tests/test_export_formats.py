@@ -168,17 +168,18 @@ def hym(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     data = shared_dataset("hymenoptera")
     root = tmp_path_factory.mktemp("hym")
     clf = graft.Classifier("efficientnet_lite0", use_cache=False, precision="fp32").fit(data)
+    (root / "run.json").write_text(json.dumps({"data_dir": str(data)}))  # val split and calibration images
     return clf.save(root / "model"), data
 
 
-def test_hymenoptera_int8_every_runnable_format(hym: tuple[Path, Path]) -> None:
-    """fp32 agrees with PyTorch on >= 99% of val, int8 loses at most 1.5 points, for each runnable format."""
-    for name in ("onnx", "executorch", "openvino"):
+@pytest.mark.integration
+def test_hymenoptera_int8(hym: tuple[Path, Path]) -> None:
+    """fp32 agrees with PyTorch on >= 99% of val, int8 loses at most 1.5 points (ONNX and OpenVINO here, which
+    share one calibrated graph; every format's figures on this model are in BENCHMARKS.md, from bench/exports.py)."""
+    for name in ("onnx", "openvino"):
         _require(name)
-    result = export_formats(
-        hym[0], ["onnx", "executorch", "openvino"], hym[0].parent / "int8", ExportOptions(int8=True)
-    )
-    assert {r.format for r in result.reports} == {"onnx", "executorch", "openvino"}, result.skipped
+    result = export_formats(hym[0], ["onnx", "openvino"], hym[0].parent / "int8", ExportOptions(int8=True))
+    assert {r.format for r in result.reports} == {"onnx", "openvino"}, result.skipped
     for r in result.reports:
         i = r.int8
         assert i is not None and i["n_val"] == 153, r.format
@@ -186,6 +187,8 @@ def test_hymenoptera_int8_every_runnable_format(hym: tuple[Path, Path]) -> None:
         assert i["accuracy_fp32"] > 0.85 and i["accuracy_fp32"] - i["accuracy_int8"] <= 0.015, (r.format, i)
 
 
+@pytest.mark.integration
+@pytest.mark.browser
 def test_web_page_in_chromium_matches_graft_predict(hym: tuple[Path, Path]) -> None:
     _require("web")
     if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
@@ -201,8 +204,9 @@ def test_web_page_in_chromium_matches_graft_predict(hym: tuple[Path, Path]) -> N
     from graft.predict import open_predictor
 
     model_dir, data = hym
-    web = export_formats(model_dir, ["web"], model_dir.parent / "site").reports[0].path
     images = sorted((data / "val" / "bees").glob("*.jpg"))[:3] + sorted((data / "val" / "ants").glob("*.jpg"))[:3]
+    opts = ExportOptions(check_dirs=[str(p) for p in images])  # the parity check on these six, to keep the test short
+    web = export_formats(model_dir, ["web"], model_dir.parent / "site", opts).reports[0].path
     expected = {Path(r["path"]).name: r["label"] for r in open_predictor(model_dir).predict(images)}
     outside: list[str] = []
     with sync_playwright() as pw:

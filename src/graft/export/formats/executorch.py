@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from graft.exceptions import ExportError
 from graft.export.job import Built, ExportJob, metadata_document, to_pixels
 from graft.export.registry import register_format
 
@@ -75,6 +76,11 @@ def write_executorch(job: ExportJob, dst: Path, int8: bool) -> Built:
         warnings.simplefilter("ignore")
         net: Any = pixel_model(job.lm)
         if int8:
+            if not len(job.calibration):
+                raise ExportError(
+                    f"--int8 for executorch calibrates on training images, and {job.lm.path}'s training data "
+                    "folder was not found (it is recorded in the run folder's run.json)"
+                )
             net = _quantized(net, x, to_pixels(job.calibration, job.pre))
         edge = to_edge_transform_and_lower(
             torch.export.export(net, (x,)),
