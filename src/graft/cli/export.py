@@ -40,6 +40,7 @@ def export(
 ) -> None:
     """Export the classifier (preprocessing and class names inside) and verify it against PyTorch."""
     from graft.export import ExportOptions, export_formats, export_onnx
+    from graft.export.job import DEFAULT_PROB_TOLERANCE
     from graft.export.run import onnx_destination
     from graft.validation import check_choice
 
@@ -60,9 +61,8 @@ def export(
         )
         lines, doc = report.lines(), report.to_dict()
     else:
-        opts = ExportOptions(int8=int8, check_dirs=checks, progress=say)
-        if tolerance is not None:
-            opts = ExportOptions(int8=int8, check_dirs=checks, tolerance=tolerance, progress=say)
+        tol = DEFAULT_PROB_TOLERANCE if tolerance is None else tolerance
+        opts = ExportOptions(int8=int8, check_dirs=checks, tolerance=tol, progress=say)
         result = export_formats(model, [fmt.lower()], out, opts)
         lines = result.lines()
         doc = {"reports": [r.to_dict() for r in result.reports], "not_written": result.skipped}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from graft.exceptions import GraftError, InvalidParameterError
 
@@ -28,6 +28,7 @@ __all__ = [
     "get_format",
     "format_names",
     "missing_requirement",
+    "require",
 ]
 
 Writer = Callable[["ExportJob", "Path", bool], "Built"]
@@ -120,8 +121,3 @@ def require(fmt: ExportFormat) -> None:
     msg = missing_requirement(fmt)
     if msg is not None:
         raise MissingExtraError(msg)
-
-
-def describe(fmt: ExportFormat) -> dict[str, Any]:
-    """A JSON-ready description of ``fmt`` (for ``--json`` and the README table)."""
-    return {"format": fmt.name, "extra": fmt.extra, "verified_by": fmt.verified_by, "int8": fmt.int8 or None}
