@@ -1,0 +1,59 @@
+"""The separate environment graft converts LiteRT files in: ``python -m graft.export.litert_env``.
+
+litert-torch (Google's PyTorch -> LiteRT converter) would downgrade packages graft's own
+environment uses (measured with ``pip install --dry-run litert-torch==0.10.0`` beside torch 2.14:
+pydantic 2.13 -> 2.11, typing_extensions 4.15 -> 4.12, plus jax, jaxlib, transformers; about
+900 MB). So it lives in a venv under GRAFT_HOME that sees graft's packages (torch, timm, graft)
+through a ``.pth`` file but has its own copies of what litert-torch pins; graft runs the
+converter there in a subprocess and checks the file with the LiteRT runtime in its own environment.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+from graft.config import graft_home
+
+__all__ = ["LITERT_TORCH", "env_python", "setup_command", "create"]
+
+LITERT_TORCH = "litert-torch==0.10.0"
+
+
+def env_dir() -> Path:
+    return graft_home() / "envs" / "litert"
+
+
+def env_python() -> Path | None:
+    """The environment's interpreter, or None when it was not created yet."""
+    py = env_dir() / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+    return py if py.is_file() else None
+
+
+def setup_command() -> str:
+    return f"{Path(sys.executable).name} -m graft.export.litert_env"
+
+
+def create() -> Path:
+    """Create the environment (a venv whose ``.pth`` points at graft's site-packages) and install litert-torch."""
+    d = env_dir()
+    subprocess.run([sys.executable, "-m", "venv", str(d)], check=True)
+    py = env_python()
+    assert py is not None
+    site = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    # after its own site-packages: its pinned copies win, torch/timm/graft come from graft's environment
+    (Path(site) / "zz_graft_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([str(py), "-m", "pip", "install", "-q", LITERT_TORCH], check=True)
+    return d
+
+
+if __name__ == "__main__":  # pragma: no cover - a one-time setup command
+    print(f"creating {env_dir()} and installing {LITERT_TORCH} (about 900 MB)")
+    print(f"ready: {create()}")
