@@ -145,6 +145,25 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, synthetic_dataset: 
     return out
 
 
+@pytest.fixture(scope="session")
+def hymenoptera_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(model_dir, dataset) of a head-only lite0 model on hymenoptera, trained once per session (read-only).
+
+    ``run.json`` beside the model names its data, as in a run folder (export's validation split
+    and calibration images).
+    """
+    import json
+
+    import graft
+    from _datasets import shared_dataset
+
+    data = shared_dataset("hymenoptera")
+    root = tmp_path_factory.mktemp("hymenoptera_run")
+    clf = graft.Classifier("efficientnet_lite0", use_cache=False, precision="fp32").fit(data)
+    (root / "run.json").write_text(json.dumps({"data_dir": str(data)}))
+    return clf.save(root / "model"), data
+
+
 def run_cli(args: list[Any], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     """``graft ARGS`` as the console script runs it, in this process: (exit code, stdout, stderr)."""
     from graft.cli.main import main

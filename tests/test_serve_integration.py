@@ -22,16 +22,13 @@ from _datasets import CHROMIUM, CHROMIUM_ARGS, shared_dataset
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="session")
-def hym_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(model_dir, exported .onnx) of a head-only lite0 model trained on hymenoptera."""
-    import graft
+@pytest.fixture(scope="module")
+def hym_model(tmp_path_factory: pytest.TempPathFactory, hymenoptera_model: tuple[Path, Path]) -> tuple[Path, Path]:
+    """(model_dir, exported .onnx) of the session's head-only lite0 model on hymenoptera."""
     from graft.export import export_onnx
 
-    data = shared_dataset("hymenoptera")
+    model_dir, data = hymenoptera_model
     root = tmp_path_factory.mktemp("hym")
-    clf = graft.Classifier("efficientnet_lite0", use_cache=False, precision="fp32").fit(data)
-    model_dir = clf.save(root / "model")
     report = export_onnx(model_dir, root / "hym.onnx", check_images=[data / "val" / "bees"])
     assert report.max_abs_diff < 1e-3 and report.top1_agreement == 1.0
     return model_dir, root / "hym.onnx"
