@@ -27,19 +27,21 @@ from torch import nn
 
 from graft import distributed
 from graft.features.dataset import SplitFeatures
+from graft.features.wide import wide_candidates
 from graft.network import GraftNet
 from graft.progress import NullProgress, Progress
 from graft.training.finetune.options import FineTuneConfig, TrainEnv
 from graft.training.finetune.policy import FineTunePolicy
 from graft.training.finetune.train import FitResult
-from graft.training.fit.budget_plan import RUNGS, Costs, Rung, epochs_now, observed_ratio, plan, plan_lines
+from graft.training.fit.budget_plan import MORE, RUNGS, Costs, Rung, epochs_now, observed_ratio, plan, plan_lines
 from graft.training.fit.rungs import LADDER_CONFIG, RungContext, RungResult, probe, recalibrate, run_rung
 from graft.training.fit.stage_two import FineTuneStage, calibration_split
 from graft.training.fit.stages import HeadStage, fit_head_stage
 from graft.training.fit.targets import loss_weights, mean_log_loss, targets_of
+from graft.training.fit.wide import WIDE_COST, WideSource, WideStage, fit_wide
 from graft.transforms.eval import Preprocessing
 
-__all__ = ["LADDER_CONFIG", "RUNGS", "Rung", "RungResult", "LadderResult", "better", "climb"]
+__all__ = ["LADDER_CONFIG", "RUNGS", "Rung", "RungResult", "LadderResult", "WideSource", "better", "climb"]
 
 
 @dataclass
@@ -54,9 +56,16 @@ class LadderResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     policy: FineTunePolicy | None = None
     config: FineTuneConfig | None = None
+    wide: WideStage | None = None  # the wide-features rung, where it was kept (``net`` is then stage 1's)
 
     def table(self) -> list[dict[str, Any]]:
         return [r.to_dict() for r in self.rungs]
+
+    def spent(self) -> list[str]:
+        """Where the budget went: seconds per rung, and what was left unused."""
+        used = sum(r.seconds for r in self.rungs)
+        lines = [f"{r.rung}: {r.seconds:.0f} s" + (f" ({r.note})" if r.note else "") for r in self.rungs]
+        return lines + [f"unused: {max(self.budget_seconds - used, 0):.0f} s of {self.budget_seconds:.0f} s"]
 
 
 def climb(
@@ -69,6 +78,7 @@ def climb(
     preprocessing: Preprocessing,
     budget: tuple[float, float],
     env: TrainEnv,
+    wide: WideSource | None = None,
 ) -> LadderResult:
     """Climb the ladder from stage 1's ``net`` (changed in place: it ends as the kept rung's network).
 
@@ -78,6 +88,7 @@ def climb(
         score: validation probabilities of a network through the prediction path.
         budget: (seconds, ``time.perf_counter()`` when the fit began): the budget counts from there.
         env: device, precision, workers, seed, ``balanced``, ``checkpoint_dir`` (the rungs' checkpoints), progress.
+        wide: stage 1's embedding, to try the wide-features rung first (None: no such rung).
     """
     budget_seconds, started = budget
     prog = env.progress or NullProgress()
@@ -95,21 +106,63 @@ def climb(
     classes = list(data.classes)
     saved = _snapshot(net)  # stage 1, head on all of train
     _head_rung(net, table[0], head_st, feats, (paths, held, classes), env.balanced, env.seed)
+    ws = _wide_rung(wide, table, (paths, held, classes), env, end) if wide is not None else None
     ctx = _context(env, preprocessing, (paths, y, held), val, classes, score, prog)
     ctx = dataclasses.replace(ctx, thresholds=head_st.thresholds)
-    estimate = _estimate(ctx, net, len(paths), end, table[0].seconds, budget_seconds)
+    estimate = _estimate(ctx, net, len(paths), end, time.perf_counter() - started, budget_seconds)
     result.plan = estimate[-1]
     for line in result.plan:
         prog.message(line)
-    kept, best_fit = _climb_rungs(ctx, net, table, estimate[:-1], end, result.history)
-    table[kept].kept = True
-    result.kept = RUNGS[kept].name
+    first = table[1] if ws is not None and better(_score(table[1]), _score(table[0])) else table[0]
+    kept, best_fit = _climb_rungs(ctx, net, (table, first), estimate[:-1], end, result.history)
+    kept.kept = True
+    result.kept = kept.rung
+    for line in result.spent():
+        prog.message(f"budget spent: {line}")
     if best_fit is None:
         net.load_state_dict(saved)  # no fine-tuned winner: stage 1, head on all of train
+        result.wide = ws if kept.rung == "wide" else None
         return result
     fit, probs, result.policy, result.config = best_fit
-    result.stage = recalibrate(ctx, net, fit, probs, (paths, y, held), result.policy, table[kept])
+    result.stage = recalibrate(ctx, net, fit, probs, (paths, y, held), result.policy, kept)
     return result
+
+
+def _score(row: RungResult) -> _Score:
+    return (row.held_out_accuracy, row.held_out_loss)
+
+
+def _wide_rung(
+    wide: WideSource,
+    table: list[RungResult],
+    slice_: tuple[list[str], np.ndarray, list[str]],
+    env: TrainEnv,
+    end: float,
+) -> WideStage | None:
+    """The wide-features rung, where its estimated cost fits: the head on wide features, scored on the held-out slice."""
+    paths, held, classes = slice_
+    if not wide_candidates(wide.embedded):  # another family than the Lites: no backbone to add, no row
+        return None
+    row = RungResult("wide", "+ other offline backbones' features")
+    prog = env.progress or NullProgress()
+    estimate = WIDE_COST * float(wide.embedded.timings.get("embed", 0.0))
+    if estimate > end - time.perf_counter():
+        row.note = "does not fit in the budget"
+        table.append(row)
+        return None
+    t0 = time.perf_counter()
+    cw = loss_weights(wide.embedded.train.y, len(classes)) if env.balanced else None
+    ws = fit_wide(wide.embedded, wide.stage1, wide.embed, class_weight=cw, seed=env.seed, progress=prog)
+    if ws is None:  # no backbone to add (another family than the Lites, none offline): no such rung
+        return None
+    table.append(row)
+    held_head, row.held_out_loss = distributed.on_rank_zero(
+        _refit_head_without, ws.head, ws.embedded.train, paths, held, classes, env.balanced, env.seed
+    )
+    row.held_out_accuracy = float(held_head.metrics["accuracy"])
+    row.val_accuracy = float(ws.head.metrics["accuracy"])
+    row.seconds = time.perf_counter() - t0
+    return ws
 
 
 def _context(
@@ -164,32 +217,42 @@ _Fit = tuple[FitResult, np.ndarray, FineTunePolicy, FineTuneConfig]  # a rung's 
 def _climb_rungs(
     ctx: RungContext,
     net: GraftNet,
-    table: list[RungResult],
+    rows: tuple[list[RungResult], RungResult],
     estimate: tuple[dict[str, Costs], dict[str, int], float, float],
     end: float,
     history: list[dict[str, Any]],
-) -> tuple[int, _Fit | None]:
-    """Fine-tune each rung that fits, from the best network so far; (index of the best rung, its fit or None).
+) -> tuple[RungResult, _Fit | None]:
+    """Fine-tune each rung that fits, from the best network so far; (the best rung's row, its fit or None).
 
-    ``net`` ends with the best fine-tuned rung's weights where one beat the head; each
-    rung's epochs are appended to ``history``.
+    ``rows``: the table so far and its best row (head or wide), which a fine-tuned rung must
+    beat. ``net`` (the head's network) ends with the best fine-tuned rung's weights where one
+    won; each rung's epochs are appended to ``history``. Time the rungs leave goes to
+    :data:`MORE` while an epoch of it fits.
     """
+    table, first = rows
     costs, epochs, val_cost, finish = estimate
-    best: tuple[int, _Score, dict[str, torch.Tensor]] = (
-        0,
-        (table[0].held_out_accuracy, table[0].held_out_loss),
-        _snapshot(net),
-    )
+    costs[MORE.name] = costs["top"]
+    # ``chain``: the network the next rung climbs from (head or fine-tuned); ``best``: the row kept so far.
+    chain: tuple[RungResult, _Score, dict[str, torch.Tensor]] = (table[0], _score(table[0]), _snapshot(net))
+    best: tuple[RungResult, _Score] = (first, _score(first))
     best_fit: _Fit | None = None
-    for i, rung in enumerate(RUNGS[1:], start=1):
+    schedule = list(RUNGS[1:]) + [MORE]
+    for i, rung in enumerate(schedule, start=1):
         row = RungResult(rung.name, rung.what)
         table.append(row)
+        if rung is MORE and chain[0] is table[0]:  # it would repeat "top" from the same start: no row
+            table.pop()
+            continue
+        # MORE only fills what the others leave: no rung's deadline is kept back for it.
         later = sum(costs[r.name].epochs(epochs[r.name]) + val_cost for r in RUNGS[i + 1 :] if epochs[r.name])
         deadline = end - finish - val_cost - later
         n = distributed.broadcast_object(  # rank 0's clock decides for every process
             epochs_now(i, epochs[rung.name], costs[rung.name], deadline - time.perf_counter())
         )
         row.epochs_planned = n
+        if n < 1 and rung is MORE:  # a filler that found nothing to fill: no row
+            table.pop()
+            continue
         if n < 1:
             row.note = "does not fit in the budget"
             continue
@@ -197,18 +260,19 @@ def _climb_rungs(
         fit = run_rung(ctx, net, rung, n, deadline, row)
         history += fit[0].history
         ratio = observed_ratio(fit[0].history, costs[rung.name])
-        for r in RUNGS[i + 1 :]:
+        for r in schedule[i:]:
             costs[r.name] = Costs(costs[r.name].first * ratio, costs[r.name].later * ratio, costs[r.name].views)
         finish *= ratio
         val_cost *= ratio
-        if better((row.held_out_accuracy, row.held_out_loss), best[1]):
-            best = (i, (row.held_out_accuracy, row.held_out_loss), _snapshot(net))
-            best_fit = fit
+        if better(_score(row), chain[1]):
+            chain = (row, _score(row), _snapshot(net))
         else:
-            net.load_state_dict(best[2])  # the next rung climbs from the best network so far
+            net.load_state_dict(chain[2])  # the next rung climbs from the best network so far
+        if better(_score(row), best[1]):
+            best = (row, _score(row))
+            best_fit = fit
         row.seconds = time.perf_counter() - t0
-    if best_fit is not None:
-        net.load_state_dict(best[2])
+    net.load_state_dict(chain[2])  # where a fine-tuned rung was kept, it is the chain's best
     return best[0], best_fit
 
 
