@@ -128,6 +128,10 @@ def climb(
     return result
 
 
+def _stopped_early(table: list[RungResult], rung: str) -> bool:
+    return any(r.rung == rung and r.note == "stopped early" for r in table)
+
+
 def _score(row: RungResult) -> _Score:
     return (row.held_out_accuracy, row.held_out_loss)
 
@@ -240,8 +244,8 @@ def _climb_rungs(
     for i, rung in enumerate(schedule, start=1):
         row = RungResult(rung.name, rung.what)
         table.append(row)
-        if rung is MORE and chain[0] is table[0]:  # it would repeat "top" from the same start: no row
-            table.pop()
+        if rung is MORE and chain[0] is table[0] and _stopped_early(table, RUNGS[1].name):
+            table.pop()  # it would repeat "top" from the same start, which stopped improving: no row
             continue
         # MORE only fills what the others leave: no rung's deadline is kept back for it.
         later = sum(costs[r.name].epochs(epochs[r.name]) + val_cost for r in RUNGS[i + 1 :] if epochs[r.name])
