@@ -57,15 +57,22 @@ class LadderResult:
     policy: FineTunePolicy | None = None
     config: FineTuneConfig | None = None
     wide: WideStage | None = None  # the wide-features rung, where it was kept (``net`` is then stage 1's)
+    probe_seconds: float = 0.0  # timing the fine-tuning rungs before the plan
+    unused_seconds: float | None = None  # budget left when the climb ended (None: not measured)
 
     def table(self) -> list[dict[str, Any]]:
         return [r.to_dict() for r in self.rungs]
 
     def spent(self) -> list[str]:
         """Where the budget went: seconds per rung, and what was left unused."""
-        used = sum(r.seconds for r in self.rungs)
-        lines = [f"{r.rung}: {r.seconds:.0f} s" + (f" ({r.note})" if r.note else "") for r in self.rungs]
-        return lines + [f"unused: {max(self.budget_seconds - used, 0):.0f} s of {self.budget_seconds:.0f} s"]
+        used = sum(r.seconds for r in self.rungs) + self.probe_seconds
+        unused = self.budget_seconds - used if self.unused_seconds is None else self.unused_seconds
+        rows = [f"{r.rung}: {r.seconds:.0f} s" + (f" ({r.note})" if r.note else "") for r in self.rungs]
+        k = 2 if len(self.rungs) > 1 and self.rungs[1].rung == "wide" else 1  # the probes follow head (and wide)
+        lines = rows[:k] + [f"timing probes: {self.probe_seconds:.0f} s"] + rows[k:]
+        rest = self.budget_seconds - used - max(unused, 0)  # scoring, recalibration, what the rows do not count
+        other = [f"scoring and the rest: {rest:.0f} s"] if rest >= 1 else []
+        return lines + other + [f"unused: {max(unused, 0):.0f} s of {self.budget_seconds:.0f} s"]
 
 
 def climb(
@@ -109,7 +116,9 @@ def climb(
     ws = _wide_rung(wide, table, (paths, held, classes), env, end) if wide is not None else None
     ctx = _context(env, preprocessing, (paths, y, held), val, classes, score, prog)
     ctx = dataclasses.replace(ctx, thresholds=head_st.thresholds)
+    t_probe = time.perf_counter()
     estimate = _estimate(ctx, net, len(paths), end, time.perf_counter() - started, budget_seconds)
+    result.probe_seconds = time.perf_counter() - t_probe
     result.plan = estimate[-1]
     for line in result.plan:
         prog.message(line)
@@ -117,14 +126,15 @@ def climb(
     kept, best_fit = _climb_rungs(ctx, net, (table, first), estimate[:-1], end, result.history)
     kept.kept = True
     result.kept = kept.rung
-    for line in result.spent():
-        prog.message(f"budget spent: {line}")
     if best_fit is None:
         net.load_state_dict(saved)  # no fine-tuned winner: stage 1, head on all of train
         result.wide = ws if kept.rung == "wide" else None
-        return result
-    fit, probs, result.policy, result.config = best_fit
-    result.stage = recalibrate(ctx, net, fit, probs, (paths, y, held), result.policy, kept)
+    else:
+        fit, probs, result.policy, result.config = best_fit
+        result.stage = recalibrate(ctx, net, fit, probs, (paths, y, held), result.policy, kept)
+    result.unused_seconds = end - time.perf_counter()
+    for line in result.spent():
+        prog.message(f"budget spent: {line}")
     return result
 
 
