@@ -57,8 +57,8 @@ def _train(dataset: str, extra: list[str], out: Path, home: Path, avx2: bool) ->
 def run_wide(dataset: str, tmp: Path, avx2: bool) -> dict:
     """Default features, then ``--features wide`` in the same GRAFT_HOME: accuracy and embedding seconds."""
     home = tmp / f"home-{dataset}-wide"
-    _w0, m0 = _train(dataset, [], tmp / f"{dataset}-default", home, avx2)
-    _w1, m1 = _train(dataset, ["--features", "wide"], tmp / f"{dataset}-wide", home, avx2)
+    w0, m0 = _train(dataset, [], tmp / f"{dataset}-default", home, avx2)
+    w1, m1 = _train(dataset, ["--features", "wide"], tmp / f"{dataset}-wide", home, avx2)
     t0, t1 = m0.get("timings") or {}, m1.get("timings") or {}
     return {
         "dataset": dataset,
@@ -69,6 +69,9 @@ def run_wide(dataset: str, tmp: Path, avx2: bool) -> dict:
         "wide_test": m1.get("test_accuracy"),
         "default_embed_s": round(float(t0.get("embed", 0.0)), 1),
         "wide_added_s": round(float(t1.get("wide", 0.0)), 1),
+        "wide_head_s": round(float(t1.get("wide_head", 0.0)), 1),
+        "default_wall_s": round(w0, 1),
+        "wide_wall_s": round(w1, 1),
         "n_val": len(m0.get("val_paths") or []) or None,
     }
 
