@@ -159,7 +159,8 @@ def _wide_rung(
         return None
     row = RungResult("wide", "+ other offline backbones' features")
     prog = env.progress or NullProgress()
-    estimate = WIDE_COST * float(wide.embedded.timings.get("embed", 0.0))
+    # The added embedding, and a head fit on about 3x the columns (it measured as costly as the embedding on a CPU).
+    estimate = WIDE_COST * (float(wide.embedded.timings.get("embed", 0.0)) + wide.stage1.seconds)
     if estimate > end - time.perf_counter():
         row.note = "does not fit in the budget"
         table.append(row)

@@ -27,7 +27,8 @@ __all__ = ["WIDE_COST", "WideSource", "WideStage", "fit_wide", "wide_stage_one"]
 #: Seconds of the wide features per second of stage 1's embedding, to decide whether they fit a
 #: budget: Lite1 and Lite2 at Lite0's input size cost about 1.4x and 2.0x its FLOPs, less in
 #: practice (decoding is shared work): hymenoptera's added embedding took 2.2x the default's on a
-#: shared 2-core CPU (176 s against 78.5 s, RESULTS.md "Wide features"); 3 leaves room for the head fits.
+#: shared 2-core CPU (176 s against 78.5 s, RESULTS.md "Wide features"). The ladder applies it to
+#: stage 1's head fit too: the head on 3x the columns cost as much as the embedding on sign_digits.
 WIDE_COST = 3.0
 
 
