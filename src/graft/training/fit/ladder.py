@@ -1,4 +1,10 @@
-"""The transfer ladder under a time budget: frozen head, then the last block groups, then the whole backbone.
+"""The transfer ladder under a time budget: frozen head, wide features, the last block groups, the whole backbone.
+
+The wide-features rung (:mod:`graft.training.fit.wide`) comes first, where the stage-1 backbone
+has offline siblings with its normalisation: no training, so on a CPU it is the cheapest step.
+The fine-tuning rungs then climb from the head's network; time they leave goes to
+:data:`~graft.training.fit.budget_plan.MORE` (more epochs of the last two groups from the best
+fine-tuned network), and the summary (:meth:`LadderResult.spent`) says where the budget went.
 
 ``Classifier.fit(data, budget=...)`` and ``graft train DATA --budget 20m``. After stage 1,
 a few fine-tuning steps of each further rung are timed on a copy of the network, the plan
