@@ -99,7 +99,8 @@ def test_a_45_s_budget_ends_within_one_epoch_of_it_and_writes_the_ladder_table(
         clf.stage_metrics_["ladder"],
     )
     rungs = clf.ladder_
-    assert [r["rung"] for r in rungs] == ["head", "top", "all"] and sum(r["kept"] for r in rungs) == 1
+    names = [r["rung"] for r in rungs]  # "top+" follows where "all" left time for an epoch of it
+    assert names[:3] == ["head", "top", "all"] and names[3:] in ([], ["top+"]) and sum(r["kept"] for r in rungs) == 1
     assert any(r["note"] == "stopped by the budget" for r in rungs[1:]), (rungs, clf.stage_metrics_["ladder"])
     for r in rungs:
         assert r["held_out_accuracy"] is not None and r["val_accuracy"] is not None
