@@ -231,6 +231,8 @@ def test_budget_ladder_runs_on_two_processes_with_one_plan_and_one_table(tmp_pat
     assert two.returncode == 0, two.stderr[-2000:]
     assert two.stdout.count("transfer ladder") == 1, two.stdout  # one table, from rank 0
     m = json.loads((out / "metrics.json").read_text())
-    assert [r["rung"] for r in m["ladder"]] == ["head", "top", "all"] and sum(r["kept"] for r in m["ladder"]) == 1
+    rungs = [r["rung"] for r in m["ladder"]]  # "top+" follows where the two rungs left time (budget_plan.MORE)
+    assert rungs[:3] == ["head", "top", "all"] and rungs[3:] in ([], ["top+"])
+    assert sum(r["kept"] for r in m["ladder"]) == 1
     assert any(r["epochs_run"] > 0 for r in m["ladder"][1:])
     assert json.loads((out / "run.json").read_text())["processes"] == 2

@@ -192,6 +192,11 @@ class Classifier(Estimator):
         started = time.perf_counter()
         budget_s = None if budget is None else check_duration("budget", budget, f"{type(self).__name__}.fit")
         self._validate_params()
+        if budget_s is not None and self.features == "wide":
+            raise InvalidParameterError(
+                "features='wide' (--features wide) with a budget: the ladder tries wide features as its first "
+                "rung and keeps them where held-out images say so; leave out one of the two"
+            )
         self.device_ = resolve_device(self.device)
         st = stage_one(data, self._fit_options(), self._embed_options(), progress=self._progress(), unlabeled=unlabeled)
         emb, head = st.embedded, st.head
@@ -227,7 +232,7 @@ class Classifier(Estimator):
         self, st: Any, budget: tuple[float, float], checkpoint_dir: str | os.PathLike | None, resume: bool
     ) -> None:
         """The transfer ladder after stage 1 (see :meth:`fit`); stores the kept rung like :meth:`fine_tune` does."""
-        from graft.training.fit.ladder import climb
+        from graft.training.fit.ladder import WideSource, climb
 
         res = climb(
             self.model_,
@@ -238,15 +243,31 @@ class Classifier(Estimator):
             preprocessing=self.preprocessing_,
             budget=budget,
             env=self._train_env(checkpoint_dir=checkpoint_dir, resume=resume),
+            wide=WideSource(st.embedded, st.head, self._embed_options()),
         )
         self.ladder_ = res.table()
         self.stage_metrics_["ladder"] = {"budget_seconds": budget[0], "kept": res.kept, "plan": res.plan}
+        self.stage_metrics_["ladder"]["spent"] = res.spent()
         if res.history:
             self.history_["ladder"] = res.history
+        if res.wide is not None:
+            self._store_wide(res.wide)
         if res.stage is None or res.policy is None or res.config is None:
             return  # the stage-1 model stays
         self._store_fine_tune(res.stage, res.config, res.policy)
         self.timings_["fine_tune"] = sum(r["seconds"] for r in self.ladder_[1:])
+
+    def _store_wide(self, ws: Any) -> None:
+        """The ladder kept the wide-features rung: its composite network, head and artifact description."""
+        self.model_ = ws.net
+        self.backbone_info_ = ws.backbone_info
+        self.head_spec_ = ws.head.spec
+        self.head_info_ = ws.head.info
+        self.history_["head"] = ws.head.history
+        self.metrics_ = ws.head.metrics
+        self.val_probs_ = ws.head.val_probs
+        self.ood_ = ws.ood
+        self.stage_metrics_["wide"] = {"val_accuracy": ws.head.metrics["accuracy"], "seconds": ws.embedded.seconds}
 
     def _store_fine_tune(self, stage: Any, config: Any, policy: Any) -> None:
         self.fine_tuned_ = bool(stage.kept)

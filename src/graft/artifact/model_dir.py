@@ -148,11 +148,27 @@ def build_network(spec: ArtifactSpec, source: str = "config.json") -> GraftNet:
     arch = spec.architecture
     head = _head_spec(spec, source)
     try:
-        backbone = timm.create_model(arch, pretrained=False, num_classes=0)
+        backbone = _backbone(spec, source)
+    except ModelFileError:
+        raise
     except Exception as e:  # noqa: BLE001 - unknown arch in a newer/older timm
         raise ModelFileError(f"{source}: cannot build backbone {arch!r} with timm {timm.__version__}: {e}") from None
     ood = _ood_scorer(spec, head, source)  # its buffers come with the weights
     return GraftNet(backbone, build_head(head), spatial=head.spatial, ood=ood, taps=_taps(spec, source))
+
+
+def _backbone(spec: ArtifactSpec, source: str) -> Any:
+    """The untrained backbone: a timm model, or the wide composite of several (:mod:`graft.backbones.wide`)."""
+    import timm
+
+    from graft.backbones.wide import WIDE_ARCHITECTURE, wide_from_description
+
+    if spec.architecture != WIDE_ARCHITECTURE:
+        return timm.create_model(spec.architecture, pretrained=False, num_classes=0)
+    try:
+        return wide_from_description(spec.backbone.get("members"), source)
+    except ValueError as e:
+        raise ModelFileError(str(e)) from None
 
 
 def _taps(spec: ArtifactSpec, source: str) -> tuple[int, ...]:

@@ -49,7 +49,7 @@ def train(
     features: Features = typer.Option(  # type: ignore[valid-type]
         HEAD.features,
         help="auto: add the last block stages' pooled outputs where cross-validation on train finds it better; "
-        "final; multi.",
+        "final; multi; wide: auto, plus the other offline backbones' features (Lite1, Lite2) in one network.",
     ),
     augment_views: str = typer.Option(
         str(HEAD.augment_views),

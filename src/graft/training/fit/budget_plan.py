@@ -11,6 +11,8 @@ from typing import Any, Sequence
 
 __all__ = [
     "RUNGS",
+    "MORE",
+    "UNUSED_MAX",
     "TOP_SHARE",
     "MIN_WHOLE_EPOCHS",
     "Costs",
@@ -20,6 +22,7 @@ __all__ = [
     "observed_ratio",
     "plan",
     "plan_lines",
+    "planned_seconds",
 ]
 
 
@@ -43,6 +46,12 @@ RUNGS: tuple[Rung, ...] = (
     Rung("top", "last 2 block groups", 2, 6),
     Rung("all", "whole backbone", -1, 12),
 )
+#: Where the time the rungs above leave goes (the whole backbone did not fit, or a rung stopped
+#: early): the last two block groups again, from the best network so far, with a fresh short
+#: schedule. Cheaper than the whole backbone by the cached prefix, so it fits where that does not.
+MORE = Rung("top+", "last 2 block groups again, from the best so far", 2, 6)
+#: The share of a budget a plan may leave unused while a rung that fits was not tried.
+UNUSED_MAX = 0.25
 #: Share of the time left after stage 1 that the cheaper rung may use when the whole
 #: backbone also fits: it is the hedge for photos close to ImageNet, the larger share goes
 #: to the rung that can move furthest.
@@ -91,23 +100,40 @@ def epochs_now(index: int, planned: int, costs: Costs, seconds: float) -> int:
     The first rung keeps its planned share. A later one takes what is left, at probe costs
     corrected by how far the previous rung's real epochs were from their estimate; one the
     plan left out (:data:`MIN_WHOLE_EPOCHS` did not fit) comes back when an earlier rung
-    stopped early and freed time for that many.
+    stopped early and freed time for that many. ``index`` past the rungs is :data:`MORE`:
+    whatever of its epochs fits.
     """
     if index == 1:
         return fits(costs, seconds, planned)
+    if index >= len(RUNGS):
+        return fits(costs, seconds, MORE.max_epochs)
     n = fits(costs, seconds, RUNGS[index].max_epochs)
     return n if planned or n >= MIN_WHOLE_EPOCHS else 0
 
 
 def plan(avail: float, costs: dict[str, Costs], val_cost: float) -> dict[str, int]:
-    """Epochs per rung: "top" takes up to ``TOP_SHARE`` of the time while "all" fits ``MIN_WHOLE_EPOCHS``, else all of it."""
+    """Epochs per rung, :data:`MORE` included: the time goes to the rungs, cheapest first, until none fits.
+
+    "top" takes up to ``TOP_SHARE`` of the time while "all" fits ``MIN_WHOLE_EPOCHS``, else all
+    the time it can use; what "top" and "all" leave goes to :data:`MORE` (more epochs of
+    "top" from the best network), so a plan leaves more than :data:`UNUSED_MAX` of
+    ``avail`` unused only where every rung is at its cap or none fits one epoch.
+    """
     top_cap = RUNGS[1].max_epochs
     all_cap = RUNGS[2].max_epochs
     e_top = fits(costs["top"], avail * TOP_SHARE - val_cost, top_cap)
     e_all = fits(costs["all"], avail - costs["top"].epochs(e_top) - (val_cost if e_top else 0) - val_cost, all_cap)
     if e_all < MIN_WHOLE_EPOCHS:
-        return {"top": fits(costs["top"], avail - val_cost, top_cap), "all": 0}
-    return {"top": e_top, "all": e_all}
+        e_top, e_all = fits(costs["top"], avail - val_cost, top_cap), 0
+    used = costs["top"].epochs(e_top) + costs["all"].epochs(e_all) + val_cost * (bool(e_top) + bool(e_all))
+    e_more = fits(costs["top"], avail - used - val_cost, MORE.max_epochs) if e_top else 0
+    return {"top": e_top, "all": e_all, MORE.name: e_more}
+
+
+def planned_seconds(epochs: dict[str, int], costs: dict[str, Costs], val_cost: float) -> float:
+    """Seconds a plan of :func:`plan` spends (each rung that runs also scores validation once)."""
+    c = {**costs, MORE.name: costs["top"]}
+    return sum(c[name].epochs(e) + val_cost for name, e in epochs.items() if e)
 
 
 def _fmt(seconds: float) -> str:
@@ -117,7 +143,7 @@ def _fmt(seconds: float) -> str:
 def plan_lines(
     stage1: float, budget: float, left: float, epochs: dict[str, int], costs: dict[str, Costs], finish: float
 ) -> list[str]:
-    lines = [f"budget {_fmt(budget)}: stage 1 took {_fmt(stage1)}, {_fmt(max(left, 0))} left"]
+    lines = [f"budget {_fmt(budget)}: {_fmt(stage1)} spent before fine-tuning, {_fmt(max(left, 0))} left"]
     for rung in RUNGS[1:]:
         c = costs[rung.name]
         e = epochs[rung.name]
@@ -130,5 +156,11 @@ def plan_lines(
             f" (first {c.views} ~{_fmt(c.first)})" if c.views and c.first > 1.5 * c.later else ""
         )
         lines.append(f"  {rung.name} ({rung.what}): up to {e} epochs x {each}, ~{_fmt(c.epochs(e))}")
+    more = epochs.get(MORE.name, 0)
+    if more:
+        lines.append(
+            f"  {MORE.name} ({MORE.what}): what the rungs above leave, up to {more} epochs, "
+            f"~{_fmt(costs['top'].epochs(more))}"
+        )
     lines.append(f"  then recalibration and scoring: ~{_fmt(finish)}; rungs are kept by held-out training images")
     return lines

@@ -1,4 +1,10 @@
-"""The transfer ladder under a time budget: frozen head, then the last block groups, then the whole backbone.
+"""The transfer ladder under a time budget: frozen head, wide features, the last block groups, the whole backbone.
+
+The wide-features rung (:mod:`graft.training.fit.wide`) comes first, where the stage-1 backbone
+has offline siblings with its normalisation: no training, so on a CPU it is the cheapest step.
+The fine-tuning rungs then climb from the head's network; time they leave goes to
+:data:`~graft.training.fit.budget_plan.MORE` (more epochs of the last two groups from the best
+fine-tuned network), and the summary (:meth:`LadderResult.spent`) says where the budget went.
 
 ``Classifier.fit(data, budget=...)`` and ``graft train DATA --budget 20m``. After stage 1,
 a few fine-tuning steps of each further rung are timed on a copy of the network, the plan
@@ -27,20 +33,22 @@ from torch import nn
 
 from graft import distributed
 from graft.features.dataset import SplitFeatures
+from graft.features.wide import wide_candidates
 from graft.network import GraftNet
 from graft.progress import NullProgress, Progress
 from graft.training.finetune.options import FineTuneConfig, TrainEnv
 from graft.training.finetune.policy import FineTunePolicy
 from graft.training.finetune.train import FitResult
-from graft.training.fit.budget_plan import RUNGS, Costs, Rung, epochs_now, observed_ratio, plan, plan_lines
+from graft.training.fit.budget_plan import MORE, RUNGS, Costs, Rung, epochs_now, observed_ratio, plan, plan_lines
 from graft.training.fit.ladder_state import Estimate, LadderState, read_state
 from graft.training.fit.rungs import LADDER_CONFIG, RungContext, RungResult, probe, recalibrate, run_rung
 from graft.training.fit.stage_two import FineTuneStage, calibration_split
 from graft.training.fit.stages import HeadStage, fit_head_stage
 from graft.training.fit.targets import loss_weights, mean_log_loss, targets_of
+from graft.training.fit.wide import WIDE_COST, WideSource, WideStage, fit_wide
 from graft.transforms.eval import Preprocessing
 
-__all__ = ["LADDER_CONFIG", "RUNGS", "Rung", "RungResult", "LadderResult", "better", "climb"]
+__all__ = ["LADDER_CONFIG", "RUNGS", "Rung", "RungResult", "LadderResult", "WideSource", "better", "climb"]
 
 
 @dataclass
@@ -55,9 +63,23 @@ class LadderResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     policy: FineTunePolicy | None = None
     config: FineTuneConfig | None = None
+    wide: WideStage | None = None  # the wide-features rung, where it was kept (``net`` is then stage 1's)
+    probe_seconds: float = 0.0  # timing the fine-tuning rungs before the plan
+    unused_seconds: float | None = None  # budget left when the climb ended (None: not measured)
 
     def table(self) -> list[dict[str, Any]]:
         return [r.to_dict() for r in self.rungs]
+
+    def spent(self) -> list[str]:
+        """Where the budget went: seconds per rung, and what was left unused."""
+        used = sum(r.seconds for r in self.rungs) + self.probe_seconds
+        unused = self.budget_seconds - used if self.unused_seconds is None else self.unused_seconds
+        rows = [f"{r.rung}: {r.seconds:.0f} s" + (f" ({r.note})" if r.note else "") for r in self.rungs]
+        k = 2 if len(self.rungs) > 1 and self.rungs[1].rung == "wide" else 1  # the probes follow head (and wide)
+        lines = rows[:k] + [f"timing probes: {self.probe_seconds:.0f} s"] + rows[k:]
+        rest = self.budget_seconds - used - max(unused, 0)  # scoring, recalibration, what the rows do not count
+        other = [f"scoring and the rest: {rest:.0f} s"] if rest >= 1 else []
+        return lines + other + [f"unused: {max(unused, 0):.0f} s of {self.budget_seconds:.0f} s"]
 
 
 def climb(
@@ -70,6 +92,7 @@ def climb(
     preprocessing: Preprocessing,
     budget: tuple[float, float],
     env: TrainEnv,
+    wide: WideSource | None = None,
 ) -> LadderResult:
     """Climb the ladder from stage 1's ``net`` (changed in place: it ends as the kept rung's network).
 
@@ -79,6 +102,7 @@ def climb(
         score: validation probabilities of a network through the prediction path.
         budget: (seconds, ``time.perf_counter()`` when the fit began): the budget counts from there.
         env: device, precision, workers, seed, ``balanced``, ``checkpoint_dir`` (the rungs' checkpoints), progress.
+        wide: stage 1's embedding, to try the wide-features rung first (None: no such rung).
     """
     budget_seconds, started = budget
     prog = env.progress or NullProgress()
@@ -96,29 +120,74 @@ def climb(
     classes = list(data.classes)
     saved = _snapshot(net)  # stage 1, head on all of train
     _head_rung(net, table[0], head_st, feats, (paths, held, classes), env.balanced, env.seed)
-    ctx = _context(env, preprocessing, (paths, y, held), val, classes, score, prog)
-    ctx = dataclasses.replace(ctx, thresholds=head_st.thresholds)
     state, note = read_state(env.checkpoint_dir, started, env.resume)
     if note:
         prog.warn(note)
     end -= state.spent_before  # a resumed climb: the seconds its earlier processes spent
-    if state.estimate is None:
-        state.estimate = _estimate(ctx, net, len(paths), end, table[0].seconds, budget_seconds)
-        state.write()
-    else:
-        prog.message(f"budget ladder: continuing the climb; {state.spent_before:.0f} s of the budget were spent")
-    result.plan = state.estimate[-1]
+    ws = _wide_rung(wide, table, (paths, held, classes), env, end) if wide is not None else None
+    ctx = _context(env, preprocessing, (paths, y, held), val, classes, score, prog)
+    ctx = dataclasses.replace(ctx, thresholds=head_st.thresholds)
+    t_probe = time.perf_counter()
+    result.plan = _plan(state, ctx, net, (len(paths), end, budget_seconds))
+    result.probe_seconds = time.perf_counter() - t_probe
     for line in result.plan:
         prog.message(line)
-    kept, best_fit = _climb_rungs(ctx, net, table, end, result.history, state)
-    table[kept].kept = True
-    result.kept = RUNGS[kept].name
+    first = table[1] if ws is not None and better(_score(table[1]), _score(table[0])) else table[0]
+    kept, best_fit = _climb_rungs(ctx, net, (table, first), end, result.history, state)
+    kept.kept = True
+    result.kept = kept.rung
     if best_fit is None:
         net.load_state_dict(saved)  # no fine-tuned winner: stage 1, head on all of train
-        return result
-    fit, probs, result.policy, result.config = best_fit
-    result.stage = recalibrate(ctx, net, fit, probs, (paths, y, held), result.policy, table[kept])
+        result.wide = ws if kept.rung == "wide" else None
+    else:
+        fit, probs, result.policy, result.config = best_fit
+        result.stage = recalibrate(ctx, net, fit, probs, (paths, y, held), result.policy, kept)
+    result.unused_seconds = end - time.perf_counter()
+    for line in result.spent():
+        prog.message(f"budget spent: {line}")
     return result
+
+
+def _stopped_early(table: list[RungResult], rung: str) -> bool:
+    return any(r.rung == rung and r.note == "stopped early" for r in table)
+
+
+def _score(row: RungResult) -> _Score:
+    return (row.held_out_accuracy, row.held_out_loss)
+
+
+def _wide_rung(
+    wide: WideSource,
+    table: list[RungResult],
+    slice_: tuple[list[str], np.ndarray, list[str]],
+    env: TrainEnv,
+    end: float,
+) -> WideStage | None:
+    """The wide-features rung, where its estimated cost fits: the head on wide features, scored on the held-out slice."""
+    paths, held, classes = slice_
+    if not wide_candidates(wide.embedded):  # another family than the Lites: no backbone to add, no row
+        return None
+    row = RungResult("wide", "+ other offline backbones' features")
+    prog = env.progress or NullProgress()
+    # The added embedding, and a head fit on about 3x the columns (it measured as costly as the embedding on a CPU).
+    estimate = WIDE_COST * (float(wide.embedded.timings.get("embed", 0.0)) + wide.stage1.seconds)
+    if estimate > end - time.perf_counter():
+        row.note = "does not fit in the budget"
+        table.append(row)
+        return None
+    t0 = time.perf_counter()
+    cw = loss_weights(wide.embedded.train.y, len(classes)) if env.balanced else None
+    ws = fit_wide(wide.embedded, wide.stage1, wide.embed, class_weight=cw, seed=env.seed, progress=prog)
+    if ws is None:  # no backbone to add (another family than the Lites, none offline): no such rung
+        return None
+    table.append(row)
+    held_head, row.held_out_loss = distributed.on_rank_zero(
+        _refit_head_without, ws.head, ws.embedded.train, paths, held, classes, env.balanced, env.seed
+    )
+    row.held_out_accuracy = float(held_head.metrics["accuracy"])
+    row.val_accuracy = float(ws.head.metrics["accuracy"])
+    row.seconds = time.perf_counter() - t0
+    return ws
 
 
 def _context(
@@ -170,31 +239,53 @@ def _head_rung(
 _Fit = tuple[FitResult, np.ndarray, FineTunePolicy, FineTuneConfig]  # a rung's fit, validation probs, policy, config
 
 
+def _plan(state: LadderState, ctx: RungContext, net: GraftNet, sizes: tuple[int, float, float]) -> list[str]:
+    """The plan's lines: probed and planned now (and recorded in ``state``), or read back by a resumed climb.
+
+    ``sizes``: (training images, the climb's end on ``time.perf_counter()``, the budget in seconds).
+    """
+    n_train, end, budget_seconds = sizes
+    if state.estimate is None:
+        state.estimate = _estimate(ctx, net, n_train, end, time.perf_counter() - state.started, budget_seconds)
+        state.write()
+    else:
+        ctx.progress.message(
+            f"budget ladder: continuing the climb; {state.spent_before:.0f} s of the budget were spent"
+        )
+    return state.estimate[-1]
+
+
 def _climb_rungs(
     ctx: RungContext,
     net: GraftNet,
-    table: list[RungResult],
+    rows: tuple[list[RungResult], RungResult],
     end: float,
     history: list[dict[str, Any]],
     state: LadderState,
-) -> tuple[int, _Fit | None]:
-    """Fine-tune each rung that fits, from the best network so far; (index of the best rung, its fit or None).
+) -> tuple[RungResult, _Fit | None]:
+    """Fine-tune each rung that fits, from the best network so far; (the best rung's row, its fit or None).
 
-    ``net`` ends with the best fine-tuned rung's weights where one beat the head; each
-    rung's epochs are appended to ``history``. ``state`` (with its estimate) records each
-    rung's start and end; in a resumed climb it says which rungs its checkpoints carry on.
+    ``rows``: the table so far and its best row (head or wide), which a fine-tuned rung must
+    beat. ``net`` (the head's network) ends with the best fine-tuned rung's weights where one
+    won; each rung's epochs are appended to ``history``. Time the rungs leave goes to
+    :data:`MORE` while an epoch of it fits.
     """
     assert state.estimate is not None
+    table, first = rows
     costs, epochs, val_cost, finish, _lines = state.estimate
-    best: tuple[int, _Score, dict[str, torch.Tensor]] = (
-        0,
-        (table[0].held_out_accuracy, table[0].held_out_loss),
-        _snapshot(net),
-    )
+    costs[MORE.name] = costs["top"]
+    # ``chain``: the network the next rung climbs from (head or fine-tuned); ``best``: the row kept so far.
+    chain: tuple[RungResult, _Score, dict[str, torch.Tensor]] = (table[0], _score(table[0]), _snapshot(net))
+    best: tuple[RungResult, _Score] = (first, _score(first))
     best_fit: _Fit | None = None
-    for i, rung in enumerate(RUNGS[1:], start=1):
+    schedule = list(RUNGS[1:]) + [MORE]
+    for i, rung in enumerate(schedule, start=1):
         row = RungResult(rung.name, rung.what)
         table.append(row)
+        if rung is MORE and chain[0] is table[0] and _stopped_early(table, RUNGS[1].name):
+            table.pop()  # it would repeat "top" from the same start, which stopped improving: no row
+            continue
+        # MORE only fills what the others leave: no rung's deadline is kept back for it.
         later = sum(costs[r.name].epochs(epochs[r.name]) + val_cost for r in RUNGS[i + 1 :] if epochs[r.name])
         deadline = end - finish - val_cost - later
         left = deadline - time.perf_counter()
@@ -204,6 +295,9 @@ def _climb_rungs(
             )
         )
         row.epochs_planned = n
+        if n < 1 and rung is MORE:  # a filler that found nothing to fill: no row
+            table.pop()
+            continue
         if n < 1:
             row.note = "does not fit in the budget"
             state.skip(rung.name)
@@ -215,18 +309,19 @@ def _climb_rungs(
         state.finish(rung.name, len(fit[0].history))
         history += fit[0].history
         ratio = observed_ratio(fit[0].history, costs[rung.name])
-        for r in RUNGS[i + 1 :]:
+        for r in schedule[i:]:
             costs[r.name] = Costs(costs[r.name].first * ratio, costs[r.name].later * ratio, costs[r.name].views)
         finish *= ratio
         val_cost *= ratio
-        if better((row.held_out_accuracy, row.held_out_loss), best[1]):
-            best = (i, (row.held_out_accuracy, row.held_out_loss), _snapshot(net))
-            best_fit = fit
+        if better(_score(row), chain[1]):
+            chain = (row, _score(row), _snapshot(net))
         else:
-            net.load_state_dict(best[2])  # the next rung climbs from the best network so far
+            net.load_state_dict(chain[2])  # the next rung climbs from the best network so far
+        if better(_score(row), best[1]):
+            best = (row, _score(row))
+            best_fit = fit
         row.seconds = time.perf_counter() - t0
-    if best_fit is not None:
-        net.load_state_dict(best[2])
+    net.load_state_dict(chain[2])  # where a fine-tuned rung was kept, it is the chain's best
     return best[0], best_fit
 
 

@@ -83,6 +83,7 @@ def choose_features(
             columns (all sets in one call, so they can be fitted side by side).
     """
     check_choice("features", mode, FEATURE_MODES, "Classifier")
+    mode = "auto" if mode == "wide" else mode  # the backbone's own choice; the other members come after
     taps = tuple(int(t) for t in taps)
     final = tap_columns(widths, taps, ()) if taps else list(range(int(sum(widths))))
     if not taps or mode == "final" or (mode == "auto" and head != "linear"):

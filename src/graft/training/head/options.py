@@ -10,8 +10,9 @@ from graft.validation import Constraint, Interval, Options, validate_params
 
 __all__ = ["CLASS_WEIGHTS", "FEATURE_MODES", "HeadOptions"]
 
-#: Which features the head reads: ``auto`` (multi-depth where cross-validation prefers it), ``final``, ``multi``.
-FEATURE_MODES = ("auto", "final", "multi")
+#: Which features the head reads: ``auto`` (multi-depth where cross-validation prefers it), ``final``, ``multi``,
+#: ``wide`` (``auto`` for the backbone, then the other offline backbones' features beside it: graft.features.wide).
+FEATURE_MODES = ("auto", "final", "multi", "wide")
 
 #: ``balanced`` weights the loss by inverse class frequency; None weighs every image alike.
 CLASS_WEIGHTS = (None, "balanced")
@@ -26,7 +27,8 @@ class HeadOptions:
             cross-validation when None).
         features: ``"auto"`` adds the pooled outputs of the last three block stages to the final features
             where cross-validation on the training features finds it better (never validation); ``"final"``;
-            ``"multi"`` (:mod:`graft.training.head.feature_choice`).
+            ``"multi"`` (:mod:`graft.training.head.feature_choice`); ``"wide"``: ``"auto"``, then the features of
+            the other offline backbones beside them (:mod:`graft.features.wide`).
         augment_views: ``"auto"`` adds the mirror image below 2,000 training images (+1.7 points on
             sign_digits); K adds the mirror then K-1 random resized crops.
         class_weight: one of :data:`CLASS_WEIGHTS`.
