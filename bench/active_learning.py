@@ -218,12 +218,7 @@ def report(results: list[dict]) -> None:
                 f"{100 * worst:+.1f} ({c['suggest']['labels'][at]} labels)",
             ]
         )
-    print(
-        table(
-            ["dataset", "train", "all labels", "batch", *STRATEGIES, "worst suggest-random (pts)"],
-            rows,
-        )
-    )
+    print(table(["dataset", "train", "all labels", "batch", *STRATEGIES, "worst suggest-random (pts)"], rows))
     rows = []
     for r in results:
         for f, u in r["unlabeled"].items():
@@ -246,8 +241,12 @@ def main() -> None:
     p.add_argument("--datasets", default=",".join(NAMES))
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--start", type=int, default=2, help="labels per class to start from")
-    p.add_argument("--batch", type=int, default=0, help="labels per round (0: 1%% of the training images, >= 2/class, >= 5)")
-    p.add_argument("--rounds", type=int, default=0, help="rounds (0: until 30%% of the training images, <= --max-rounds)")
+    p.add_argument(
+        "--batch", type=int, default=0, help="labels per round (0: 1%% of the training images, >= 2/class, >= 5)"
+    )
+    p.add_argument(
+        "--rounds", type=int, default=0, help="rounds (0: until 30%% of the training images, <= --max-rounds)"
+    )
     p.add_argument("--max-rounds", type=int, default=25)
     p.add_argument("--skip-unlabeled", action="store_true", help="only the labelling loop")
     p.add_argument("--skip-loop", action="store_true", help="only --unlabeled against labelled-only")
