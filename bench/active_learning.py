@@ -152,7 +152,7 @@ def run(name: str, args: argparse.Namespace) -> dict:
     rounds = args.rounds or min(args.max_rounds, int(np.ceil(0.3 * len(d["y"]) / batch)))
     out: dict = {"dataset": name, "train": len(d["y"]), "val": len(d["yv"]), "classes": k, "all_labels_acc": full_acc}
     out.update(batch=batch, rounds=rounds, curves={})
-    for s in () if args.skip_loop else STRATEGIES:
+    for s in () if args.skip_loop else args.strategies.split(","):
         t = time.perf_counter()
         curves = [simulate(d, s, seed, args.start, batch, rounds) for seed in range(args.seeds)]
         out["curves"][s] = {
@@ -167,7 +167,7 @@ def run(name: str, args: argparse.Namespace) -> dict:
             flush=True,
         )
     out["unlabeled"] = {}
-    for f in () if args.skip_unlabeled else (0.05, 0.10, 0.25):
+    for f in () if args.skip_unlabeled else [float(f) for f in args.fractions.split(",")]:
         rows = [semi(d, f, seed) for seed in range(args.seeds)]
         out["unlabeled"][str(f)] = {
             "labelled_only": float(np.mean([r[0] for r in rows])),
@@ -187,6 +187,8 @@ def plot(results: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.4))
     for ax, r in zip(np.atleast_1d(axes), results):
         for s, style in zip(STRATEGIES, ("-o", "--s", ":^", "-.d")):
+            if s not in r["curves"]:
+                continue
             c = r["curves"][s]
             ax.plot(c["labels"], c["mean"], style, ms=3, label=s)
         ax.axhline(r["all_labels_acc"] - 0.01, color="grey", lw=0.8, ls="--", label="all labels - 1 pt")
@@ -198,6 +200,10 @@ def plot(results: list[dict], path: Path) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+
+
+def _needed(c: dict) -> str:
+    return str(c["labels_needed"] or f">{c['labels'][-1]} ({c['mean'][-1]:.3f})")
 
 
 def report(results: list[dict]) -> None:
@@ -214,7 +220,7 @@ def report(results: list[dict]) -> None:
                 r["train"],
                 f"{r['all_labels_acc']:.4f}",
                 r["batch"],
-                *(c[s]["labels_needed"] or f">{c[s]['labels'][-1]}" for s in STRATEGIES),
+                *(_needed(c[s]) if s in c else "not run" for s in STRATEGIES),
                 f"{100 * worst:+.1f} ({c['suggest']['labels'][at]} labels)",
             ]
         )
@@ -250,6 +256,8 @@ def main() -> None:
     p.add_argument("--max-rounds", type=int, default=25)
     p.add_argument("--skip-unlabeled", action="store_true", help="only the labelling loop")
     p.add_argument("--skip-loop", action="store_true", help="only --unlabeled against labelled-only")
+    p.add_argument("--strategies", default=",".join(STRATEGIES))
+    p.add_argument("--fractions", default="0.05,0.1,0.25", help="--unlabeled: fractions of the training labels")
     p.add_argument("--cache", default="/tmp/al_feats")
     p.add_argument("--png", default=None)
     p.add_argument("--json", default=None)
@@ -259,7 +267,11 @@ def main() -> None:
         results = [r for f in args.from_json.split(",") for r in json.loads(Path(f).read_text())]
     else:
         print(machine_line(), flush=True)
-        results = [run(n, args) for n in args.datasets.split(",")]
+        results = []
+        for n in args.datasets.split(","):
+            results.append(run(n, args))
+            if args.json:  # after each dataset: a long run stopped early keeps what it measured
+                Path(args.json).write_text(json.dumps(results, indent=1))
     report(results)
     if args.png:
         plot(results, Path(args.png))
