@@ -130,6 +130,7 @@ def semi(d: dict[str, np.ndarray], fraction: float, seed: int) -> tuple[float, f
     base, _ = head(X[lab], y[lab], k, seed)
     res = fit_with_unlabeled((X[lab], y[lab], np.arange(len(lab))), X[rest], base, k, seed=seed)
     acc = lambda f: float((f.logits(Xv).argmax(1) == yv).mean())  # noqa: E731
+    print(f"    {fraction:g} seed {seed}: {res.info}", flush=True)  # CV accuracy per method, the margin needed
     return acc(base), acc(res.fit), str(res.info["method"])
 
 
