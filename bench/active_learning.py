@@ -187,11 +187,11 @@ def plot(results: list[dict], path: Path) -> None:
     results = [r for r in results if r["curves"]]
     fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.4))
     for ax, r in zip(np.atleast_1d(axes), results):
-        for s, style in zip(STRATEGIES, ("-o", "--s", ":^", "-.d")):
+        for s, style, colour in zip(STRATEGIES, ("-o", "--s", ":^", "-.d"), ("C0", "C1", "C2", "C3")):
             if s not in r["curves"]:
                 continue
             c = r["curves"][s]
-            ax.plot(c["labels"], c["mean"], style, ms=3, label=s)
+            ax.plot(c["labels"], c["mean"], style, color=colour, ms=3, label=s)
         ax.axhline(r["all_labels_acc"] - 0.01, color="grey", lw=0.8, ls="--", label="all labels - 1 pt")
         ax.set_title(r["dataset"], fontsize=10)
         ax.set_xlabel("labels")
