@@ -2,10 +2,13 @@
 
 For each shared dataset (graft's own Lite0 features, embedded once through the feature cache;
 flowers and sign_digits get graft's seeded 80/20 split), a simulated user starts from
-``--start`` labels per class, then labels ``--batch`` more images per round, chosen by
+``--start`` labels per class, then labels ``--batch`` more images per round (default: a page,
+1% of the training images, at least two per class and 5), chosen by
 
-* ``suggest``: ``graft suggest``'s ranking (:func:`graft.suggest.rank.rank_with_model`, weighted
-  k-means over the most uncertain images) on the temperature-calibrated head of the round,
+* ``suggest``: ``graft suggest``'s ranking (:func:`graft.suggest.rank.rank_with_model`: coverage of
+  uncovered clusters blended with weighted k-means over the most uncertain images, by the head's
+  out-of-fold skill) on the temperature-calibrated head of the round; ``suggest_cold`` the same
+  from ``graft suggest FOLDER``'s cold-start batch instead of random labels per class,
 * ``margin``: the smallest margins (plain uncertainty),
 * ``random``: a seeded random draw,
 
