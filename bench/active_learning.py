@@ -2,10 +2,13 @@
 
 For each shared dataset (graft's own Lite0 features, embedded once through the feature cache;
 flowers and sign_digits get graft's seeded 80/20 split), a simulated user starts from
-``--start`` labels per class, then labels ``--batch`` more images per round, chosen by
+``--start`` labels per class, then labels ``--batch`` more images per round (default: a page,
+1% of the training images, at least two per class and 5), chosen by
 
-* ``suggest``: ``graft suggest``'s ranking (:func:`graft.suggest.rank.rank_with_model`, weighted
-  k-means over the most uncertain images) on the temperature-calibrated head of the round,
+* ``suggest``: ``graft suggest``'s ranking (:func:`graft.suggest.rank.rank_with_model`: coverage of
+  uncovered clusters blended with weighted k-means over the most uncertain images, by the head's
+  out-of-fold skill) on the temperature-calibrated head of the round; ``suggest_cold`` the same
+  from ``graft suggest FOLDER``'s cold-start batch instead of random labels per class,
 * ``margin``: the smallest margins (plain uncertainty),
 * ``random``: a seeded random draw,
 
@@ -33,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DATASETS, machine_line, table  # noqa: E402
 
 NAMES = ("hymenoptera", "cats_dogs_filtered", "flowers_kaggle_128", "sign_digits")
-STRATEGIES = ("suggest", "margin", "random")
+STRATEGIES = ("suggest", "margin", "random", "suggest_cold")
 
 
 def features(name: str, cache: Path) -> dict[str, np.ndarray]:
@@ -73,15 +76,33 @@ def _start(y: np.ndarray, per_class: int, rng: np.random.Generator) -> list[int]
     return [int(i) for c in np.unique(y) for i in rng.permutation(np.flatnonzero(y == c))[:per_class]]
 
 
+def _oof_trust(fit, k: int) -> float:
+    """The head's chance-corrected out-of-fold accuracy (what ``graft suggest`` reads from a model)."""
+    from graft.suggest.rank import skill
+
+    if fit.oof_logits is None:
+        return skill(None, k)
+    return skill(float((fit.oof_logits.argmax(1) == fit.oof_labels).mean()), k)
+
+
 def simulate(
     d: dict[str, np.ndarray], strategy: str, seed: int, start: int, batch: int, rounds: int
 ) -> list[tuple[int, float]]:
-    """(labels, val accuracy) after the start and after each round."""
-    from graft.suggest.rank import rank_with_model
+    """(labels, val accuracy) after the start and after each round.
+
+    ``suggest_cold`` is ``suggest`` starting from ``graft suggest FOLDER``'s cold-start batch (as
+    many images as ``start`` per class, chosen without labels) instead of ``start`` random labels
+    per class: the README's loop.
+    """
+    from graft.suggest.rank import cold_start, rank_with_model
 
     X, y, Xv, yv = d["X"], d["y"], d["Xv"], d["yv"]
     k = int(max(y.max(), yv.max()) + 1)
-    labelled = _start(y, start, np.random.default_rng(seed))
+    if strategy == "suggest_cold":
+        labelled = [p.row for p in cold_start(X, start * k, seed)]
+    else:
+        labelled = _start(y, start, np.random.default_rng(seed))
+    name = {"suggest": "diverse", "suggest_cold": "diverse", "margin": "margin", "random": "random"}[strategy]
     curve = []
     for r in range(rounds + 1):
         fit, T = head(X[labelled], y[labelled], k, seed)
@@ -89,8 +110,9 @@ def simulate(
         rest = np.setdiff1d(np.arange(len(y)), labelled)
         if r == rounds or len(rest) == 0:
             break
-        name = {"suggest": "diverse", "margin": "margin", "random": "random"}[strategy]
-        picks = rank_with_model(X[rest], _probs(fit, T, X[rest]), None, min(batch, len(rest)), name, seed + r)
+        n = min(batch, len(rest))
+        trust = _oof_trust(fit, k)
+        picks = rank_with_model(X[rest], _probs(fit, T, X[rest]), None, n, name, seed + r, X[labelled], trust)
         labelled += [int(rest[p.row]) for p in picks]
     return curve
 
@@ -111,6 +133,7 @@ def semi(d: dict[str, np.ndarray], fraction: float, seed: int) -> tuple[float, f
     base, _ = head(X[lab], y[lab], k, seed)
     res = fit_with_unlabeled((X[lab], y[lab], np.arange(len(lab))), X[rest], base, k, seed=seed)
     acc = lambda f: float((f.logits(Xv).argmax(1) == yv).mean())  # noqa: E731
+    print(f"    {fraction:g} seed {seed}: {res.info}", flush=True)  # CV accuracy per method, the margin needed
     return acc(base), acc(res.fit), str(res.info["method"])
 
 
@@ -128,11 +151,12 @@ def run(name: str, args: argparse.Namespace) -> dict:
     k = int(d["y"].max() + 1)
     full, _ = head(d["X"], d["y"], k, 0)
     full_acc = float((full.logits(d["Xv"]).argmax(1) == d["yv"]).mean())
-    batch = args.batch or max(k, round(0.03 * len(d["y"])))
-    rounds = args.rounds or int(np.ceil(0.3 * len(d["y"]) / batch))
+    # A page of images per round: 1% of the training images, at least two per class and at least 5
+    batch = args.batch or max(5, 2 * k, round(0.01 * len(d["y"])))
+    rounds = args.rounds or min(args.max_rounds, int(np.ceil(0.3 * len(d["y"]) / batch)))
     out: dict = {"dataset": name, "train": len(d["y"]), "val": len(d["yv"]), "classes": k, "all_labels_acc": full_acc}
     out.update(batch=batch, rounds=rounds, curves={})
-    for s in STRATEGIES:
+    for s in () if args.skip_loop else args.strategies.split(","):
         t = time.perf_counter()
         curves = [simulate(d, s, seed, args.start, batch, rounds) for seed in range(args.seeds)]
         out["curves"][s] = {
@@ -147,7 +171,7 @@ def run(name: str, args: argparse.Namespace) -> dict:
             flush=True,
         )
     out["unlabeled"] = {}
-    for f in (0.05, 0.10, 0.25):
+    for f in () if args.skip_unlabeled else [float(f) for f in args.fractions.split(",")]:
         rows = [semi(d, f, seed) for seed in range(args.seeds)]
         out["unlabeled"][str(f)] = {
             "labelled_only": float(np.mean([r[0] for r in rows])),
@@ -163,11 +187,14 @@ def plot(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    results = [r for r in results if r["curves"]]
     fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.4))
     for ax, r in zip(np.atleast_1d(axes), results):
-        for s, style in zip(STRATEGIES, ("-o", "--s", ":^")):
+        for s, style, colour in zip(STRATEGIES, ("-o", "--s", ":^", "-.d"), ("C0", "C1", "C2", "C3")):
+            if s not in r["curves"]:
+                continue
             c = r["curves"][s]
-            ax.plot(c["labels"], c["mean"], style, ms=3, label=s)
+            ax.plot(c["labels"], c["mean"], style, color=colour, ms=3, label=s)
         ax.axhline(r["all_labels_acc"] - 0.01, color="grey", lw=0.8, ls="--", label="all labels - 1 pt")
         ax.set_title(r["dataset"], fontsize=10)
         ax.set_xlabel("labels")
@@ -179,27 +206,29 @@ def plot(results: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _needed(c: dict) -> str:
+    return str(c["labels_needed"] or f">{c['labels'][-1]} ({c['mean'][-1]:.3f})")
+
+
 def report(results: list[dict]) -> None:
     rows = []
     for r in results:
         c = r["curves"]
+        if not c:
+            continue
         worst = min(a - b for a, b in zip(c["suggest"]["mean"], c["random"]["mean"]))
+        at = int(np.argmin([a - b for a, b in zip(c["suggest"]["mean"], c["random"]["mean"])]))
         rows.append(
             [
                 r["dataset"],
                 r["train"],
                 f"{r['all_labels_acc']:.4f}",
                 r["batch"],
-                *(c[s]["labels_needed"] or f">{c[s]['labels'][-1]}" for s in STRATEGIES),
-                f"{100 * worst:+.1f}",
+                *(_needed(c[s]) if s in c else "not run" for s in STRATEGIES),
+                f"{100 * worst:+.1f} ({c['suggest']['labels'][at]} labels)",
             ]
         )
-    print(
-        table(
-            ["dataset", "train", "all labels", "batch", "suggest", "margin", "random", "worst suggest-random (pts)"],
-            rows,
-        )
-    )
+    print(table(["dataset", "train", "all labels", "batch", *STRATEGIES, "worst suggest-random (pts)"], rows))
     rows = []
     for r in results:
         for f, u in r["unlabeled"].items():
@@ -222,8 +251,17 @@ def main() -> None:
     p.add_argument("--datasets", default=",".join(NAMES))
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--start", type=int, default=2, help="labels per class to start from")
-    p.add_argument("--batch", type=int, default=0, help="labels per round (0: 3%% of the training images)")
-    p.add_argument("--rounds", type=int, default=0, help="rounds (0: until 30%% of the training images)")
+    p.add_argument(
+        "--batch", type=int, default=0, help="labels per round (0: 1%% of the training images, >= 2/class, >= 5)"
+    )
+    p.add_argument(
+        "--rounds", type=int, default=0, help="rounds (0: until 30%% of the training images, <= --max-rounds)"
+    )
+    p.add_argument("--max-rounds", type=int, default=25)
+    p.add_argument("--skip-unlabeled", action="store_true", help="only the labelling loop")
+    p.add_argument("--skip-loop", action="store_true", help="only --unlabeled against labelled-only")
+    p.add_argument("--strategies", default=",".join(STRATEGIES))
+    p.add_argument("--fractions", default="0.05,0.1,0.25", help="--unlabeled: fractions of the training labels")
     p.add_argument("--cache", default="/tmp/al_feats")
     p.add_argument("--png", default=None)
     p.add_argument("--json", default=None)
@@ -233,7 +271,11 @@ def main() -> None:
         results = [r for f in args.from_json.split(",") for r in json.loads(Path(f).read_text())]
     else:
         print(machine_line(), flush=True)
-        results = [run(n, args) for n in args.datasets.split(",")]
+        results = []
+        for n in args.datasets.split(","):
+            results.append(run(n, args))
+            if args.json:  # after each dataset: a long run stopped early keeps what it measured
+                Path(args.json).write_text(json.dumps(results, indent=1))
     report(results)
     if args.png:
         plot(results, Path(args.png))

@@ -88,6 +88,40 @@ def test_diverse_picks_spread_over_confusing_groups_and_unknowns_form_a_group() 
     assert len({p.row for p in diverse}) == 10
 
 
+def test_untrusted_model_picks_typical_images_of_clusters_without_a_label() -> None:
+    from graft.suggest.rank import rank_with_model, skill
+
+    X, blob = _blobs([40, 30, 20, 12])
+    labelled = X[blob == 0][:2]  # blob 0 is covered; the rest has no label yet
+    pool = np.concatenate([X[blob == 0][2:], X[blob != 0]])
+    pb = np.concatenate([blob[blob == 0][2:], blob[blob != 0]])
+    probs = np.tile(np.float32([0.9, 0.1]), (len(pool), 1))
+    probs[pb == 0] = [0.52, 0.48]  # a chance-level head: the most "uncertain" images all sit in blob 0
+    assert skill(None, 2) == 0.0 and skill(0.5, 2) == 0.0 and skill(0.75, 2) == 0.5 and skill(1.0, 4) == 1.0
+    cover = rank_with_model(pool, probs, None, 3, "diverse", 0, labeled=labelled, trust=0.0)
+    assert sorted(pb[[p.row for p in cover]]) == [1, 2, 3]  # one typical image of each uncovered blob
+    assert all("no label yet" in p.reason for p in cover)
+    for p in cover:  # the most typical: nearer its blob's centre than most of the blob
+        members = pool[pb == pb[p.row]]
+        d = np.linalg.norm(members - members.mean(0), axis=1)
+        assert np.linalg.norm(pool[p.row] - members.mean(0)) <= np.quantile(d, 0.5)
+    trusted = rank_with_model(pool, probs, None, 3, "diverse", 0, labeled=labelled, trust=1.0)
+    assert set(pb[[p.row for p in trusted]]) == {0} and all(p.reason == "uncertain" for p in trusted)
+    half = rank_with_model(pool, probs, None, 4, "diverse", 0, labeled=labelled, trust=0.5)
+    assert sum("no label yet" in p.reason for p in half) == 2 and len({p.row for p in half}) == 4
+    assert half == rank_with_model(pool, probs, None, 4, "diverse", 0, labeled=labelled, trust=0.5)
+
+
+def test_model_trust_reads_the_heads_cross_validated_accuracy() -> None:
+    from types import SimpleNamespace
+
+    from graft.suggest.core import model_trust
+
+    spec = SimpleNamespace(classes=["a", "b"], training={"head": {"C": 0.1, "cv_accuracy": {"0.1": 0.8, "1.0": 0.9}}})
+    assert model_trust(spec) == pytest.approx(0.6)
+    assert model_trust(SimpleNamespace(classes=["a", "b"], training={})) is None
+
+
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory, synthetic_dataset: Path) -> Path:
     """Unlabelled images: fresh synthetic images, one byte copy, and two copies of labelled training images."""

@@ -20,7 +20,7 @@ from graft.features.unlabeled import embed_paths, file_sha256, find_copies, unla
 from graft.suggest.options import SuggestOptions
 from graft.suggest.rank import Pick, cold_start, rank_with_model
 
-__all__ = ["Suggestions", "suggest"]
+__all__ = ["Suggestions", "model_trust", "suggest"]
 
 #: paths -> (features, paths that decoded, unreadable files)
 _Embed = Callable[[list[str]], tuple[np.ndarray, list[str], list[SkippedFile]]]
@@ -98,10 +98,30 @@ def _model_embedder(model: str | os.PathLike, opts: SuggestOptions) -> tuple[Any
     return pred, embed
 
 
+def model_trust(spec: Any) -> float | None:
+    """The head's chance-corrected cross-validated accuracy at its chosen C (None: not recorded)."""
+    from graft.suggest.rank import skill
+
+    head = (getattr(spec, "training", None) or {}).get("head") or {}
+    scores, C = head.get("cv_accuracy") or {}, head.get("C")
+    acc = scores.get(str(C)) if C is not None else None
+    if acc is None:
+        acc = next((v for k, v in scores.items() if _same_float(k, C)), None)
+    return None if acc is None else skill(float(acc), len(spec.classes))
+
+
+def _same_float(key: str, value: Any) -> bool:
+    try:
+        return value is not None and float(key) == float(value)
+    except ValueError:
+        return False
+
+
 def _exclude(
     X: np.ndarray, paths: list[str], embed: _Embed, opts: SuggestOptions, root: Path
-) -> tuple[np.ndarray, dict[str, int]]:
-    """Mask of pool rows to keep: not labelled already, not a copy of a labelled image or of an earlier pool image."""
+) -> tuple[np.ndarray, dict[str, int], np.ndarray]:
+    """(mask of pool rows to keep, counts, labelled features): keep rows not labelled already, not a copy of
+    a labelled image or of an earlier pool image."""
     ref = _labeled_paths(opts.labeled, root)
     real = {os.path.realpath(p) for p in ref}
     same_path = np.array([os.path.realpath(p) in real for p in paths], bool)
@@ -110,7 +130,7 @@ def _exclude(
     drop = same_path | copies.any
     counts = {"already_labeled": int(same_path.sum())}
     counts.update(copies.counts())
-    return ~drop, counts
+    return ~drop, counts, X_ref
 
 
 def suggest(
@@ -142,7 +162,7 @@ def suggest(
             return embed_paths(p, bb, opts.embed)
 
     X, ok, failed = embed(paths)
-    keep, counts = _exclude(X, ok, embed, opts, root)
+    keep, counts, X_lab = _exclude(X, ok, embed, opts, root)
     X, ok = X[keep], [p for p, k in zip(ok, keep) if k]
     counts = {"images": len(paths), "unreadable": len(failed), **counts, "candidates": len(ok)}
     if not ok:
@@ -152,7 +172,8 @@ def suggest(
     out = pred.outputs_of_features(X)
     t = pred.ood_threshold
     unknown = None if out.ood is None or t is None else out.ood > t
-    picks = rank_with_model(X, out.probs, unknown, opts.n, opts.strategy, opts.seed)
+    trust = model_trust(pred.spec)
+    picks = rank_with_model(X, out.probs, unknown, opts.n, opts.strategy, opts.seed, X_lab, trust)
     rows = _rows(root, ok, picks, out.probs, pred.classes)
     return Suggestions(root, rows, opts.strategy, list(pred.classes), counts, failed)
 

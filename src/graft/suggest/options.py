@@ -21,10 +21,12 @@ class SuggestOptions:
 
     Attributes:
         n: how many images to suggest.
-        strategy: with a model, one of :data:`~graft.suggest.rank.STRATEGIES` (``diverse``: uncertainty
-            balanced with diversity; the others are the baselines the bench compares it with).
+        strategy: with a model, one of :data:`~graft.suggest.rank.STRATEGIES` (``diverse``: coverage
+            of uncovered clusters blended with uncertainty balanced with diversity, by the head's
+            cross-validated skill; the others are the baselines the bench compares it with).
         seed: k-means and random draws (the same seed gives the same suggestions).
-        labeled: folders or manifests of images already labelled: they and their copies are left out.
+        labeled: folders or manifests of images already labelled: they and their copies are left out,
+            and their clusters count as covered.
         near_copy_cos: centred feature cosine at or above which an image counts as a copy.
         backbone: the backbone of a cold start (no model); with a model, None or the model's own.
         embed: how images are embedded (device, precision, the feature cache).

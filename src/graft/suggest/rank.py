@@ -3,13 +3,19 @@
 * Cold start (no model): k-means on the centred, unit-length features into as many clusters as
   images wanted; each cluster's most typical image (nearest its centre) comes first, clusters
   largest first, and no cluster gets a second pick before every cluster has its first.
-* With a model (:data:`STRATEGIES`):
-  ``diverse`` (default) is weighted k-means over the most uncertain images (Zhdanov 2019,
-  "Diverse mini-batch active learning"): keep the ``PREFILTER`` x n images of lowest margin, cluster
-  them into n groups weighting each image by its uncertainty, take the image nearest each centre.
-  Uncertainty decides *where* to look, the clustering that no two picks are near-copies of one
-  confusing image. ``margin`` is plain uncertainty (the n smallest margins), ``random`` a seeded
-  draw: the baselines of ``bench/active_learning.py``.
+* With a model (:data:`STRATEGIES`), ``diverse`` (default) blends two rankings by how much the
+  model's uncertainty can be trusted, its *skill*: the out-of-fold (cross-validated) accuracy of
+  the head on its own labelled images, chance-corrected, ``(acc - 1/k) / (1 - 1/k)`` in [0, 1]
+  (0 where there were too few labels to cross-validate). A share ``skill`` of the picks is
+  uncertainty-weighted diversity (Zhdanov 2019, "Diverse mini-batch active learning"): keep the
+  ``PREFILTER`` x n images of lowest margin, cluster them into as many groups weighting each image
+  by its uncertainty, take the image nearest each centre. The rest is coverage (TypiClust, Hacohen
+  et al. 2022, "Active learning on a budget"): k-means of labelled and unlabelled images into
+  ``|labelled| + m`` clusters, the most typical image (densest neighbourhood) of the largest
+  clusters holding no labelled image. A head that is barely better than chance out of fold gets
+  its picks by coverage, where uncertainty sampling is known to lose to random choice; a skilled
+  one by uncertainty, where it wins. ``margin`` is plain uncertainty (the n smallest margins),
+  ``random`` a seeded draw: the baselines of ``bench/active_learning.py``.
 * Images the model calls "unknown" (OOD score over its threshold) whose nearest neighbours are
   mostly unknown too form groups (connected components of that neighbour graph): a class the
   model has never seen. Each group of at least :data:`MIN_GROUP` images gets one pick, its most
@@ -24,12 +30,25 @@ import numpy as np
 
 from graft.features.unlabeled import unit_centred
 
-__all__ = ["MIN_GROUP", "PREFILTER", "STRATEGIES", "Pick", "cold_start", "margins", "rank_with_model", "unknown_groups"]
+__all__ = [
+    "MIN_GROUP",
+    "PREFILTER",
+    "STRATEGIES",
+    "Pick",
+    "cold_start",
+    "margins",
+    "rank_with_model",
+    "skill",
+    "typical_uncovered",
+    "unknown_groups",
+]
 
 STRATEGIES = ("diverse", "margin", "random")
 PREFILTER = 10  # diverse: cluster the PREFILTER * n most uncertain images (Zhdanov's beta)
 MIN_GROUP = 3  # unknown images that cluster: at least this many
 _NEIGHBOURS = 5  # neighbours looked at to call an unknown image "clustered"
+_TYPICAL_K = 20  # TypiClust: typicality = 1 / mean distance to this many neighbours in the cluster
+_MAX_CLUSTERS = 500  # TypiClust's cap on |labelled| + m clusters
 
 
 @dataclass(frozen=True)
@@ -61,7 +80,13 @@ def _kmeans(Z: np.ndarray, k: int, seed: int, weights: np.ndarray | None = None)
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):
-        km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(Z, sample_weight=weights)
+        if k > 50:  # as TypiClust: mini-batch k-means where clusters are many (seconds, not minutes)
+            from sklearn.cluster import MiniBatchKMeans
+
+            km = MiniBatchKMeans(n_clusters=k, n_init=3, random_state=seed, batch_size=2048)
+            km.fit(Z, sample_weight=weights)
+        else:
+            km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(Z, sample_weight=weights)
     d2 = ((Z - km.cluster_centers_[km.labels_]) ** 2).sum(1)
     return km.labels_.astype(np.int64), d2
 
@@ -124,6 +149,57 @@ def _most_typical(Z: np.ndarray, rows: np.ndarray) -> int:
     return int(rows[np.argmax(Z[rows] @ centre)])
 
 
+def skill(oof_accuracy: float | None, n_classes: int) -> float:
+    """Chance-corrected out-of-fold accuracy in [0, 1]: how far the model's uncertainty can be trusted."""
+    if oof_accuracy is None or n_classes < 2:
+        return 0.0
+    chance = 1.0 / n_classes
+    return float(np.clip((oof_accuracy - chance) / (1.0 - chance), 0.0, 1.0))
+
+
+def _typicality(Z: np.ndarray) -> np.ndarray:
+    """1 / mean distance to the nearest ``_TYPICAL_K`` other rows (TypiClust's density)."""
+    if len(Z) < 2:
+        return np.ones(len(Z))
+    d = np.sqrt(np.maximum(2.0 - 2.0 * (Z @ Z.T), 0.0))  # unit rows: Euclidean from the cosine
+    np.fill_diagonal(d, np.inf)
+    k = min(_TYPICAL_K, len(Z) - 1)
+    return 1.0 / (np.sort(d, 1)[:, :k].mean(1) + 1e-8)
+
+
+def typical_uncovered(Z: np.ndarray, Z_lab: np.ndarray, m: int, seed: int) -> list[tuple[int, int]]:
+    """TypiClust: ``m`` (row, cluster size) picks, the most typical row of the largest clusters without a label.
+
+    ``Z`` (pool) and ``Z_lab`` (labelled) are unit-length rows centred alike. Clusters: k-means of
+    both into ``len(Z_lab) + m`` groups (at most :data:`_MAX_CLUSTERS`). Where fewer uncovered
+    clusters than ``m`` exist, the largest clusters give a second typical row, and so on.
+    """
+    m = min(int(m), len(Z))
+    if m <= 0:
+        return []
+    both = np.concatenate([Z, Z_lab]) if len(Z_lab) else Z
+    k = max(1, min(len(Z_lab) + m, _MAX_CLUSTERS, len(both)))
+    labels = _kmeans(both, k, seed)[0] if k > 1 else np.zeros(len(both), np.int64)
+    pool_labels, covered = labels[: len(Z)], set(labels[len(Z) :].tolist())
+    sizes = np.bincount(labels, minlength=k)
+    # uncovered clusters first, then the largest
+    order = sorted(range(k), key=lambda c: (c in covered, -sizes[c], c))
+    members = {}
+    for c in order:
+        rows = np.flatnonzero(pool_labels == c)
+        if len(rows):
+            # both[labels == c] lists the pool rows first (Z comes first in ``both``), in row order
+            members[c] = rows[np.argsort(-_typicality(both[labels == c])[: len(rows)], kind="stable")]
+    picks: list[tuple[int, int]] = []
+    depth = 0
+    while len(picks) < m:
+        for c in members:
+            if depth < len(members[c]) and len(picks) < m:
+                picks.append((int(members[c][depth]), int(sizes[c])))
+        depth += 1
+    return picks
+
+
 def _by_model(Z: np.ndarray, unc: np.ndarray, n: int, strategy: str, seed: int) -> list[int]:
     """Rows (most uncertain first) chosen by ``strategy`` among all of ``Z``."""
     if strategy == "random":
@@ -138,11 +214,24 @@ def _by_model(Z: np.ndarray, unc: np.ndarray, n: int, strategy: str, seed: int) 
 
 
 def rank_with_model(
-    X: np.ndarray, probs: np.ndarray, unknown: np.ndarray | None, n: int, strategy: str = "diverse", seed: int = 0
+    X: np.ndarray,
+    probs: np.ndarray,
+    unknown: np.ndarray | None,
+    n: int,
+    strategy: str = "diverse",
+    seed: int = 0,
+    labeled: np.ndarray | None = None,
+    trust: float | None = None,
 ) -> list[Pick]:
-    """``n`` picks from a model's probabilities: unknown groups first (at most n/5), then by ``strategy``."""
+    """``n`` picks from a model's probabilities: unknown groups first (at most n/5), then by ``strategy``.
+
+    ``labeled``: features of the images labelled already (coverage counts their clusters as
+    covered). ``trust``: the model's :func:`skill` (``diverse``: the share of uncertainty picks;
+    None: all of them, as without any estimate of it).
+    """
     n = min(int(n), len(X))
-    Z = unit_centred(X)
+    mean = np.asarray(X, np.float64).mean(0)
+    Z = unit_centred(X, mean)
     unc = 1.0 - margins(probs)
     picks: list[Pick] = []
     taken: set[int] = set()
@@ -153,6 +242,18 @@ def rank_with_model(
             picks.append(Pick(i, 1.0 + len(rows) / len(X), why, -2 - g, len(rows)))
             taken.add(i)
     rest = np.array([i for i in range(len(X)) if i not in taken], np.int64)
+    want = n - len(picks)
+    if want <= 0 or not len(rest):
+        return picks
+    n_cover = 0 if strategy != "diverse" or trust is None else int(round(want * (1.0 - trust)))
+    if n_cover:
+        Z_lab = unit_centred(labeled, mean) if labeled is not None else np.zeros((0, Z.shape[1]), np.float32)
+        for i, size in typical_uncovered(Z[rest], Z_lab, n_cover, seed):
+            r = int(rest[i])
+            why = f"typical of a cluster of {size} images with no label yet (the model is not yet trusted)"
+            picks.append(Pick(r, float(unc[r]), why))
+            taken.add(r)
+        rest = np.array([i for i in rest if i not in taken], np.int64)
     if len(picks) < n and len(rest):
         for i in _by_model(Z[rest], unc[rest], n - len(picks), strategy, seed):
             r = int(rest[i])
