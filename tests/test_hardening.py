@@ -396,7 +396,8 @@ def test_inputs_that_used_to_print_tracebacks(
     cases = [
         (["train", synthetic_dataset, "--backbone", TINY_BACKBONE, "--weights", empty, "--out", tmp_path / "r1"], 3),
         (_train_args(synthetic_dataset, a_file, tiny_weights), 2),
-        (["export", tiny_model_dir, "--out", tmp_path], 2),
+        (["export", tiny_model_dir, "--out", a_file / "m.onnx", "--quiet"], 1),  # a file where --out needs a folder
+        (["export", tiny_model_dir, "--format", "openvino", "--out", a_file / "m.xml", "--quiet"], 1),
         (["evaluate", tiny_model_dir, nothing], 2),
     ]
     for args, want in cases:

@@ -22,6 +22,7 @@ __all__ = [
     "write_json",
     "replace_dir",
     "atomic_dir",
+    "make_folder",
     "storage_error",
     "storage_errors",
     "STORAGE_ERRNOS",
@@ -148,6 +149,19 @@ def storage_errors(folder: str | os.PathLike, setting: str = "") -> Iterator[Non
         if isinstance(e, StorageError) or e.errno not in STORAGE_ERRNOS:
             raise
         raise storage_error(e, folder, setting) from None
+
+
+def make_folder(folder: str | os.PathLike, setting: str = "") -> Path:
+    """``mkdir -p folder`` with one line where it cannot be made: a file in the way, or a full,
+    read-only or forbidden disk (:class:`StorageError` naming the folder and ``setting``)."""
+    folder = Path(folder)
+    with storage_errors(folder, setting):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            fix = f"choose another {setting}" if setting else "use another folder"
+            raise StorageError(f"cannot write to {folder}: a file is in the way of that folder; {fix}") from None
+    return folder
 
 
 @contextmanager

@@ -124,10 +124,11 @@ def _load(model_dir: str | os.PathLike, out: Path, say: Callable[[str], None]) -
     """(the model, on the CPU; its recorded training data folder, where it still exists); then ``out``'s
     folder is made (only once the model has loaded: a bad model leaves no empty folder behind)."""
     from graft.artifact.model_dir import load_model
+    from graft.fileio import make_folder
 
     say(f"loading {model_dir}")
     lm = load_model(model_dir, device="cpu")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(out.parent, "--out")
     return lm, checks.training_data_dir(lm.path, lm.config)
 
 

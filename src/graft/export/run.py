@@ -26,6 +26,7 @@ from graft.export.registry import (
     require,
 )
 from graft.export.verify import FormatReport, int8_comparison, parity, size_of
+from graft.fileio import make_folder
 
 __all__ = ["ExportOptions", "ExportResult", "export_formats", "default_out", "onnx_destination"]
 
@@ -91,7 +92,7 @@ def onnx_destination(model_dir: str | os.PathLike, out: str | os.PathLike | None
 
 def _place(src: Path, dst: Path) -> None:
     """Move a verified export into place (an OpenVINO .xml takes its .bin along; a folder replaces a previous export)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(dst.parent, "--out")
     if src.is_dir():
         if dst.exists():
             if not (dst.suffix == ".mlpackage" or (dst / "graft-web.js").is_file()):
@@ -203,7 +204,7 @@ def export_formats(
     lm = load_model(model_dir, device="cpu")
     dests = _destinations(lm.path, Path(out) if out is not None else None, fmts, options.int8)
     folder = next(iter(dests.values())).parent if dests else Path(".")
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder, "--out")
     reports = []
     with tempfile.TemporaryDirectory(prefix=".graft-export-", dir=folder) as tmp:
         check = [str(p) for p in options.check_dirs] if options.check_dirs else None

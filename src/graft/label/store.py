@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from graft.exceptions import DataError
-from graft.fileio import atomic_write_text
+from graft.fileio import atomic_write_text, make_folder
 
 __all__ = ["AnswerStore", "HEADER", "check_classes"]
 
@@ -48,7 +48,7 @@ class AnswerStore:
         if self.path.exists() and self.path.stat().st_size:
             self._read()
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_folder(self.path.parent, "--out")
             atomic_write_text(self.path, ",".join(HEADER) + "\n")
 
     def _read(self) -> None:
