@@ -41,7 +41,8 @@ def create() -> Path:
     d = env_dir()
     subprocess.run([sys.executable, "-m", "venv", str(d)], check=True)
     py = env_python()
-    assert py is not None
+    if py is None:
+        raise OSError(f"creating the LiteRT environment in {d} left no python in it; remove {d} and run again")
     site = subprocess.run(
         [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         check=True,

@@ -78,7 +78,8 @@ def parity(job: ExportJob, built: Built, *, strict: bool) -> tuple[float, float,
     Raises:
         ExportError: (``strict``, fp32) agreement under :data:`MIN_AGREEMENT` or a difference over the tolerance.
     """
-    assert built.predict is not None
+    if built.predict is None:  # a format verified by inspection never reaches here
+        raise ExportError(f"{built.path.name} cannot be run here; it is verified by inspection only")
     imgs = job.parity
     job.say(f"running {built.path.name} on {len(imgs.batch)} {imgs.source} images")
     got = np.asarray(built.predict(imgs.batch), np.float32)

@@ -270,7 +270,8 @@ def _climb_rungs(
     won; each rung's epochs are appended to ``history``. Time the rungs leave goes to
     :data:`MORE` while an epoch of it fits.
     """
-    assert state.estimate is not None
+    if state.estimate is None:  # climb() plans (or reads the plan back) before any rung
+        raise RuntimeError("the ladder climbs only after its plan is made")
     table, first = rows
     costs, epochs, val_cost, finish, _lines = state.estimate
     costs[MORE.name] = costs["top"]
