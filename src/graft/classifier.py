@@ -199,6 +199,11 @@ class Classifier(Estimator):
             )
         self.device_ = resolve_device(self.device)
         st = stage_one(data, self._fit_options(), self._embed_options(), progress=self._progress(), unlabeled=unlabeled)
+        if self.features == "wide":  # the other offline backbones' features beside stage 1's (graft.features.wide)
+            from graft.training.fit.wide import wide_stage_one
+
+            cw = self.class_weight == "balanced"
+            st = wide_stage_one(st, self._embed_options(), balanced=cw, seed=self.seed, progress=self._progress())
         emb, head = st.embedded, st.head
         self.data_ = st.data
         self.classes_ = list(st.data.classes)

@@ -183,12 +183,7 @@ def stage_one(
     emb.backbone_info["feature_taps"] = list(choice.taps)
     timings = {"scan": t0 - t_start, **emb.timings, "head": st.seconds, "ood": time.perf_counter() - t1}
     timings["fit"] = time.perf_counter() - t_start
-    result = StageOne(emb.data, emb, st, net, timings, ood_info(ood), train)
-    if head.features == "wide":  # the other offline backbones' features beside these (graft.features.wide)
-        from graft.training.fit.wide import wide_stage_one
-
-        return wide_stage_one(result, embed, balanced=head.class_weight == "balanced", seed=seed, progress=prog)
-    return result
+    return StageOne(emb.data, emb, st, net, timings, ood_info(ood), train)
 
 
 def _warn_imbalance(data: Any, class_weight: str | None, prog: Progress) -> None:
