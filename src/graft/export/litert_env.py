@@ -17,7 +17,7 @@ from pathlib import Path
 
 from graft.config import graft_home
 
-__all__ = ["LITERT_TORCH", "env_python", "setup_command", "create"]
+__all__ = ["LITERT_TORCH", "env_python", "setup_command", "create", "link"]
 
 LITERT_TORCH = "litert-torch==0.10.0"
 
@@ -36,13 +36,13 @@ def setup_command() -> str:
     return f"{Path(sys.executable).name} -m graft.export.litert_env"
 
 
-def create() -> Path:
-    """Create the environment (a venv whose ``.pth`` points at graft's site-packages) and install litert-torch."""
-    d = env_dir()
-    subprocess.run([sys.executable, "-m", "venv", str(d)], check=True)
-    py = env_python()
-    if py is None:
-        raise OSError(f"creating the LiteRT environment in {d} left no python in it; remove {d} and run again")
+def link(py: Path) -> None:
+    """Point the environment's ``.pth`` at the site-packages of the graft running now.
+
+    Done before every conversion, not only at creation: the environment lives in GRAFT_HOME and
+    outlives the graft environment that made it (a moved or re-created venv, a second checkout),
+    and a stale path would leave the converter without torch.
+    """
     site = subprocess.run(
         [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         check=True,
@@ -50,7 +50,19 @@ def create() -> Path:
         text=True,
     ).stdout.strip()
     # after its own site-packages: its pinned copies win, torch/timm/graft come from graft's environment
-    (Path(site) / "zz_graft_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    pth, line = Path(site) / "zz_graft_env.pth", sysconfig.get_paths()["purelib"] + "\n"
+    if not pth.is_file() or pth.read_text() != line:
+        pth.write_text(line)
+
+
+def create() -> Path:
+    """Create the environment (a venv whose ``.pth`` points at graft's site-packages) and install litert-torch."""
+    d = env_dir()
+    subprocess.run([sys.executable, "-m", "venv", str(d)], check=True)
+    py = env_python()
+    if py is None:
+        raise OSError(f"creating the LiteRT environment in {d} left no python in it; remove {d} and run again")
+    link(py)
     subprocess.run([str(py), "-m", "pip", "install", "-q", LITERT_TORCH], check=True)
     return d
 

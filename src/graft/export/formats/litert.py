@@ -34,7 +34,7 @@ def read_litert(path: Path) -> dict[str, Any]:
         return dict(json.loads(z.read("graft_config.json")))
 
 
-def _convert(job: ExportJob, dst: Path) -> None:
+def _convert(job: ExportJob, dst: Path, calib: str | None) -> None:
     try:
         import litert_torch  # noqa: F401
     except ImportError:
@@ -46,9 +46,10 @@ def _convert(job: ExportJob, dst: Path) -> None:
                 "--format litert converts with litert-torch, which conflicts with graft's packages; create its "
                 f"environment once (about 900 MB) with: {litert_env.setup_command()}"
             ) from None
+        litert_env.link(py)
         src = str(Path(__file__).resolve().parents[3])  # graft's own source, first on the subprocess's path
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-        cmd = [str(py), "-m", "graft.export.litert_convert", str(job.lm.path), str(dst)]
+        cmd = [str(py), "-m", "graft.export.litert_convert", str(job.lm.path), str(dst), *([calib] if calib else [])]
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if r.returncode != 0 or not dst.is_file():
             tail = (r.stderr.strip().splitlines() or ["no output"])[-1]
@@ -56,7 +57,7 @@ def _convert(job: ExportJob, dst: Path) -> None:
         return
     from graft.export.litert_convert import convert
 
-    convert(str(job.lm.path), str(dst))
+    convert(str(job.lm.path), str(dst), calib)
 
 
 def _append_files(path: Path, files: dict[str, str]) -> None:
@@ -74,15 +75,25 @@ def _append_files(path: Path, files: dict[str, str]) -> None:
     extra="litert",
     requires=("ai_edge_litert",),
     verified_by="running",
-    int8="",
+    int8="litert-torch PT2E int8 (static, per-channel weights, calibrated on training images)",
     reader=read_litert,
 )
 def write_litert(job: ExportJob, dst: Path, int8: bool) -> Built:
     from ai_edge_litert.interpreter import Interpreter
 
-    job.say("converting with litert-torch")
-    _convert(job, dst)
-    doc = metadata_document(job.spec, "litert")
+    calib = None
+    if int8:
+        if not len(job.calibration):
+            raise ExportError(
+                f"--int8 for litert calibrates on training images, and {job.lm.path}'s training data "
+                "folder was not found (it is recorded in the run folder's run.json)"
+            )
+        calib = str(job.tmp / "litert-calibration.npy")
+        np.save(calib, to_pixels(job.calibration, job.pre).astype(np.float32), allow_pickle=False)
+    job.say("converting with litert-torch" + (" (int8)" if int8 else ""))
+    _convert(job, dst, calib)
+    quant = "int8-static" if int8 else None
+    doc = metadata_document(job.spec, "litert", quantization=quant)
     doc["outputs"] = ["logits", "probabilities"]
     _append_files(dst, {"graft_config.json": json.dumps(doc), "labels.txt": "\n".join(job.spec.classes) + "\n"})
     interp = Interpreter(model_path=str(dst))
@@ -102,4 +113,4 @@ def write_litert(job: ExportJob, dst: Path, int8: bool) -> Built:
     notes = ["no OOD output: LiteRT cannot run the OOD score's top-k, so this file never says 'unknown'"]
     if sys.platform != "linux":  # pragma: no cover
         notes.append("verified with the LiteRT runtime of this OS")
-    return Built(dst, read_litert(dst), predict, notes=notes)
+    return Built(dst, read_litert(dst), predict, quantization=quant, notes=notes)
