@@ -82,7 +82,7 @@ def _oof_trust(fit, k: int) -> float:
 
     if fit.oof_logits is None:
         return skill(None, k)
-    return skill(float((fit.oof_logits.argmax(1) == fit.oof_labels).mean()), k)
+    return skill(float((fit.oof_logits.argmax(1) == fit.oof_labels).mean()), k, len(fit.oof_labels))
 
 
 def simulate(

@@ -71,7 +71,8 @@ def test_a_rung_left_out_of_the_plan_comes_back_when_an_earlier_one_stopped_earl
     assert epochs_now(1, 6, top, 25.0) == 4  # or what of it still fits: 10 + 10 + 2 + 2 s
     assert epochs_now(2, 0, whole, 59.0) == 0  # left out, and 2 epochs still do not fit
     assert epochs_now(2, 0, whole, 95.0) == 3  # left out, but "top" stopped early: back in
-    assert epochs_now(2, 4, whole, 40.0) == 1  # planned: runs what fits, even one epoch
+    assert epochs_now(2, 4, whole, 40.0) == 0  # planned, but one epoch is all that fits now: skipped
+    assert epochs_now(2, 4, whole, 65.0) == 2
     assert epochs_now(2, 4, whole, 10_000.0) == 12  # planned: up to its cap
 
 

@@ -98,6 +98,8 @@ def test_untrusted_model_picks_typical_images_of_clusters_without_a_label() -> N
     probs = np.tile(np.float32([0.9, 0.1]), (len(pool), 1))
     probs[pb == 0] = [0.52, 0.48]  # a chance-level head: the most "uncertain" images all sit in blob 0
     assert skill(None, 2) == 0.0 and skill(0.5, 2) == 0.0 and skill(0.75, 2) == 0.5 and skill(1.0, 4) == 1.0
+    # measured on few images, a perfect score is trusted little; on many, nearly fully
+    assert skill(1.0, 2, 4) < 0.05 and 0.7 < skill(1.0, 2, 24) < 0.75 and skill(1.0, 2, 400) > 0.98
     cover = rank_with_model(pool, probs, None, 3, "diverse", 0, labeled=labelled, trust=0.0)
     assert sorted(pb[[p.row for p in cover]]) == [1, 2, 3]  # one typical image of each uncovered blob
     assert all("no label yet" in p.reason for p in cover)
@@ -112,6 +114,20 @@ def test_untrusted_model_picks_typical_images_of_clusters_without_a_label() -> N
     assert half == rank_with_model(pool, probs, None, 4, "diverse", 0, labeled=labelled, trust=0.5)
 
 
+def test_coverage_page_takes_each_predicted_class_in_turn() -> None:
+    from graft.suggest.rank import rank_with_model
+
+    X, blob = _blobs([60, 50, 40, 15, 12])
+    probs = np.tile(np.float32([0.8, 0.2]), (len(X), 1))
+    probs[blob >= 3] = [0.2, 0.8]  # the three largest clusters are all predicted class 0
+    page = rank_with_model(X, probs, None, 4, "diverse", 0, labeled=None, trust=0.0)
+    assert sorted(probs[[p.row for p in page]].argmax(1).tolist()) == [0, 0, 1, 1]  # not [0, 0, 0, 1]
+    assert len({p.row for p in page}) == 4
+    one_class = np.tile(np.float32([0.8, 0.2]), (len(X), 1))
+    plain = rank_with_model(X, one_class, None, 4, "diverse", 0, labeled=None, trust=0.0)
+    assert (blob[[p.row for p in plain]] <= 2).sum() == 3  # one predicted class: coverage's own order
+
+
 def test_model_trust_reads_the_heads_cross_validated_accuracy() -> None:
     from types import SimpleNamespace
 
@@ -119,6 +135,10 @@ def test_model_trust_reads_the_heads_cross_validated_accuracy() -> None:
 
     spec = SimpleNamespace(classes=["a", "b"], training={"head": {"C": 0.1, "cv_accuracy": {"0.1": 0.8, "1.0": 0.9}}})
     assert model_trust(spec) == pytest.approx(0.6)
+    few = SimpleNamespace(
+        classes=["a", "b"], training={"head": {"C": 1.0, "cv_accuracy": {"1.0": 1.0}, "cv_images": 4}}
+    )
+    assert model_trust(few) is not None and model_trust(few) < 0.05  # 4 of 4 right is little evidence
     assert model_trust(SimpleNamespace(classes=["a", "b"], training={})) is None
 
 

@@ -107,7 +107,8 @@ def model_trust(spec: Any) -> float | None:
     acc = scores.get(str(C)) if C is not None else None
     if acc is None:
         acc = next((v for k, v in scores.items() if _same_float(k, C)), None)
-    return None if acc is None else skill(float(acc), len(spec.classes))
+    n = head.get("cv_images")
+    return None if acc is None else skill(float(acc), len(spec.classes), int(n) if n else None)
 
 
 def _same_float(key: str, value: Any) -> bool:

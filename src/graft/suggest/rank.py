@@ -6,13 +6,15 @@
 * With a model (:data:`STRATEGIES`), ``diverse`` (default) blends two rankings by how much the
   model's uncertainty can be trusted, its *skill*: the out-of-fold (cross-validated) accuracy of
   the head on its own labelled images, chance-corrected, ``(acc - 1/k) / (1 - 1/k)`` in [0, 1]
-  (0 where there were too few labels to cross-validate). A share ``skill`` of the picks is
+  (0 where there were too few labels to cross-validate; the lower end of its 95% interval where
+  the number of images it was measured on is known). A share ``skill`` of the picks is
   uncertainty-weighted diversity (Zhdanov 2019, "Diverse mini-batch active learning"): keep the
   ``PREFILTER`` x n images of lowest margin, cluster them into as many groups weighting each image
   by its uncertainty, take the image nearest each centre. The rest is coverage (TypiClust, Hacohen
   et al. 2022, "Active learning on a budget"): k-means of labelled and unlabelled images into
   ``|labelled| + m`` clusters, the most typical image (densest neighbourhood) of the largest
-  clusters holding no labelled image. A head that is barely better than chance out of fold gets
+  clusters holding no labelled image, taken in turn from each class the model predicts for them
+  (so a page is not all one class where the largest clusters are). A head that is barely better than chance out of fold gets
   its picks by coverage, where uncertainty sampling is known to lose to random choice; a skilled
   one by uncertainty, where it wins. ``margin`` is plain uncertainty (the n smallest margins),
   ``random`` a seeded draw: the baselines of ``bench/active_learning.py``.
@@ -149,12 +151,25 @@ def _most_typical(Z: np.ndarray, rows: np.ndarray) -> int:
     return int(rows[np.argmax(Z[rows] @ centre)])
 
 
-def skill(oof_accuracy: float | None, n_classes: int) -> float:
-    """Chance-corrected out-of-fold accuracy in [0, 1]: how far the model's uncertainty can be trusted."""
+def skill(oof_accuracy: float | None, n_classes: int, n_images: int | None = None) -> float:
+    """Chance-corrected out-of-fold accuracy in [0, 1]: how far the model's uncertainty can be trusted.
+
+    ``n_images``: how many images the accuracy was measured on. The accuracy used is then the
+    lower end of its 95% Wilson interval (scipy's ``binomtest``), so that a head right on 4 of 4
+    images (a 2-class head from two labels each) is not trusted like one right on 400: its
+    uncertainty then points anywhere near a boundary it has barely seen (bench: such a page was 17
+    dogs and 3 cats, and the next head fell from 0.94 to 0.88).
+    """
     if oof_accuracy is None or n_classes < 2:
         return 0.0
+    acc = float(oof_accuracy)
+    if n_images:
+        from scipy.stats import binomtest
+
+        k = int(round(min(max(acc, 0.0), 1.0) * n_images))
+        acc = float(binomtest(k, int(n_images)).proportion_ci(0.95, method="wilson").low)
     chance = 1.0 / n_classes
-    return float(np.clip((oof_accuracy - chance) / (1.0 - chance), 0.0, 1.0))
+    return float(np.clip((acc - chance) / (1.0 - chance), 0.0, 1.0))
 
 
 def _typicality(Z: np.ndarray) -> np.ndarray:
@@ -167,12 +182,15 @@ def _typicality(Z: np.ndarray) -> np.ndarray:
     return 1.0 / (np.sort(d, 1)[:, :k].mean(1) + 1e-8)
 
 
-def typical_uncovered(Z: np.ndarray, Z_lab: np.ndarray, m: int, seed: int) -> list[tuple[int, int]]:
+def typical_uncovered(
+    Z: np.ndarray, Z_lab: np.ndarray, m: int, seed: int, predicted: np.ndarray | None = None
+) -> list[tuple[int, int]]:
     """TypiClust: ``m`` (row, cluster size) picks, the most typical row of the largest clusters without a label.
 
     ``Z`` (pool) and ``Z_lab`` (labelled) are unit-length rows centred alike. Clusters: k-means of
     both into ``len(Z_lab) + m`` groups (at most :data:`_MAX_CLUSTERS`). Where fewer uncovered
     clusters than ``m`` exist, the largest clusters give a second typical row, and so on.
+    ``predicted`` (a model's class per pool row): the picks are balanced over it (:func:`_balanced`).
     """
     m = min(int(m), len(Z))
     if m <= 0:
@@ -190,14 +208,42 @@ def typical_uncovered(Z: np.ndarray, Z_lab: np.ndarray, m: int, seed: int) -> li
         if len(rows):
             # both[labels == c] lists the pool rows first (Z comes first in ``both``), in row order
             members[c] = rows[np.argsort(-_typicality(both[labels == c])[: len(rows)], kind="stable")]
+    # every cluster's first pick (in cluster order), then every cluster's second, ...
+    want = m if predicted is None else len(Z)
     picks: list[tuple[int, int]] = []
     depth = 0
-    while len(picks) < m:
+    while len(picks) < want:
         for c in members:
-            if depth < len(members[c]) and len(picks) < m:
+            if depth < len(members[c]) and len(picks) < want:
                 picks.append((int(members[c][depth]), int(sizes[c])))
         depth += 1
-    return picks
+    return picks if predicted is None else _balanced(picks, predicted, m)
+
+
+def _balanced(ranked: list[tuple[int, int]], predicted: np.ndarray, m: int) -> list[tuple[int, int]]:
+    """``m`` of ``ranked`` (best first), taken in turn from each predicted class, fewest picks first.
+
+    Coverage alone follows the clusters, and on two well-separated classes the largest clusters
+    can all sit in one of them: a page of typical images of one class, and a head that then leans
+    that way. Taking the next-best pick of the class with the fewest picks so far keeps the page
+    as balanced as the pool allows while keeping coverage's order within each class.
+    """
+    queues: dict[int, list[tuple[int, int]]] = {}
+    for pick in ranked:
+        queues.setdefault(int(predicted[pick[0]]), []).append(pick)
+    counts = dict.fromkeys(queues, 0)
+    heads = dict.fromkeys(queues, 0)
+    out: list[tuple[int, int]] = []
+    position = {pick[0]: i for i, pick in enumerate(ranked)}
+    while len(out) < m:
+        open_ = [c for c in queues if heads[c] < len(queues[c])]
+        if not open_:
+            break
+        c = min(open_, key=lambda k: (counts[k], position[queues[k][heads[k]][0]]))
+        out.append(queues[c][heads[c]])
+        heads[c] += 1
+        counts[c] += 1
+    return out
 
 
 def _by_model(Z: np.ndarray, unc: np.ndarray, n: int, strategy: str, seed: int) -> list[int]:
@@ -248,7 +294,8 @@ def rank_with_model(
     n_cover = 0 if strategy != "diverse" or trust is None else int(round(want * (1.0 - trust)))
     if n_cover:
         Z_lab = unit_centred(labeled, mean) if labeled is not None else np.zeros((0, Z.shape[1]), np.float32)
-        for i, size in typical_uncovered(Z[rest], Z_lab, n_cover, seed):
+        predicted = np.asarray(probs).argmax(1)[rest]
+        for i, size in typical_uncovered(Z[rest], Z_lab, n_cover, seed, predicted):
             r = int(rest[i])
             why = f"typical of a cluster of {size} images with no label yet (the model is not yet trusted)"
             picks.append(Pick(r, float(unc[r]), why))

@@ -73,6 +73,8 @@ def train_head(
             lin.weight.copy_(torch.from_numpy(fit.weight / t))
             lin.bias.copy_(torch.from_numpy(fit.bias / t))
         info.update(C=fit.C, temperature=t, cv_accuracy={str(k): v for k, v in fit.cv_scores.items()})
+        if fit.oof_labels is not None:  # how many images the CV accuracy stands on (graft suggest's trust)
+            info["cv_images"] = int(len(np.unique(train.groups)))
         history = [
             {"stage": "head", "C": float(c), "cv_acc": float(s), "cv_loss": float(fit.cv_losses[c])}
             for c, s in sorted(fit.cv_scores.items())
