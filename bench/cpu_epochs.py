@@ -12,7 +12,10 @@ serve the ladder's own run), under:
       EfficientNet-Lite0 on photos with enough detail), 2 cached augmented views of the prefix;
   (b) ``train_size=224``: training crops at 224 px, held-out slice and validation still at the
       input size (skipped where the input size is already 224 px or less);
-  (c) ``prefix_views=1``: one cached view (epoch 1 fills it, every later epoch reuses it).
+  (c) ``prefix_views=1``: one cached view (epoch 1 fills it, every later epoch reuses it); skipped
+      where stage 1 chose multi-depth features, which read blocks inside the prefix (no prefix cache).
+
+(a) alone, where neither (b) nor (c) applies, is skipped too unless ``--always-a``.
 
 Prints per configuration: each epoch's seconds (training + held-out scoring), the rung's total
 seconds, held-out accuracy and loss (what the ladder chooses by), validation accuracy (and test
@@ -95,6 +98,10 @@ def measure(clf: Any, st: Any, args: argparse.Namespace, dataset: str) -> list[d
     test = clf.data_.splits.get("test") or []
     base = rungs.LADDER_CONFIG
     probed: set[int] = set()  # training sizes whose speed plan the probe has measured (and cached)
+    taps = [int(t) for t in getattr(net, "taps", ()) or ()]
+    notes = {k: _inapplicable(CONFIGS[k][1], size, taps) for k in args.configs}
+    if "a" in notes and len(notes) > 1 and not args.always_a and all(v for k, v in notes.items() if k != "a"):
+        notes["a"] = "skipped: nothing to compare it with here (--always-a runs it)"
     out = []
     for key in args.configs:
         what, changes = CONFIGS[key]
@@ -110,9 +117,10 @@ def measure(clf: Any, st: Any, args: argparse.Namespace, dataset: str) -> list[d
             "n_held_out": len(ctx.sets[1][0]),
             "n_val": len(val[0]),
             "avx2": args.avx2,
+            "taps": taps,
         }
-        if "train_size" in changes and changes["train_size"] >= size:
-            rec["note"] = f"skipped: the input size is already {size} px"
+        if notes[key]:
+            rec["note"] = notes[key]
             out.append(rec)
             print(json.dumps(rec), flush=True)
             continue
@@ -147,11 +155,24 @@ def measure(clf: Any, st: Any, args: argparse.Namespace, dataset: str) -> list[d
             "test_accuracy": _test_accuracy(clf, test) if test else None,
             "head_held_out_accuracy": head_row.held_out_accuracy,
             "head_val_accuracy": float(st.head.metrics["accuracy"]),
+            "note": row.note,
         }
         out.append(rec)
         print(json.dumps(rec), flush=True)
     net.load_state_dict(start)
     return out
+
+
+def _inapplicable(changes: dict[str, Any], size: int, taps: list[int]) -> str:
+    """Why a configuration would train exactly as (a) does here ("" where it would not)."""
+    if "train_size" in changes and changes["train_size"] >= size:
+        return f"skipped: the input size is already {size} px"
+    if "prefix_views" in changes and taps:
+        return (
+            f"skipped: stage 1 chose multi-depth features (blocks {taps}), which read blocks inside the frozen "
+            "prefix, so the top rung runs without the prefix cache and prefix_views changes nothing"
+        )
+    return ""
 
 
 def _test_accuracy(clf: Any, test: list[Any]) -> float:
@@ -192,8 +213,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     base = {r["dataset"]: r for r in rows if r["config"] == "a" and "fine_tune_s" in r}
     body = []
     for r in rows:
+        px = f"{r['train_size']}/{r['input_size']}"
         if "fine_tune_s" not in r:
-            body.append([r["dataset"], f"({r['config']}) {r['what']}", "", "", "", "", "", "", "", "", r["note"]])
+            body.append([r["dataset"], f"({r['config']}) {r['what']}", px, r["prefix_views"], *[""] * 7, r["note"]])
             continue
         a = base.get(r["dataset"])
         ratio = f"{r['fine_tune_s'] / a['fine_tune_s']:.2f}x" if a else ""
@@ -201,7 +223,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             [
                 r["dataset"],
                 f"({r['config']}) {r['what']}",
-                f"{r['train_size']}/{r['input_size']}",
+                px,
                 r["prefix_views"],
                 " / ".join(f"{s:.0f}" if s >= 10 else f"{s:.1f}" for s in r["epoch_s"]),
                 f"{r['fine_tune_s']:.0f}",
@@ -210,6 +232,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                 _fmt(r["held_out_loss"]),
                 f"{_fmt(r['val_accuracy'])} (n={r['n_val']})",
                 _fmt(r["test_accuracy"]),
+                r["runs"] + (f"; {r['note']}" if r.get("note") else ""),
             ]
         )
     heads = [
@@ -224,6 +247,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         "held-out loss",
         "val acc",
         "test acc",
+        "ran as / note",
     ]
     print(table(heads, body))
 
@@ -238,6 +262,7 @@ def main() -> None:
     ap.add_argument("--log", type=Path, default=Path("bench_cpu_epochs.jsonl"))
     ap.add_argument("--avx2", action="store_true", help="2 threads, PyTorch held to AVX2 (no bf16)")
     ap.add_argument("--backbone", default="efficientnet_lite0", help="graft's backbone (a smoke may use a tiny one)")
+    ap.add_argument("--always-a", action="store_true", help="run (a) even where neither (b) nor (c) applies")
     ap.add_argument("--weights", default=None, help="weights file of --backbone (None: graft's)")
     args = ap.parse_args()
     if any(c not in CONFIGS for c in args.configs):
