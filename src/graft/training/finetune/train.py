@@ -99,7 +99,8 @@ def train_network(
         backbone: the backbone inside ``net`` that ``policy`` partly unfreezes.
         train: training images and integer labels.
         val: validation images and labels (early stopping, best checkpoint).
-        transforms: (training: PIL -> tensor with augmentation, evaluation: PIL -> array without).
+        transforms: (training: PIL -> tensor with augmentation, evaluation: PIL -> array without);
+            the training one at ``config.train_preprocessing(pre)``'s size, which the caller builds.
         config: epochs, LRs, schedule, patience...
         policy: which backbone groups train, at which LR ratio (it records what it unfroze).
         env: device, precision (``auto``: measured, see :mod:`.speed`), checkpoints, resume,

@@ -41,7 +41,10 @@ def train_from_scratch(
     head = build_head(HeadSpec("linear", dim, num_classes, dropout=0.2))
     net = GraftNet(backbone, head)
     policy = FineTunePolicy(unfreeze=-1, backbone_lr_ratio=1.0, train_bn=True)
-    transforms = (build_train_transform(preprocessing, strength=config.augment), preprocessing)
+    transforms = (
+        build_train_transform(config.train_preprocessing(preprocessing), strength=config.augment),
+        preprocessing,
+    )
     res = train_network(
         net,
         backbone,

@@ -99,7 +99,7 @@ def _train(
     from graft.transforms.train import build_train_transform
 
     env = dataclasses.replace(env, eval_name="held-out")
-    transforms = (build_train_transform(pre, strength=cfg.augment), pre)
+    transforms = (build_train_transform(cfg.train_preprocessing(pre), strength=cfg.augment), pre)
     return train_network(net, net.backbone, train, held, transforms=transforms, config=cfg, policy=policy, env=env)
 
 

@@ -136,7 +136,10 @@ def fine_tune_stage(
         net.backbone,
         ([str(r.path) for r, h in zip(train, held) if not h], y[~held]),
         (list(val[0]), val[1]),
-        transforms=(build_train_transform(preprocessing, strength=config.augment), preprocessing),
+        transforms=(
+            build_train_transform(config.train_preprocessing(preprocessing), strength=config.augment),
+            preprocessing,
+        ),
         config=config,
         policy=policy,
         env=_run_env(env, y[~held], len(data.classes), prog),
