@@ -95,7 +95,9 @@ def test_the_ladders_cached_prefix_holds_train_size_views_and_held_out_stays_at_
     paths = [str(p) for p in sorted((synthetic_dataset / "train").rglob("*.png"))]
     classes = sorted({Path(p).parent.name for p in paths})
     y = np.array([classes.index(Path(p).parent.name) for p in paths])
-    cfg = dataclasses.replace(rungs.LADDER_CONFIG, epochs=3, batch_size=8, unfreeze=2, train_size=TRAIN)
+    cfg = dataclasses.replace(
+        rungs.LADDER_CONFIG, epochs=3, batch_size=8, unfreeze=2, train_size=TRAIN, prefix_views=2
+    )  # two views: the training cache is told from the held-out one (one view) by its views
     fit = rungs._train(
         clf.model_,
         (paths[::2], y[::2]),

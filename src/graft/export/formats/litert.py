@@ -34,7 +34,7 @@ def read_litert(path: Path) -> dict[str, Any]:
         return dict(json.loads(z.read("graft_config.json")))
 
 
-def _convert(job: ExportJob, dst: Path, calib: str | None) -> None:
+def _convert(job: ExportJob, dst: Path, int8: bool) -> None:
     try:
         import litert_torch  # noqa: F401
     except ImportError:
@@ -49,7 +49,7 @@ def _convert(job: ExportJob, dst: Path, calib: str | None) -> None:
         litert_env.link(py)
         src = str(Path(__file__).resolve().parents[3])  # graft's own source, first on the subprocess's path
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-        cmd = [str(py), "-m", "graft.export.litert_convert", str(job.lm.path), str(dst), *([calib] if calib else [])]
+        cmd = [str(py), "-m", "graft.export.litert_convert", str(job.lm.path), str(dst), *(["int8"] if int8 else [])]
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if r.returncode != 0 or not dst.is_file():
             tail = (r.stderr.strip().splitlines() or ["no output"])[-1]
@@ -57,7 +57,7 @@ def _convert(job: ExportJob, dst: Path, calib: str | None) -> None:
         return
     from graft.export.litert_convert import convert
 
-    convert(str(job.lm.path), str(dst), calib)
+    convert(str(job.lm.path), str(dst), int8)
 
 
 def _append_files(path: Path, files: dict[str, str]) -> None:
@@ -75,24 +75,15 @@ def _append_files(path: Path, files: dict[str, str]) -> None:
     extra="litert",
     requires=("ai_edge_litert",),
     verified_by="running",
-    int8="litert-torch PT2E int8 (static, per-channel weights, calibrated on training images)",
+    int8="dynamic-range int8 (litert-torch PT2E: per-channel int8 weights, activations quantised at run time)",
     reader=read_litert,
 )
 def write_litert(job: ExportJob, dst: Path, int8: bool) -> Built:
     from ai_edge_litert.interpreter import Interpreter
 
-    calib = None
-    if int8:
-        if not len(job.calibration):
-            raise ExportError(
-                f"--int8 for litert calibrates on training images, and {job.lm.path}'s training data "
-                "folder was not found (it is recorded in the run folder's run.json)"
-            )
-        calib = str(job.tmp / "litert-calibration.npy")
-        np.save(calib, to_pixels(job.calibration, job.pre).astype(np.float32), allow_pickle=False)
     job.say("converting with litert-torch" + (" (int8)" if int8 else ""))
-    _convert(job, dst, calib)
-    quant = "int8-static" if int8 else None
+    _convert(job, dst, int8)
+    quant = "int8-dynamic" if int8 else None
     doc = metadata_document(job.spec, "litert", quantization=quant)
     doc["outputs"] = ["logits", "probabilities"]
     _append_files(dst, {"graft_config.json": json.dumps(doc), "labels.txt": "\n".join(job.spec.classes) + "\n"})
