@@ -156,7 +156,8 @@ def embed_wide(
             return None
         parts_tr.append(train.X)
         parts_va.append(val.X)
-    assert train is not None and val is not None  # at least one member loaded
+    if train is None or val is None:  # unreachable: ``loaded`` is not empty; a real error, not an assert
+        raise RuntimeError("wide features: no member backbone was embedded")
     models = [emb.backbone.model] + [bb.model for bb, _ in loaded]
     all_taps = [tuple(int(t) for t in taps)] + [t for _, t in loaded]
     archs = [emb.backbone.architecture] + [bb.architecture for bb, _ in loaded]

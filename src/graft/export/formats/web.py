@@ -73,7 +73,10 @@ def _vendor_ort(dst: Path) -> None:
     with tarfile.open(ort_web_package(), "r:gz") as tar:
         for name in _ORT_FILES:
             src = tar.extractfile(f"package/dist/{name}")
-            assert src is not None
+            if src is None:  # a directory or link where npm's package has a file: not the package we checked
+                raise MissingExtraError(
+                    f"{ort_web_package()} has no file package/dist/{name}; delete it and export again to fetch it anew"
+                )
             (ort / name).write_bytes(src.read())
     wasm = base64.b64encode((ort / _ORT_FILES[2]).read_bytes()).decode()
     glue = (ort / _ORT_FILES[1]).read_text("utf-8")
