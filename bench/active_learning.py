@@ -210,14 +210,33 @@ def _needed(c: dict) -> str:
     return str(c["labels_needed"] or f">{c['labels'][-1]} ({c['mean'][-1]:.3f})")
 
 
+def _worst(c: dict, strategy: str) -> str:
+    """The round where ``strategy`` is furthest below random (mean over seeds), over the rounds both ran."""
+    if strategy not in c or "random" not in c:
+        return "-"
+    gaps = [a - b for a, b in zip(c[strategy]["mean"], c["random"]["mean"])]
+    at = int(np.argmin(gaps))
+    return f"{100 * gaps[at]:+.1f} ({c[strategy]['labels'][at]} labels)"
+
+
+def merged(results: list[dict]) -> list[dict]:
+    """One result per dataset: the strategies and fractions of several runs (same features, batch) together."""
+    out: dict[str, dict] = {}
+    for r in results:
+        if r["dataset"] not in out:
+            out[r["dataset"]] = {**r, "curves": dict(r["curves"]), "unlabeled": dict(r["unlabeled"])}
+        else:
+            out[r["dataset"]]["curves"].update(r["curves"])
+            out[r["dataset"]]["unlabeled"].update(r["unlabeled"])
+    return list(out.values())
+
+
 def report(results: list[dict]) -> None:
     rows = []
     for r in results:
         c = r["curves"]
         if not c:
             continue
-        worst = min(a - b for a, b in zip(c["suggest"]["mean"], c["random"]["mean"]))
-        at = int(np.argmin([a - b for a, b in zip(c["suggest"]["mean"], c["random"]["mean"])]))
         rows.append(
             [
                 r["dataset"],
@@ -225,10 +244,12 @@ def report(results: list[dict]) -> None:
                 f"{r['all_labels_acc']:.4f}",
                 r["batch"],
                 *(_needed(c[s]) if s in c else "not run" for s in STRATEGIES),
-                f"{100 * worst:+.1f} ({c['suggest']['labels'][at]} labels)",
+                _worst(c, "suggest"),
+                _worst(c, "suggest_cold"),
             ]
         )
-    print(table(["dataset", "train", "all labels", "batch", *STRATEGIES, "worst suggest-random (pts)"], rows))
+    heads = ["dataset", "train", "all labels", "batch", *STRATEGIES, "worst suggest-random", "worst cold-random"]
+    print(table(heads, rows))
     rows = []
     for r in results:
         for f, u in r["unlabeled"].items():
@@ -268,7 +289,7 @@ def main() -> None:
     p.add_argument("--from-json", default=None, help="comma-separated --json files: print and plot them, run nothing")
     args = p.parse_args()
     if args.from_json:
-        results = [r for f in args.from_json.split(",") for r in json.loads(Path(f).read_text())]
+        results = merged([r for f in args.from_json.split(",") for r in json.loads(Path(f).read_text())])
     else:
         print(machine_line(), flush=True)
         results = []
