@@ -123,7 +123,8 @@ def main() -> None:
     a = ap.parse_args()
 
     from graft.export import ExportOptions, export_formats
-    from graft.export.registry import get_format, missing_requirement
+    from graft.export.catalogue import get_format
+    from graft.export.registry import missing_requirement
 
     names = [n for n in a.formats.split(",") if missing_requirement(get_format(n)) is None]
     rows, docs = [], []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -143,6 +145,16 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, synthetic_dataset: 
         out = tmp_path_factory.mktemp("tiny_model") / "model"
         clf.save(out)
     return out
+
+
+@pytest.fixture(scope="module")
+def run_copy(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, synthetic_dataset: Path) -> Path:
+    """RUN_DIR/model copy of the tiny model with a run.json naming its training data (where export finds
+    parity images); one per test module, since exports are written beside it."""
+    run = tmp_path_factory.mktemp("run")
+    shutil.copytree(tiny_model_dir, run / "model")
+    (run / "run.json").write_text(json.dumps({"data_dir": str(synthetic_dataset)}))
+    return run / "model"
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +14,6 @@ from graft.artifact.onnx_meta import METADATA_KEY
 from graft.exceptions import ExportError, InvalidParameterError, ModelFileError
 from graft.export import export_onnx
 from graft.predict.onnx import read_onnx_metadata
-
-
-@pytest.fixture(scope="module")
-def run_copy(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, synthetic_dataset: Path) -> Path:
-    """RUN_DIR/model copy of the tiny model with a run.json naming its training data."""
-    run = tmp_path_factory.mktemp("run")
-    shutil.copytree(tiny_model_dir, run / "model")
-    (run / "run.json").write_text(json.dumps({"data_dir": str(synthetic_dataset)}))
-    return run / "model"
 
 
 @pytest.fixture(scope="module")

@@ -64,14 +64,6 @@ def _require(name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def run_copy(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, synthetic_dataset: Path) -> Path:
-    run = tmp_path_factory.mktemp("run")
-    shutil.copytree(tiny_model_dir, run / "model")
-    (run / "run.json").write_text(json.dumps({"data_dir": str(synthetic_dataset)}))
-    return run / "model"
-
-
-@pytest.fixture(scope="module")
 def exported(run_copy: Path):
     """Every format this machine can write, once (fp32)."""
     _link_tools()

@@ -2,7 +2,8 @@
 
 folder -> records -> features (cached) -> head -> [fine-tune] -> artifact -> predict.
 ``__init__`` only stores parameters; ``fit`` returns self and never mutates its input;
-learned state ends in ``_``. The work happens in :mod:`graft.training.fit.stages`.
+learned state ends in ``_``. The work happens in :mod:`graft.training.fit.stages`; what each
+stage's result sets on the estimator is :mod:`graft.classifier_state`'s.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from graft.artifact.spec import ArtifactSpec
 from graft.backbones.options import BackboneOptions
 from graft.classifier_io import restore, spec_of
+from graft.classifier_state import LearnedState
 from graft.data.options import ManifestOptions, SplitOptions
 from graft.data.records import DatasetSplits, SkippedFile
 from graft.estimator import Estimator
@@ -31,7 +33,7 @@ __all__ = ["Classifier", "load"]
 _BB, _HEAD, _SPLIT, _EMB = BackboneOptions(), HeadOptions(), SplitOptions(), EmbedOptions()
 
 
-class Classifier(Estimator):
+class Classifier(LearnedState, Estimator):
     """Transfer-learning image classifier, a scikit-learn estimator (parameters as in ``graft train --help``).
 
     The parameters group into four options objects, where each default is stated once:
@@ -190,6 +192,18 @@ class Classifier(Estimator):
         from graft.training.fit.stages import stage_one
 
         started = time.perf_counter()
+        budget_s = self._checked_budget(budget)
+        self.device_ = resolve_device(self.device)
+        st = stage_one(data, self._fit_options(), self._embed_options(), progress=self._progress(), unlabeled=unlabeled)
+        if self.features == "wide":
+            st = self._widened(st)
+        self._store_stage_one(st, st.data.split_record(self.seed, self.val_fraction, self.test_fraction))
+        if budget_s is not None:
+            self._climb(st, (budget_s, started), checkpoint_dir, resume)
+        return self
+
+    def _checked_budget(self, budget: float | str | None) -> float | None:
+        """``fit``'s budget in seconds (None: the head only), once every parameter is checked too."""
         budget_s = None if budget is None else check_duration("budget", budget, f"{type(self).__name__}.fit")
         self._validate_params()
         if budget_s is not None and self.features == "wide":
@@ -197,37 +211,14 @@ class Classifier(Estimator):
                 "features='wide' (--features wide) with a budget: the ladder tries wide features as its first "
                 "rung and keeps them where held-out images say so; leave out one of the two"
             )
-        self.device_ = resolve_device(self.device)
-        st = stage_one(data, self._fit_options(), self._embed_options(), progress=self._progress(), unlabeled=unlabeled)
-        if self.features == "wide":  # the other offline backbones' features beside stage 1's (graft.features.wide)
-            from graft.training.fit.wide import wide_stage_one
+        return budget_s
 
-            cw = self.class_weight == "balanced"
-            st = wide_stage_one(st, self._embed_options(), balanced=cw, seed=self.seed, progress=self._progress())
-        emb, head = st.embedded, st.head
-        self.data_ = st.data
-        self.classes_ = list(st.data.classes)
-        self.model_ = st.net
-        self.timings_ = st.timings
-        self.preprocessing_ = emb.preprocessing
-        self.backbone_info_ = emb.backbone_info
-        self.augment_views_ = emb.augment_views
-        self.head_spec_ = head.spec
-        self.head_info_ = head.info
-        self.history_ = {"head": head.history}
-        self.val_probs_ = head.val_probs
-        self.val_labels_ = emb.val.y
-        self.val_paths_ = emb.val.paths
-        self.metrics_ = head.metrics
-        self.thresholds_ = head.thresholds
-        self.fine_tuned_ = False
-        self.ood_ = st.ood
-        self.split_ = st.data.split_record(self.seed, self.val_fraction, self.test_fraction)  # for evaluate
-        self.stage_metrics_ = {"head": {"val_accuracy": head.metrics["accuracy"], "seconds": head.seconds}}
-        self.ladder_: list[dict[str, Any]] | None = None
-        if budget_s is not None:
-            self._climb(st, (budget_s, started), checkpoint_dir, resume)
-        return self
+    def _widened(self, st: Any) -> Any:
+        """Stage 1 with the other offline backbones' features beside its own (:mod:`graft.features.wide`)."""
+        from graft.training.fit.wide import wide_stage_one
+
+        cw = self.class_weight == "balanced"
+        return wide_stage_one(st, self._embed_options(), balanced=cw, seed=self.seed, progress=self._progress())
 
     def _score_val(self, _net: Any) -> np.ndarray:
         """Validation probabilities of the network being fine-tuned, through the prediction path."""
@@ -237,53 +228,20 @@ class Classifier(Estimator):
         self, st: Any, budget: tuple[float, float], checkpoint_dir: str | os.PathLike | None, resume: bool
     ) -> None:
         """The transfer ladder after stage 1 (see :meth:`fit`); stores the kept rung like :meth:`fine_tune` does."""
-        from graft.training.fit.ladder import WideSource, climb
+        from graft.training.fit.ladder import LadderStart, WideSource, climb
 
-        res = climb(
+        start = LadderStart(
             self.model_,
             self.data_,
-            (st.head, st.train),
+            st.head,
+            st.train,
             (self.val_paths_, self.val_labels_),
             score=self._score_val,
             preprocessing=self.preprocessing_,
-            budget=budget,
-            env=self._train_env(checkpoint_dir=checkpoint_dir, resume=resume),
             wide=WideSource(st.embedded, st.head, self._embed_options()),
         )
-        self.ladder_ = res.table()
-        self.stage_metrics_["ladder"] = {"budget_seconds": budget[0], "kept": res.kept, "plan": res.plan}
-        self.stage_metrics_["ladder"]["spent"] = res.spent()
-        if res.history:
-            self.history_["ladder"] = res.history
-        if res.wide is not None:
-            self._store_wide(res.wide)
-        if res.stage is None or res.policy is None or res.config is None:
-            return  # the stage-1 model stays
-        self._store_fine_tune(res.stage, res.config, res.policy)
-        self.timings_["fine_tune"] = sum(r["seconds"] for r in self.ladder_[1:])
-
-    def _store_wide(self, ws: Any) -> None:
-        """The ladder kept the wide-features rung: its composite network, head and artifact description."""
-        self.model_ = ws.net
-        self.backbone_info_ = ws.backbone_info
-        self.head_spec_ = ws.head.spec
-        self.head_info_ = ws.head.info
-        self.history_["head"] = ws.head.history
-        self.metrics_ = ws.head.metrics
-        self.val_probs_ = ws.head.val_probs
-        self.ood_ = ws.ood
-        self.stage_metrics_["wide"] = {"val_accuracy": ws.head.metrics["accuracy"], "seconds": ws.embedded.seconds}
-
-    def _store_fine_tune(self, stage: Any, config: Any, policy: Any) -> None:
-        self.fine_tuned_ = bool(stage.kept)
-        self.policy_ = policy
-        self.fine_tune_config_ = {**config.to_dict(), **policy.state_dict()}
-        self.metrics_ = stage.metrics
-        self.val_probs_ = stage.val_probs
-        self.stage_metrics_["fine_tune"] = stage.summary
-        self.ood_ = stage.ood if stage.ood is not None else self.ood_
-        if stage.thresholds:  # multi-label: refitted with the temperatures on the held-out slice
-            self.thresholds_ = tuple(stage.thresholds)
+        res = climb(start, budget=budget, env=self._train_env(checkpoint_dir=checkpoint_dir, resume=resume))
+        self._store_ladder(res, budget[0])
 
     def fine_tune(
         self,

@@ -1,5 +1,5 @@
 """What every export format shares: the loaded model, the parity images, the PyTorch reference,
-graft's metadata document, and the verification that turns a written file into a report.
+and the verification that turns a written file into a report.
 
 A format writer gets an :class:`ExportJob` and returns a :class:`Built`; :func:`verify` then
 runs the file in its own runtime on the parity images and compares it with PyTorch.
@@ -14,18 +14,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from graft.artifact.onnx_meta import onnx_metadata
 from graft.export import checks
 
-__all__ = [
-    "DEFAULT_PROB_TOLERANCE",
-    "MIN_AGREEMENT",
-    "Built",
-    "ExportJob",
-    "ParityImages",
-    "metadata_document",
-    "to_pixels",
-]
+__all__ = ["DEFAULT_PROB_TOLERANCE", "MIN_AGREEMENT", "Built", "ExportJob", "ParityImages", "to_pixels"]
 
 DEFAULT_PROB_TOLERANCE = 1e-3
 """Largest accepted |probability difference| between a format's runtime and PyTorch (fp32)."""
@@ -43,24 +34,6 @@ def to_pixels(batch: np.ndarray, pre: Any) -> np.ndarray:
     mean = np.asarray(pre.mean, np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(pre.std, np.float32).reshape(1, 3, 1, 1)
     return np.ascontiguousarray((batch * std + mean) * np.float32(255.0), dtype=np.float32)
-
-
-def metadata_document(spec: Any, fmt: str, *, quantization: str | None = None, pixels: bool = True) -> dict[str, Any]:
-    """graft's document for an exported file: classes, preprocessing, graft's version, the input it takes."""
-    doc = onnx_metadata(spec, opset=0, quantization=quantization)
-    doc.pop("opset")
-    h, w = spec.preprocessing.input_size
-    doc["export_format"] = fmt
-    if fmt != "onnx":
-        doc["format"] = f"graft-{fmt}"  # graft's ONNX predictor must not mistake a pixel-input file for its own
-    if pixels:
-        doc["input"] = {
-            "shape": ["batch", 3, int(h), int(w)],
-            "dtype": "float32",
-            "layout": "NCHW",
-            "range": "RGB pixels 0..255, resized and centre-cropped as 'preprocessing' says; mean/std are in the graph",
-        }
-    return doc
 
 
 @dataclass
@@ -154,6 +127,6 @@ class ExportJob:
                 method = quantize_int8(src, path, INPUT_NAME, calib if len(calib) else None)
                 restamp_onnx(path, self.spec, pixels=pixels, quantization=f"int8-{method}")
             else:
-                write_model_onnx(self, path, pixels=pixels)
+                write_model_onnx(self.lm, path, pixels=pixels)
             self._onnx_cache[key] = path
         return self._onnx_cache[key]

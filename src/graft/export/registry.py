@@ -4,7 +4,8 @@ A format is added in one new module of :mod:`graft.export.formats` with a functi
 decorated by :func:`register_format` (as heads are added with
 :func:`graft.network.heads.register_head`). The function writes the file and returns a
 :class:`~graft.export.job.Built`: how to run it (for the parity check) and its metadata
-read back from the written file.
+read back from the written file. This module imports no format (they import it); looking
+a format up by name, which loads them all first, is :mod:`graft.export.catalogue`'s.
 """
 
 from __future__ import annotations
@@ -13,23 +14,14 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from graft.exceptions import GraftError, InvalidParameterError
+from graft.exceptions import GraftError
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from graft.export.job import Built, ExportJob
 
-__all__ = [
-    "ExportFormat",
-    "MissingExtraError",
-    "FORMATS",
-    "register_format",
-    "get_format",
-    "format_names",
-    "missing_requirement",
-    "require",
-]
+__all__ = ["ExportFormat", "MissingExtraError", "FORMATS", "register_format", "missing_requirement", "require"]
 
 Writer = Callable[["ExportJob", "Path", bool], "Built"]
 Reader = Callable[["Path"], dict]
@@ -82,28 +74,6 @@ def register_format(
         return fn
 
     return deco
-
-
-def _load_all() -> None:
-    import graft.export.formats  # noqa: F401 - each module registers its format on import
-
-
-_ORDER = ("onnx", "litert", "coreml", "executorch", "openvino", "web")
-
-
-def format_names() -> list[str]:
-    """Every registered format: the issue's order, then any other in registration order."""
-    _load_all()
-    return [n for n in _ORDER if n in FORMATS] + [n for n in FORMATS if n not in _ORDER]
-
-
-def get_format(name: str) -> ExportFormat:
-    """The format called ``name``; an :class:`InvalidParameterError` listing the known ones otherwise."""
-    _load_all()
-    fmt = FORMATS.get(name.lower())
-    if fmt is None:
-        raise InvalidParameterError(f"--format {name!r} is not one of {', '.join([*FORMATS, 'all'])}")
-    return fmt
 
 
 def missing_requirement(fmt: ExportFormat) -> str | None:

@@ -16,15 +16,9 @@ from typing import Callable, Sequence
 
 from graft.exceptions import ExportError, GraftError, InvalidParameterError
 from graft.export import checks
+from graft.export.catalogue import format_names, get_format
 from graft.export.job import DEFAULT_PROB_TOLERANCE, Built, ExportJob
-from graft.export.registry import (
-    ExportFormat,
-    MissingExtraError,
-    format_names,
-    get_format,
-    missing_requirement,
-    require,
-)
+from graft.export.registry import ExportFormat, MissingExtraError, missing_requirement, require
 from graft.export.verify import FormatReport, int8_comparison, parity, size_of
 from graft.fileio import make_folder
 

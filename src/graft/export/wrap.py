@@ -8,15 +8,14 @@ input size the metadata names), as they do for the ONNX export.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
+from graft.artifact.onnx_meta import onnx_metadata
 from graft.artifact.onnx_write import _WithProbs, write_onnx, write_onnx_metadata
-
-if TYPE_CHECKING:
-    from graft.export.job import ExportJob
+from graft.export.metadata import metadata_document
 
 __all__ = ["PixelInput", "pixel_model", "write_model_onnx", "restamp_onnx"]
 
@@ -62,19 +61,16 @@ def pixel_model(lm: Any, *, probs_only: bool = False, ood: bool = True) -> nn.Mo
     return (_ProbsOnly(m) if probs_only else m).eval()
 
 
-def write_model_onnx(job: ExportJob, path: Path, *, pixels: bool) -> None:
-    """The model as an fp32 ONNX file: normalised input (graft's ``.onnx``) or pixel input."""
-    net = PixelInput(job.lm.net.eval(), job.pre) if pixels else job.lm.net
-    write_onnx(net, job.spec, path)
+def write_model_onnx(lm: Any, path: Path, *, pixels: bool) -> None:
+    """The loaded model as an fp32 ONNX file: normalised input (graft's ``.onnx``) or pixel input."""
+    net = PixelInput(lm.net.eval(), lm.preprocessing) if pixels else lm.net
+    write_onnx(net, lm.spec, path)
     if pixels:
-        restamp_onnx(path, job.spec, pixels=True, quantization=None)
+        restamp_onnx(path, lm.spec, pixels=True, quantization=None)
 
 
 def restamp_onnx(path: Path, spec: Any, *, pixels: bool, quantization: str | None) -> None:
     """Rewrite an ONNX file's graft metadata (after quantisation, or for pixel input)."""
-    from graft.artifact.onnx_meta import onnx_metadata
-    from graft.export.job import metadata_document
-
     if pixels:
         doc = metadata_document(spec, "onnx-pixels", quantization=quantization, pixels=True)
     else:

@@ -1,4 +1,7 @@
-"""One module per export format; importing this package registers them all (see :mod:`graft.export.registry`)."""
+"""One module per export format; importing this package registers them all in :mod:`graft.export.registry`.
+
+Only :mod:`graft.export.catalogue` imports it (the registry does not: imports point one way).
+"""
 
 from __future__ import annotations
 

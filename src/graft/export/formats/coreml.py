@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from graft.exceptions import ExportError
-from graft.export.job import Built, ExportJob, metadata_document, to_pixels
+from graft.export.job import Built, ExportJob, to_pixels
+from graft.export.metadata import metadata_document
 from graft.export.registry import register_format
 
 __all__ = ["write_coreml", "read_coreml", "coreml_class_labels"]

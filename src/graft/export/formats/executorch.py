@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from graft.exceptions import ExportError
-from graft.export.job import Built, ExportJob, metadata_document, to_pixels
+from graft.export.job import Built, ExportJob, to_pixels
+from graft.export.metadata import metadata_document
 from graft.export.registry import register_format
 
 __all__ = ["write_executorch", "read_executorch"]

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from graft.exceptions import ExportError
-from graft.export.job import Built, ExportJob, metadata_document, to_pixels
+from graft.export.job import Built, ExportJob, to_pixels
+from graft.export.metadata import metadata_document
 from graft.export.registry import MissingExtraError, register_format
 
 __all__ = ["write_litert", "read_litert"]

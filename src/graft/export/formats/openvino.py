@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from graft.export.job import Built, ExportJob, metadata_document, to_pixels
+from graft.export.job import Built, ExportJob, to_pixels
+from graft.export.metadata import metadata_document
 from graft.export.registry import register_format
 
 __all__ = ["write_openvino", "read_openvino"]

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from graft.config import graft_home
-from graft.export.job import Built, ExportJob, metadata_document
+from graft.export.job import Built, ExportJob
+from graft.export.metadata import metadata_document
 from graft.export.registry import MissingExtraError, register_format
 
 __all__ = ["ORT_WEB_VERSION", "ORT_WEB_INTEGRITY", "ort_web_package", "write_web", "read_web"]

@@ -17,6 +17,7 @@ __all__ = [
     "MIN_WHOLE_EPOCHS",
     "Costs",
     "Rung",
+    "Schedule",
     "epochs_now",
     "fits",
     "observed_ratio",
@@ -89,6 +90,34 @@ def observed_ratio(history: Sequence[dict[str, Any]], est: Costs) -> float:
     if not history or planned <= 0:
         return 1.0
     return float(min(max(real / planned, 0.25), 4.0))
+
+
+@dataclass
+class Schedule:
+    """The plan as the rungs run: epoch costs per rung, planned epochs, validation scoring and finishing
+    seconds. Each rung's observed speed rescales what is left (the climb passes the state's own
+    ``costs``, so ``ladder.json`` records them rescaled)."""
+
+    costs: dict[str, Costs]
+    epochs: dict[str, int]
+    val_cost: float
+    finish: float
+
+    def deadline(self, later: Sequence[Rung], end: float) -> float:
+        """When a rung must end: ``end`` less the ``later`` rungs' planned epochs and scoring, its own
+        scoring and the finishing pass. MORE only fills what the others leave: keep it out of ``later``."""
+        kept_back = sum(
+            self.costs[r.name].epochs(self.epochs[r.name]) + self.val_cost for r in later if self.epochs[r.name]
+        )
+        return end - self.finish - self.val_cost - kept_back
+
+    def rescale(self, ratio: float, rungs: Sequence[Rung]) -> None:
+        """Scale the costs of ``rungs`` (those still to run), the finishing pass and the scoring by ``ratio``."""
+        for r in rungs:
+            c = self.costs[r.name]
+            self.costs[r.name] = Costs(c.first * ratio, c.later * ratio, c.views)
+        self.finish *= ratio
+        self.val_cost *= ratio
 
 
 def fits(costs: Costs, seconds: float, cap: int) -> int:

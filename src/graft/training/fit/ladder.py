@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -39,99 +38,57 @@ from graft.progress import NullProgress, Progress
 from graft.training.finetune.options import FineTuneConfig, TrainEnv
 from graft.training.finetune.policy import FineTunePolicy
 from graft.training.finetune.train import FitResult
-from graft.training.fit.budget_plan import MORE, RUNGS, Costs, Rung, epochs_now, observed_ratio, plan, plan_lines
+from graft.training.fit.budget_plan import MORE, RUNGS, Rung, Schedule, epochs_now, observed_ratio, plan, plan_lines
+from graft.training.fit.ladder_io import LadderResult, LadderStart
 from graft.training.fit.ladder_state import Estimate, LadderState, read_state
 from graft.training.fit.rungs import LADDER_CONFIG, RungContext, RungResult, probe, recalibrate, run_rung
-from graft.training.fit.stage_two import FineTuneStage, calibration_split
+from graft.training.fit.stage_two import calibration_split
 from graft.training.fit.stages import HeadStage, fit_head_stage
 from graft.training.fit.targets import loss_weights, mean_log_loss, targets_of
 from graft.training.fit.wide import WIDE_COST, WideSource, WideStage, fit_wide
 from graft.transforms.eval import Preprocessing
 
-__all__ = ["LADDER_CONFIG", "RUNGS", "Rung", "RungResult", "LadderResult", "WideSource", "better", "climb"]
+__all__ = [
+    "LADDER_CONFIG",
+    "RUNGS",
+    "Rung",
+    "RungResult",
+    "LadderResult",
+    "LadderStart",
+    "WideSource",
+    "better",
+    "climb",
+]
 
 
-@dataclass
-class LadderResult:
-    """What the climb did: the table, the printed plan and, where a fine-tuned rung won, its stage result."""
-
-    rungs: list[RungResult]
-    plan: list[str]
-    kept: str
-    budget_seconds: float
-    stage: FineTuneStage | None = None  # None: the stage-1 model is kept
-    history: list[dict[str, Any]] = field(default_factory=list)
-    policy: FineTunePolicy | None = None
-    config: FineTuneConfig | None = None
-    wide: WideStage | None = None  # the wide-features rung, where it was kept (``net`` is then stage 1's)
-    probe_seconds: float = 0.0  # timing the fine-tuning rungs before the plan
-    unused_seconds: float | None = None  # budget left when the climb ended (None: not measured)
-
-    def table(self) -> list[dict[str, Any]]:
-        return [r.to_dict() for r in self.rungs]
-
-    def spent(self) -> list[str]:
-        """Where the budget went: seconds per rung, and what was left unused."""
-        used = sum(r.seconds for r in self.rungs) + self.probe_seconds
-        unused = self.budget_seconds - used if self.unused_seconds is None else self.unused_seconds
-        rows = [f"{r.rung}: {r.seconds:.0f} s" + (f" ({r.note})" if r.note else "") for r in self.rungs]
-        k = 2 if len(self.rungs) > 1 and self.rungs[1].rung == "wide" else 1  # the probes follow head (and wide)
-        lines = rows[:k] + [f"timing probes: {self.probe_seconds:.0f} s"] + rows[k:]
-        rest = self.budget_seconds - used - max(unused, 0)  # scoring, recalibration, what the rows do not count
-        other = [f"scoring and the rest: {rest:.0f} s"] if rest >= 1 else []
-        return lines + other + [f"unused: {max(unused, 0):.0f} s of {self.budget_seconds:.0f} s"]
-
-
-def climb(
-    net: GraftNet,
-    data: Any,
-    stage1: tuple[HeadStage, SplitFeatures],
-    val: tuple[Sequence[str], np.ndarray],
-    *,
-    score: Callable[[nn.Module], np.ndarray],
-    preprocessing: Preprocessing,
-    budget: tuple[float, float],
-    env: TrainEnv,
-    wide: WideSource | None = None,
-) -> LadderResult:
-    """Climb the ladder from stage 1's ``net`` (changed in place: it ends as the kept rung's network).
+def climb(start: LadderStart, *, budget: tuple[float, float], env: TrainEnv) -> LadderResult:
+    """Climb the ladder from stage 1's network ``start.net`` (changed in place: it ends as the kept rung's network).
 
     Args:
-        stage1: the stage-1 head result and the training features it was fitted on.
-        val: validation (paths, labels), scored for the table only.
-        score: validation probabilities of a network through the prediction path.
+        start: what stage 1 fitted, the data, and how validation is scored (:class:`LadderStart`).
         budget: (seconds, ``time.perf_counter()`` when the fit began): the budget counts from there.
         env: device, precision, workers, seed, ``balanced``, ``checkpoint_dir`` (the rungs' checkpoints), progress.
-        wide: stage 1's embedding, to try the wide-features rung first (None: no such rung).
     """
     budget_seconds, started = budget
     prog = env.progress or NullProgress()
-    end = started + budget_seconds
-    head_st, feats = stage1
-    table = [RungResult("head", RUNGS[0].what, val_accuracy=float(head_st.metrics["accuracy"]))]
+    net = start.net
+    table = [RungResult("head", RUNGS[0].what, val_accuracy=float(start.head.metrics["accuracy"]))]
     table[0].seconds = time.perf_counter() - started
     result = LadderResult(table, [], "head", budget_seconds)
-    paths, y, held = _held_out_slice(data, env.seed)
+    paths, y, held = _held_out_slice(start.data, env.seed)
     if not held.any():
-        table[0].kept = True
-        table[0].note = "too few training images to hold out a slice for an honest choice: no fine-tuning"
-        prog.warn(f"budget ladder: {table[0].note}")
-        return result
-    classes = list(data.classes)
+        return _head_only(result, prog)
+    classes = list(start.data.classes)
     saved = _snapshot(net)  # stage 1, head on all of train
-    _head_rung(net, table[0], head_st, feats, (paths, held, classes), env.balanced, env.seed)
+    _head_rung(net, table[0], start.head, start.feats, (paths, held, classes), env.balanced, env.seed)
     state, note = read_state(env.checkpoint_dir, started, env.resume)
     if note:
         prog.warn(note)
-    end -= state.spent_before  # a resumed climb: the seconds its earlier processes spent
-    ws = _wide_rung(wide, table, (paths, held, classes), env, end) if wide is not None else None
-    ctx = _context(env, preprocessing, (paths, y, held), val, classes, score, prog)
-    ctx = dataclasses.replace(ctx, thresholds=head_st.thresholds)
-    t_probe = time.perf_counter()
-    result.plan = _plan(state, ctx, net, (len(paths), end, budget_seconds))
-    result.probe_seconds = time.perf_counter() - t_probe
-    for line in result.plan:
-        prog.message(line)
+    end = started + budget_seconds - state.spent_before  # a resumed climb: the seconds its earlier processes spent
+    ws = _wide_rung(start.wide, table, (paths, held, classes), env, end) if start.wide is not None else None
+    ctx = _context(env, start.preprocessing, (paths, y, held), start.val, classes, start.score, prog)
+    ctx = dataclasses.replace(ctx, thresholds=start.head.thresholds)
+    _plan(result, state, ctx, net, (len(paths), end))
     first = table[1] if ws is not None and better(_score(table[1]), _score(table[0])) else table[0]
     kept, best_fit = _climb_rungs(ctx, net, (table, first), end, result.history, state)
     kept.kept = True
@@ -145,6 +102,15 @@ def climb(
     result.unused_seconds = end - time.perf_counter()
     for line in result.spent():
         prog.message(f"budget spent: {line}")
+    return result
+
+
+def _head_only(result: LadderResult, prog: Progress) -> LadderResult:
+    """Too few training images to hold out a slice: the head is kept and nothing is fine-tuned."""
+    head = result.rungs[0]
+    head.kept = True
+    head.note = "too few training images to hold out a slice for an honest choice: no fine-tuning"
+    prog.warn(f"budget ladder: {head.note}")
     return result
 
 
@@ -239,20 +205,25 @@ def _head_rung(
 _Fit = tuple[FitResult, np.ndarray, FineTunePolicy, FineTuneConfig]  # a rung's fit, validation probs, policy, config
 
 
-def _plan(state: LadderState, ctx: RungContext, net: GraftNet, sizes: tuple[int, float, float]) -> list[str]:
-    """The plan's lines: probed and planned now (and recorded in ``state``), or read back by a resumed climb.
+def _plan(result: LadderResult, state: LadderState, ctx: RungContext, net: GraftNet, sizes: tuple[int, float]) -> None:
+    """The plan, printed: probed and planned now (and recorded in ``state``), or read back by a resumed climb.
 
-    ``sizes``: (training images, the climb's end on ``time.perf_counter()``, the budget in seconds).
+    ``sizes``: (training images, the climb's end on ``time.perf_counter()``). The plan's lines and the
+    seconds it took (the probes) go to ``result``.
     """
-    n_train, end, budget_seconds = sizes
+    n_train, end = sizes
+    t_probe = time.perf_counter()
     if state.estimate is None:
-        state.estimate = _estimate(ctx, net, n_train, end, time.perf_counter() - state.started, budget_seconds)
+        state.estimate = _estimate(ctx, net, n_train, end, time.perf_counter() - state.started, result.budget_seconds)
         state.write()
     else:
         ctx.progress.message(
             f"budget ladder: continuing the climb; {state.spent_before:.0f} s of the budget were spent"
         )
-    return state.estimate[-1]
+    result.plan = state.estimate[-1]
+    result.probe_seconds = time.perf_counter() - t_probe
+    for line in result.plan:
+        ctx.progress.message(line)
 
 
 def _climb_rungs(
@@ -275,6 +246,7 @@ def _climb_rungs(
     table, first = rows
     costs, epochs, val_cost, finish, _lines = state.estimate
     costs[MORE.name] = costs["top"]
+    sched = Schedule(costs, epochs, val_cost, finish)
     # ``chain``: the network the next rung climbs from (head or fine-tuned); ``best``: the row kept so far.
     chain: tuple[RungResult, _Score, dict[str, torch.Tensor]] = (table[0], _score(table[0]), _snapshot(net))
     best: tuple[RungResult, _Score] = (first, _score(first))
@@ -286,34 +258,14 @@ def _climb_rungs(
         if rung is MORE and chain[0] is table[0] and _stopped_early(table, RUNGS[1].name):
             table.pop()  # it would repeat "top" from the same start, which stopped improving: no row
             continue
-        # MORE only fills what the others leave: no rung's deadline is kept back for it.
-        later = sum(costs[r.name].epochs(epochs[r.name]) + val_cost for r in RUNGS[i + 1 :] if epochs[r.name])
-        deadline = end - finish - val_cost - later
-        left = deadline - time.perf_counter()
-        n = distributed.broadcast_object(  # rank 0's clock decides for every process
-            state.epochs(
-                rung.name, epochs_now(i, epochs[rung.name], costs[rung.name], left), costs[rung.name].later, left
-            )
-        )
-        row.epochs_planned = n
-        if n < 1 and rung is MORE:  # a filler that found nothing to fill: no row
-            table.pop()
-            continue
-        if n < 1:
-            row.note = "does not fit in the budget"
-            state.skip(rung.name)
+        row.epochs_planned, deadline = _epochs_for(state, sched, i, rung, end)
+        if row.epochs_planned < 1:
+            _does_not_fit(table, row, rung, state)
             continue
         t0 = time.perf_counter()
-        resumed = state.continues(rung.name)
-        state.start(rung.name, n)
-        fit = run_rung(ctx, net, rung, n, deadline, row, resume=resumed)
-        state.finish(rung.name, len(fit[0].history))
+        fit = _run_recorded(ctx, net, rung, row, state, epochs=row.epochs_planned, deadline=deadline)
         history += fit[0].history
-        ratio = observed_ratio(fit[0].history, costs[rung.name])
-        for r in schedule[i:]:
-            costs[r.name] = Costs(costs[r.name].first * ratio, costs[r.name].later * ratio, costs[r.name].views)
-        finish *= ratio
-        val_cost *= ratio
+        sched.rescale(observed_ratio(fit[0].history, sched.costs[rung.name]), schedule[i:])
         if better(_score(row), chain[1]):
             chain = (row, _score(row), _snapshot(net))
         else:
@@ -324,6 +276,37 @@ def _climb_rungs(
         row.seconds = time.perf_counter() - t0
     net.load_state_dict(chain[2])  # where a fine-tuned rung was kept, it is the chain's best
     return best[0], best_fit
+
+
+def _epochs_for(state: LadderState, sched: Schedule, i: int, rung: Rung, end: float) -> tuple[int, float]:
+    """(epochs, deadline) of ``rung``, number ``i`` of the schedule: as many epochs as fit before its deadline,
+    or what a resumed climb's record says; rank 0's clock decides for every process."""
+    deadline = sched.deadline(RUNGS[i + 1 :], end)
+    left = deadline - time.perf_counter()
+    fresh = epochs_now(i, sched.epochs[rung.name], sched.costs[rung.name], left)
+    return distributed.broadcast_object(state.epochs(rung.name, fresh, sched.costs[rung.name].later, left)), deadline
+
+
+def _does_not_fit(table: list[RungResult], row: RungResult, rung: Rung, state: LadderState) -> None:
+    """A rung with no epoch to run: its row says so (and the state records it skipped); a filler
+    (:data:`MORE`) that found nothing to fill leaves no row."""
+    if rung is MORE:
+        table.pop()
+        return
+    row.note = "does not fit in the budget"
+    state.skip(rung.name)
+
+
+def _run_recorded(
+    ctx: RungContext, net: GraftNet, rung: Rung, row: RungResult, state: LadderState, *, epochs: int, deadline: float
+) -> _Fit:
+    """Fine-tune ``rung``, its start and end recorded in ``state`` (``ladder.json``) for a resumed climb;
+    a rung an earlier process started continues from its last checkpoint."""
+    resumed = state.continues(rung.name)
+    state.start(rung.name, epochs)
+    fit = run_rung(ctx, net, rung, epochs, deadline, row, resume=resumed)
+    state.finish(rung.name, len(fit[0].history))
+    return fit
 
 
 _Score = tuple[float | None, float | None]  # (held-out accuracy, held-out loss) of a rung

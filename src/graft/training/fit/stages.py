@@ -142,23 +142,49 @@ def stage_one(
     head = options.head
     seed = options.split.seed
     torch.manual_seed(seed)
+    data = _scanned(data, options, embed, unlabeled, prog)
+    t0 = time.perf_counter()
+    emb = _embedded(data, options, embed, prog)
+    pool = _unlabeled_pool(unlabeled, emb, embed, head, prog)
+    # Chosen and fitted once, on rank 0, and handed to the other processes of a job (a no-op alone).
+    choice, st = distributed.on_rank_zero(_choose_and_fit_head, emb, head, data.classes, seed, pool)
+    train = select_columns(emb.train, choice.columns)
+    c_text = f", C={st.info['C']:g}" if "C" in st.info else ""
+    f_text = f", multi-depth features (blocks {list(choice.taps)})" if choice.taps else ""
+    prog.message(f"head ({head.head}{c_text}{f_text}): val accuracy {st.metrics['accuracy']:.4f}")
+    t1 = time.perf_counter()
+    ood = distributed.on_rank_zero(fit_ood_stage, st.spec, train, seed=seed)
+    net = _frozen_net(emb, st, ood, choice.taps)
+    emb.backbone_info["feature_taps"] = list(choice.taps)
+    timings = {"scan": t0 - t_start, **emb.timings, "head": st.seconds, "ood": time.perf_counter() - t1}
+    timings["fit"] = time.perf_counter() - t_start
+    return StageOne(emb.data, emb, st, net, timings, ood_info(ood), train)
+
+
+def _scanned(data: Any, options: FitOptions, embed: EmbedOptions, unlabeled: Any, prog: Progress) -> Any:
+    """``data`` scanned into splits (unless it already is), with the checks said before the long embedding."""
     if isinstance(data, (str, os.PathLike)):
         data = scan_splits(
             data, options.split, options.manifest, strict=embed.strict, max_pixels=embed.max_pixels, progress=prog
         )
-    _warn_imbalance(data, head.class_weight, prog)
+    _warn_imbalance(data, options.head.class_weight, prog)
     if unlabeled is not None:  # an empty or missing folder is said now, not after embedding
         from graft.features.unlabeled import unlabeled_images
 
         unlabeled_images(unlabeled)
-    t0 = time.perf_counter()
+    return data
+
+
+def _embedded(data: Any, options: FitOptions, embed: EmbedOptions, prog: Progress) -> EmbeddedData:
+    """Every split through the frozen backbone, in the layout the head asks for; a DataError where nothing usable is left."""
+    head = options.head
     emb = embed_dataset(
         data,
         options.backbone,
         spatial=HeadSpec(head.head, 1, 2).spatial,
         multi_depth=head.features != "final",
         augment_views=head.augment_views,
-        seed=seed,
+        seed=options.split.seed,
         embed=embed,
         progress=prog,
     )
@@ -166,24 +192,15 @@ def stage_one(
         prog.warn(f"{len(emb.data.skipped)} file(s) skipped; see the run summary")
     if len(emb.train.X) == 0 or len(emb.val.X) == 0:
         raise DataError(f"{data.root}: no usable training or validation images after skipping unreadable files")
-    pool = _unlabeled_pool(unlabeled, emb, embed, head, prog)
-    # Chosen and fitted once, on rank 0, and handed to the other processes of a job (a no-op alone).
-    choice, st = distributed.on_rank_zero(_choose_and_fit_head, emb, head, data.classes, seed, pool)
-    train = select_columns(emb.train, choice.columns)
-    spec = st.spec
-    c_text = f", C={st.info['C']:g}" if "C" in st.info else ""
-    f_text = f", multi-depth features (blocks {list(choice.taps)})" if choice.taps else ""
-    prog.message(f"head ({head.head}{c_text}{f_text}): val accuracy {st.metrics['accuracy']:.4f}")
-    t1 = time.perf_counter()
-    ood = distributed.on_rank_zero(fit_ood_stage, spec, train, seed=seed)
+    return emb
+
+
+def _frozen_net(emb: EmbeddedData, st: HeadStage, ood: OODFit | None, taps: Sequence[int]) -> GraftNet:
+    """The frozen backbone with the fitted head (and OOD scorer), in eval mode on the backbone's device."""
     dev = next(emb.backbone.model.parameters()).device  # head and scorer were fitted on the CPU; CUDA on a GPU
     scorer = ood.scorer if ood else None
-    net = GraftNet(emb.backbone.model, st.head, spatial=spec.spatial, ood=scorer, taps=choice.taps)
-    net = net.to(dev).eval()
-    emb.backbone_info["feature_taps"] = list(choice.taps)
-    timings = {"scan": t0 - t_start, **emb.timings, "head": st.seconds, "ood": time.perf_counter() - t1}
-    timings["fit"] = time.perf_counter() - t_start
-    return StageOne(emb.data, emb, st, net, timings, ood_info(ood), train)
+    net = GraftNet(emb.backbone.model, st.head, spatial=st.spec.spatial, ood=scorer, taps=taps)
+    return net.to(dev).eval()
 
 
 def _warn_imbalance(data: Any, class_weight: str | None, prog: Progress) -> None:
