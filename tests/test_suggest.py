@@ -185,6 +185,9 @@ def test_suggest_leaves_out_the_answers_of_graft_label(tiny_model_dir: Path, poo
     got = suggest(tiny_model_dir, pool, SuggestOptions(n=100, labeled=(answers,), near_copy_cos=0.9999))
     names = {Path(r["path"]).name for r in got.rows}
     assert got.counts["already_labeled"] == 2 and not names & {"u03.png", "u04.png"} and "u05.png" in names
+    # each image left out is counted once, under one reason (a labelled image is not also its own copy)
+    left_out = sum(v for k, v in got.counts.items() if k not in ("images", "candidates"))
+    assert left_out == got.counts["images"] - got.counts["candidates"], got.counts
 
 
 def test_cli_cold_start_writes_a_manifest_graft_can_read_once_labelled(

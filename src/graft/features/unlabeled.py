@@ -93,11 +93,17 @@ class Copies:
     def any(self) -> np.ndarray:
         return self.by_hash | self.by_features | self.within
 
-    def counts(self) -> dict[str, int]:
-        """How many rows each rule removed (a row counts under the first rule that caught it)."""
-        f = self.by_features & ~self.by_hash
-        w = self.within & ~self.by_hash & ~self.by_features
-        return {"same_file": int(self.by_hash.sum()), "near_copy": int(f.sum()), "repeat_in_pool": int(w.sum())}
+    def counts(self, among: np.ndarray | None = None) -> dict[str, int]:
+        """How many rows each rule removed (a row counts under the first rule that caught it).
+
+        ``among``: only these rows (bool per pool row) are counted, so that rows already left out for
+        another reason (a labelled image is also a same-file copy of itself) are not counted twice.
+        """
+        rows = np.ones(len(self.by_hash), bool) if among is None else np.asarray(among, bool)
+        h = self.by_hash & rows
+        f = self.by_features & ~self.by_hash & rows
+        w = self.within & ~self.by_hash & ~self.by_features & rows
+        return {"same_file": int(h.sum()), "near_copy": int(f.sum()), "repeat_in_pool": int(w.sum())}
 
 
 def _max_similarity(A: np.ndarray, B: np.ndarray) -> np.ndarray:

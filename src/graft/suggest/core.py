@@ -130,7 +130,7 @@ def _exclude(
     copies = find_copies(X, file_sha256(paths), X_ref, file_sha256(ref), opts.near_copy_cos)
     drop = same_path | copies.any
     counts = {"already_labeled": int(same_path.sum())}
-    counts.update(copies.counts())
+    counts.update(copies.counts(among=~same_path))  # a labelled image is not also counted as its own copy
     return ~drop, counts, X_ref
 
 
