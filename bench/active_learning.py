@@ -241,6 +241,11 @@ def merged(results: list[dict]) -> list[dict]:
     """One result per dataset: the strategies and fractions of several runs (same features, batch) together."""
     out: dict[str, dict] = {}
     for r in results:
+        if r["dataset"] in out and out[r["dataset"]]["batch"] != r["batch"]:
+            raise SystemExit(
+                f"--from-json: two runs of {r['dataset']} with pages of {out[r['dataset']]['batch']} "
+                f"and {r['batch']} images; merge runs with the same --batch only"
+            )
         if r["dataset"] not in out:
             out[r["dataset"]] = {**r, "curves": dict(r["curves"]), "unlabeled": dict(r["unlabeled"])}
         else:
@@ -288,10 +293,13 @@ def report(results: list[dict]) -> None:
         for f, u in r["unlabeled"].items():
             for seed, forced in enumerate(u.get("forced", [])):
                 for m, g in forced.items():
-                    cv = "-" if g["cv_gain"] is None else f"{100 * g['cv_gain']:+.1f} (needs > {100 * g['needed']:.1f})"
+                    cv = "-" if g["cv_gain"] is None else f"{100 * g['cv_gain']:+.1f} (bar {100 * g['needed']:.1f})"
                     rows.append([r["dataset"], f"{100 * float(f):g}%", seed, m, f"{100 * g['val_gain']:+.1f}", cv])
     if rows:
-        print("Each method forced: its gain on validation (never used to choose) and what cross-validation saw")
+        print(
+            "Each method forced: its gain on validation (never used to choose) and what cross-validation saw;"
+            " bar: the one standard error the better method's CV gain had to beat (the guard tests only that one)"
+        )
         print(table(["dataset", "labels", "seed", "method", "val gain if kept (pts)", "CV gain (pts)"], rows))
 
 
