@@ -44,6 +44,24 @@ def test_semi_keeps_a_method_only_where_cv_says_it_helps() -> None:
     noise = np.random.default_rng(1).normal(size=(200, 20)).astype(np.float32) * 50
     kept = fit_with_unlabeled((X, y, g), noise, base, 3)
     assert kept.info["method"] == "none" and kept.fit is base
+    assert semi.info["repeats"] == kept.info["repeats"] == 3  # the guard averages three partitions into folds
+
+
+def test_self_training_labels_the_pool_again_with_the_head_it_refitted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each round's head is surer near what it just learned: later rounds label images the first could not."""
+    from graft.training.head import semi
+    from graft.training.head.calibration import fit_temperature
+    from graft.training.head.linear_probe import fit_linear_head
+
+    X, y, g, X_u = _blobs(3, 300, seed=1)
+    base = fit_linear_head(X, y, 3, groups=g)
+    T = fit_temperature(base.oof_logits, base.oof_labels)  # type: ignore[arg-type]
+    ctx = (3, base.C, T, 0)
+    first, _ = semi.pseudo_labels("self_training", base, T, (X, y), X_u, 3)
+    _, used = semi._fit_method("self_training", (X, y, np.ones(len(X), np.float32)), X_u, base, ctx)
+    assert len(first) < used <= len(X_u)  # 78 sure after one round, 141 after three
+    monkeypatch.setattr(semi, "ROUNDS", 1)
+    assert semi._fit_method("self_training", (X, y, np.ones(len(X), np.float32)), X_u, base, ctx)[1] == len(first)
 
 
 @pytest.fixture(autouse=True)
@@ -101,6 +119,11 @@ def test_train_cli_records_unlabeled_in_metrics(
     assert code == 0, err
     m = json.loads((out / "metrics.json").read_text())["unlabeled"]
     assert m["leaks_of_val_or_test"] == 2 and "cv_accuracy" in m and m["images"] == 15
+    from graft.cli.train import unlabeled_line  # the summary's row: what was used or why not, what was left out
+
+    line = unlabeled_line(m)
+    assert line.startswith("15 images, ") and "left out 2 leaks of val/test" in line
+    assert ("not used: cross-validation" in line) == (m["method"] == "none")
     empty = tmp_path / "none"
     empty.mkdir()
     code, _, err = run_cli(["train", a, "--out", tmp_path / "r2", "--unlabeled", empty], capsys)
