@@ -101,3 +101,13 @@ def test_wrong_types_in_metrics_json_are_one_warning_each_never_a_traceback(
     assert any("'stages' should be a JSON object" in w for w in warned), warned
     assert not any(r.exc_info for r in caplog.records), "a traceback was logged"
     assert "val accuracy" in doc
+
+
+def test_the_report_says_what_unlabeled_images_did(tmp_path: Path) -> None:
+    u = {"images": 60, "method": "self_training", "pseudo_labelled": 41, "leaks_of_val_or_test": 2}
+    u["cv_accuracy"] = {"none": 0.8, "self_training": 0.85, "label_spreading": 0.78}
+    run, _ = _run_folder(tmp_path / "a", ["ants", "bees"], unlabeled=u)
+    doc = html.unescape(write_report(run).read_text(encoding="utf-8"))
+    assert "60 images, self_training labelled 41 (train CV 0.8000 -> 0.8500); left out 2 leaks of val/test" in doc
+    run, _ = _run_folder(tmp_path / "b", ["ants", "bees"], unlabeled=[1, 2])  # not a record: left out, no traceback
+    assert "unlabeled images" not in write_report(run).read_text(encoding="utf-8")

@@ -119,7 +119,7 @@ def test_train_cli_records_unlabeled_in_metrics(
     assert code == 0, err
     m = json.loads((out / "metrics.json").read_text())["unlabeled"]
     assert m["leaks_of_val_or_test"] == 2 and "cv_accuracy" in m and m["images"] == 15
-    from graft.cli.train import unlabeled_line  # the summary's row: what was used or why not, what was left out
+    from graft.report.sections import unlabeled_line  # the summary's row: what was used or why not, what was left out
 
     line = unlabeled_line(m)
     assert line.startswith("15 images, ") and "left out 2 leaks of val/test" in line

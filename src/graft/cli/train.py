@@ -254,6 +254,8 @@ def render_summary(out: Path, m: dict) -> None:
             "val ECE (calibrated)", f"{m['val_ece']:.4f}" + (f" (was {before:.4f})" if before is not None else "")
         )
     if m.get("unlabeled"):
+        from graft.report.sections import unlabeled_line
+
         t.add_row("unlabeled", unlabeled_line(m["unlabeled"]))
     t.add_row("embedding seconds", f"{m['timings'].get('embed', 0):.1f}")
     t.add_row("total seconds", f"{m['train_seconds']:.1f}")
@@ -265,20 +267,6 @@ def render_summary(out: Path, m: dict) -> None:
     if len(m["skipped"]) > 20:
         console.print(f"  ... and {len(m['skipped']) - 20} more (see {out / 'metrics.json'})")
     console.print(f"model: {out / 'model'}")
-
-
-def unlabeled_line(u: dict) -> str:
-    """``--unlabeled``'s outcome in one line: what was used (or why not) and what was left out."""
-    cv = u.get("cv_accuracy") or {}
-    method = u.get("method", "none")
-    if method != "none":
-        line = f"{u['images']} images, {method} labelled {u.get('pseudo_labelled', 0)}"
-        line += f" (train CV {cv['none']:.4f} -> {cv[method]:.4f})" if method in cv else ""
-    else:
-        line = f"{u.get('images', 0)} images, not used: {u.get('why', 'no method clearly helped')}"
-    left = {"leaks of val/test": u.get("leaks_of_val_or_test", 0), "copies": u.get("copies_of_train_or_repeats", 0)}
-    gone = ", ".join(f"{n} {what}" for what, n in left.items() if n)
-    return line + (f"; left out {gone}" if gone else "")
 
 
 #: The multi-label run's validation figures, in the order shown; mAP (threshold-free) is the headline.

@@ -19,6 +19,7 @@ __all__ = [
     "calibration_section",
     "facts_section",
     "learning_curve_section",
+    "unlabeled_line",
 ]
 
 _STAGE_TITLES = {
@@ -267,6 +268,21 @@ def calibration_section(rf: RunFiles, figs: Figures) -> str | None:
     return "".join(parts)
 
 
+def unlabeled_line(u: dict[str, Any]) -> str:
+    """``--unlabeled``'s outcome in one line (graft train's summary and the report): what was used, or why not, and what was left out."""
+    cv: dict[str, Any] = u["cv_accuracy"] if isinstance(u.get("cv_accuracy"), dict) else {}
+    method = str(u.get("method", "none"))
+    if method != "none":
+        line = f"{u.get('images', '?')} images, {method} labelled {u.get('pseudo_labelled', '?')}"
+        if isinstance(cv.get("none"), float) and isinstance(cv.get(method), float):
+            line += f" (train CV {cv['none']:.4f} -> {cv[method]:.4f})"
+    else:
+        line = f"{u.get('images', '?')} images, not used: {u.get('why', 'no method clearly helped')}"
+    left = {"leaks of val/test": u.get("leaks_of_val_or_test"), "copies": u.get("copies_of_train_or_repeats")}
+    gone = ", ".join(f"{n} {what}" for what, n in left.items() if n)
+    return line + (f"; left out {gone}" if gone else "")
+
+
 def facts_section(rf: RunFiles, figs: Figures) -> str | None:
     run = rf.run
     m = rf.metrics
@@ -285,6 +301,8 @@ def facts_section(rf: RunFiles, figs: Figures) -> str | None:
         cv = ", ".join(f"{k} {float(v):.4f}" for k, v in (feats.get("cv_accuracy") or {}).items())
         kind = f"multi-depth: final + pooled block stages {feats['taps']}" if feats.get("taps") else "final"
         items.append(("features", kind + (f" (chosen by cross-validation on train: {cv})" if cv else "")))
+    if isinstance(m.get("unlabeled"), dict):
+        items.append(("unlabeled images", unlabeled_line(m["unlabeled"])))
     for k, v in (run.get("versions") or {}).items():
         items.append((f"version {k}", v))
     for k, v in (run.get("hardware") or {}).items():
