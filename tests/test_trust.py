@@ -42,6 +42,24 @@ def test_temperature_recovers_a_known_miscalibration() -> None:
     assert fit_temperature(true_logits[:5], y[:5]) == 1.0  # too few rows: no change
 
 
+def test_no_mistake_out_of_fold_is_no_licence_to_sharpen() -> None:
+    """Held-out logits all right (a small, easy dataset): the likelihood has no finite optimum, T stays 1."""
+    from graft.training.head.calibration import fit_label_temperatures
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 24)
+    z = rng.normal(0, 0.3, (24, 2))
+    z[np.arange(24), y] += 1.0 + rng.random(24)  # every row right, by margins of 1 to 2
+    assert fit_temperature(z, y) == 1.0  # the bare likelihood's fit ends at the search's edge, 0.05
+    z[0] = z[0][::-1]  # one mistake: a finite optimum, fitted as before
+    assert 0.05 < fit_temperature(z, y) < 20.0
+    Y = rng.integers(0, 2, (24, 2)).astype(float)  # multi-label: the same, per label
+    logits = (2 * Y - 1) * (1.0 + rng.random((24, 2)))  # every sign right
+    logits[0, 0] = -logits[0, 0]  # one mistake, in label 0 only
+    t = fit_label_temperatures(logits, Y)
+    assert t[1] == 1.0 and t[0] != 1.0
+
+
 def test_fit_records_the_temperature_and_both_eces(tiny_model_dir: Path) -> None:
     clf = graft.load(tiny_model_dir)
     cfg = json.loads((tiny_model_dir / "config.json").read_text())
