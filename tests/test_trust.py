@@ -88,13 +88,17 @@ def test_a_kept_fine_tune_is_recalibrated_on_held_out_training_images(
     real = stage_two.train_network
     monkeypatch.setattr(stage_two, "train_network", lambda *a, **k: seen.append(len(a[2][0])) or real(*a, **k))
     clf = graft.Classifier(TINY_BACKBONE, weights=tiny_weights, num_workers=0, precision="fp32").fit(data)
-    t1 = clf.head_info_["temperature"]
+    from graft.training.fit import targets
+
+    fitted: list[tuple[int, float]] = []  # (held-out rows, temperature) of each fit on a network's logits
+    real_t = targets.fit_temperature
+    monkeypatch.setattr(targets, "fit_temperature", lambda z, y: fitted.append((len(y), real_t(z, y))) or fitted[-1][1])
     clf.fine_tune(epochs=1, unfreeze=1, lr=1e-3, batch_size=16)
     summary = clf.stage_metrics_["fine_tune"]
     assert seen == [108] and summary["calibration_images"] == 12  # 10% of train never trained on
     assert summary["kept"], "the colour classes are easy: fine-tuning should not fall below stage 1"
     t2 = summary["temperature"]
-    assert t2 is not None and t2 > 0 and t2 != t1
+    assert fitted and fitted[-1][0] == 12 and t2 == fitted[-1][1] > 0  # fitted on the held-out 12, and kept
     assert "ece_uncalibrated" in clf.metrics_ and clf.metrics_["ece"] >= 0
     # The temperature is folded into the network: every predictor gives the calibrated probabilities.
     probs, _ok, _bad = clf.predict_proba(clf.val_paths_)
