@@ -50,7 +50,7 @@ def test_no_mistake_out_of_fold_is_no_licence_to_sharpen() -> None:
     y = rng.integers(0, 2, 24)
     z = rng.normal(0, 0.3, (24, 2))
     z[np.arange(24), y] += 1.0 + rng.random(24)  # every row right, by margins of 1 to 2
-    assert fit_temperature(z, y) == 1.0  # the bare likelihood's fit ends at the search's edge, 0.05
+    assert fit_temperature(z, y) == 1.0  # the bare likelihood's fit: 0.05, the search's edge
     z[0] = z[0][::-1]  # one mistake: a finite optimum, fitted as before
     assert 0.05 < fit_temperature(z, y) < 20.0
     Y = rng.integers(0, 2, (24, 2)).astype(float)  # multi-label: the same, per label
