@@ -47,6 +47,24 @@ def test_semi_keeps_a_method_only_where_cv_says_it_helps() -> None:
     assert semi.info["repeats"] == kept.info["repeats"] == 3  # the guard averages three partitions into folds
 
 
+def test_a_kept_method_is_calibrated_on_its_own_held_out_logits() -> None:
+    """The temperature of the head kept comes from that method's cross-validated logits, not labelled-only's."""
+    from graft.training.head import semi
+    from graft.training.head.linear_probe import fit_linear_head
+
+    X, y, g, X_u = _blobs(6, 200)
+    base = fit_linear_head(X, y, 3, groups=g)
+    n = len(y)
+    right = {"none": np.tile(np.arange(n) % 2, (3, 1)).astype(float), "label_spreading": np.zeros((3, n))}
+    right["self_training"] = np.ones((3, n))  # clearly better on every image: kept
+    held_out = {m: np.random.default_rng(0).normal(size=(n, 3)).astype(np.float32) for m in semi.METHODS}
+    ctx = (3, base.C, 1.0, 0)
+    kept = semi._choose((right, held_out), (X, y, np.ones(n, np.float32)), X_u, base, ctx, {})
+    assert kept.info["method"] == "self_training"
+    assert kept.fit.oof_logits is held_out["self_training"] and np.array_equal(kept.fit.oof_labels, y)
+    assert base.oof_logits is not None and kept.fit.oof_logits is not base.oof_logits
+
+
 def test_self_training_labels_the_pool_again_with_the_head_it_refitted(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each round's head is surer near what it just learned: later rounds label images the first could not."""
     from graft.training.head import semi
