@@ -63,6 +63,9 @@ def test_a_kept_method_is_calibrated_on_its_own_held_out_logits() -> None:
     assert kept.info["method"] == "self_training"
     assert kept.fit.oof_logits is held_out["self_training"] and np.array_equal(kept.fit.oof_labels, y)
     assert base.oof_logits is not None and kept.fit.oof_logits is not base.oof_logits
+    own = base.oof_logits
+    none_sure = semi._choose((right, held_out), (X, y, np.ones(n, np.float32)), X_u[:0], base, ctx, {})
+    assert none_sure.info["method"] == "none" and none_sure.fit is base and base.oof_logits is own  # untouched
 
 
 def test_self_training_labels_the_pool_again_with_the_head_it_refitted(monkeypatch: pytest.MonkeyPatch) -> None:

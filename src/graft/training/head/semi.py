@@ -230,5 +230,7 @@ def _choose(
     if g.mean() <= 0 or g.mean() <= se:
         return SemiFit(base, {**info, "method": "none", "why": f"cross-validation: {best} did not clearly help"})
     fit, used = _fit_method(best, lab, X_u, base, ctx)
+    if used == 0:  # nothing sure enough on the whole pool: the labelled-only head, its calibration untouched
+        return SemiFit(base, {**info, "method": "none", "why": f"{best}: no unlabelled image was sure enough"})
     fit.oof_logits, fit.oof_labels, fit.oof_rows = held_out[best], lab[1], np.arange(len(lab[1]))
     return SemiFit(fit, {**info, "method": best, "pseudo_labelled": used})
