@@ -84,7 +84,7 @@ def measure(clf: Any, st: Any, args: argparse.Namespace, dataset: str) -> list[d
     top = next(r for r in RUNGS if r.name == "top")
     env = clf._train_env()
     classes = list(clf.data_.classes)
-    paths, y, held = ladder._held_out_slice(clf.data_, env.seed)
+    paths, y, held = ladder.held_out_slice(clf.data_, env.seed)
     if not held.any():  # the ladder itself would keep the head and fine-tune nothing
         raise SystemExit(f"{dataset}: too few training images to hold out a slice (the ladder would not fine-tune)")
     net = clf.model_

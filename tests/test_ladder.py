@@ -134,13 +134,13 @@ def test_a_kept_rung_is_recalibrated_saved_and_predicts_as_validated(
 ) -> None:
     from graft.training.fit import ladder
 
-    real = ladder._refit_head_without
+    real = ladder.refit_head_without
 
     def worse_head(*a, **k):  # the frozen head scores 0 on the held-out slice: a fine-tuned rung must win
         st, loss = real(*a, **k)
         return dataclasses.replace(st, metrics={**st.metrics, "accuracy": 0.0}), loss
 
-    monkeypatch.setattr(ladder, "_refit_head_without", worse_head)
+    monkeypatch.setattr(ladder, "refit_head_without", worse_head)
     # One epoch of the first fine-tuning rung whatever the machine's load (on a busy 2-core machine
     # stage 1 alone can take most of a 20 s budget): this test is about what happens to a kept rung.
     monkeypatch.setattr(ladder, "epochs_now", lambda i, *_a: 1 if i == 1 else 0)
@@ -255,3 +255,52 @@ def test_a_damaged_ladder_record_starts_the_climb_again(tmp_path: Path) -> None:
     assert not state.resumed and state.estimate is None and note is not None and "starts again" in note
     fresh, none = read_state(tmp_path, 0.0, resume=False)
     assert not fresh.resumed and none is None
+
+
+def test_rungs_train_on_pseudo_labelled_images_labelled_without_the_held_out_slice(
+    ladder_data: Path, tiny_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--unlabeled with a budget: where CV keeps a method, the rungs fine-tune on its pseudo-labels too."""
+    from conftest import _colour_image
+    from graft.training.fit import ladder, rungs
+    from graft.training.head import semi
+
+    monkeypatch.setattr("graft.training.fit.unlabeled.NEAR_COPY_COS", 0.9999)  # tiny backbone: exact copies only
+    pool = tmp_path / "pool"
+    for i in range(30):
+        _colour_image(pool / f"u{i:02d}.png", i % 3, seed=9100 + i)
+    real_choose = semi._choose
+
+    def always_helps(cv, *a, **k):  # the guard keeps self-training whatever the tiny model's CV says
+        right, held_out = cv
+        right = {**right, "none": np.zeros_like(right["none"]), "self_training": np.ones_like(right["none"])}
+        return real_choose((right, held_out), *a, **k)
+
+    monkeypatch.setattr(semi, "_choose", always_helps)
+    seen: list[int] = []
+    real_for_rungs = semi.pseudo_labels_for_rungs
+    monkeypatch.setattr(
+        semi,
+        "pseudo_labels_for_rungs",
+        lambda s, lab, *a, **k: seen.append(len(lab[1])) or real_for_rungs(s, lab, *a, **k),
+    )
+    calls: list[list[str]] = []
+    real = rungs.train_network
+    monkeypatch.setattr(rungs, "train_network", lambda *a, **k: calls.append(list(a[2][0])) or real(*a, **k))
+    head_fits: list[object] = []
+    real_refit = ladder.refit_head_without
+    monkeypatch.setattr(ladder, "refit_head_without", lambda *a: head_fits.append(a[-1]) or real_refit(*a))
+    clf = _clf(tiny_weights).fit(ladder_data, budget=20, unlabeled=pool)
+    assert (
+        len(head_fits) == 1 and head_fits[0] is not None
+    )  # the head rung: the kept method, refitted without the slice
+    assert clf.head_info_["unlabeled"]["method"] == "self_training", str(clf.head_info_["unlabeled"])
+    rec = clf.stage_metrics_["ladder"]["unlabeled"]
+    assert rec["method"] == "self_training" and 0 < rec["pseudo_labelled"] <= rec["labelled"]
+    # labelled from the 108 images outside the 12 held out (each with its augmented views), not from all 120
+    assert rec["labelled"] == 108 and len(seen) == 1 and seen[0] % 108 == 0 and seen[0] % 120 != 0
+    assert calls, "the ladder should have fine-tuned"
+    pooled = {str(p) for p in pool.iterdir()}
+    used = [len(set(fit_paths) & pooled) for fit_paths in calls]  # the timing probes train on a few images only
+    assert max(used) == rec["pseudo_labelled"], used
+    assert not {p for fit_paths in calls for p in fit_paths} & {str(p) for p in clf.val_paths_}

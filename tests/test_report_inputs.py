@@ -111,3 +111,11 @@ def test_the_report_says_what_unlabeled_images_did(tmp_path: Path) -> None:
     assert "60 images, self_training labelled 41 (train CV 0.8000 -> 0.8500); left out 2 leaks of val/test" in doc
     run, _ = _run_folder(tmp_path / "b", ["ants", "bees"], unlabeled=[1, 2])  # not a record: left out, no traceback
     assert "unlabeled images" not in write_report(run).read_text(encoding="utf-8")
+    from graft.report.sections import unlabeled_line  # with a budget, what the fine-tuning rungs took
+
+    rungs = {**u, "rungs": {"method": "self_training", "pseudo_labelled": 30, "labelled": 54}}
+    assert "; the budget's fine-tuning rungs trained on 30 of them pseudo-labelled;" in unlabeled_line(rungs)
+    assert "rungs" not in unlabeled_line({**u, "rungs": "odd"})
+    assert unlabeled_line({**u, "in_kept_model": False}).endswith(
+        "rung kept does not use them; left out 2 leaks of val/test"
+    )

@@ -79,7 +79,7 @@ def test_self_training_labels_the_pool_again_with_the_head_it_refitted(monkeypat
     T = fit_temperature(base.oof_logits, base.oof_labels)  # type: ignore[arg-type]
     ctx = (3, base.C, T, 0)
     first, _ = semi.pseudo_labels("self_training", base, T, (X, y), X_u, 3)
-    _, used = semi._fit_method("self_training", (X, y, np.ones(len(X), np.float32)), X_u, base, ctx)
+    _, used, _ = semi._fit_method("self_training", (X, y, np.ones(len(X), np.float32)), X_u, base, ctx)
     assert len(first) < used <= len(X_u)  # 78 sure after one round, 141 after three
     monkeypatch.setattr(semi, "ROUNDS", 1)
     assert semi._fit_method("self_training", (X, y, np.ones(len(X), np.float32)), X_u, base, ctx)[1] == len(first)

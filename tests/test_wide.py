@@ -145,7 +145,7 @@ def test_a_kept_wide_rung_becomes_the_model(
     from graft.training.fit import ladder
 
     monkeypatch.setattr(ladder, "epochs_now", lambda *_a: 0)
-    real = ladder._refit_head_without
+    real = ladder.refit_head_without
     calls: list[int] = []
 
     def worse_head(*a: Any, **k: Any) -> Any:  # the head (first call) scores 0 on the held-out slice
@@ -153,7 +153,7 @@ def test_a_kept_wide_rung_becomes_the_model(
         calls.append(1)
         return (st if len(calls) > 1 else _zero(st)), loss
 
-    monkeypatch.setattr(ladder, "_refit_head_without", worse_head)
+    monkeypatch.setattr(ladder, "refit_head_without", worse_head)
     clf = _clf().fit(wide_data, budget="10m")
     assert clf.stage_metrics_["ladder"]["kept"] == "wide" and clf.backbone_info_["architecture"] == "wide"
     clf.save(tmp_path / "m")

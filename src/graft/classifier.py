@@ -184,7 +184,9 @@ class Classifier(LearnedState, Estimator):
                 run): finished rungs are read back, the rung in progress goes on from its last
                 checkpoint, and the seconds already spent count against ``budget``.
             unlabeled: a folder of unlabelled images the linear head may learn from, kept only where
-                cross-validation on the training images says they help (``head_info_["unlabeled"]``).
+                cross-validation on the training images says they help (``head_info_["unlabeled"]``);
+                with ``budget``, the ladder's head rung and fine-tuning rungs use them too
+                (``stage_metrics_["ladder"]["unlabeled"]``).
         """
         import time
 
@@ -239,6 +241,7 @@ class Classifier(LearnedState, Estimator):
             score=self._score_val,
             preprocessing=self.preprocessing_,
             wide=WideSource(st.embedded, st.head, self._embed_options()),
+            pool=st.pool,
         )
         res = climb(start, budget=budget, env=self._train_env(checkpoint_dir=checkpoint_dir, resume=resume))
         self._store_ladder(res, budget[0])

@@ -47,6 +47,8 @@ class LearnedState:
         self.ladder_ = res.table()
         self.stage_metrics_["ladder"] = {"budget_seconds": budget_seconds, "kept": res.kept, "plan": res.plan}
         self.stage_metrics_["ladder"]["spent"] = res.spent()
+        if res.unlabeled is not None:
+            self.stage_metrics_["ladder"]["unlabeled"] = res.unlabeled
         if res.history:
             self.history_["ladder"] = res.history
         if res.wide is not None:
@@ -61,7 +63,10 @@ class LearnedState:
         self.model_ = ws.net
         self.backbone_info_ = ws.backbone_info
         self.head_spec_ = ws.head.spec
+        unlabeled = self.head_info_.get("unlabeled")
         self.head_info_ = ws.head.info
+        if unlabeled is not None:  # the wide head is fitted on labelled images only: the record says so
+            self.head_info_["unlabeled"] = {**unlabeled, "in_kept_model": False}
         self.history_["head"] = ws.head.history
         self.metrics_ = ws.head.metrics
         self.val_probs_ = ws.head.val_probs

@@ -270,7 +270,7 @@ def _write_outputs(run: RunFolder, clf: Classifier, stages: dict[str, Any]) -> d
         **_val_metrics(m),
         "temperature": stage.get("temperature", stage.get("temperatures")),
         "features": clf.head_info_.get("features"),
-        "unlabeled": clf.head_info_.get("unlabeled"),
+        "unlabeled": _unlabeled_record(clf),
         "ladder": clf.ladder_,
         "budget_seconds": None,  # the user's, filled by _finish
         "train_seconds": None,  # filled last, so it covers everything
@@ -366,3 +366,12 @@ def run_demo(out: str | os.PathLike, *, progress: Progress | None = None) -> tup
     sample = sorted((data / "7").glob("*"))[0]
     prediction = Classifier.load(RunFolder(out).model_dir).predict([sample], top_k=3)[0]
     return metrics, prediction
+
+
+def _unlabeled_record(clf: Any) -> dict[str, Any] | None:
+    """``--unlabeled``'s record: the head's, with what the budget ladder's rungs took from it (``rungs``)."""
+    head = clf.head_info_.get("unlabeled")
+    rungs = (clf.stage_metrics_.get("ladder") or {}).get("unlabeled")
+    if head is None or rungs is None:
+        return head
+    return {**head, "rungs": rungs}

@@ -64,7 +64,8 @@ def train(
     unlabeled: Path | None = typer.Option(
         None,
         help="Folder of unlabelled images the head may learn from (kept only where cross-validation on the "
-        "training images says they help; copies of validation/test images are left out).",
+        "training images says they help; copies of validation/test images are left out); with --budget, the "
+        "fine-tuning rungs then train on some of them too, pseudo-labelled.",
     ),
     budget: str | None = typer.Option(
         None,

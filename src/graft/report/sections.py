@@ -280,6 +280,11 @@ def unlabeled_line(u: dict[str, Any]) -> str:
         line = f"{u.get('images', '?')} images, not used: {u.get('why', 'no method clearly helped')}"
     left = {"leaks of val/test": u.get("leaks_of_val_or_test"), "copies": u.get("copies_of_train_or_repeats")}
     gone = ", ".join(f"{n} {what}" for what, n in left.items() if n)
+    if u.get("in_kept_model") is False:
+        line += "; the wide-features rung kept does not use them"
+    rungs = u.get("rungs")
+    if isinstance(rungs, dict) and rungs.get("pseudo_labelled"):
+        line += f"; the budget's fine-tuning rungs trained on {rungs['pseudo_labelled']} of them pseudo-labelled"
     return line + (f"; left out {gone}" if gone else "")
 
 

@@ -17,13 +17,17 @@ head is refitted without it to score the first rung on the same footing). Early 
 the choice of rung and the new temperature use that slice alone. The validation split is
 scored for the ladder table and never decides anything, so the reported accuracy is a
 measurement, not a selection.
+
+With ``--unlabeled``, where cross-validation kept a method for the head
+(:mod:`graft.training.head.semi`), the fine-tuning rungs train on pseudo-labelled unlabelled
+images beside the labelled ones: labelled again from the training images outside the held-out
+slice (so no held-out label reaches a rung), at most as many as there are labelled images.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -40,11 +44,11 @@ from graft.training.finetune.policy import FineTunePolicy
 from graft.training.finetune.train import FitResult
 from graft.training.fit.budget_plan import MORE, RUNGS, Rung, Schedule, epochs_now, observed_ratio, plan, plan_lines
 from graft.training.fit.ladder_io import LadderResult, LadderStart
+from graft.training.fit.ladder_slice import held_out_slice, pseudo_labelled, refit_head_without
 from graft.training.fit.ladder_state import Estimate, LadderState, read_state
 from graft.training.fit.rungs import LADDER_CONFIG, RungContext, RungResult, probe, recalibrate, run_rung
-from graft.training.fit.stage_two import calibration_split
-from graft.training.fit.stages import HeadStage, fit_head_stage
-from graft.training.fit.targets import loss_weights, mean_log_loss, targets_of
+from graft.training.fit.stages import HeadStage
+from graft.training.fit.targets import loss_weights
 from graft.training.fit.wide import WIDE_COST, WideSource, WideStage, fit_wide
 from graft.transforms.eval import Preprocessing
 
@@ -75,18 +79,19 @@ def climb(start: LadderStart, *, budget: tuple[float, float], env: TrainEnv) -> 
     table = [RungResult("head", RUNGS[0].what, val_accuracy=float(start.head.metrics["accuracy"]))]
     table[0].seconds = time.perf_counter() - started
     result = LadderResult(table, [], "head", budget_seconds)
-    paths, y, held = _held_out_slice(start.data, env.seed)
+    paths, y, held = held_out_slice(start.data, env.seed)
     if not held.any():
         return _head_only(result, prog)
     classes = list(start.data.classes)
     saved = _snapshot(net)  # stage 1, head on all of train
-    _head_rung(net, table[0], start.head, start.feats, (paths, held, classes), env.balanced, env.seed)
+    semi_fit, extra = pseudo_labelled(start, (paths, held), len(classes), env, result)
+    _head_rung(net, table[0], start.head, start.feats, (paths, held, classes), env.balanced, env.seed, semi_fit)
     state, note = read_state(env.checkpoint_dir, started, env.resume)
     if note:
         prog.warn(note)
     end = started + budget_seconds - state.spent_before  # a resumed climb: the seconds its earlier processes spent
     ws = _wide_rung(start.wide, table, (paths, held, classes), env, end) if start.wide is not None else None
-    ctx = _context(env, start.preprocessing, (paths, y, held), start.val, classes, start.score, prog)
+    ctx = _context(env, start.preprocessing, (paths, y, held), start.val, classes, start.score, prog, extra)
     ctx = dataclasses.replace(ctx, thresholds=start.head.thresholds)
     _plan(result, state, ctx, net, (len(paths), end))
     first = table[1] if ws is not None and better(_score(table[1]), _score(table[0])) else table[0]
@@ -148,7 +153,7 @@ def _wide_rung(
         return None
     table.append(row)
     held_head, row.held_out_loss = distributed.on_rank_zero(
-        _refit_head_without, ws.head, ws.embedded.train, paths, held, classes, env.balanced, env.seed
+        refit_head_without, ws.head, ws.embedded.train, paths, held, classes, env.balanced, env.seed
     )
     row.held_out_accuracy = float(held_head.metrics["accuracy"])
     row.val_accuracy = float(ws.head.metrics["accuracy"])
@@ -164,12 +169,16 @@ def _context(
     classes: list[str],
     score: Callable[[nn.Module], np.ndarray],
     progress: Progress,
+    extra: tuple[list[str], np.ndarray] = ([], np.zeros(0, np.int64)),
 ) -> RungContext:
-    """What the rungs share: the held-out split of ``slice_`` (paths, labels, held-out mask) and how they run."""
+    """What the rungs share: the held-out split of ``slice_`` (paths, labels, held-out mask) and how they run.
+
+    ``extra``: pseudo-labelled (paths, labels) the rungs train on beside the labelled images.
+    """
     from graft.features.embedder import choose_precision, default_num_workers
 
     paths, y, held = slice_
-    train_set = ([p for p, h in zip(paths, held) if not h], y[~held])
+    train_set = ([p for p, h in zip(paths, held) if not h] + list(extra[0]), np.concatenate([y[~held], extra[1]]))
     held_set = ([p for p, h in zip(paths, held) if h], y[held])
     precision = env.precision
     run = TrainEnv(
@@ -177,7 +186,7 @@ def _context(
         precision="auto" if str(precision or "auto").lower() == "auto" else choose_precision(precision, env.device),
         num_workers=default_num_workers() if env.num_workers is None else env.num_workers,
         seed=env.seed,
-        class_weight=loss_weights(y[~held], len(classes)) if env.balanced else None,
+        class_weight=loss_weights(train_set[1], len(classes)) if env.balanced else None,
     )
     return RungContext(run, preprocessing, (train_set, held_set, val), classes, score, progress, env.checkpoint_dir)
 
@@ -190,12 +199,16 @@ def _head_rung(
     slice_: tuple[list[str], np.ndarray, list[str]],
     balanced: bool,
     seed: int,
+    linear_fit: Any = None,
 ) -> None:
-    """Score the head rung on the held-out slice (refitted without it) and put that head into ``net``."""
+    """Score the head rung on the held-out slice (refitted without it) and put that head into ``net``.
+
+    ``linear_fit``: that head already fitted (``--unlabeled``'s kept method, on the same rows).
+    """
     paths, held, classes = slice_
     t0 = time.perf_counter()
     held_head, row.held_out_loss = distributed.on_rank_zero(
-        _refit_head_without, head_st, feats, paths, held, classes, balanced, seed
+        refit_head_without, head_st, feats, paths, held, classes, balanced, seed, linear_fit
     )
     row.held_out_accuracy = float(held_head.metrics["accuracy"])
     row.seconds += time.perf_counter() - t0
@@ -333,14 +346,6 @@ def _snapshot(net: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
-def _held_out_slice(data: Any, seed: int) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """The usable training images, their labels, and the mask of the held-out slice (all False: too few)."""
-    skipped = {Path(s.path) for s in data.skipped}
-    records = [r for r in data.splits["train"] if r.path not in skipped]
-    y = targets_of(records, len(data.classes), bool(getattr(data, "multi_label", False)))
-    return [str(r.path) for r in records], y, calibration_split(y, seed=seed)
-
-
 def _estimate(ctx: RungContext, net: GraftNet, n_train: int, end: float, stage1_s: float, budget_s: float) -> Estimate:
     """Probe each rung (rank 0's figures), then plan: (costs, epochs per rung, val scoring s, finish s, plan lines)."""
     train_set, held_set, val = ctx.sets
@@ -351,33 +356,3 @@ def _estimate(ctx: RungContext, net: GraftNet, n_train: int, end: float, stage1_
     epochs = plan(end - time.perf_counter() - finish, costs, val_cost)
     lines = plan_lines(stage1_s, budget_s, end - time.perf_counter(), epochs, costs, finish)
     return costs, epochs, val_cost, finish, lines
-
-
-def _refit_head_without(
-    head_st: HeadStage,
-    feats: SplitFeatures,
-    paths: list[str],
-    held: np.ndarray,
-    classes: list[str],
-    balanced: bool,
-    seed: int,
-) -> tuple[HeadStage, float]:
-    """Stage 1's head (same features, same C) refitted without the held-out images; its held-out loss."""
-    held_paths = {p for p, h in zip(paths, held) if h}
-    n0 = len(feats.paths)  # view-0 rows come first, in ``feats.paths`` order
-    path_of = dict(zip(feats.groups[:n0].tolist(), feats.paths))
-    out = np.array([path_of.get(int(g)) in held_paths for g in feats.groups], dtype=bool)
-    first = np.zeros(len(out), dtype=bool)
-    first[:n0] = True
-
-    def rows(mask: np.ndarray) -> SplitFeatures:
-        keep = np.flatnonzero(mask)
-        return SplitFeatures(
-            feats.X[keep], feats.y[keep], feats.groups[keep], [path_of[int(g)] for g in feats.groups[keep]]
-        )
-
-    train = rows(~out)
-    test = rows(out & first)
-    cw = loss_weights(train.y, len(classes)) if balanced else None
-    st = fit_head_stage(head_st.spec, train, test, classes, C=head_st.info.get("C"), class_weight=cw, seed=seed)
-    return st, mean_log_loss(test.y, st.val_probs)

@@ -21,6 +21,7 @@ from graft.training.fit.rungs import RungResult
 from graft.training.fit.stage_two import FineTuneStage
 from graft.training.fit.stages import HeadStage
 from graft.training.fit.wide import WideSource, WideStage
+from graft.training.head.semi import PseudoSource
 from graft.transforms.eval import Preprocessing
 
 __all__ = ["LadderStart", "LadderResult"]
@@ -38,6 +39,8 @@ class LadderStart:
         score: validation probabilities of a network through the prediction path.
         preprocessing: the backbone's evaluation preprocessing.
         wide: stage 1's embedding, to try the wide-features rung first (None: no such rung).
+        pool: ``--unlabeled``'s images where cross-validation kept a method: the fine-tuning rungs
+            train on pseudo-labelled ones too (None: labelled images only).
     """
 
     net: GraftNet
@@ -48,6 +51,7 @@ class LadderStart:
     score: Callable[[nn.Module], np.ndarray]
     preprocessing: Preprocessing
     wide: WideSource | None = None
+    pool: PseudoSource | None = None
 
 
 @dataclass
@@ -65,6 +69,7 @@ class LadderResult:
     wide: WideStage | None = None  # the wide-features rung, where it was kept (``net`` is then stage 1's)
     probe_seconds: float = 0.0  # timing the fine-tuning rungs before the plan
     unused_seconds: float | None = None  # budget left when the climb ended (None: not measured)
+    unlabeled: dict[str, Any] | None = None  # what the rungs took from --unlabeled (None: nothing offered)
 
     def table(self) -> list[dict[str, Any]]:
         return [r.to_dict() for r in self.rungs]

@@ -31,6 +31,7 @@ from graft.training.head.fit import class_weights_balanced, fit_linear_head, tra
 from graft.training.head.multilabel import pos_weights_balanced
 from graft.training.head.ood import OODFit, fit_ood
 from graft.training.head.options import HeadOptions
+from graft.training.head.semi import PseudoSource
 
 __all__ = ["HeadStage", "StageOne", "stage_one", "fit_head_stage", "fit_ood_stage", "ood_info"]
 
@@ -116,6 +117,7 @@ class StageOne:
     timings: dict[str, float]
     ood: dict[str, Any] = field(default_factory=dict)  # the ArtifactSpec's ``ood`` section
     train: SplitFeatures | None = None  # the training features the head was fitted on (chosen columns)
+    pool: PseudoSource | None = None  # --unlabeled where a method was kept: for the budget ladder's rungs
 
 
 # Embedding and the head fit allocate and free many arrays of 1-60 MB (ONNX Runtime's arena,
@@ -147,7 +149,7 @@ def stage_one(
     emb = _embedded(data, options, embed, prog)
     pool = _unlabeled_pool(unlabeled, emb, embed, head, prog)
     # Chosen and fitted once, on rank 0, and handed to the other processes of a job (a no-op alone).
-    choice, st = distributed.on_rank_zero(_choose_and_fit_head, emb, head, data.classes, seed, pool)
+    choice, st, source = distributed.on_rank_zero(_choose_and_fit_head, emb, head, data.classes, seed, pool)
     train = select_columns(emb.train, choice.columns)
     c_text = f", C={st.info['C']:g}" if "C" in st.info else ""
     f_text = f", multi-depth features (blocks {list(choice.taps)})" if choice.taps else ""
@@ -158,7 +160,7 @@ def stage_one(
     emb.backbone_info["feature_taps"] = list(choice.taps)
     timings = {"scan": t0 - t_start, **emb.timings, "head": st.seconds, "ood": time.perf_counter() - t1}
     timings["fit"] = time.perf_counter() - t_start
-    return StageOne(emb.data, emb, st, net, timings, ood_info(ood), train)
+    return StageOne(emb.data, emb, st, net, timings, ood_info(ood), train, source)
 
 
 def _scanned(data: Any, options: FitOptions, embed: EmbedOptions, unlabeled: Any, prog: Progress) -> Any:
@@ -231,8 +233,12 @@ def _unlabeled_pool(folder: Any, emb: EmbeddedData, embed: EmbedOptions, head: H
 
 def _choose_and_fit_head(
     emb: EmbeddedData, options: HeadOptions, classes: Sequence[str], seed: int, pool: Any = None
-) -> tuple[Any, HeadStage]:
-    """Choose the features (training data only), then fit the head on them and score it on validation."""
+) -> tuple[Any, HeadStage, PseudoSource | None]:
+    """Choose the features (training data only), then fit the head on them and score it on validation.
+
+    The third item: where ``--unlabeled``'s cross-validation kept a method, what the budget
+    ladder's rungs need to pseudo-label the same images (None otherwise).
+    """
     n = len(classes)
     multi = np.ndim(emb.train.y) == 2
     class_weight = _loss_weights(emb.train.y, n) if options.class_weight == "balanced" else None
@@ -255,6 +261,10 @@ def _choose_and_fit_head(
         reuse = semi.fit
     st = fit_head_stage(spec, train, val, classes, C=options.C, class_weight=class_weight, seed=seed, linear_fit=reuse)
     st.info["features"] = choice.to_dict()
+    source = None
     if semi is not None:
         st.info["unlabeled"] = {**pool.info, **semi.info}
-    return choice, st
+        if semi.info["method"] != "none":
+            X_u = pool.X[:, choice.columns]
+            source = PseudoSource(X_u, list(pool.paths), semi.info["method"], float(semi.info["C"]), semi.temperature)
+    return choice, st, source

@@ -22,10 +22,10 @@ __all__ = ["UnlabeledPool", "embed_unlabeled"]
 
 
 class UnlabeledPool:
-    """The unlabelled features kept (``X``) and the counts of what was left out (``info``)."""
+    """The unlabelled features kept (``X``), their files (``paths``) and the counts of what was left out (``info``)."""
 
-    def __init__(self, X: np.ndarray, info: dict[str, Any]) -> None:
-        self.X, self.info = X, info
+    def __init__(self, X: np.ndarray, paths: list[str], info: dict[str, Any]) -> None:
+        self.X, self.paths, self.info = X, paths, info
 
 
 def embed_unlabeled(folder: str | os.PathLike, emb: EmbeddedData, embed: EmbedOptions) -> UnlabeledPool:
@@ -56,4 +56,4 @@ def embed_unlabeled(folder: str | os.PathLike, emb: EmbeddedData, embed: EmbedOp
         "copies_of_train_or_repeats": int(copies.sum()),
         "test_checked_by": "file hash",
     }
-    return UnlabeledPool(fs.X[keep], info)
+    return UnlabeledPool(fs.X[keep], [p for p, k in zip(ok, keep) if k], info)

@@ -38,6 +38,10 @@ unbiased estimate exists: Bengio & Grandvalet 2004); what that costs was measure
 five fits each, where one partition and one round had 15 (sign_digits at 10% labels, one thread:
 11 s -> 89 s); the folds label at most :data:`CV_POOL` unlabelled images. Validation images are
 never read.
+
+With a budget, the ladder (:mod:`graft.training.fit.ladder_slice`) fits the kept method again
+without its held-out slice (:func:`pseudo_labels_for_rungs`): that head is its head rung, and a
+sample of its pseudo-labelled images joins the fine-tuning rungs' training images.
 """
 
 from __future__ import annotations
@@ -59,9 +63,11 @@ __all__ = [
     "REPEATS",
     "ROUNDS",
     "SPREAD_ALPHA",
+    "PseudoSource",
     "SemiFit",
     "fit_with_unlabeled",
     "pseudo_labels",
+    "pseudo_labels_for_rungs",
 ]
 
 METHODS = ("self_training", "label_spreading")
@@ -76,10 +82,29 @@ _NEIGHBOURS = 10
 
 @dataclass
 class SemiFit:
-    """The head to keep (``fit``) and the record of how it was chosen (``info``, for metrics.json)."""
+    """The head to keep (``fit``) and the record of how it was chosen (``info``, for metrics.json).
+
+    ``temperature``: the labelled-only head's, which the pseudo-labels' confidence is read with.
+    """
 
     fit: LinearFit
     info: dict[str, Any] = field(default_factory=dict)
+    temperature: float = 1.0
+
+
+@dataclass
+class PseudoSource:
+    """What the budget ladder's rungs need to pseudo-label the unlabelled images (a kept method only).
+
+    ``X``: the unlabelled features (the head's columns), ``paths`` their files, ``method`` the one
+    cross-validation kept, ``C`` and ``temperature`` the labelled-only head's.
+    """
+
+    X: np.ndarray
+    paths: list[str]
+    method: str
+    C: float
+    temperature: float
 
 
 def _unit(X: np.ndarray, mean: np.ndarray) -> np.ndarray:
@@ -126,8 +151,9 @@ def _fit_method(
     X_u: np.ndarray,
     base: LinearFit,
     ctx: tuple[int, float, float, int],
-) -> tuple[LinearFit, int]:
-    """(the head fitted on the labelled rows ``lab`` = (X, y, weights) plus ``method``'s pseudo-labelled rows, how many)."""
+) -> tuple[LinearFit, int, tuple[np.ndarray, np.ndarray] | None]:
+    """(the head fitted on the labelled rows ``lab`` = (X, y, weights) plus ``method``'s pseudo-labelled rows,
+    how many, and those (rows of ``X_u``, labels); None where none was sure enough)."""
     n_classes, C, T, seed = ctx
     X, y, w = lab
     fit, used, last = base, 0, None
@@ -140,7 +166,7 @@ def _fit_method(
             np.concatenate([X, X_u[rows]]), np.concatenate([y, labels]), np.concatenate([w, pw]), n_classes, C, seed
         )
         used, last = len(rows), (rows, labels)
-    return fit, used
+    return fit, used, last
 
 
 def _folds(y_img: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
@@ -178,7 +204,12 @@ def fit_with_unlabeled(
     k = int(min(FOLDS, np.bincount(y[first], minlength=n_classes)[np.unique(y)].min()))
     info: dict[str, Any] = {"images": int(len(X_u)), "confidence": CONFIDENCE, "C": base.C, "folds": k}
     if k < 2 or len(X_u) == 0:
-        return SemiFit(base, {**info, "method": "none", "why": "too few labelled images per class to cross-validate"})
+        why = (
+            "no unlabelled image left to use"
+            if len(X_u) == 0
+            else "too few labelled images per class to cross-validate"
+        )
+        return SemiFit(base, {**info, "method": "none", "why": why}, T)
     info["repeats"] = REPEATS
     pool = X_u
     if len(pool) > CV_POOL:  # the guard's cost stays bounded; the head kept is still fitted on every image
@@ -203,6 +234,32 @@ def fit_with_unlabeled(
     return _choose((right, held_out), (X, y, w), X_u, base, ctx, info)
 
 
+def pseudo_labels_for_rungs(
+    source: PseudoSource, lab: tuple[np.ndarray, np.ndarray, np.ndarray], n_classes: int, limit: int, seed: int = 0
+) -> tuple[LinearFit, list[str], np.ndarray]:
+    """The kept method's head on ``lab``, and (files, labels) of at most ``limit`` unlabelled images for the rungs.
+
+    ``lab`` = (X, y, weights): the labelled rows outside the budget ladder's held-out slice, so that
+    no held-out label reaches a rung through a pseudo-label (the slice chooses the rung and fits its
+    temperature). The kept method labels the pool from those rows as it did for the head; the head
+    it refits is the ladder's head rung, scored on the slice like the head stage 1 keeps. Where it
+    labels more than ``limit`` (the number of labelled training images), a seeded sample of
+    ``limit`` is taken: the pseudo-labelled images then weigh together at most as much as the
+    labelled ones, the head's rule, and an epoch costs at most twice a labelled-only one.
+    """
+    X, y, w = lab
+    base = _solve(X, y, w, n_classes, source.C, seed)
+    ctx = (n_classes, source.C, source.temperature, seed)
+    fit, _, last = _fit_method(source.method, lab, source.X, base, ctx)
+    if last is None or limit < 1:
+        return fit, [], np.zeros(0, np.int64)
+    rows, labels = last
+    if len(rows) > limit:
+        pick = np.sort(np.random.default_rng(seed).choice(len(rows), limit, replace=False))
+        rows, labels = rows[pick], labels[pick]
+    return fit, [source.paths[int(i)] for i in rows], np.asarray(labels, np.int64)
+
+
 def _choose(
     cv: tuple[dict[str, np.ndarray], dict[str, np.ndarray]],
     lab: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -221,6 +278,7 @@ def _choose(
     labels: mean validation log-loss 0.565 -> 0.506).
     """
     right, held_out = cv
+    T = ctx[2]
     gains = {m: (right[m] - right["none"]).mean(0) for m in METHODS}  # per image, over the partitions
     best = max(METHODS, key=lambda m: (gains[m].mean(), m))
     g = gains[best]
@@ -228,9 +286,9 @@ def _choose(
     info["cv_accuracy"] = {m: round(float(a.mean()), 4) for m, a in right.items()}
     info["kept_if_gain_over"] = round(se, 4)
     if g.mean() <= 0 or g.mean() <= se:
-        return SemiFit(base, {**info, "method": "none", "why": f"cross-validation: {best} did not clearly help"})
-    fit, used = _fit_method(best, lab, X_u, base, ctx)
+        return SemiFit(base, {**info, "method": "none", "why": f"cross-validation: {best} did not clearly help"}, T)
+    fit, used, _ = _fit_method(best, lab, X_u, base, ctx)
     if used == 0:  # nothing sure enough on the whole pool: the labelled-only head, its calibration untouched
-        return SemiFit(base, {**info, "method": "none", "why": f"{best}: no unlabelled image was sure enough"})
+        return SemiFit(base, {**info, "method": "none", "why": f"{best}: no unlabelled image was sure enough"}, T)
     fit.oof_logits, fit.oof_labels, fit.oof_rows = held_out[best], lab[1], np.arange(len(lab[1]))
-    return SemiFit(fit, {**info, "method": best, "pseudo_labelled": used})
+    return SemiFit(fit, {**info, "method": best, "pseudo_labelled": used}, T)
