@@ -304,3 +304,25 @@ def test_rungs_train_on_pseudo_labelled_images_labelled_without_the_held_out_sli
     used = [len(set(fit_paths) & pooled) for fit_paths in calls]  # the timing probes train on a few images only
     assert max(used) == rec["pseudo_labelled"], used
     assert not {p for fit_paths in calls for p in fit_paths} & {str(p) for p in clf.val_paths_}
+
+
+def test_the_rungs_training_set_keeps_multi_label_targets_and_adds_pseudo_labels_only_when_given() -> None:
+    """A multi-label climb (0/1 rows, no --unlabeled) gets its labelled set as it is; single-label gains the pool."""
+    from graft.progress import NullProgress
+    from graft.training.finetune.options import TrainEnv
+    from graft.training.fit import ladder
+
+    paths = [f"img{i}.png" for i in range(6)]
+    held = np.array([False, False, False, False, True, True])
+    Y = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2]]
+    Y[0, 1] = 1  # an image with two labels
+    env = TrainEnv(num_workers=0, balanced=True)
+    args = ((paths[:0], np.zeros(0)), ["a", "b", "c"], lambda _n: np.zeros(0), NullProgress())
+    ctx = ladder._context(env, None, (paths, Y, held), *args)  # type: ignore[arg-type]
+    (train_paths, train_y), (held_paths, _), _ = ctx.sets
+    assert train_paths == paths[:4] and train_y.shape == (4, 3) and held_paths == paths[4:]
+    y = np.array([0, 1, 2, 0, 1, 2])
+    extra = (["pool/u0.png", "pool/u1.png"], np.array([2, 2]))
+    ctx = ladder._context(env, None, (paths, y, held), *args, extra)  # type: ignore[arg-type]
+    assert ctx.sets[0][0] == paths[:4] + extra[0] and ctx.sets[0][1].tolist() == [0, 1, 2, 0, 2, 2]
+    assert ctx.env.class_weight is not None and ctx.env.class_weight[2] < ctx.env.class_weight[1]  # counts the pool

@@ -169,16 +169,18 @@ def _context(
     classes: list[str],
     score: Callable[[nn.Module], np.ndarray],
     progress: Progress,
-    extra: tuple[list[str], np.ndarray] = ([], np.zeros(0, np.int64)),
+    extra: tuple[list[str], np.ndarray] | None = None,
 ) -> RungContext:
     """What the rungs share: the held-out split of ``slice_`` (paths, labels, held-out mask) and how they run.
 
-    ``extra``: pseudo-labelled (paths, labels) the rungs train on beside the labelled images.
+    ``extra``: pseudo-labelled (paths, labels) the rungs train on beside the labelled images (None: none).
     """
     from graft.features.embedder import choose_precision, default_num_workers
 
     paths, y, held = slice_
-    train_set = ([p for p, h in zip(paths, held) if not h] + list(extra[0]), np.concatenate([y[~held], extra[1]]))
+    train_set = ([p for p, h in zip(paths, held) if not h], y[~held])
+    if extra is not None and len(extra[0]):
+        train_set = (train_set[0] + list(extra[0]), np.concatenate([train_set[1], extra[1]]))
     held_set = ([p for p, h in zip(paths, held) if h], y[held])
     precision = env.precision
     run = TrainEnv(

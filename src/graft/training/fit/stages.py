@@ -254,10 +254,9 @@ def _choose_and_fit_head(
     if pool is not None and spec.type == "linear":  # unlabelled images, kept only where CV says they help
         from graft.training.head.semi import fit_with_unlabeled
 
+        X_u = pool.X[:, choice.columns]  # a copy: made once, for the guard and for the ladder's rungs
         base = reuse or fit_linear_head(train.X, train.y, n, C=options.C, class_weight=class_weight, seed=seed)
-        semi = fit_with_unlabeled(
-            (train.X, train.y, train.groups), pool.X[:, choice.columns], base, n, class_weight, seed
-        )
+        semi = fit_with_unlabeled((train.X, train.y, train.groups), X_u, base, n, class_weight, seed)
         reuse = semi.fit
     st = fit_head_stage(spec, train, val, classes, C=options.C, class_weight=class_weight, seed=seed, linear_fit=reuse)
     st.info["features"] = choice.to_dict()
@@ -265,6 +264,5 @@ def _choose_and_fit_head(
     if semi is not None:
         st.info["unlabeled"] = {**pool.info, **semi.info}
         if semi.info["method"] != "none":
-            X_u = pool.X[:, choice.columns]
             source = PseudoSource(X_u, list(pool.paths), semi.info["method"], float(semi.info["C"]), semi.temperature)
     return choice, st, source

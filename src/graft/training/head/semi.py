@@ -240,8 +240,9 @@ def pseudo_labels_for_rungs(
     """The kept method's head on ``lab``, and (files, labels) of at most ``limit`` unlabelled images for the rungs.
 
     ``lab`` = (X, y, weights): the labelled rows outside the budget ladder's held-out slice, so that
-    no held-out label reaches a rung through a pseudo-label (the slice chooses the rung and fits its
-    temperature). The kept method labels the pool from those rows as it did for the head; the head
+    no held-out label becomes a rung's training target through a pseudo-label (the slice chooses
+    the rung and fits its temperature); ``C`` and the temperature are stage 1's, chosen on every
+    training image, as the head rung's C always was. The kept method labels the pool from those rows as it did for the head; the head
     it refits is the ladder's head rung, scored on the slice like the head stage 1 keeps. Where it
     labels more than ``limit`` (the number of labelled training images), a seeded sample of
     ``limit`` is taken: the pseudo-labelled images then weigh together at most as much as the
