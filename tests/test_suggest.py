@@ -88,6 +88,27 @@ def test_diverse_picks_spread_over_confusing_groups_and_unknowns_form_a_group() 
     assert len({p.row for p in diverse}) == 10
 
 
+def test_neighbours_and_typicality_in_blocks_match_the_whole_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 100,000-image pool must not need a (pool x pool) matrix: blocks of 7 rows give the same answers."""
+    from graft.features.unlabeled import unit_centred
+    from graft.suggest import rank
+
+    X, blob = _blobs([40, 30, 9])
+    Z = unit_centred(X)
+    S = Z @ Z.T
+    np.fill_diagonal(S, -np.inf)
+    whole_nn = np.argsort(-S, 1)[:, :5]
+    d = np.sqrt(np.maximum(2.0 - 2.0 * (Z @ Z.T), 0.0))
+    np.fill_diagonal(d, np.inf)
+    whole_typ = 1.0 / (np.sort(d, 1)[:, :20].mean(1) + 1e-8)
+    monkeypatch.setattr(rank, "_BLOCK", 7)
+    rows = np.arange(len(Z))
+    assert np.array_equal(rank._nearest(Z, rows, 5), whole_nn)
+    assert np.allclose(rank._typicality(Z), whole_typ, rtol=1e-6)
+    groups = rank.unknown_groups(Z, blob == 2)
+    assert len(groups) == 1 and sorted(groups[0].tolist()) == np.flatnonzero(blob == 2).tolist()
+
+
 def test_untrusted_model_picks_typical_images_of_clusters_without_a_label() -> None:
     from graft.suggest.rank import rank_with_model, skill
 
