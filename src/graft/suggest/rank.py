@@ -303,7 +303,9 @@ def rank_with_model(
     if unknown is not None and unknown.any() and strategy != "random":
         for g, rows in enumerate(unknown_groups(Z, unknown)[: max(1, n // 5)]):
             i = _most_typical(Z, rows)
-            why = f"unknown to the model, like {len(rows) - 1} other unlabelled images: a new class?"
+            # far from every training image: a new class, or a new kind of image of a known one
+            # (bench/new_class.py: on a near shift the flag fires no more on the new class)
+            why = f"unknown to the model, like {len(rows) - 1} other unlabelled images: a new class or a new kind of image?"
             picks.append(Pick(i, 1.0 + len(rows) / len(X), why, -2 - g, len(rows)))
             taken.add(i)
     rest = np.array([i for i in range(len(X)) if i not in taken], np.int64)
