@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 import graft
-from conftest import TINY_BACKBONE, make_synthetic_dataset, run_cli
+from conftest import TINY_BACKBONE, _colour_image, make_synthetic_dataset, run_cli
 from graft.launch import failure_line, strip_launch_options, torchrun_args
 
 pytestmark = pytest.mark.distributed
@@ -104,13 +104,25 @@ def test_sharded_embedding_equals_single_process(tmp_path: Path, data: Path, tin
 def test_two_processes_fit_the_head_once_and_write_the_run_folder_once(
     tmp_path: Path, data: Path, tiny_weights: Path
 ) -> None:
-    one = _graft(["train", data, "--out", tmp_path / "r1", "--no-report", *_tiny(tiny_weights)], tmp_path / "h1")
+    pool = tmp_path / "pool"
+    for i in range(10):
+        _colour_image(pool / f"u{i:02d}.png", i % 3, seed=9000 + i)
+    unl = ["--unlabeled", pool]
+    one = _graft(["train", data, "--out", tmp_path / "r1", "--no-report", *unl, *_tiny(tiny_weights)], tmp_path / "h1")
     two = _graft(
-        ["train", data, "--out", tmp_path / "r2", "--no-report", "--devices", 2, *_tiny(tiny_weights)], tmp_path / "h2"
+        ["train", data, "--out", tmp_path / "r2", "--no-report", "--devices", 2, *unl, *_tiny(tiny_weights)],
+        tmp_path / "h2",
     )
     assert one.returncode == 0, one.stderr
     assert two.returncode == 0, two.stderr
     assert two.stdout.count("graft train ->") == 1, two.stdout  # one summary, from rank 0
+    # --unlabeled's images too are embedded once in all, each process its share: no cache key twice
+    keys = {}
+    for h in ("h1", "h2"):
+        (index,) = (tmp_path / h / "features").glob("*/index.jsonl")
+        keys[h] = [json.loads(line)["k"] for line in index.read_text().splitlines()]
+    assert len(keys["h2"]) == len(set(keys["h2"])) == len(keys["h1"]) > 36 + 10
+    assert json.loads((tmp_path / "r2" / "metrics.json").read_text())["unlabeled"]["found"] == 10
     run = json.loads((tmp_path / "r2" / "run.json").read_text())
     assert run["status"] == "done" and run["processes"] == 2
     w1, w2 = (load_file(str(tmp_path / r / "model" / "model.safetensors")) for r in ("r1", "r2"))

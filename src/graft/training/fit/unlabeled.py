@@ -30,13 +30,18 @@ class UnlabeledPool:
 
 def embed_unlabeled(folder: str | os.PathLike, emb: EmbeddedData, embed: EmbedOptions) -> UnlabeledPool:
     """Embed ``folder``'s images with stage 1's backbone (through the cache), without leaks or copies."""
-    from graft.features.extract import FeatureRequest, model_features
+    from graft import distributed
+    from graft.features.extract import EmbedJob, FeatureRequest, model_features
 
     paths = unlabeled_images(folder)
     labelled = {os.path.realpath(str(r.path)) for recs in emb.data.splits.values() for r in recs}
     inside = np.array([os.path.realpath(p) in labelled for p in paths], bool)  # a labelled image itself
     paths = [p for p, i in zip(paths, inside) if not i]
-    fs = model_features(emb.backbone.model, emb.preprocessing, paths, what=FeatureRequest(taps=emb.taps), options=embed)
+    # in a job of several processes each embeds its share (every process gets all the features)
+    job = EmbedJob(shard=distributed.is_distributed())
+    fs = model_features(
+        emb.backbone.model, emb.preprocessing, paths, what=FeatureRequest(taps=emb.taps), options=embed, job=job
+    )
     ok = [paths[i] for i in fs.ok]
     digests = file_sha256(ok)
     held_out = [str(r.path) for s in ("val", "test") for r in emb.data.splits.get(s, [])]
