@@ -272,9 +272,9 @@ def test_rungs_train_on_pseudo_labelled_images_labelled_without_the_held_out_sli
     real_choose = semi._choose
 
     def always_helps(cv, *a, **k):  # the guard keeps self-training whatever the tiny model's CV says
-        right, held_out = cv
+        right, held_out, rows = cv
         right = {**right, "none": np.zeros_like(right["none"]), "self_training": np.ones_like(right["none"])}
-        return real_choose((right, held_out), *a, **k)
+        return real_choose((right, held_out, rows), *a, **k)
 
     monkeypatch.setattr(semi, "_choose", always_helps)
     seen: list[int] = []
