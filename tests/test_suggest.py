@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -191,11 +192,18 @@ def test_suggest_with_model_is_deterministic_and_leaves_out_labelled_and_copies(
     assert a.counts["images"] == 21 and a.counts["same_file"] == 2 and a.counts["repeat_in_pool"] >= 1
     assert a.counts["candidates"] <= 18
     assert all(r["guess"] in ("red", "green", "blue", "unknown") for r in a.rows)
+    # how many candidates are "unknown", beside the share the model's threshold lets through by design
+    assert a.unknown is not None and a.unknown["expected_share"] == 0.05
     everything = suggest(
         tiny_model_dir, pool, SuggestOptions(n=100, seed=3, labeled=opts.labeled, near_copy_cos=0.9999)
     )
     left = {Path(r["path"]).name for r in everything.rows}
     assert "u00.png" in left and not left & {"u00_copy.png", "was_labelled_a.png", "was_labelled_b.png"}
+    assert len(everything.rows) == a.counts["candidates"] and everything.unknown == a.unknown
+    import graft  # the count is the model's own "unknown" on those candidates
+
+    own = graft.Classifier.load(tiny_model_dir).predict([r["path"] for r in everything.rows])
+    assert a.unknown["images"] == sum(r["label"] == "unknown" for r in own)
 
 
 def test_suggest_leaves_out_the_answers_of_graft_label(tiny_model_dir: Path, pool: Path, tmp_path: Path) -> None:
@@ -209,6 +217,19 @@ def test_suggest_leaves_out_the_answers_of_graft_label(tiny_model_dir: Path, poo
     # each image left out is counted once, under one reason (a labelled image is not also its own copy)
     left_out = sum(v for k, v in got.counts.items() if k not in ("images", "candidates"))
     assert left_out == got.counts["images"] - got.counts["candidates"], got.counts
+
+
+def test_cli_says_how_many_candidates_are_unknown_to_the_model(
+    tiny_model_dir: Path, pool: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(["suggest", tiny_model_dir, pool, "--n", 2, "--near-copy-cos", 0.9999], capsys)
+    assert code == 0, err
+    line = next(x for x in out.splitlines() if x.startswith("unknown to the model: "))
+    assert line.endswith("; about 5% of images like its training set)"), line
+    code, out, err = run_cli(["suggest", tiny_model_dir, pool, "--n", 2, "--near-copy-cos", 0.9999, "--json"], capsys)
+    res = json.loads(out)
+    got, candidates = res["unknown_to_the_model"], res["counts"]["candidates"]
+    assert code == 0 and got["expected_share"] == 0.05 and got["share"] == round(got["images"] / candidates, 4)
 
 
 def test_cli_cold_start_writes_a_manifest_graft_can_read_once_labelled(

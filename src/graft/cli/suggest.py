@@ -69,5 +69,11 @@ def render(result: Any, written: list[Path]) -> None:
             + (f"; left out: {left}" if left else "")
         )
     )
+    u = result.unknown
+    if u is not None and c.get("candidates"):
+        usual = (
+            "" if u["expected_share"] is None else f"; about {u['expected_share']:.0%} of images like its training set"
+        )
+        console.print(Text(f"unknown to the model: {u['images']} ({u['share']:.0%}{usual})"))
     for p in written:
         console.print(Text(f"wrote {p}"))

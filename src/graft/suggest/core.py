@@ -36,6 +36,7 @@ class Suggestions:
     classes: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     skipped: list[SkippedFile] = field(default_factory=list)
+    unknown: dict[str, float | None] | None = None  # candidates "unknown" to the model, and the share expected
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +44,7 @@ class Suggestions:
             "method": self.method,
             "classes": self.classes,
             "counts": self.counts,
+            "unknown_to_the_model": self.unknown,
             "suggestions": self.rows,
             "unreadable": [{"path": s.path, "reason": s.reason} for s in self.skipped],
         }
@@ -176,7 +178,21 @@ def suggest(
     trust = model_trust(pred.spec)
     picks = rank_with_model(X, out.probs, unknown, opts.n, opts.strategy, opts.seed, X_lab, trust)
     rows = _rows(root, ok, picks, out.probs, pred.classes)
-    return Suggestions(root, rows, opts.strategy, list(pred.classes), counts, failed)
+    return Suggestions(root, rows, opts.strategy, list(pred.classes), counts, failed, _unknown_share(unknown, pred))
+
+
+def _unknown_share(unknown: np.ndarray | None, pred: Any) -> dict[str, float | None] | None:
+    """How many candidates the model calls "unknown", beside the share its threshold lets through by design.
+
+    The threshold passes a set share of held-out training images (``pass_rate``, recorded with the
+    model), so about 1 - pass_rate of images like the training images are "unknown" too; a pool well
+    above that holds images unlike them (bench/new_class.py: flowers among ants and bees).
+    """
+    if unknown is None:
+        return None
+    rate = pred.spec.ood.get("pass_rate")
+    expected = None if rate is None else round(1.0 - float(rate), 4)
+    return {"images": int(unknown.sum()), "share": round(float(unknown.mean()), 4), "expected_share": expected}
 
 
 def _rows(

@@ -51,7 +51,8 @@ def write_html(s: Suggestions, path: str | os.PathLike, cols: int = 5) -> Path:
     html = page(
         "What to label next",
         f"{len(s.rows)} suggestions from {s.folder} ({s.method})",
-        [("suggested", str(len(s.rows))), ("candidates", str(s.counts.get("candidates", 0)))],
+        [("suggested", str(len(s.rows))), ("candidates", str(s.counts.get("candidates", 0)))]
+        + ([("unknown to the model", f"{s.unknown['images']} ({s.unknown['share']:.0%})")] if s.unknown else []),
         [("counts", "Images", counts), ("suggestions", "Suggestions, most useful first", photo_grid(photos, cols))],
     )
     atomic_write_text(Path(path), html)
