@@ -205,7 +205,7 @@ def fit_with_unlabeled(
     w = cw[y]
     T = 1.0 if base.oof_logits is None else fit_temperature(base.oof_logits, base.oof_labels)  # type: ignore[arg-type]
     ctx = (n_classes, base.C, T, seed)
-    img, first = np.unique(groups, return_index=True)
+    first = np.unique(groups, return_index=True)[1]
     k = int(min(FOLDS, np.bincount(y[first], minlength=n_classes)[np.unique(y)].min()))
     info: dict[str, Any] = {"images": int(len(X_u)), "confidence": CONFIDENCE, "C": base.C, "folds": k}
     if k < 2 or len(X_u) == 0:
@@ -219,22 +219,46 @@ def fit_with_unlabeled(
     pool = X_u
     if len(pool) > CV_POOL:  # the guard's cost stays bounded; the head kept is still fitted on every image
         pool = X_u[np.sort(np.random.default_rng(seed).choice(len(X_u), CV_POOL, replace=False))]
-    cv_rows = np.arange(len(y))
-    if len(img) > CV_LABELLED:  # as the choice of C: the folds hold a seeded sample of the labelled images
-        sample = img[np.random.default_rng(seed).choice(len(img), CV_LABELLED, replace=False)]
-        cv_rows = np.flatnonzero(np.isin(groups, sample))
+    checked = _checked_rows(groups, seed)
+    if len(checked[0]) < len(y):
         info["labelled_checked"] = CV_LABELLED
-        img, first = np.unique(groups[cv_rows], return_index=True)
-        first = cv_rows[first]
+    right, held_out = _cross_validate((X, y, w, groups), pool, checked, k, ctx)
+    return _choose((right, held_out, checked[0]), (X, y, w), X_u, base, ctx, info)
+
+
+def _checked_rows(groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows the guard checks, their images' ids, each image's first row): every row, or as the choice of C does
+    on large sets, the rows of a seeded sample of :data:`CV_LABELLED` images (views of an image stay together)."""
+    img, first = np.unique(groups, return_index=True)
+    if len(img) <= CV_LABELLED:
+        return np.arange(len(groups)), img, first
+    sample = img[np.random.default_rng(seed).choice(len(img), CV_LABELLED, replace=False)]
+    rows = np.flatnonzero(np.isin(groups, sample))
+    img, first = np.unique(groups[rows], return_index=True)
+    return rows, img, rows[first]
+
+
+def _cross_validate(
+    lab: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    pool: np.ndarray,
+    checked: tuple[np.ndarray, np.ndarray, np.ndarray],
+    k: int,
+    ctx: tuple[int, float, float, int],
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(right, held_out) of :func:`_choose`: each checked image's held-out accuracy under every method, per
+    partition into ``k`` folds, and the first partition's held-out logits of the checked rows."""
+    X, y, w, groups = lab
+    n_classes, C, _, seed = ctx
+    rows, img, first = checked
     row_img = np.full(len(y), -1)
-    row_img[cv_rows] = np.searchsorted(img, groups[cv_rows])  # each checked row's image, 0..len(img)-1
+    row_img[rows] = np.searchsorted(img, groups[rows])  # each checked row's image, 0..len(img)-1
     right = {m: np.zeros((REPEATS, len(img))) for m in ("none", *METHODS)}
-    held_out = {m: np.zeros((len(cv_rows), n_classes), np.float32) for m in METHODS}  # first partition's logits
+    held_out = {m: np.zeros((len(rows), n_classes), np.float32) for m in METHODS}
     for r in range(REPEATS):
         for te_img in _folds(y[first], k, seed + r):
             te = np.isin(row_img, te_img)
             tr = (row_img >= 0) & ~te
-            fold_base = _solve(X[tr], y[tr], w[tr], n_classes, base.C, seed)
+            fold_base = _solve(X[tr], y[tr], w[tr], n_classes, C, seed)
             fits = {"none": fold_base}
             for m in METHODS:
                 fits[m] = _fit_method(m, (X[tr], y[tr], w[tr]), pool, fold_base, ctx)[0]
@@ -242,10 +266,10 @@ def fit_with_unlabeled(
             for m, fit in fits.items():
                 z = fit.logits(X[te])
                 if r == 0 and m != "none":
-                    held_out[m][te[cv_rows]] = z
+                    held_out[m][te[rows]] = z
                 ok = (z.argmax(1) == y[te]).astype(np.float64)
                 right[m][r, te_img] = np.bincount(row_img[te], weights=ok, minlength=len(img))[te_img] / views
-    return _choose((right, held_out, cv_rows), (X, y, w), X_u, base, ctx, info)
+    return right, held_out
 
 
 def pseudo_labels_for_rungs(
