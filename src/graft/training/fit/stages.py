@@ -149,7 +149,9 @@ def stage_one(
     emb = _embedded(data, options, embed, prog)
     pool = _unlabeled_pool(unlabeled, emb, embed, head, prog)
     # Chosen and fitted once, on rank 0, and handed to the other processes of a job (a no-op alone).
-    choice, st, source = distributed.on_rank_zero(_choose_and_fit_head, emb, head, data.classes, seed, pool)
+    choice, st, kept = distributed.on_rank_zero(_choose_and_fit_head, emb, head, data.classes, seed, pool)
+    # the rungs' pool is built by each process from its own features: only the method's record travels
+    source = None if kept is None else PseudoSource(pool.X[:, choice.columns], list(pool.paths), *kept)
     train = select_columns(emb.train, choice.columns)
     c_text = f", C={st.info['C']:g}" if "C" in st.info else ""
     f_text = f", multi-depth features (blocks {list(choice.taps)})" if choice.taps else ""
@@ -233,11 +235,11 @@ def _unlabeled_pool(folder: Any, emb: EmbeddedData, embed: EmbedOptions, head: H
 
 def _choose_and_fit_head(
     emb: EmbeddedData, options: HeadOptions, classes: Sequence[str], seed: int, pool: Any = None
-) -> tuple[Any, HeadStage, PseudoSource | None]:
+) -> tuple[Any, HeadStage, tuple[str, float, float] | None]:
     """Choose the features (training data only), then fit the head on them and score it on validation.
 
-    The third item: where ``--unlabeled``'s cross-validation kept a method, what the budget
-    ladder's rungs need to pseudo-label the same images (None otherwise).
+    The third item: where ``--unlabeled``'s cross-validation kept a method, (method, C, temperature):
+    what the budget ladder's rungs need to pseudo-label the same images (None otherwise).
     """
     n = len(classes)
     multi = np.ndim(emb.train.y) == 2
@@ -254,15 +256,16 @@ def _choose_and_fit_head(
     if pool is not None and spec.type == "linear":  # unlabelled images, kept only where CV says they help
         from graft.training.head.semi import fit_with_unlabeled
 
-        X_u = pool.X[:, choice.columns]  # a copy: made once, for the guard and for the ladder's rungs
         base = reuse or fit_linear_head(train.X, train.y, n, C=options.C, class_weight=class_weight, seed=seed)
-        semi = fit_with_unlabeled((train.X, train.y, train.groups), X_u, base, n, class_weight, seed)
+        semi = fit_with_unlabeled(
+            (train.X, train.y, train.groups), pool.X[:, choice.columns], base, n, class_weight, seed
+        )
         reuse = semi.fit
     st = fit_head_stage(spec, train, val, classes, C=options.C, class_weight=class_weight, seed=seed, linear_fit=reuse)
     st.info["features"] = choice.to_dict()
-    source = None
+    kept = None
     if semi is not None:
         st.info["unlabeled"] = {**pool.info, **semi.info}
         if semi.info["method"] != "none":
-            source = PseudoSource(X_u, list(pool.paths), semi.info["method"], float(semi.info["C"]), semi.temperature)
-    return choice, st, source
+            kept = (str(semi.info["method"]), float(semi.info["C"]), float(semi.temperature))
+    return choice, st, kept
