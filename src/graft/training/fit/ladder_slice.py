@@ -48,10 +48,9 @@ def refit_head_without(
     ``linear_fit``: that head already fitted (``--unlabeled``'s kept method, :func:`pseudo_labelled`).
     """
     out = held_rows(feats, paths, held)
-    n0 = len(feats.paths)
-    path_of = dict(zip(feats.groups[:n0].tolist(), feats.paths))
+    path_of = _path_of(feats)
     first = np.zeros(len(out), dtype=bool)
-    first[:n0] = True
+    first[: len(feats.paths)] = True
 
     def rows(mask: np.ndarray) -> SplitFeatures:
         keep = np.flatnonzero(mask)
@@ -70,9 +69,13 @@ def refit_head_without(
 def held_rows(feats: SplitFeatures, paths: list[str], held: np.ndarray) -> np.ndarray:
     """Which rows of ``feats`` (every augmented view) belong to the held-out images."""
     held_paths = {p for p, h in zip(paths, held) if h}
-    n0 = len(feats.paths)  # view-0 rows come first, in ``feats.paths`` order
-    path_of = dict(zip(feats.groups[:n0].tolist(), feats.paths))
+    path_of = _path_of(feats)
     return np.array([path_of.get(int(g)) in held_paths for g in feats.groups], dtype=bool)
+
+
+def _path_of(feats: SplitFeatures) -> dict[int, str]:
+    """Each image's file by its group id (view-0 rows come first, in ``feats.paths`` order)."""
+    return dict(zip(feats.groups[: len(feats.paths)].tolist(), feats.paths))
 
 
 def pseudo_labelled(
