@@ -54,20 +54,29 @@ def _probe_accuracy(emb: Embedder, splits, transform=None) -> tuple[float, np.nd
     return float((fit.logits(Xv).argmax(1) == yv).mean()), Xv
 
 
-@pytest.mark.integration
-def test_fast_path_linear_probe_matches_fp32_eager(monkeypatch) -> None:
-    """Default (auto) runtime vs plain fp32 eager PyTorch: within 0.5 point."""
+@pytest.fixture(scope="module")
+def fp32_reference():
+    """(splits, backbone, accuracy, val features) of plain fp32 eager PyTorch with full float preprocessing:
+    the reference both probes compare with, embedded once (700 images)."""
     from graft.backbones import create_backbone
 
     splits = _subset("cats_dogs_filtered")
     bb = create_backbone("efficientnet_lite0")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRAFT_RUNTIME", "torch")
+        ref = Embedder(bb.model, bb.preprocessing, EmbedOptions(device="cpu", precision="fp32"))
+        acc, Xv = _probe_accuracy(ref, splits, transform=bb.preprocessing)
+    assert acc > 0.9
+    return splits, bb, acc, Xv
+
+
+@pytest.mark.integration
+def test_fast_path_linear_probe_matches_fp32_eager(monkeypatch, fp32_reference) -> None:
+    """Default (auto) runtime and preprocessing vs plain fp32 eager PyTorch: within 0.5 point."""
+    splits, bb, acc_ref, Xr = fp32_reference
     monkeypatch.delenv("GRAFT_RUNTIME", raising=False)
     fast = Embedder(bb.model, bb.preprocessing, EmbedOptions(device="cpu", precision="auto"))
     acc_fast, Xf = _probe_accuracy(fast, splits)
-    monkeypatch.setenv("GRAFT_RUNTIME", "torch")
-    ref = Embedder(bb.model, bb.preprocessing, EmbedOptions(device="cpu", precision="fp32"))
-    acc_ref, Xr = _probe_accuracy(ref, splits, transform=bb.preprocessing)  # full float preprocessing
-    assert acc_ref > 0.9
     assert abs(acc_fast - acc_ref) <= 0.005 + 1e-9, (fast.runtime, acc_fast, acc_ref)
     if fast.precision == "fp32":
         cos = (Xf * Xr).sum(1) / (np.linalg.norm(Xf, axis=1) * np.linalg.norm(Xr, axis=1))
@@ -81,17 +90,12 @@ def test_fast_path_linear_probe_matches_fp32_eager(monkeypatch) -> None:
     not (cpu_supports_fast_bf16() or torch.cuda.is_available()),
     reason="bf16 is emulated on this CPU (no AMX/AVX512-BF16): about 10x slower, never chosen here",
 )
-def test_bf16_linear_probe_matches_fp32(monkeypatch) -> None:
-    from graft.backbones import create_backbone
-
-    splits = _subset("cats_dogs_filtered")
-    bb = create_backbone("efficientnet_lite0")
+def test_bf16_linear_probe_matches_fp32(monkeypatch, fp32_reference) -> None:
+    """bf16 with the default preprocessing vs the fp32 eager reference (on the CPU): within 0.5 point."""
+    splits, bb, acc_fp32, _ = fp32_reference
     device = "cuda" if torch.cuda.is_available() else "cpu"
     monkeypatch.setenv("GRAFT_RUNTIME", "torch")
     acc_bf16, _ = _probe_accuracy(
         Embedder(bb.model, bb.preprocessing, EmbedOptions(device=device, precision="bf16")), splits
-    )
-    acc_fp32, _ = _probe_accuracy(
-        Embedder(bb.model, bb.preprocessing, EmbedOptions(device=device, precision="fp32")), splits
     )
     assert abs(acc_bf16 - acc_fp32) <= 0.005 + 1e-9
