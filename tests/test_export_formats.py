@@ -261,3 +261,24 @@ def test_onnxruntime_web_cache_missing_or_tampered(monkeypatch: pytest.MonkeyPat
     (tmp_path / "npm" / "onnxruntime-web-1.31.1.tgz").write_bytes(b"not the package")
     with pytest.raises(MissingExtraError, match="does not match npm's integrity"):
         web.ort_web_package()
+
+
+def test_a_format_is_checked_a_chunk_of_images_at_a_time() -> None:
+    """The web page's graph was run on all 256 parity images in one call (4 GB of activations)."""
+    from types import SimpleNamespace
+
+    from graft.export.job import PIXEL_CHUNK, on_pixels, to_pixels
+
+    pre = SimpleNamespace(mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.2))
+    batch = np.random.default_rng(0).normal(size=(2 * PIXEL_CHUNK + 6, 3, 4, 4)).astype(np.float32)
+    sizes: list[int] = []
+
+    def run(px: np.ndarray) -> np.ndarray:
+        sizes.append(len(px))
+        return px.reshape(len(px), -1)[:, :5]
+
+    got = on_pixels(run, batch, pre)
+    assert sizes == [PIXEL_CHUNK, PIXEL_CHUNK, 6]
+    np.testing.assert_array_equal(got, to_pixels(batch, pre).reshape(len(batch), -1)[:, :5])
+    sizes.clear()
+    assert on_pixels(run, batch[:3], pre, step=1).shape == (3, 5) and sizes == [1, 1, 1]

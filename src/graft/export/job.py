@@ -16,13 +16,24 @@ import numpy as np
 
 from graft.export import checks
 
-__all__ = ["DEFAULT_PROB_TOLERANCE", "MIN_AGREEMENT", "Built", "ExportJob", "ParityImages", "to_pixels"]
+__all__ = [
+    "DEFAULT_PROB_TOLERANCE",
+    "MIN_AGREEMENT",
+    "PIXEL_CHUNK",
+    "Built",
+    "ExportJob",
+    "ParityImages",
+    "on_pixels",
+    "to_pixels",
+]
 
 DEFAULT_PROB_TOLERANCE = 1e-3
 """Largest accepted |probability difference| between a format's runtime and PyTorch (fp32)."""
 MIN_AGREEMENT = 0.99
 """Smallest accepted top-1 agreement with PyTorch (fp32) on the parity images."""
 _MAX_PARITY = 256
+PIXEL_CHUNK = 32
+"""Images per runtime call when a format is checked: its activations for 256 parity images at once took 4 GB."""
 
 
 def to_pixels(batch: np.ndarray, pre: Any) -> np.ndarray:
@@ -34,6 +45,16 @@ def to_pixels(batch: np.ndarray, pre: Any) -> np.ndarray:
     mean = np.asarray(pre.mean, np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(pre.std, np.float32).reshape(1, 3, 1, 1)
     return np.ascontiguousarray((batch * std + mean) * np.float32(255.0), dtype=np.float32)
+
+
+def on_pixels(run: Callable[[np.ndarray], Any], batch: np.ndarray, pre: Any, step: int = PIXEL_CHUNK) -> np.ndarray:
+    """``run``'s probabilities for ``batch`` as pixels (:func:`to_pixels`), ``step`` images per call.
+
+    A format's file is checked on up to 256 images; one call on all of them holds every layer's
+    activations for all at once (as a predictor does, memory stays bounded whatever the batch).
+    """
+    px = to_pixels(batch, pre)
+    return np.concatenate([np.asarray(run(px[i : i + step]), np.float32) for i in range(0, len(px), step)])
 
 
 @dataclass

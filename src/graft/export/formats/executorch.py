@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from graft.exceptions import ExportError
-from graft.export.job import Built, ExportJob, to_pixels
+from graft.export.job import Built, ExportJob, on_pixels, to_pixels
 from graft.export.metadata import metadata_document
 from graft.export.registry import register_format
 
@@ -91,10 +91,7 @@ def write_executorch(job: ExportJob, dst: Path, int8: bool) -> Built:
         dst.write_bytes(edge.to_executorch().buffer)
     method = _program(dst).load_method("forward")
 
-    def predict(batch: np.ndarray) -> np.ndarray:
-        px = to_pixels(batch, job.pre)
-        return np.concatenate(
-            [np.asarray(method.execute([torch.from_numpy(px[i : i + 1])])[1]) for i in range(len(px))]
-        )
+    def predict(batch: np.ndarray) -> np.ndarray:  # the file takes batch 1
+        return on_pixels(lambda px: method.execute([torch.from_numpy(px)])[1], batch, job.pre, step=1)
 
     return Built(dst, read_executorch(dst), predict, quantization=quant)

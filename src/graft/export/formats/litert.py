@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from graft.exceptions import ExportError
-from graft.export.job import Built, ExportJob, to_pixels
+from graft.export.job import Built, ExportJob, on_pixels
 from graft.export.metadata import metadata_document
 from graft.export.registry import MissingExtraError, register_format
 
@@ -94,13 +94,13 @@ def write_litert(job: ExportJob, dst: Path, int8: bool) -> Built:
     outs = interp.get_output_details()
     probs = next((d["index"] for d in outs if "output_1" in d["name"]), outs[-1]["index"])
 
+    def run(px: np.ndarray) -> np.ndarray:  # the file takes batch 1
+        interp.set_tensor(inp, px)
+        interp.invoke()
+        return interp.get_tensor(probs).copy()
+
     def predict(batch: np.ndarray) -> np.ndarray:
-        rows = []
-        for px in to_pixels(batch, job.pre):
-            interp.set_tensor(inp, px[None])
-            interp.invoke()
-            rows.append(interp.get_tensor(probs)[0].copy())
-        return np.asarray(rows, np.float32)
+        return on_pixels(run, batch, job.pre, step=1)
 
     notes = ["no OOD output: LiteRT cannot run the OOD score's top-k, so this file never says 'unknown'"]
     if sys.platform != "linux":  # pragma: no cover

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from graft.export.job import Built, ExportJob, to_pixels
+from graft.export.job import Built, ExportJob, on_pixels
 from graft.export.metadata import metadata_document
 from graft.export.registry import register_format
 
@@ -57,8 +57,7 @@ def write_openvino(job: ExportJob, dst: Path, int8: bool) -> Built:
     probs = compiled.output("probabilities")
 
     def predict(batch: np.ndarray) -> np.ndarray:
-        px = to_pixels(batch, job.pre)
-        return np.concatenate([compiled(px[i : i + 32])[probs] for i in range(0, len(px), 32)])
+        return on_pixels(lambda px: compiled(px)[probs], batch, job.pre)
 
     note = "verified with INFERENCE_PRECISION_HINT f32; OpenVINO's default on CPUs with bf16 units is bf16"
     return Built(dst, read_openvino(dst), predict, notes=[note], quantization=quant)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from graft.config import graft_home
-from graft.export.job import Built, ExportJob
+from graft.export.job import Built, ExportJob, on_pixels
 from graft.export.metadata import metadata_document
 from graft.export.registry import MissingExtraError, register_format
 
@@ -136,8 +136,6 @@ def write_web(job: ExportJob, dst: Path, int8: bool) -> Built:
     sess = onnx_session(str(dst / "model.onnx"), None)
 
     def predict(batch: Any) -> Any:  # the page's graph, in ONNX Runtime (the browser check is the test's)
-        from graft.export.job import to_pixels
-
-        return sess.run(["probabilities"], {"input": to_pixels(batch, job.pre)})[0]
+        return on_pixels(lambda px: sess.run(["probabilities"], {"input": px})[0], batch, job.pre)
 
     return Built(dst, read_web(dst), predict, quantization=quant)
