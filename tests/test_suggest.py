@@ -40,6 +40,11 @@ def test_cold_start_covers_every_cluster_before_a_second_pick() -> None:
     members = [i for i in range(len(X2)) if True]
     assert first.row in members and "most typical" in first.reason
     assert cold_start(X, 8, seed=0) == cold_start(X, 8, seed=0)
+    X3, _ = _blobs([6, 1])  # a lone image is a cluster of "1 image"
+    assert [p.reason for p in cold_start(X3, 2, seed=0)] == [
+        "most typical of cluster 1 (6 images)",
+        "most typical of cluster 2 (1 image)",
+    ]
 
 
 def test_find_copies_by_hash_features_and_within_the_pool() -> None:

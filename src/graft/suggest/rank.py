@@ -94,6 +94,10 @@ def _kmeans(Z: np.ndarray, k: int, seed: int, weights: np.ndarray | None = None)
     return km.labels_.astype(np.int64), d2
 
 
+def _images(n: int) -> str:
+    return f"{n} image" if n == 1 else f"{n} images"
+
+
 def cold_start(X: np.ndarray, n: int, seed: int = 0) -> list[Pick]:
     """``n`` picks covering every k-means cluster (typical images first) before a second pick from any."""
     n = min(int(n), len(X))
@@ -111,7 +115,9 @@ def cold_start(X: np.ndarray, n: int, seed: int = 0) -> list[Pick]:
             if depth < len(members[c]) and len(picks) < n:
                 i = int(members[c][depth])
                 what = "most typical" if depth == 0 else f"typical #{depth + 1}"
-                picks.append(Pick(i, float(-d2[i]), f"{what} of cluster {k + 1} ({sizes[c]} images)", k, int(sizes[c])))
+                picks.append(
+                    Pick(i, float(-d2[i]), f"{what} of cluster {k + 1} ({_images(int(sizes[c]))})", k, int(sizes[c]))
+                )
         depth += 1
     return picks
 
@@ -318,7 +324,7 @@ def rank_with_model(
         predicted = np.asarray(probs).argmax(1)[rest]
         for i, size in typical_uncovered(Z[rest], Z_lab, n_cover, seed, predicted):
             r = int(rest[i])
-            why = f"typical of a cluster of {size} images with no label yet (the model is not yet trusted)"
+            why = f"typical of a cluster of {_images(size)} with no label yet (the model is not yet trusted)"
             picks.append(Pick(r, float(unc[r]), why))
             taken.add(r)
         rest = np.array([i for i in rest if i not in taken], np.int64)
