@@ -47,6 +47,29 @@ def test_semi_keeps_a_method_only_where_cv_says_it_helps() -> None:
     assert semi.info["repeats"] == kept.info["repeats"] == 3  # the guard averages three partitions into folds
 
 
+def test_label_spreading_stopping_at_its_iteration_cap_prints_no_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """scikit-learn's stop (the change summed over every row) is never met on a large pool; its
+    ConvergenceWarning would only say that the planned iterations ran, in the middle of graft train."""
+    import warnings
+
+    import sklearn.semi_supervised
+    from sklearn.semi_supervised import LabelSpreading
+
+    from graft.training.head.semi import pseudo_labels
+
+    class Capped(LabelSpreading):  # a cap it cannot meet: scikit-learn warns every time
+        def fit(self, X, y):
+            self.max_iter = 2
+            return super().fit(X, y)
+
+    monkeypatch.setattr(sklearn.semi_supervised, "LabelSpreading", Capped)
+    X, y, _, X_u = _blobs(6, 200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rows, labels = pseudo_labels("label_spreading", None, 1.0, (X, y), X_u, 3)
+    assert len(rows) == len(labels)
+
+
 def test_a_kept_method_is_calibrated_on_its_own_held_out_logits() -> None:
     """The temperature of the head kept comes from that method's cross-validated logits, not labelled-only's."""
     from graft.training.head import semi
