@@ -70,6 +70,33 @@ def test_label_spreading_stopping_at_its_iteration_cap_prints_no_warning(monkeyp
     assert len(rows) == len(labels)
 
 
+def test_label_spreading_works_on_a_seeded_sample_of_a_large_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its neighbour graph costs the square of the pool (100,000 images: 11 min on one thread)."""
+    from graft.training.head import semi
+
+    X, y, _, X_u = _blobs(6, 300)
+    whole = semi.pseudo_labels("label_spreading", None, 1.0, (X, y), X_u, 3)
+    monkeypatch.setattr(semi, "SPREAD_POOL", 80)
+    rows, labels = semi.pseudo_labels("label_spreading", None, 1.0, (X, y), X_u, 3, seed=1)
+    assert 40 < len(rows) <= 80 and len(set(rows.tolist())) == len(rows) and rows.max() < len(X_u)
+    agree = dict(zip(whole[0].tolist(), whole[1].tolist()))
+    assert np.mean([agree.get(int(r), -1) == lab for r, lab in zip(rows, labels)]) > 0.9  # the same labels
+    again = semi.pseudo_labels("label_spreading", None, 1.0, (X, y), X_u, 3, seed=1)
+    assert np.array_equal(again[0], rows) and np.array_equal(again[1], labels)
+    other = semi.pseudo_labels("label_spreading", None, 1.0, (X, y), X_u, 3, seed=2)
+    assert not np.array_equal(other[0], rows)
+    # kept: metrics.json says the graph held a sample
+    from graft.training.head.linear_probe import fit_linear_head
+
+    base = fit_linear_head(X, y, 3)
+    n = len(y)
+    right = {"none": np.zeros((3, n)), "self_training": np.zeros((3, n)), "label_spreading": np.ones((3, n))}
+    right["label_spreading"][:, 0] = 0  # a gain with a spread, so a standard error to beat
+    held = {m: np.zeros((n, 3), np.float32) for m in right}
+    kept = semi._choose((right, held, np.arange(n)), (X, y, np.ones(n, np.float32)), X_u, base, (3, 1.0, 1.0, 0), {})
+    assert kept.info["method"] == "label_spreading" and kept.info["spread_sample"] == 80
+
+
 def test_a_kept_method_is_calibrated_on_its_own_held_out_logits() -> None:
     """The temperature of the head kept comes from that method's cross-validated logits, not labelled-only's."""
     from graft.training.head import semi

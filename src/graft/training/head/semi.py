@@ -68,6 +68,7 @@ __all__ = [
     "REPEATS",
     "ROUNDS",
     "SPREAD_ALPHA",
+    "SPREAD_POOL",
     "PseudoSource",
     "SemiFit",
     "fit_with_unlabeled",
@@ -83,6 +84,10 @@ ROUNDS = 3  # self-training: label, refit, label again, at most this many times
 CV_POOL = 5000  # unlabelled images the guard's folds label (a seeded sample of larger pools)
 CV_LABELLED = CVOptions().max_samples  # labelled images the guard cross-validates on, as the choice of C
 SPREAD_ALPHA = 0.99  # label spreading: how far labels travel along the graph (Zhou et al. 2004)
+# label spreading: unlabelled images on its graph (a seeded sample of larger pools). Finding the
+# neighbours costs the square of the images: 20,000 took 31 s, 100,000 took 11 min (1,280-d, one
+# thread); the images it labels weigh together at most as much as the labels, so more of them add little.
+SPREAD_POOL = 20_000
 _NEIGHBOURS = 10
 
 
@@ -119,35 +124,52 @@ def _unit(X: np.ndarray, mean: np.ndarray) -> np.ndarray:
 
 
 def pseudo_labels(
-    method: str, base: LinearFit, T: float, lab: tuple[np.ndarray, np.ndarray], X_u: np.ndarray, n_classes: int
+    method: str,
+    base: LinearFit,
+    T: float,
+    lab: tuple[np.ndarray, np.ndarray],
+    X_u: np.ndarray,
+    n_classes: int,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(rows of ``X_u`` that get a label, their labels) by ``method``, from the labelled rows ``lab`` = (X, y)."""
+    """(rows of ``X_u`` that get a label, their labels) by ``method``, from the labelled rows ``lab`` = (X, y).
+
+    Label spreading works on a seeded sample of :data:`SPREAD_POOL` rows of a larger ``X_u``.
+    """
+    rows = np.arange(len(X_u))
     if method == "self_training":
         z = base.logits(X_u) / T
         z = z - z.max(1, keepdims=True)
         p = np.exp(z)
         p /= p.sum(1, keepdims=True)
     else:
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.semi_supervised import LabelSpreading
-        from threadpoolctl import threadpool_limits
-
-        X_l, y_l = lab
-        mean = np.concatenate([X_l, X_u]).mean(0).astype(np.float32)
-        Z = np.concatenate([_unit(X_l, mean), _unit(X_u, mean)])
-        y = np.concatenate([y_l, np.full(len(X_u), -1)])
-        k = min(_NEIGHBOURS, len(Z) - 1)
-        with threadpool_limits(1), warnings.catch_warnings():  # threads: 6.7 s -> 0.7 s (1,600 rows, busy machine)
-            # error shrinks as alpha^iterations: 1,000 iterations at 0.99 leave 4e-5 (sparse products: fast).
-            # scikit-learn's stop asks the change summed over every row and class to be under 1e-3, which a
-            # large pool never meets: its warning would only say that the 1,000 ran.
-            warnings.filterwarnings("ignore", category=ConvergenceWarning)
-            ls = LabelSpreading(kernel="knn", n_neighbors=k, alpha=SPREAD_ALPHA, max_iter=1000).fit(Z, y)
-        dist = np.zeros((len(Z), n_classes))
-        dist[:, ls.classes_[ls.classes_ >= 0]] = ls.label_distributions_
-        p = dist[len(X_l) :]
+        if len(X_u) > SPREAD_POOL:
+            rows = np.sort(np.random.default_rng(seed).choice(len(X_u), SPREAD_POOL, replace=False))
+        p = _spread(lab, X_u[rows], n_classes)
     keep = np.flatnonzero(p.max(1) >= CONFIDENCE)
-    return keep, p[keep].argmax(1)
+    return rows[keep], p[keep].argmax(1)
+
+
+def _spread(lab: tuple[np.ndarray, np.ndarray], X_u: np.ndarray, n_classes: int) -> np.ndarray:
+    """Label spreading's class distribution for each row of ``X_u`` (the labelled rows ``lab`` on the same graph)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.semi_supervised import LabelSpreading
+    from threadpoolctl import threadpool_limits
+
+    X_l, y_l = lab
+    mean = np.concatenate([X_l, X_u]).mean(0).astype(np.float32)
+    Z = np.concatenate([_unit(X_l, mean), _unit(X_u, mean)])
+    y = np.concatenate([y_l, np.full(len(X_u), -1)])
+    k = min(_NEIGHBOURS, len(Z) - 1)
+    with threadpool_limits(1), warnings.catch_warnings():  # threads: 6.7 s -> 0.7 s (1,600 rows, busy machine)
+        # error shrinks as alpha^iterations: 1,000 iterations at 0.99 leave 4e-5 (sparse products: fast).
+        # scikit-learn's stop asks the change summed over every row and class to be under 1e-3, which a
+        # large pool never meets: its warning would only say that the 1,000 ran.
+        warnings.filterwarnings("ignore", category=ConvergenceWarning)
+        ls = LabelSpreading(kernel="knn", n_neighbors=k, alpha=SPREAD_ALPHA, max_iter=1000).fit(Z, y)
+    dist = np.zeros((len(Z), n_classes))
+    dist[:, ls.classes_[ls.classes_ >= 0]] = ls.label_distributions_
+    return dist[len(X_l) :]
 
 
 def _solve(X: np.ndarray, y: np.ndarray, w: np.ndarray, n_classes: int, C: float, seed: int) -> LinearFit:
@@ -168,7 +190,7 @@ def _fit_method(
     X, y, w = lab
     fit, used, last = base, 0, None
     for _ in range(ROUNDS if method == "self_training" else 1):
-        rows, labels = pseudo_labels(method, fit, T, (X, y), X_u, n_classes)
+        rows, labels = pseudo_labels(method, fit, T, (X, y), X_u, n_classes, seed)
         if len(rows) == 0 or (last is not None and np.array_equal(rows, last[0]) and np.array_equal(labels, last[1])):
             break  # nothing sure enough, or the same labels as the head that gave them: a fixed point
         pw = np.full(len(rows), min(1.0, len(X) / len(rows)), np.float32) * float(w.mean())
@@ -336,4 +358,6 @@ def _choose(
     if used == 0:  # nothing sure enough on the whole pool: the labelled-only head, its calibration untouched
         return SemiFit(base, {**info, "method": "none", "why": f"{best}: no unlabelled image was sure enough"}, T)
     fit.oof_logits, fit.oof_labels, fit.oof_rows = held_out[best], lab[1][rows], rows
+    if best == "label_spreading" and len(X_u) > SPREAD_POOL:
+        info["spread_sample"] = SPREAD_POOL  # the graph held a seeded sample of the pool
     return SemiFit(fit, {**info, "method": best, "pseudo_labelled": used}, T)
