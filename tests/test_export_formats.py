@@ -264,7 +264,7 @@ def test_onnxruntime_web_cache_missing_or_tampered(monkeypatch: pytest.MonkeyPat
 
 
 def test_a_format_is_checked_a_chunk_of_images_at_a_time() -> None:
-    """The web page's graph was run on all 256 parity images in one call (4 GB of activations)."""
+    """The web page's graph was run on all the parity images in one call (3.5 GB more on hymenoptera)."""
     from types import SimpleNamespace
 
     from graft.export.job import PIXEL_CHUNK, on_pixels, to_pixels

@@ -33,7 +33,7 @@ MIN_AGREEMENT = 0.99
 """Smallest accepted top-1 agreement with PyTorch (fp32) on the parity images."""
 _MAX_PARITY = 256
 PIXEL_CHUNK = 32
-"""Images per runtime call when a format is checked: its activations for 256 parity images at once took 4 GB."""
+"""Images per runtime call when a format is checked (one call on hymenoptera's 153 validation images: 3.5 GB more)."""
 
 
 def to_pixels(batch: np.ndarray, pre: Any) -> np.ndarray:
@@ -50,8 +50,8 @@ def to_pixels(batch: np.ndarray, pre: Any) -> np.ndarray:
 def on_pixels(run: Callable[[np.ndarray], Any], batch: np.ndarray, pre: Any, step: int = PIXEL_CHUNK) -> np.ndarray:
     """``run``'s probabilities for ``batch`` as pixels (:func:`to_pixels`), ``step`` images per call.
 
-    A format's file is checked on up to 256 images; one call on all of them holds every layer's
-    activations for all at once (as a predictor does, memory stays bounded whatever the batch).
+    A format's file is checked on up to 256 images; one call on all of them would hold every
+    layer's activations for all at once. In chunks, as a predictor runs, memory stays bounded.
     """
     px = to_pixels(batch, pre)
     return np.concatenate([np.asarray(run(px[i : i + step]), np.float32) for i in range(0, len(px), step)])
