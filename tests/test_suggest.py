@@ -224,6 +224,23 @@ def test_suggest_leaves_out_the_answers_of_graft_label(tiny_model_dir: Path, poo
     assert left_out == got.counts["images"] - got.counts["candidates"], got.counts
 
 
+def test_suggest_leaves_out_the_models_own_training_images_without_labeled(
+    tiny_model_dir: Path, pool: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Forgetting --labeled must not ask for the training images again: the model keeps their features."""
+    from graft.suggest import SuggestOptions, suggest
+
+    got = suggest(tiny_model_dir, pool, SuggestOptions(n=100, near_copy_cos=0.9999))
+    names = {Path(r["path"]).name for r in got.rows}
+    assert got.counts["model_training_images"] == 2, got.counts
+    assert not names & {"was_labelled_a.png", "was_labelled_b.png"} and "u05.png" in names
+    code, out, err = run_cli(["suggest", tiny_model_dir, pool, "--n", 2, "--near-copy-cos", 0.9999], capsys)
+    assert code == 0 and "2 model training images" in out, out
+    assert "no --labeled: images the model was validated on may be among these" in " ".join(out.split())
+    nothing = suggest(tiny_model_dir, pool, SuggestOptions(labeled=(pool,)))  # every image left out
+    assert nothing.rows == [] and nothing.counts["candidates"] == 0 and nothing.classes == ["blue", "green", "red"]
+
+
 def test_cli_says_how_many_candidates_are_unknown_to_the_model(
     tiny_model_dir: Path, pool: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -50,11 +50,14 @@ def suggest(
     if as_json:
         print(json.dumps(result.to_dict()))
         return
-    render(result, written)
+    # the model's training images are left out from the model alone (where it keeps their features)
+    seen = "validated on" if "model_training_images" in result.counts else "trained or validated on"
+    note = f"no --labeled: images the model was {seen} may be among these; pass its labels (folder or manifest)"
+    render(result, written, note if model is not None and not labeled and result.rows else None)
 
 
-def render(result: Any, written: list[Path]) -> None:
-    """The ranked table, what was left out, and the files written."""
+def render(result: Any, written: list[Path], note: str | None = None) -> None:
+    """The ranked table, what was left out, a note, and the files written."""
     t = Table(title=f"label these next ({result.method})")
     for name in ("#", "image", "reason") + (("guess",) if result.classes else ()):
         t.add_column(name, overflow="fold")
@@ -75,5 +78,7 @@ def render(result: Any, written: list[Path]) -> None:
             "" if u["expected_share"] is None else f"; about {u['expected_share']:.0%} of images like its training set"
         )
         console.print(Text(f"unknown to the model: {u['images']} ({u['share']:.0%}{usual})"))
+    if note:
+        console.print(Text(note))
     for p in written:
         console.print(Text(f"wrote {p}"))

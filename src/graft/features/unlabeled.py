@@ -28,7 +28,16 @@ from graft.data.records import SkippedFile
 from graft.exceptions import DataError
 from graft.features.options import EmbedOptions
 
-__all__ = ["NEAR_COPY_COS", "Copies", "embed_paths", "file_sha256", "find_copies", "unit_centred", "unlabeled_images"]
+__all__ = [
+    "NEAR_COPY_COS",
+    "Copies",
+    "embed_paths",
+    "file_sha256",
+    "find_copies",
+    "near_copies",
+    "unit_centred",
+    "unlabeled_images",
+]
 
 NEAR_COPY_COS = 0.95  # centred cosine at or above which two images count as the same picture
 _BLOCK = 2048  # rows per similarity block: memory stays ~ _BLOCK x n floats
@@ -116,6 +125,15 @@ def _max_similarity(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return out
 
 
+def near_copies(X: np.ndarray, X_ref: np.ndarray, min_cos: float = NEAR_COPY_COS) -> np.ndarray:
+    """Rows of ``X`` with a centred cosine of at least ``min_cos`` to some row of ``X_ref`` (both centred
+    on their common mean, so both are compared in one frame)."""
+    if not len(X) or not len(X_ref):
+        return np.zeros(len(X), bool)
+    mean = np.asarray(np.concatenate([X, X_ref]), np.float64).mean(0)
+    return _max_similarity(unit_centred(X, mean), unit_centred(X_ref, mean)) >= min_cos
+
+
 def find_copies(
     X: np.ndarray,
     digests: Sequence[str | None],
@@ -123,18 +141,14 @@ def find_copies(
     ref_digests: Sequence[str | None],
     min_cos: float = NEAR_COPY_COS,
 ) -> Copies:
-    """Pool rows that copy a reference image (same bytes, or centred cosine >= ``min_cos``) or an earlier pool row.
-
-    Features are centred on the pool and reference together, so both are compared in one frame.
-    """
+    """Pool rows that copy a reference image (same bytes, or :func:`near_copies`) or an earlier pool row
+    (same bytes, or centred cosine >= ``min_cos`` within the pool)."""
     n = len(X)
     ref = {d for d in ref_digests if d}
     by_hash = np.array([d is not None and d in ref for d in digests], bool)
+    by_features = near_copies(X, X_ref, min_cos)
     both = np.concatenate([X, X_ref]) if len(X_ref) else np.asarray(X)
-    mean = np.asarray(both, np.float64).mean(0) if len(both) else None
-    Z = unit_centred(X, mean) if n else np.zeros((0, 1), np.float32)
-    Zr = unit_centred(X_ref, mean) if len(X_ref) else np.zeros((0, Z.shape[1]), np.float32)
-    by_features = _max_similarity(Z, Zr) >= min_cos if n else np.zeros(0, bool)
+    Z = unit_centred(X, np.asarray(both, np.float64).mean(0)) if n else np.zeros((0, 1), np.float32)
     within = np.zeros(n, bool)
     seen: dict[str, int] = {}
     for i, d in enumerate(digests):

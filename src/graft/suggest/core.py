@@ -16,7 +16,7 @@ import numpy as np
 
 from graft.data.records import SkippedFile
 from graft.exceptions import DataError, ModelFileError
-from graft.features.unlabeled import embed_paths, file_sha256, find_copies, unlabeled_images
+from graft.features.unlabeled import embed_paths, file_sha256, find_copies, near_copies, unlabeled_images
 from graft.suggest.options import SuggestOptions
 from graft.suggest.rank import Pick, cold_start, rank_with_model
 
@@ -121,10 +121,10 @@ def _same_float(key: str, value: Any) -> bool:
 
 
 def _exclude(
-    X: np.ndarray, paths: list[str], embed: _Embed, opts: SuggestOptions, root: Path
+    X: np.ndarray, paths: list[str], embed: _Embed, opts: SuggestOptions, root: Path, pred: Any = None
 ) -> tuple[np.ndarray, dict[str, int], np.ndarray]:
     """(mask of pool rows to keep, counts, labelled features): keep rows not labelled already, not a copy of
-    a labelled image or of an earlier pool image."""
+    a labelled image or of an earlier pool image, nor (with a model) one of the model's training images."""
     ref = _labeled_paths(opts.labeled, root)
     real = {os.path.realpath(p) for p in ref}
     same_path = np.array([os.path.realpath(p) in real for p in paths], bool)
@@ -133,7 +133,22 @@ def _exclude(
     drop = same_path | copies.any
     counts = {"already_labeled": int(same_path.sum())}
     counts.update(copies.counts(among=~same_path))  # a labelled image is not also counted as its own copy
+    trained = _training_rows(pred)
+    if trained is not None and len(X):
+        unit = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)  # as the stored rows are
+        seen = near_copies(unit, trained, opts.near_copy_cos) & ~drop
+        counts["model_training_images"] = int(seen.sum())
+        drop |= seen
     return ~drop, counts, X_ref
+
+
+def _training_rows(pred: Any) -> np.ndarray | None:
+    """The model's own training features (unit rows), where it keeps them: the "unknown" score's reference
+    rows (every training image's, or a seeded sample of 10,000 rows of larger sets). Validation images are
+    not among them. Leaving these out needs nothing beyond the model folder, so a user who forgets
+    ``--labeled`` is not asked to label its training images again."""
+    ood = getattr(getattr(pred, "net", None), "ood", None)
+    return None if ood is None else ood.reference.detach().cpu().numpy().astype(np.float32)
 
 
 def suggest(
@@ -165,11 +180,11 @@ def suggest(
             return embed_paths(p, bb, opts.embed)
 
     X, ok, failed = embed(paths)
-    keep, counts, X_lab = _exclude(X, ok, embed, opts, root)
+    keep, counts, X_lab = _exclude(X, ok, embed, opts, root, pred)
     X, ok = X[keep], [p for p, k in zip(ok, keep) if k]
     counts = {"images": len(paths), "unreadable": len(failed), **counts, "candidates": len(ok)}
-    if not ok:
-        return Suggestions(root, [], "none", counts=counts, skipped=failed)
+    if not ok:  # every image left out: still the model's classes (graft label --model names them)
+        return Suggestions(root, [], "none", list(pred.classes) if pred is not None else [], counts, failed)
     if pred is None:
         return Suggestions(root, _rows(root, ok, cold_start(X, opts.n, opts.seed)), "cold start", [], counts, failed)
     out = pred.outputs_of_features(X)
