@@ -239,6 +239,8 @@ def test_suggest_leaves_out_the_models_own_training_images_without_labeled(
     assert "no --labeled: images the model was validated on may be among these" in " ".join(out.split())
     nothing = suggest(tiny_model_dir, pool, SuggestOptions(labeled=(pool,)))  # every image left out
     assert nothing.rows == [] and nothing.counts["candidates"] == 0 and nothing.classes == ["blue", "green", "red"]
+    code, out, err = run_cli(["suggest", tiny_model_dir, pool, "--labeled", pool], capsys)
+    assert code == 0 and out.splitlines()[0] == "nothing to suggest: no image is left to label", out
 
 
 def test_cli_says_how_many_candidates_are_unknown_to_the_model(

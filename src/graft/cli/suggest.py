@@ -58,12 +58,15 @@ def suggest(
 
 def render(result: Any, written: list[Path], note: str | None = None) -> None:
     """The ranked table, what was left out, a note, and the files written."""
-    t = Table(title=f"label these next ({result.method})")
-    for name in ("#", "image", "reason") + (("guess",) if result.classes else ()):
-        t.add_column(name, overflow="fold")
-    for r in result.rows:
-        t.add_row(str(r["rank"]), r["relpath"], r["reason"], *([str(r.get("guess", ""))] if result.classes else []))
-    console.print(t)
+    if result.rows:
+        t = Table(title=f"label these next ({result.method})")
+        for name in ("#", "image", "reason") + (("guess",) if result.classes else ()):
+            t.add_column(name, overflow="fold")
+        for r in result.rows:
+            t.add_row(str(r["rank"]), r["relpath"], r["reason"], *([str(r.get("guess", ""))] if result.classes else []))
+        console.print(t)
+    else:
+        console.print(Text("nothing to suggest: no image is left to label"))
     c = result.counts
     left = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in c.items() if k not in ("images", "candidates") and v)
     console.print(
