@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import signal
 import socket
@@ -170,6 +171,8 @@ def test_label_with_a_model_orders_by_uncertainty_and_shows_its_guesses(
     monkeypatch.setattr(graft.suggest.core, "_training_rows", lambda pred: None)
     code, _, err = run_cli(["label", images, "--model", tiny_model_dir, "--out", tmp_path / "l.csv"], capsys)
     assert code == 0, err
+    # what the ranking left out is said (on the tiny backbone, same-colour images are near copies)
+    assert re.search(r"already in .*; left out: \d+ repeat in pool\)", " ".join(err.split())), err
     app, kw = served[0]
     assert kw["host"] == "127.0.0.1"
     client = TestClient(app)

@@ -27,13 +27,15 @@ def label(
     from graft.serve import run_server
 
     names = [c for c in classes.split(",")] if classes is not None else None
-    queue = None
+    queue, left = None, ""
     if model is not None:
         from graft.suggest import SuggestOptions, suggest
 
         ranked = suggest(model, folder, SuggestOptions(n=10**9, strategy="margin"))
         queue = [Item(r["relpath"], r["guess"], r["reason"]) for r in ranked.rows]
         names = names or ranked.classes
+        out_of = {k: v for k, v in ranked.counts.items() if k not in ("images", "candidates") and v}
+        left = "; left out: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in out_of.items()) if out_of else ""
     if from_suggest is not None:
         queue = queue_from_csv(from_suggest, folder)
     if names is None:
@@ -42,7 +44,7 @@ def label(
     session = open_session(str(folder), names, str(target), queue)
     st = session.state()
     err_console.print(
-        f"labelling {st['total']} images of {folder} ({st['done']} already in {target}) on http://{host}:{port}/ "
+        f"labelling {st['total']} images of {folder} ({st['done']} already in {target}{left}) on http://{host}:{port}/ "
         "(keys 1-9, S skip, U undo; Ctrl+C stops, answers are saved as given)",
         soft_wrap=True,
     )
