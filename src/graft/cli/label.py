@@ -34,8 +34,7 @@ def label(
         ranked = suggest(model, folder, SuggestOptions(n=10**9, strategy="margin"))
         queue = [Item(r["relpath"], r["guess"], r["reason"]) for r in ranked.rows]
         names = names or ranked.classes
-        out_of = {k: v for k, v in ranked.counts.items() if k not in ("images", "candidates") and v}
-        left = "; left out: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in out_of.items()) if out_of else ""
+        left = f"; left out: {ranked.left_out()}" if ranked.left_out() else ""
     if from_suggest is not None:
         queue = queue_from_csv(from_suggest, folder)
     if names is None:

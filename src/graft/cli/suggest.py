@@ -68,7 +68,7 @@ def render(result: Any, written: list[Path], note: str | None = None) -> None:
     else:
         console.print(Text("nothing to suggest: no image is left to label"))
     c = result.counts
-    left = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in c.items() if k not in ("images", "candidates") and v)
+    left = result.left_out()
     console.print(
         Text(
             f"{c.get('images', 0)} images, {c.get('candidates', 0)} candidates"

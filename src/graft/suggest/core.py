@@ -22,6 +22,7 @@ from graft.suggest.rank import Pick, cold_start, rank_with_model
 
 __all__ = ["Suggestions", "model_trust", "suggest"]
 
+_NOT_LEFT_OUT = ("images", "candidates")  # counts that are not reasons to leave an image out
 #: paths -> (features, paths that decoded, unreadable files)
 _Embed = Callable[[list[str]], tuple[np.ndarray, list[str], list[SkippedFile]]]
 
@@ -37,6 +38,10 @@ class Suggestions:
     counts: dict[str, int] = field(default_factory=dict)
     skipped: list[SkippedFile] = field(default_factory=list)
     unknown: dict[str, float | None] | None = None  # candidates "unknown" to the model, and the share expected
+
+    def left_out(self) -> str:
+        """What was left out and why, in words ("2 already labeled, 1 repeat in pool"; "" for nothing)."""
+        return ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in self.counts.items() if k not in _NOT_LEFT_OUT and v)
 
     def to_dict(self) -> dict[str, Any]:
         return {
