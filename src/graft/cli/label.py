@@ -34,7 +34,8 @@ def label(
         ranked = suggest(model, folder, SuggestOptions(n=10**9, strategy="margin"))
         queue = [Item(r["relpath"], r["guess"], r["reason"]) for r in ranked.rows]
         names = names or ranked.classes
-        left = f"; left out: {ranked.left_out()}" if ranked.left_out() else ""
+        left = ranked.left_out()
+        left = f"; left out: {left}" if left else ""
     if from_suggest is not None:
         queue = queue_from_csv(from_suggest, folder)
     if names is None:

@@ -125,13 +125,20 @@ def _max_similarity(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return out
 
 
+def _centred_pair(X: np.ndarray, X_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``X`` and ``X_ref`` centred on their common mean (so both are compared in one frame), unit rows."""
+    both = np.concatenate([X, X_ref]) if len(X_ref) else np.asarray(X)
+    mean = np.asarray(both, np.float64).mean(0) if len(both) else None
+    Z = unit_centred(X, mean) if len(X) else np.zeros((0, 1), np.float32)
+    Zr = unit_centred(X_ref, mean) if len(X_ref) else np.zeros((0, Z.shape[1]), np.float32)
+    return Z, Zr
+
+
 def near_copies(X: np.ndarray, X_ref: np.ndarray, min_cos: float = NEAR_COPY_COS) -> np.ndarray:
-    """Rows of ``X`` with a centred cosine of at least ``min_cos`` to some row of ``X_ref`` (both centred
-    on their common mean, so both are compared in one frame)."""
+    """Rows of ``X`` with a centred cosine of at least ``min_cos`` to some row of ``X_ref``."""
     if not len(X) or not len(X_ref):
         return np.zeros(len(X), bool)
-    mean = np.asarray(np.concatenate([X, X_ref]), np.float64).mean(0)
-    return _max_similarity(unit_centred(X, mean), unit_centred(X_ref, mean)) >= min_cos
+    return _max_similarity(*_centred_pair(X, X_ref)) >= min_cos
 
 
 def find_copies(
@@ -141,14 +148,13 @@ def find_copies(
     ref_digests: Sequence[str | None],
     min_cos: float = NEAR_COPY_COS,
 ) -> Copies:
-    """Pool rows that copy a reference image (same bytes, or :func:`near_copies`) or an earlier pool row
-    (same bytes, or centred cosine >= ``min_cos`` within the pool)."""
+    """Pool rows that copy a reference image (same bytes, or centred cosine >= ``min_cos`` as in
+    :func:`near_copies`) or an earlier pool row (same bytes, or the same cosine within the pool)."""
     n = len(X)
     ref = {d for d in ref_digests if d}
     by_hash = np.array([d is not None and d in ref for d in digests], bool)
-    by_features = near_copies(X, X_ref, min_cos)
-    both = np.concatenate([X, X_ref]) if len(X_ref) else np.asarray(X)
-    Z = unit_centred(X, np.asarray(both, np.float64).mean(0)) if n else np.zeros((0, 1), np.float32)
+    Z, Zr = _centred_pair(X, X_ref)  # once: the within-pool check below uses Z too
+    by_features = _max_similarity(Z, Zr) >= min_cos if n else np.zeros(0, bool)
     within = np.zeros(n, bool)
     seen: dict[str, int] = {}
     for i, d in enumerate(digests):
